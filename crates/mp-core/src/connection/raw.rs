@@ -1,0 +1,146 @@
+//! The untyped connection under [`Connection`](super::Connection), [`Reader`](super::Reader)
+//! and [`Writer`](super::Writer): a platform channel plus the per-end state.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use mp_ipc::handle::{OwnedHandle, RawHandle};
+use mp_ipc::{Channel, DEFAULT_MAX_FRAME};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::sys::Chan;
+use crate::ConnectionError;
+
+/// A framed channel end with its receive limit, its broken flag and a reusable buffer.
+/// The `Cell`s make it `!Sync`: one thread uses an end at a time.
+pub(crate) struct RawConnection {
+    chan: Option<Chan>,
+    max_len: u64,
+    broken: Cell<bool>,
+    scratch: RefCell<Vec<u8>>,
+}
+
+impl RawConnection {
+    pub(crate) fn new(chan: Chan) -> Self {
+        Self {
+            chan: Some(chan),
+            max_len: DEFAULT_MAX_FRAME,
+            broken: Cell::new(false),
+            scratch: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn pair() -> Result<(Self, Self), ConnectionError> {
+        let (a, b) = crate::sys::chan_pair()?;
+        Ok((Self::new(a), Self::new(b)))
+    }
+
+    pub(crate) fn from_handle(h: OwnedHandle) -> std::io::Result<Self> {
+        Ok(Self::new(crate::sys::chan_from_handle(h)?))
+    }
+
+    pub(crate) fn raw_handle(&self) -> Option<RawHandle> {
+        self.chan.as_ref().map(crate::sys::chan_raw_handle)
+    }
+
+    pub(crate) fn chan(&self) -> Result<&Chan, ConnectionError> {
+        self.chan.as_ref().ok_or(ConnectionError::Closed)
+    }
+
+    pub(crate) fn close(&mut self) {
+        self.chan = None;
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.chan.is_none()
+    }
+
+    pub(crate) fn set_max_len(&mut self, max_len: u64) {
+        self.max_len = max_len;
+    }
+
+    pub(crate) fn send_bytes(&self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        Ok(self.chan()?.send_frame(&[bytes])?)
+    }
+
+    pub(crate) fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), ConnectionError> {
+        let chan = self.chan()?;
+        let mut buf = self.scratch.borrow_mut();
+        buf.clear();
+        let bytes = postcard::to_extend(value, std::mem::take(&mut *buf))
+            .map_err(ConnectionError::Encode)?;
+        let result = chan.send_frame(&[&bytes]);
+        *buf = bytes;
+        Ok(result?)
+    }
+
+    pub(crate) fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnectionError> {
+        Ok(self.chan()?.poll(timeout)?)
+    }
+
+    /// Receives one frame into `buf`, after waiting for it up to `timeout`.
+    fn recv_frame(
+        &self,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+        max_len: Option<u64>,
+    ) -> Result<(), ConnectionError> {
+        let chan = self.chan()?;
+        if self.broken.get() {
+            return Err(ConnectionError::Broken);
+        }
+        if let Some(t) = timeout {
+            if !chan.poll(Some(t))? {
+                return Err(ConnectionError::Timeout);
+            }
+        }
+        match chan.recv_frame(buf, max_len.unwrap_or(self.max_len)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = ConnectionError::from(e);
+                if matches!(
+                    e,
+                    ConnectionError::TooLarge { .. } | ConnectionError::Truncated { .. }
+                ) {
+                    self.broken.set(true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn recv_bytes(
+        &self,
+        timeout: Option<Duration>,
+        max_len: Option<u64>,
+    ) -> Result<Vec<u8>, ConnectionError> {
+        let mut buf = Vec::new();
+        self.recv_frame(&mut buf, timeout, max_len)?;
+        Ok(buf)
+    }
+
+    pub(crate) fn recv_bytes_into(&self, out: &mut [u8]) -> Result<usize, ConnectionError> {
+        let message = self.recv_bytes(None, None)?;
+        if message.len() > out.len() {
+            return Err(ConnectionError::BufferTooShort {
+                message,
+                capacity: out.len(),
+            });
+        }
+        out[..message.len()].copy_from_slice(&message);
+        Ok(message.len())
+    }
+
+    pub(crate) fn recv_value<T: DeserializeOwned>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<T, ConnectionError> {
+        let mut buf = self.scratch.borrow_mut();
+        self.recv_frame(&mut buf, timeout, None)?;
+        postcard::from_bytes(&buf).map_err(ConnectionError::Decode)
+    }
+}

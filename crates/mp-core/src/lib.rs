@@ -1,0 +1,84 @@
+//! # mp: Python's `multiprocessing`, in Rust
+//!
+//! Start processes with a `threading`-like API, talk to them through typed pipes, and wait on
+//! several of them at once.
+//!
+//! | Python | here |
+//! |---|---|
+//! | `Process(target=f, args=(x,))` | [`Process::new`]`(f, x)` |
+//! | `get_context("spawn")` | [`get_context`]`(`[`StartMethod::Spawn`]`)` |
+//! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
+//! | `Pipe()`, `Pipe(duplex=False)` | [`pipe`], [`pipe_oneway`] |
+//! | `multiprocessing.connection.wait` | [`wait`] |
+//! | `if __name__ == "__main__":` | nothing, or [`main`] as the first line of `main` |
+//!
+//! ```
+//! use mp_core::{pipe, Connection, Process};
+//!
+//! fn greet(conn: Connection<String>) {
+//!     let name = conn.recv().unwrap();
+//!     conn.send(&format!("hello, {name}")).unwrap();
+//! }
+//!
+//! let (here, there) = pipe::<String>().unwrap();
+//! let mut child = Process::new(greet, there);
+//! child.start().unwrap();
+//! here.send(&"bob".to_string()).unwrap();
+//! assert_eq!(here.recv().unwrap(), "hello, bob");
+//! child.join().unwrap();
+//! assert_eq!(child.exitcode(), Some(0));
+//! ```
+//!
+//! ## How a child finds its work
+//!
+//! Under the default start method, [`StartMethod::Spawn`], a child is a fresh run of the
+//! current executable. Before `main` runs, a constructor that this crate installs notices that
+//! the process is a child, receives its target (identified by its offset from a fixed function
+//! in the same binary) and its serialized argument, runs it and exits, so the user's `main`
+//! never runs in a child. This works the same in binaries, examples, `cargo test` and
+//! doctests. [`main`] does the same job explicitly, for platforms or link setups where the
+//! constructor does not run.
+//!
+//! ## Feature flags
+//!
+//! - `socket` (default): pipes over Unix domain sockets (Unix) or named pipes (Windows).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+pub mod connection;
+mod context;
+mod error;
+mod handles;
+pub mod process;
+mod sys;
+mod wait;
+
+pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
+pub use context::{
+    get_all_start_methods, get_context, get_start_method, set_start_method, Context, StartMethod,
+};
+pub use error::{ChildPanic, ConnectionError, ContextError, ProcessError, WaitError};
+pub use process::{
+    active_children, cpu_count, current_process, parent_process, ParentProcess, Process,
+    ProcessInfo,
+};
+pub use wait::{wait, Sentinel, Waitable};
+
+/// Runs the child's work if this process was started by `mp`; returns at once otherwise.
+///
+/// The counterpart of Python's `if __name__ == "__main__":` guard. On Linux and Windows a
+/// constructor does this before `main` runs, so the call is optional there; putting it first
+/// in `main` makes the program correct on every platform and says what happens. In a child it
+/// never returns. If a child reaches a [`Process::start`] without having run this, `start`
+/// fails with [`ProcessError::BootstrapMissing`] instead of starting processes recursively.
+///
+/// ```
+/// fn main() {
+///     mp_core::main();
+///     // ... the parent's program ...
+/// }
+/// # main();
+/// ```
+pub fn main() {
+    process::child::boot_from_env();
+}

@@ -1,0 +1,173 @@
+//! The child's side: boot from the environment, run the target, report, exit.
+//!
+//! A spawned child is recognised by the boot environment variable before `main` runs (see
+//! [`crate::main`]). It receives its [`Boot`] message and handles, takes on its identity,
+//! starts a watchdog on the boot channel (the parent's death closes it), installs a panic
+//! hook that reports panics of the target's thread to the parent, runs the target, and
+//! exits with 0, or 1 after a panic (Python's code for an uncaught exception).
+//!
+//! Threads the target started and did not join end with the process when the target
+//! returns, as threads do when a Rust `main` returns (Python would wait for its non-daemon
+//! threads).
+
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Mutex, Once};
+use std::thread::{self, ThreadId};
+
+use mp_ipc::Channel;
+
+use super::boot::{Boot, Report, ENV_BOOT};
+use super::registry;
+use crate::sys::{self, Chan};
+use crate::StartMethod;
+
+/// Where this child reports to, and which thread runs its target.
+static REPORT_TO: Mutex<Option<(Chan, ThreadId)>> = Mutex::new(None);
+
+/// Runs the child's work if the boot variable is set; returns otherwise.
+pub(crate) fn boot_from_env() {
+    let Some(value) = std::env::var_os(ENV_BOOT) else {
+        return;
+    };
+    // Grandchildren get their own variable; ours must not leak to them.
+    std::env::remove_var(ENV_BOOT);
+    let value = value.to_string_lossy().into_owned();
+    let (kind, handle) = value.split_once(':').unwrap_or(("", ""));
+    let chan = match sys::boot_chan_from_env(handle) {
+        Ok(c) => c,
+        Err(e) => fail_boot(&format!("cannot open the boot channel {value:?}: {e}")),
+    };
+    match kind {
+        "spawn" => run_spawned(chan, StartMethod::Spawn),
+        "forkserver" => sys::serve_forkserver(chan),
+        _ => fail_boot(&format!("unknown boot kind in {value:?}")),
+    }
+}
+
+fn fail_boot(msg: &str) -> ! {
+    eprintln!("mp: {msg}");
+    std::process::exit(1)
+}
+
+/// Receives the target over `chan` and runs it; never returns.
+pub(crate) fn run_spawned(chan: Chan, method: StartMethod) -> ! {
+    sys::prepare_child_runtime();
+    let mut buf = Vec::new();
+    let handles = match sys::recv_with_handles(&chan, &mut buf, 1 << 34) {
+        Ok(h) => h,
+        // The parent went away before it sent the work: nothing to do.
+        Err(mp_ipc::IpcError::Eof) => std::process::exit(1),
+        Err(e) => fail_boot(&format!("cannot receive the child's work: {e}")),
+    };
+    let boot: Boot = match postcard::from_bytes(&buf) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!("cannot decode the child's work: {e}");
+            let _ = send_report(&chan, &Report::BootFailed(msg.clone()));
+            fail_boot(&msg)
+        }
+    };
+    drop(buf);
+    registry::become_child(boot.identity, boot.parent_pid, boot.parent_name);
+    crate::context::inherit_start_method(method);
+    let Boot { entry, args, .. } = boot;
+    run_child(chan, boot.outlive_parent, move || {
+        // SAFETY: the entry id was made by our parent, which runs this same executable.
+        let trampoline = unsafe { entry.resolve() };
+        trampoline(&entry, &args, handles)
+    })
+}
+
+/// Runs a child's body with reporting and the parent watchdog, then exits.
+pub(crate) fn run_child(
+    chan: Chan,
+    outlive_parent: bool,
+    body: impl FnOnce() -> Result<(), String>,
+) -> ! {
+    start_watchdog(&chan, outlive_parent);
+    install_panic_hook();
+    *REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()) = Some((chan, thread::current().id()));
+    let code = match panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(msg)) => {
+            report(&Report::BootFailed(msg.clone()));
+            eprintln!("mp: {msg}");
+            1
+        }
+        Err(_) => 1,
+    };
+    exit_child(code)
+}
+
+/// Flushes, tells the parent the code, and exits (running exit hooks, which join this
+/// child's own children).
+fn exit_child(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    report(&Report::Exiting(code));
+    std::process::exit(code)
+}
+
+fn send_report(chan: &Chan, report: &Report) -> Result<(), mp_ipc::IpcError> {
+    let bytes = postcard::to_stdvec(report).unwrap_or_default();
+    chan.send_frame(&[&bytes])
+}
+
+fn report(r: &Report) {
+    if let Some((chan, _)) = REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let _ = send_report(chan, r);
+    }
+}
+
+/// Reports panics of the target's thread to the parent, then lets the default hook print.
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default_hook = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let on_target_thread = REPORT_TO
+                .lock()
+                .map(|r| {
+                    r.as_ref()
+                        .is_some_and(|(_, t)| *t == thread::current().id())
+                })
+                .unwrap_or(false);
+            if on_target_thread {
+                let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+                    (*s).to_string()
+                } else if let Some(s) = info.payload().downcast_ref::<String>() {
+                    s.clone()
+                } else {
+                    "Box<dyn Any>".to_string()
+                };
+                let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+                let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+                report(&Report::Panicked {
+                    message,
+                    location,
+                    backtrace,
+                });
+            }
+            default_hook(info);
+        }));
+    });
+}
+
+/// Watches the boot channel: the parent never writes after the boot message, so the read
+/// returns only when the parent's end closes, that is, when the parent is gone.
+fn start_watchdog(chan: &Chan, outlive_parent: bool) {
+    let Ok(watch) = sys::chan_try_clone(chan) else {
+        return;
+    };
+    let _ = thread::Builder::new()
+        .name("mp-parent-watchdog".into())
+        .spawn(move || {
+            let mut buf = Vec::new();
+            while watch.recv_frame(&mut buf, 1 << 20).is_ok() {}
+            registry::mark_parent_gone();
+            if !outlive_parent {
+                sys::die_with_parent_now();
+            }
+        });
+}

@@ -1,0 +1,134 @@
+//! Process-wide state: who this process is, who its parent is, and which children it has
+//! started and not yet reaped. At exit, as in Python, daemon children are terminated and
+//! the others are joined.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use super::boot::Identity;
+use super::running::Running;
+use super::ProcessInfo;
+use crate::sys::{self, Signal};
+
+static CHILDREN: Mutex<Vec<Arc<Running>>> = Mutex::new(Vec::new());
+static NEXT_CHILD: AtomicU32 = AtomicU32::new(1);
+static IDENTITY: RwLock<Option<Identity>> = RwLock::new(None);
+static PARENT: Mutex<Option<(u32, String)>> = Mutex::new(None);
+static PARENT_GONE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+static AT_EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn main_identity() -> Identity {
+    let mut authkey = vec![0u8; 32];
+    getrandom::fill(&mut authkey).expect("the OS random source failed");
+    Identity {
+        name: "MainProcess".into(),
+        path: Vec::new(),
+        daemon: false,
+        authkey,
+    }
+}
+
+/// This process's identity (the main process's is made on first use).
+pub(crate) fn identity() -> Identity {
+    if let Some(id) = IDENTITY.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return id.clone();
+    }
+    let mut slot = IDENTITY.write().unwrap_or_else(|e| e.into_inner());
+    slot.get_or_insert_with(main_identity).clone()
+}
+
+/// Installs the identity of a child and its parent, resetting the child counter.
+pub(crate) fn become_child(identity: Identity, parent_pid: u32, parent_name: String) {
+    *IDENTITY.write().unwrap_or_else(|e| e.into_inner()) = Some(identity);
+    *lock(&PARENT) = Some((parent_pid, parent_name));
+    NEXT_CHILD.store(1, Ordering::Relaxed);
+}
+
+pub(crate) fn parent() -> Option<(u32, String)> {
+    lock(&PARENT).clone()
+}
+
+/// Called by the child's watchdog when the parent's end of the boot channel closes.
+pub(crate) fn mark_parent_gone() {
+    *lock(&PARENT_GONE.0) = true;
+    PARENT_GONE.1.notify_all();
+}
+
+/// Waits up to `timeout` for the parent to be gone; returns whether it is.
+pub(crate) fn wait_parent_gone(timeout: Duration) -> bool {
+    let gone = lock(&PARENT_GONE.0);
+    let (gone, _) = PARENT_GONE
+        .1
+        .wait_timeout_while(gone, timeout, |g| !*g)
+        .unwrap_or_else(|e| e.into_inner());
+    *gone
+}
+
+/// The identity of the next child: `Process-N`, or `Process-P:N` below the main process.
+pub(crate) fn next_child_identity(name: Option<String>, daemon: Option<bool>) -> Identity {
+    let me = identity();
+    let mut path = me.path.clone();
+    path.push(NEXT_CHILD.fetch_add(1, Ordering::Relaxed));
+    let default_name = format!(
+        "Process-{}",
+        path.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(":")
+    );
+    Identity {
+        name: name.unwrap_or(default_name),
+        path,
+        daemon: daemon.unwrap_or(me.daemon),
+        authkey: me.authkey,
+    }
+}
+
+pub(crate) fn register(child: Arc<Running>) {
+    if !AT_EXIT_REGISTERED.swap(true, Ordering::SeqCst) {
+        sys::at_exit(finish_children_at_exit);
+    }
+    lock(&CHILDREN).push(child);
+}
+
+/// Drops finished children from the registry; returns the live ones.
+pub(crate) fn reap() -> Vec<ProcessInfo> {
+    let authkey = identity().authkey;
+    let mut children = lock(&CHILDREN);
+    children.retain(|c| matches!(c.poll(), Ok(None)));
+    children
+        .iter()
+        .map(|c| ProcessInfo {
+            name: c.name.clone(),
+            pid: c.pid,
+            daemon: c.daemon,
+            authkey: authkey.clone(),
+        })
+        .collect()
+}
+
+/// Holds the registry across a fork so that no other thread holds it at that moment.
+pub(crate) fn lock_for_fork() -> MutexGuard<'static, Vec<Arc<Running>>> {
+    lock(&CHILDREN)
+}
+
+/// In a forked child: the parent's children are not ours; close their channels.
+pub(crate) fn forget_parents_children(mut guard: MutexGuard<'static, Vec<Arc<Running>>>) {
+    guard.clear();
+    NEXT_CHILD.store(1, Ordering::Relaxed);
+}
+
+extern "C" fn finish_children_at_exit() {
+    let children: Vec<Arc<Running>> = std::mem::take(&mut *lock(&CHILDREN));
+    for c in children.iter().filter(|c| c.daemon) {
+        let _ = c.signal(Signal::Terminate);
+    }
+    for c in &children {
+        let _ = c.wait(None);
+    }
+}

@@ -1,0 +1,114 @@
+//! Unix: Unix domain socket channels, descriptor passing, `fork`, `exec` and `waitpid`.
+
+mod forkserver;
+mod os;
+mod start;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use mp_ipc::IpcError;
+
+pub(crate) use forkserver::{
+    serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
+};
+pub(crate) use os::{current_pid, die_with_parent_now, prepare_child_runtime, send_signal};
+pub(crate) use start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
+
+use crate::StartMethod;
+
+/// The transport of pipes and boot channels.
+pub(crate) type Chan = mp_unix::UnixChannel;
+
+/// Start methods of this platform, the default first.
+pub(crate) const AVAILABLE_START_METHODS: &[StartMethod] = &[
+    StartMethod::Spawn,
+    StartMethod::Fork,
+    StartMethod::ForkServer,
+];
+
+pub(crate) fn chan_pair() -> io::Result<(Chan, Chan)> {
+    Chan::pair()
+}
+
+pub(crate) fn chan_from_handle(h: OwnedFd) -> io::Result<Chan> {
+    Chan::from_fd(h)
+}
+
+pub(crate) fn chan_raw_handle(c: &Chan) -> RawFd {
+    c.as_raw_fd()
+}
+
+pub(crate) fn chan_try_clone(c: &Chan) -> io::Result<Chan> {
+    c.try_clone()
+}
+
+/// Sends a boot message with the handles the child inherits.
+pub(crate) fn send_with_handles(c: &Chan, bytes: &[u8], handles: &[RawFd]) -> Result<(), IpcError> {
+    mp_unix::fdpass::send_with_fds(c, bytes, handles)
+}
+
+/// Receives a boot message and its handles.
+pub(crate) fn recv_with_handles(
+    c: &Chan,
+    buf: &mut Vec<u8>,
+    max: u64,
+) -> Result<Vec<OwnedFd>, IpcError> {
+    mp_unix::fdpass::recv_with_fds(c, buf, max)
+}
+
+/// Waits until any handle is readable; returns the ready indices.
+pub(crate) fn wait_readable(
+    handles: &[RawFd],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    mp_unix::poll::poll_many(handles, timeout)
+}
+
+/// The boot channel of a child, as the value of the boot environment variable.
+pub(crate) fn boot_env_value(kind: &str, chan: &Chan) -> String {
+    format!("{kind}:{}", chan.as_raw_fd())
+}
+
+/// Takes the boot channel named by the boot environment variable.
+pub(crate) fn boot_chan_from_env(value: &str) -> io::Result<Chan> {
+    let fd: RawFd = value.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad boot handle {value:?}"),
+        )
+    })?;
+    // SAFETY: the parent cleared close-on-exec on exactly this descriptor for us; nobody
+    // else in this fresh process owns it.
+    unsafe { Chan::from_raw_fd(fd) }
+}
+
+/// Registers the constructor that runs a child's target before `main`.
+pub(crate) fn link_boot_constructor() {
+    #[used]
+    #[cfg_attr(
+        any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "openbsd"
+        ),
+        link_section = ".init_array"
+    )]
+    #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+    static BOOT_CONSTRUCTOR: extern "C" fn() = boot_constructor;
+    extern "C" fn boot_constructor() {
+        crate::process::child::boot_from_env();
+    }
+    std::hint::black_box(&BOOT_CONSTRUCTOR);
+}
+
+/// Runs `hook` when the process exits normally (libc `atexit`).
+pub(crate) fn at_exit(hook: extern "C" fn()) {
+    // SAFETY: registering a plain function pointer.
+    unsafe {
+        libc::atexit(hook);
+    }
+}

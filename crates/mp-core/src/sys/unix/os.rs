@@ -1,0 +1,103 @@
+//! Small OS calls: signals, thread identity, the child's runtime set-up. Linux-only calls
+//! have a portable fallback here.
+
+use std::io;
+
+use crate::sys::Signal;
+
+pub(crate) fn current_pid() -> u32 {
+    std::process::id()
+}
+
+/// Whether the caller is the process's main thread (Linux: `gettid() == getpid()`). The
+/// parent-death signal fires when the *thread* that forked exits, so it is only armed for
+/// children started from the main thread; the liveness channel covers the rest.
+pub(crate) fn is_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and getpid have no preconditions.
+        unsafe { libc::gettid() == libc::getpid() }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// In a freshly forked child: ask for `SIGKILL` when the parent dies (Linux), and exit
+/// at once if it already has. Async-signal-safe.
+pub(crate) fn arm_parent_death_signal(parent: libc::pid_t) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl, getppid and _exit are async-signal-safe.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = parent;
+}
+
+pub(crate) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
+    let sig = match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+        Signal::Interrupt => libc::SIGINT,
+    };
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// A child whose parent died: go, the way the parent-death signal would have sent us.
+pub(crate) fn die_with_parent_now() -> ! {
+    // SAFETY: raising SIGKILL on ourselves; _exit is the fallback if it somehow returns.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+        libc::_exit(1)
+    }
+}
+
+/// A child booted before `main` did not get the runtime set-up `main` gets: ignore `SIGPIPE`
+/// as Rust programs do, so a write to a vanished peer is an error, not death.
+pub(crate) fn prepare_child_runtime() {
+    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Converts a `waitpid` status into Python's exit code: the code, or minus the signal.
+pub(crate) fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// A descriptor that becomes readable when `pid` exits (Linux `pidfd_open`), if available.
+pub(crate) fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the syscall returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor we own; pidfds are close-on-exec.
+            return Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+        }
+        None
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}

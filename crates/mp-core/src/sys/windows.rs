@@ -1,0 +1,1 @@
+//! Windows: named-pipe channels, `CreateProcess` spawn, job objects (in progress).

@@ -1,0 +1,80 @@
+//! Waiting on several connections and processes at once: Python's
+//! `multiprocessing.connection.wait`.
+//!
+//! Objects are anything [`Waitable`]: the connection ends and process [`Sentinel`]s. The
+//! result is the indices of the ready objects rather than the objects, which keeps
+//! borrowing simple. There is no limit on the number of objects (Python's Windows version
+//! is limited to 63 per underlying call).
+
+use std::time::Duration;
+
+use mp_ipc::handle::RawHandle;
+
+use crate::connection::{Connection, Reader, Writer};
+use crate::WaitError;
+
+/// Something [`wait`] can wait on.
+pub trait Waitable {
+    /// The OS handle that becomes ready, or `None` when the object is closed.
+    fn wait_handle(&self) -> Option<RawHandle>;
+}
+
+impl<T> Waitable for Connection<T> {
+    fn wait_handle(&self) -> Option<RawHandle> {
+        self.raw().raw_handle()
+    }
+}
+
+impl<T> Waitable for Reader<T> {
+    fn wait_handle(&self) -> Option<RawHandle> {
+        self.raw().raw_handle()
+    }
+}
+
+impl<T> Waitable for Writer<T> {
+    fn wait_handle(&self) -> Option<RawHandle> {
+        self.raw().raw_handle()
+    }
+}
+
+/// A process's sentinel: ready once the child has exited (Python's `Process.sentinel`).
+/// Obtained from [`Process::sentinel`](crate::Process::sentinel).
+#[derive(Debug, Clone, Copy)]
+pub struct Sentinel<'a> {
+    pub(crate) handle: RawHandle,
+    pub(crate) _process: std::marker::PhantomData<&'a ()>,
+}
+
+impl Sentinel<'_> {
+    /// The raw OS handle (a descriptor on Unix).
+    pub fn raw_handle(&self) -> RawHandle {
+        self.handle
+    }
+}
+
+impl Waitable for Sentinel<'_> {
+    fn wait_handle(&self) -> Option<RawHandle> {
+        Some(self.handle)
+    }
+}
+
+/// Waits until at least one object is ready (a message or end of stream to read, or a
+/// process that has exited), for at most `timeout` (`None`: without limit). Returns the
+/// indices of the ready objects; empty on timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// let (a, b) = mp_core::pipe::<u8>().unwrap();
+/// let (c, d) = mp_core::pipe::<u8>().unwrap();
+/// d.send(&1).unwrap();
+/// let ready = mp_core::wait(&[&a, &c], Some(Duration::from_secs(1))).unwrap();
+/// assert_eq!(ready, vec![1]);
+/// # drop(b);
+/// ```
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>, WaitError> {
+    let mut handles = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        handles.push(o.wait_handle().ok_or(WaitError::Closed(i))?);
+    }
+    Ok(crate::sys::wait_readable(&handles, timeout)?)
+}

@@ -1,0 +1,83 @@
+//! The frame header: an 8-byte little-endian body length written before every payload on a
+//! stream transport.
+//!
+//! The receiver checks the announced length against its limit before reading the body, and
+//! grows its buffer only as bytes actually arrive, so a corrupt header can never make it
+//! allocate memory the peer did not send.
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 8;
+
+/// The default limit on one incoming frame: 4 GiB. Configurable per connection.
+pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
+
+/// Largest single step by which a receive buffer grows while a body streams in.
+pub const GROW_STEP: usize = 1 << 20;
+
+/// The length prefix of one frame.
+///
+/// ```
+/// use mp_ipc::FrameHeader;
+/// let h = FrameHeader::new(1234);
+/// assert_eq!(FrameHeader::decode(h.encode()).len, 1234);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Length of the body that follows, in bytes.
+    pub len: u64,
+}
+
+impl FrameHeader {
+    /// A header announcing `len` body bytes.
+    pub fn new(len: usize) -> Self {
+        Self { len: len as u64 }
+    }
+
+    /// The header's wire form.
+    pub fn encode(self) -> [u8; HEADER_LEN] {
+        self.len.to_le_bytes()
+    }
+
+    /// Reads a header from its wire form.
+    pub fn decode(bytes: [u8; HEADER_LEN]) -> Self {
+        Self {
+            len: u64::from_le_bytes(bytes),
+        }
+    }
+
+    /// Checks the announced length against `max`.
+    pub fn check(self, max: u64) -> Result<usize, crate::IpcError> {
+        if self.len > max || usize::try_from(self.len).is_err() {
+            return Err(crate::IpcError::FrameTooLarge { len: self.len, max });
+        }
+        Ok(self.len as usize)
+    }
+}
+
+/// How far to grow a buffer holding `have` of `want` bytes: never more than [`GROW_STEP`]
+/// beyond what has arrived, so allocation follows the data actually received.
+pub fn next_capacity(have: usize, want: usize) -> usize {
+    want.min(have.saturating_add(GROW_STEP).max(have * 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_header_is_refused() {
+        let h = FrameHeader { len: u64::MAX };
+        assert!(matches!(
+            h.check(DEFAULT_MAX_FRAME),
+            Err(crate::IpcError::FrameTooLarge { .. })
+        ));
+        assert_eq!(FrameHeader::new(5).check(5).unwrap(), 5);
+    }
+
+    #[test]
+    fn growth_is_bounded_by_what_arrived() {
+        assert_eq!(next_capacity(0, 1 << 40), GROW_STEP);
+        assert_eq!(next_capacity(10, 20), 20);
+        assert_eq!(next_capacity(4 << 20, 1 << 40), 8 << 20);
+    }
+}

@@ -1,0 +1,74 @@
+//! The backend contract of `mp`.
+//!
+//! Every transport (Unix sockets, Windows named pipes, shared-memory rings, threads) moves
+//! *frames*: whole byte messages whose boundaries survive the trip. This crate defines
+//!
+//! - [`Channel`]: the trait a transport implements for one duplex, framed, byte channel;
+//! - [`frame`]: the length header every stream transport writes before a payload, and the
+//!   limits that keep a corrupt header from allocating without bound;
+//! - [`IpcError`]: the transport-level errors, which `mp-core` maps onto its public ones;
+//! - [`handle`]: the OS handle type of the platform, the unit of inheritance between processes.
+//!
+//! Users depend on `mp-core`, not on this crate.
+
+pub mod frame;
+pub mod handle;
+
+use std::time::Duration;
+
+pub use frame::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN};
+
+/// Errors a transport reports. `mp-core` turns them into its own typed errors.
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    /// The peer closed its end (or died) before a frame started: a clean end of stream.
+    #[error("end of stream: the peer closed the connection")]
+    Eof,
+    /// The peer closed its end in the middle of a frame.
+    #[error(
+        "the peer closed the connection in the middle of a message ({got} of {expected} bytes)"
+    )]
+    Truncated {
+        /// Bytes of the body received.
+        got: u64,
+        /// Bytes the header announced.
+        expected: u64,
+    },
+    /// The peer is gone and a write could not be delivered (EPIPE / ERROR_NO_DATA).
+    #[error("broken pipe: the peer closed the connection")]
+    BrokenPipe,
+    /// A header announced a frame longer than the receiver accepts; the body was not allocated.
+    #[error("incoming message of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced length.
+        len: u64,
+        /// The receiver's limit.
+        max: u64,
+    },
+    /// Nothing arrived within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// Any other operating-system error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// One end of a duplex, framed byte channel between two processes (or threads).
+///
+/// Implementations guarantee that a frame is delivered whole or not at all: no merging, no
+/// splitting, empty frames kept. A peer that is gone shows up as [`IpcError::Eof`] on receive
+/// and [`IpcError::BrokenPipe`] on send, never as a hang.
+pub trait Channel: Send + Sized {
+    /// Sends one frame made of the concatenation of `parts` (so a caller can send a header
+    /// and a body without copying them together).
+    fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError>;
+
+    /// Receives one frame into `buf` (cleared first). A frame longer than `max_len` is refused
+    /// with [`IpcError::FrameTooLarge`] before its body is read; the channel is then unusable
+    /// for reading, since its stream position is lost.
+    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError>;
+
+    /// Waits until a frame (or end of stream) can be read without blocking, for at most
+    /// `timeout` (`None`: forever; zero: just look). Polling consumes nothing.
+    fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError>;
+}

@@ -1,0 +1,16 @@
+//! The Unix socket backend of `mp`.
+//!
+//! A duplex [`UnixChannel`] is one end of a `socketpair(AF_UNIX, SOCK_STREAM)`, the same
+//! object Python's `multiprocessing.Pipe()` uses on Unix. Frames are length-prefixed
+//! ([`mp_ipc::frame`]); writes use `MSG_NOSIGNAL`, so a vanished peer is an `EPIPE` error
+//! and never a `SIGPIPE` that kills the writer. [`fdpass`] sends descriptors along with a
+//! frame (`SCM_RIGHTS`), which is how handles reach spawned and fork-server children.
+//!
+//! On non-Unix targets the crate is empty.
+#![cfg(unix)]
+
+mod channel;
+pub mod fdpass;
+pub mod poll;
+
+pub use channel::UnixChannel;

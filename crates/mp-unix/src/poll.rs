@@ -1,0 +1,74 @@
+//! Waiting for descriptors to become readable, with deadlines that survive signal
+//! interruptions (`EINTR` restarts the wait with the time that is left).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+/// Converts a remaining time into `poll`'s milliseconds, rounding up so a short positive
+/// timeout never becomes a busy zero-wait loop.
+fn to_millis(left: Option<Duration>) -> libc::c_int {
+    match left {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}
+
+/// Waits until any of `fds` is readable (data, end of stream or error), for at most
+/// `timeout`. Returns the indices of the ready descriptors, empty on timeout.
+/// There is no limit on the number of descriptors.
+pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        // SAFETY: pfds is a live array of pollfd of the given length.
+        let rc = unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                to_millis(left),
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if let Some(bad) = pfds.iter().find(|p| p.revents & libc::POLLNVAL != 0) {
+            let _ = bad;
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let ready: Vec<usize> = pfds
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.revents != 0)
+            .map(|(i, _)| i)
+            .collect();
+        if !ready.is_empty() || rc == 0 && left.is_some_and(|l| l.is_zero()) {
+            return Ok(ready);
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return Ok(ready);
+            }
+        }
+    }
+}
+
+/// Whether `fd` becomes readable within `timeout`.
+pub fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(!poll_many(&[fd], timeout)?.is_empty())
+}
