@@ -106,6 +106,27 @@ macro_rules! common_methods {
                 self.raw.is_closed()
             }
 
+            /// Wraps an OS handle that must be one end of a connected channel of this
+            /// platform's transport (a stream socket on Unix). Anything else is an error now,
+            /// not at the first use.
+            pub fn from_handle(
+                handle: mp_ipc::handle::OwnedHandle,
+            ) -> Result<Self, ConnectionError> {
+                Ok(Self {
+                    raw: RawConnection::from_handle(handle)?,
+                    _t: PhantomData,
+                })
+            }
+
+            /// A second handle on the same end (a duplicated OS handle), for instance to
+            /// give the end to several children in turn.
+            pub fn try_clone(&self) -> Result<Self, ConnectionError> {
+                Ok(Self {
+                    raw: self.raw.try_clone()?,
+                    _t: PhantomData,
+                })
+            }
+
             pub(crate) fn raw(&self) -> &RawConnection {
                 &self.raw
             }

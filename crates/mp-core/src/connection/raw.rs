@@ -40,6 +40,12 @@ impl RawConnection {
         Ok(Self::new(crate::sys::chan_from_handle(h)?))
     }
 
+    pub(crate) fn try_clone(&self) -> Result<Self, ConnectionError> {
+        let mut clone = Self::new(crate::sys::chan_try_clone(self.chan()?)?);
+        clone.max_len = self.max_len;
+        Ok(clone)
+    }
+
     pub(crate) fn raw_handle(&self) -> Option<RawHandle> {
         self.chan.as_ref().map(crate::sys::chan_raw_handle)
     }

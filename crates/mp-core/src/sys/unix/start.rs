@@ -49,8 +49,12 @@ pub(crate) fn spawn_child(
 /// Forks; the child runs `body` and must not return (it is made to `_exit` if it does).
 pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Result<(u32, Waiter)> {
     use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    // Hold the standard stream locks across the fork, as an atfork handler would, so that
+    // no other thread owns them at that instant and the child can print.
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let _ = out.flush();
+    let _ = err.flush();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let arm = die_with_parent && is_main_thread();
@@ -59,6 +63,7 @@ pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Resu
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            drop((out, err));
             if arm {
                 arm_parent_death_signal(parent);
             }

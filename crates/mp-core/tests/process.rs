@@ -1,0 +1,669 @@
+//! Process behaviours (PROC-* of the CPython checklist), run under every start method that
+//! applies, each with real child processes and an outer time bound.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{about, bounded, exec_contexts, for_each_context, immediate};
+use mp_core::{
+    active_children, current_process, get_context, get_start_method, parent_process, pipe,
+    pipe_oneway, set_start_method, wait, Connection, Context, Process, ProcessError, StartMethod,
+    Writer,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Seen {
+    args: (i32, i32, String, f64),
+    name: String,
+    pid: u32,
+    authkey: Vec<u8>,
+    parent: Option<(u32, String)>,
+    daemon: bool,
+    method: StartMethod,
+}
+
+fn report_self(arg: ((i32, i32, String, f64), Connection<Seen>)) {
+    let (args, conn) = arg;
+    let me = current_process();
+    conn.send(&Seen {
+        args,
+        name: me.name,
+        pid: me.pid,
+        authkey: me.authkey,
+        parent: parent_process().map(|p| (p.pid, p.name)),
+        daemon: me.daemon,
+        method: get_start_method(),
+    })
+    .unwrap();
+    // Stay alive until the parent has looked at us.
+    let _ = conn.recv_timeout(Duration::from_secs(10));
+}
+
+fn in_active(p: &Process) -> bool {
+    active_children().iter().any(|c| Some(c.pid) == p.pid())
+}
+
+#[test]
+fn proc_01_05_lifecycle_identity_and_parent() {
+    for_each_context(30, |ctx| {
+        let (here, there) = pipe::<Seen>().unwrap();
+        let args = (1, 2, "hello".to_string(), 2.54);
+        let mut p = ctx
+            .process(report_self, (args.clone(), there))
+            .with_name("SomeProcess");
+        assert!(!p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        assert!(!in_active(&p));
+        p.start().unwrap();
+        let seen = here.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        assert!(in_active(&p));
+        assert_eq!(seen.args, args);
+        assert_eq!(seen.name, "SomeProcess");
+        assert_eq!(Some(seen.pid), p.pid());
+        assert_ne!(seen.pid, std::process::id());
+        assert_eq!(seen.authkey, current_process().authkey);
+        assert_eq!(
+            seen.parent,
+            Some((std::process::id(), "MainProcess".to_string()))
+        );
+        assert!(!seen.daemon);
+        assert_eq!(seen.method, ctx.start_method());
+        here.send(&seen).unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(!p.is_alive());
+        assert!(!in_active(&p));
+    });
+}
+
+#[test]
+fn proc_02_current_process_and_default_names() {
+    let me = current_process();
+    assert_eq!(me.name, "MainProcess");
+    assert_eq!(me.pid, std::process::id());
+    assert!(!me.daemon);
+    assert_eq!(me.authkey.len(), 32);
+    assert!(parent_process().is_none());
+    fn nothing(_: ()) {}
+    let mut a = Process::new(nothing, ());
+    let mut b = Process::new(nothing, ());
+    a.start().unwrap();
+    b.start().unwrap();
+    let (na, nb) = (a.name().unwrap().to_string(), b.name().unwrap().to_string());
+    let n = |s: &str| s.strip_prefix("Process-").unwrap().parse::<u32>().unwrap();
+    assert!(n(&nb) > n(&na), "{na} then {nb}");
+    a.join().unwrap();
+    b.join().unwrap();
+}
+
+fn echo_back<T: Serialize + serde::de::DeserializeOwned>(arg: (T, Writer<T>)) {
+    arg.1.send(&arg.0).unwrap();
+}
+
+#[test]
+fn proc_03_arguments_round_trip() {
+    for_each_context(30, |ctx| {
+        type Args = (u64, i8, String, Vec<u16>, (bool, char), Option<Vec<String>>);
+        let value: Args = (
+            u64::MAX,
+            -5,
+            "héllo".into(),
+            vec![1, 2, 3],
+            (true, 'λ'),
+            Some(vec!["a".into(), String::new()]),
+        );
+        let (rx, tx) = pipe_oneway::<Args>().unwrap();
+        let mut p = ctx.process(echo_back::<Args>, (value.clone(), tx));
+        p.start().unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), value);
+        p.join().unwrap();
+    });
+}
+
+fn report_daemon(tx: Writer<bool>) {
+    tx.send(&current_process().daemon).unwrap();
+}
+
+#[test]
+fn proc_04_daemon_flag() {
+    for_each_context(30, |ctx| {
+        for flag in [None, Some(true), Some(false)] {
+            let (rx, tx) = pipe_oneway::<bool>().unwrap();
+            let mut p = ctx.process(report_daemon, tx);
+            if let Some(d) = flag {
+                p = p.with_daemon(d);
+            }
+            assert_eq!(p.daemon(), flag.unwrap_or(false));
+            p.start().unwrap();
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+                flag.unwrap_or(false)
+            );
+            p.join().unwrap();
+        }
+    });
+}
+
+fn sleep_forever(_: ()) {
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Starts a grandchild that sleeps, reports its pid, then sleeps itself.
+fn parent_of_sleeper(arg: (bool, Writer<u32>)) {
+    let (outlive, tx) = arg;
+    let mut g =
+        Process::new(grandchild, (outlive, tx.try_clone().unwrap())).with_outlive_parent(outlive);
+    g.start().unwrap();
+    tx.send(&g.pid().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Reports 1 when it sees its parent die (only reachable with the opt-out).
+fn grandchild(arg: (bool, Writer<u32>)) {
+    let (_, tx) = arg;
+    let parent = parent_process().unwrap();
+    assert!(parent.is_alive());
+    if parent.join_timeout(Duration::from_secs(30)) {
+        tx.send(&1).unwrap();
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie still answers kill(0); look at its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn proc_06_children_die_with_their_parent() {
+    for_each_context(60, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(parent_of_sleeper, (false, tx));
+        p.start().unwrap();
+        let grandchild = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(pid_alive(grandchild));
+        p.kill().unwrap();
+        let _ = p.join_timeout(Duration::from_secs(10));
+        assert!(
+            common::eventually(5, || !pid_alive(grandchild)),
+            "grandchild {grandchild} outlived its parent"
+        );
+    });
+}
+
+#[test]
+fn proc_06_opt_out_lets_a_child_see_its_parent_die() {
+    for_each_context(60, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(parent_of_sleeper, (true, tx));
+        p.start().unwrap();
+        let grandchild = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        p.kill().unwrap();
+        let _ = p.join_timeout(Duration::from_secs(10));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            1,
+            "grandchild saw its parent die"
+        );
+        assert!(common::eventually(5, || !pid_alive(grandchild)));
+    });
+}
+
+#[test]
+fn proc_07_08_terminate_and_kill() {
+    for_each_context(60, |ctx| {
+        for (signal, code) in [("terminate", -15), ("kill", -9), ("interrupt", -2)] {
+            let mut p = ctx.process(sleep_forever, ());
+            p.start().unwrap();
+            immediate("join_timeout(0)", || {
+                assert!(matches!(
+                    p.join_timeout(Duration::ZERO),
+                    Err(ProcessError::Timeout)
+                ))
+            });
+            assert!(p.is_alive());
+            match signal {
+                "terminate" => p.terminate().unwrap(),
+                "kill" => p.kill().unwrap(),
+                _ => p.interrupt().unwrap(),
+            }
+            let r = p.join_timeout(Duration::from_secs(5));
+            assert!(
+                matches!(r, Err(ProcessError::Failed { exitcode }) if exitcode == code),
+                "{signal}: {r:?}"
+            );
+            assert_eq!(p.exitcode(), Some(code));
+            assert!(!p.is_alive());
+            assert!(!in_active(&p));
+            // Harmless again, and the code stays.
+            let _ = p.join();
+            p.terminate().unwrap();
+            assert_eq!(p.exitcode(), Some(code));
+        }
+    });
+}
+
+#[test]
+fn proc_10_cpu_count() {
+    assert!(mp_core::cpu_count() >= 1);
+}
+
+/// PROC-12: each node sends its path, then starts and joins its children in turn.
+fn tree_node(arg: (Vec<u8>, Writer<Vec<u8>>)) {
+    let (path, tx) = arg;
+    tx.send(&path).unwrap();
+    if path.len() < 2 {
+        for i in 0..2u8 {
+            let mut next = path.clone();
+            next.push(i);
+            let mut p = Process::new(tree_node, (next, tx.try_clone().unwrap()));
+            p.start().unwrap();
+            p.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn proc_12_recursion() {
+    for_each_context(60, |ctx| {
+        let (rx, tx) = pipe_oneway::<Vec<u8>>().unwrap();
+        let mut p = ctx.process(tree_node, (vec![], tx));
+        p.start().unwrap();
+        p.join().unwrap();
+        let got: Vec<Vec<u8>> = (0..7)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        let want: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![0, 0],
+            vec![0, 1],
+            vec![1],
+            vec![1, 0],
+            vec![1, 1],
+        ];
+        assert_eq!(got, want);
+    });
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn proc_13_sentinel() {
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(sleep_ms, 300);
+        assert!(matches!(p.sentinel(), Err(ProcessError::NotStarted)));
+        p.start().unwrap();
+        let s = p.sentinel().unwrap();
+        assert!(wait(&[&s], Some(Duration::ZERO)).unwrap().is_empty());
+        assert_eq!(wait(&[&s], Some(Duration::from_secs(10))).unwrap(), vec![0]);
+        p.join().unwrap();
+    });
+}
+
+#[test]
+fn proc_14_close() {
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(sleep_ms, 200);
+        p.start().unwrap();
+        assert!(matches!(p.close(), Err(ProcessError::StillRunning)));
+        assert!(p.is_alive());
+        p.join().unwrap();
+        p.close().unwrap();
+        assert!(!p.is_alive());
+        assert!(matches!(p.join(), Err(ProcessError::Closed)));
+        assert!(matches!(p.terminate(), Err(ProcessError::Closed)));
+        p.close().unwrap();
+    });
+}
+
+#[test]
+fn proc_15_many_processes_and_instant_terminate() {
+    for_each_context(120, |ctx| {
+        let n = if ctx.start_method() == StartMethod::Spawn {
+            10
+        } else {
+            30
+        };
+        let mut ps: Vec<Process> = (0..n).map(|_| ctx.process(sleep_ms, 10)).collect();
+        for p in &mut ps {
+            p.start().unwrap();
+        }
+        for p in &ps {
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+        }
+        let mut ps: Vec<Process> = (0..n).map(|_| ctx.process(sleep_ms, 60_000)).collect();
+        for p in &mut ps {
+            p.start().unwrap();
+            p.terminate().unwrap();
+        }
+        for p in &ps {
+            let _ = p.join_timeout(Duration::from_secs(10));
+            assert_eq!(p.exitcode(), Some(-15));
+        }
+    });
+}
+
+fn count_fds(tx: Writer<usize>) {
+    let n = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    tx.send(&n).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn proc_16_no_descriptor_inflation() {
+    for ctx in exec_contexts() {
+        bounded(30, move || {
+            let mut counts = Vec::new();
+            let mut ps = Vec::new();
+            let mut rxs = Vec::new();
+            for _ in 0..5 {
+                let (rx, tx) = pipe_oneway::<usize>().unwrap();
+                let mut p = ctx.process(count_fds, tx);
+                p.start().unwrap();
+                ps.push(p);
+                rxs.push(rx);
+            }
+            for rx in &rxs {
+                counts.push(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+            }
+            for p in &ps {
+                p.join().unwrap();
+            }
+            assert!(
+                counts.windows(2).all(|w| w[0] == w[1]),
+                "fd counts differ: {counts:?}"
+            );
+        });
+    }
+}
+
+fn print_with_closed_stdio(_: ()) {
+    // SAFETY: closing our own standard descriptors.
+    unsafe {
+        libc::close(1);
+        libc::close(2);
+    }
+    println!("into the void");
+    eprintln!("into the void");
+}
+
+#[test]
+fn proc_18_closed_stdio_is_harmless() {
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(print_with_closed_stdio, ());
+        p.start().unwrap();
+        p.join().unwrap();
+    });
+}
+
+#[inline(never)]
+fn panicking_target(what: String) {
+    panic!("{what}");
+}
+
+#[test]
+fn proc_22_panic_reaches_parent_with_backtrace() {
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(panicking_target, "the sky is falling".to_string());
+        p.start().unwrap();
+        match p.join() {
+            Err(ProcessError::Panicked { panic, exitcode }) => {
+                assert_eq!(exitcode, 1);
+                assert_eq!(panic.message, "the sky is falling");
+                assert!(panic.location.contains("process.rs"), "{}", panic.location);
+                assert!(
+                    panic.backtrace.contains("panicking_target"),
+                    "backtrace: {}",
+                    panic.backtrace
+                );
+            }
+            other => panic!("expected a panic report, got {other:?}"),
+        }
+        assert!(p.panic().is_some());
+        assert_eq!(p.exitcode(), Some(1));
+    });
+}
+
+fn exit_with(code: i32) {
+    if code >= 0 {
+        std::process::exit(code);
+    }
+}
+
+#[test]
+fn proc_23_exit_codes() {
+    for_each_context(30, |ctx| {
+        for code in [-1, 0, 8, 1, 255] {
+            let mut p = ctx.process(exit_with, code);
+            p.start().unwrap();
+            let r = p.join();
+            let want = code.max(0);
+            assert_eq!(p.exitcode(), Some(want));
+            match want {
+                0 => r.unwrap(),
+                c => assert!(
+                    matches!(r, Err(ProcessError::Failed { exitcode }) if exitcode == c),
+                    "{r:?}"
+                ),
+            }
+        }
+    });
+}
+
+#[test]
+fn proc_24_state_errors() {
+    fn nothing(_: ()) {}
+    let mut p = Process::new(nothing, ());
+    assert!(matches!(p.join(), Err(ProcessError::NotStarted)));
+    assert!(matches!(p.terminate(), Err(ProcessError::NotStarted)));
+    assert_eq!(p.pid(), None);
+    p.start().unwrap();
+    assert!(matches!(p.start(), Err(ProcessError::AlreadyStarted)));
+    assert!(matches!(
+        p.set_name("late"),
+        Err(ProcessError::AlreadyStarted)
+    ));
+    p.join().unwrap();
+    p.terminate().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+static USR1_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+extern "C" fn on_usr1(_: libc::c_int) {
+    USR1_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Installs a SIGUSR1 handler without SA_RESTART, so blocking calls see EINTR.
+pub fn install_usr1_handler() {
+    // SAFETY: installing an async-signal-safe handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn proc_25_signals_do_not_break_join() {
+    install_usr1_handler();
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(sleep_ms, 500);
+        p.start().unwrap();
+        let pid = std::process::id();
+        let pokes = std::thread::spawn(move || {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(20));
+                // SAFETY: signalling ourselves; a handler is installed.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+            }
+        });
+        p.join().unwrap();
+        pokes.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+    assert!(USR1_SEEN.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+fn start_without_bootstrap(tx: Writer<String>) {
+    std::env::set_var("MP_CORE_BOOT", "spawn:999");
+    let mut p = Process::new(sleep_ms, 1);
+    let r = p.start();
+    tx.send(&format!("{r:?}")).unwrap();
+}
+
+#[test]
+fn proc_27_a_child_whose_bootstrap_did_not_run_refuses_to_start_processes() {
+    let (rx, tx) = pipe_oneway::<String>().unwrap();
+    let mut p = Process::new(start_without_bootstrap, tx);
+    p.start().unwrap();
+    let r = bounded(30, move || {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    });
+    assert!(r.contains("BootstrapMissing"), "{r}");
+    p.join().unwrap();
+}
+
+#[test]
+fn proc_27_a_corrupt_boot_variable_fails_loudly() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("MP_CORE_BOOT", "nonsense")
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "a failed boot must not run the program"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mp:"));
+}
+
+fn check_context_rules(tx: Writer<Vec<String>>) {
+    let mut log = Vec::new();
+    log.push(format!("{:?}", set_start_method(StartMethod::Spawn, false)));
+    log.push(format!("{:?}", set_start_method(StartMethod::Fork, false)));
+    log.push(format!("{:?}", set_start_method(StartMethod::Fork, true)));
+    log.push(format!("{:?}", get_start_method()));
+    tx.send(&log).unwrap();
+}
+
+#[test]
+fn proc_29_contexts_and_the_default_method() {
+    assert_eq!(mp_core::get_all_start_methods()[0], StartMethod::Spawn);
+    assert_eq!(
+        get_context(StartMethod::Fork).unwrap().start_method(),
+        StartMethod::Fork
+    );
+    assert_eq!(
+        Context::default_context().start_method(),
+        StartMethod::Spawn
+    );
+    // Changing the global default is done in a child, to keep this test process untouched.
+    let (rx, tx) = pipe_oneway::<Vec<String>>().unwrap();
+    let mut p = get_context(StartMethod::Spawn)
+        .unwrap()
+        .process(check_context_rules, tx);
+    p.start().unwrap();
+    let log = bounded(30, move || {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    });
+    assert_eq!(
+        log,
+        vec!["Ok(())", "Err(AlreadySet(Spawn))", "Ok(())", "Fork"]
+    );
+    p.join().unwrap();
+}
+
+#[test]
+fn proc_30_closures_need_fork() {
+    let captured = String::from("captured");
+    for ctx in exec_contexts() {
+        let c = captured.clone();
+        let mut p = Process::from_closure(move || drop(c)).with_context(ctx);
+        assert!(matches!(p.start(), Err(ProcessError::NeedsFork(m)) if m == ctx.start_method()));
+        assert!(!p.is_alive());
+    }
+    let (rx, tx) = pipe_oneway::<String>().unwrap();
+    let mut p = Process::from_closure(move || tx.send(&captured).unwrap())
+        .with_context(get_context(StartMethod::Fork).unwrap());
+    p.start().unwrap();
+    assert_eq!(
+        bounded(30, move || rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()),
+        "captured"
+    );
+    p.join().unwrap();
+}
+
+fn hand_on(tx: Writer<u32>) {
+    tx.send(&2).unwrap();
+    let mut g = Process::new(echo_back::<u32>, (1, tx));
+    g.start().unwrap();
+    g.join().unwrap();
+}
+
+#[test]
+fn proc_31_a_child_hands_its_pipe_to_a_grandchild() {
+    for_each_context(30, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(hand_on, tx);
+        p.start().unwrap();
+        p.join().unwrap();
+        let mut got = vec![
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        ];
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+    });
+}
+
+#[test]
+fn proc_19_a_killed_fork_server_is_replaced() {
+    bounded(60, || {
+        let ctx = get_context(StartMethod::ForkServer).unwrap();
+        let mut first = ctx.process(sleep_ms, 500);
+        first.start().unwrap();
+        let server = mp_core::process::forkserver_pid().unwrap();
+        // SAFETY: killing the fork server we started.
+        unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) };
+        first.join().unwrap();
+        assert_eq!(first.exitcode(), Some(0));
+        let mut second = ctx.process(sleep_ms, 1);
+        second.start().unwrap();
+        second.join().unwrap();
+        assert_ne!(mp_core::process::forkserver_pid(), Some(server));
+    });
+}
+
+#[test]
+fn join_timeout_waits_about_the_timeout() {
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(sleep_ms, 2_000);
+        p.start().unwrap();
+        about("join_timeout(200ms)", Duration::from_millis(200), || {
+            assert!(matches!(
+                p.join_timeout(Duration::from_millis(200)),
+                Err(ProcessError::Timeout)
+            ))
+        });
+        p.kill().unwrap();
+        let _ = p.join();
+    });
+}
