@@ -1,27 +1,169 @@
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
 use mp_ipc::{Channel, IpcError};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_NO_DATA, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, GetFileType, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
+    FILE_FLAG_OVERLAPPED, FILE_TYPE_PIPE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
+    SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
+};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, PeekNamedPipe, PIPE_READMODE_BYTE,
+    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
+};
+
+use crate::handle::duplicate_local;
+use crate::io::{overlapped, win_error};
+
+/// Bytes the system reserves for each direction of a pipe (a quota, not a hard limit).
+const PIPE_BUFFER: u32 = 64 * 1024;
+
+/// Largest single `ReadFile`/`WriteFile` request.
+const IO_CHUNK: usize = 16 << 20;
+
+/// Frames up to this size are written with one `WriteFile` (header and body copied together).
+const COALESCE: usize = 64 * 1024;
+
+/// Source of pair ids and pipe-name counters within this process.
+static NEXT_PAIR: AtomicU64 = AtomicU64::new(1);
 
 /// One end of a connected named-pipe pair carrying length-prefixed frames.
+///
+/// Both ends are opened for overlapped I/O: a thread blocked reading an end does not block
+/// another thread writing to the same pipe through a duplicate of the handle (synchronous
+/// handles serialise all I/O on their file object, which would deadlock a child whose
+/// watchdog waits on the channel its target reports on). Every read and write still blocks
+/// its caller until complete; the overlapped structure and a per-thread event only live
+/// for the duration of one call.
+///
+/// ```
+/// use mp_ipc::Channel;
+/// let (a, b) = mp_windows::PipeChannel::pair().unwrap();
+/// a.send_frame(&[b"hello"]).unwrap();
+/// let mut buf = Vec::new();
+/// b.recv_frame(&mut buf, 1024).unwrap();
+/// assert_eq!(buf, b"hello");
+/// ```
 #[derive(Debug)]
 pub struct PipeChannel {
     handle: OwnedHandle,
+    /// Shared by the two ends made by one [`pair`](Self::pair) call (and their clones);
+    /// zero for a channel made from a foreign handle.
+    pair_id: u64,
 }
 
 impl PipeChannel {
-    /// A connected pair (not yet implemented on this platform).
+    /// A connected pair: the server and client ends of a fresh, uniquely named, byte-mode,
+    /// duplex pipe (`\\.\pipe\mp-<pid>-<counter>-<random>`) that accepts exactly one local
+    /// client. Both handles are non-inheritable.
     pub fn pair() -> io::Result<(Self, Self)> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "named-pipe pairs are not implemented yet",
+        let id = NEXT_PAIR.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..8u64 {
+            let mut h = RandomState::new().build_hasher();
+            h.write_u64(id);
+            h.write_u64(attempt);
+            let name = format!(
+                r"\\.\pipe\mp-{}-{id}-{:016x}",
+                std::process::id(),
+                h.finish()
+            );
+            match Self::pair_named(&name, id) {
+                Ok(p) => return Ok(p),
+                // Somebody holds the name (or squats on it): try another one.
+                Err(e)
+                    if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32)
+                        || e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) =>
+                {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("cannot create a named pipe")))
+    }
+
+    fn pair_named(name: &str, id: u64) -> io::Result<(Self, Self)> {
+        let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+        // SAFETY: `wide` is a NUL-terminated UTF-16 string; null security attributes make a
+        // non-inheritable handle with the default DACL.
+        let server = unsafe {
+            CreateNamedPipeW(
+                wide.as_ptr(),
+                PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                1,
+                PIPE_BUFFER,
+                PIPE_BUFFER,
+                0,
+                std::ptr::null(),
+            )
+        };
+        if server == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh handle nobody else owns.
+        let server = unsafe { OwnedHandle::from_raw_handle(server) };
+        // SAFETY: as above; SQOS identification keeps the server end from impersonating us.
+        let client = unsafe {
+            CreateFileW(
+                wide.as_ptr(),
+                GENERIC_READ | GENERIC_WRITE,
+                0,
+                std::ptr::null(),
+                OPEN_EXISTING,
+                FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+                std::ptr::null_mut(),
+            )
+        };
+        if client == INVALID_HANDLE_VALUE {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh handle nobody else owns.
+        let client = unsafe { OwnedHandle::from_raw_handle(client) };
+        let sh = server.as_raw_handle();
+        // SAFETY: `ov` is the live overlapped structure `overlapped` provides for this call.
+        match overlapped(sh, |ov| unsafe { ConnectNamedPipe(sh, ov) }) {
+            Ok(_) => {}
+            Err(e) if e == ERROR_PIPE_CONNECTED => {}
+            Err(e) => return Err(win_error(e)),
+        }
+        Ok((
+            Self {
+                handle: server,
+                pair_id: id,
+            },
+            Self {
+                handle: client,
+                pair_id: id,
+            },
         ))
     }
 
-    /// Wraps an owned pipe handle.
+    /// Wraps an owned handle, which must be a pipe: anything else is refused here rather
+    /// than failing later.
     pub fn from_handle(handle: OwnedHandle) -> io::Result<Self> {
-        Ok(Self { handle })
+        // SAFETY: GetFileType only inspects the handle.
+        let ty = unsafe { GetFileType(handle.as_raw_handle()) };
+        if ty != FILE_TYPE_PIPE {
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error().unwrap_or(0) != 0 {
+                err
+            } else {
+                io::Error::new(io::ErrorKind::InvalidInput, "the handle is not a pipe")
+            });
+        }
+        Ok(Self { handle, pair_id: 0 })
     }
 
     /// Gives up the channel, returning its handle.
@@ -36,6 +178,137 @@ impl PipeChannel {
     pub unsafe fn from_raw_handle(h: RawHandle) -> io::Result<Self> {
         Self::from_handle(OwnedHandle::from_raw_handle(h))
     }
+
+    /// A second handle for the same pipe end (same pair id).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            handle: duplicate_local(self.handle.as_raw_handle())?,
+            pair_id: self.pair_id,
+        })
+    }
+
+    /// The id shared by the two ends of one [`pair`](Self::pair) (and their clones), unique
+    /// within this process; zero for a channel made from a handle. It lets a caller match
+    /// one end of a pair with the other, e.g. a boot channel with the child it was given to.
+    pub fn pair_id(&self) -> u64 {
+        self.pair_id
+    }
+
+    fn raw(&self) -> HANDLE {
+        self.handle.as_raw_handle()
+    }
+
+    /// Reads at most `len` bytes into `ptr`; `Ok(0)` at end of stream.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for writes of `len` bytes.
+    unsafe fn read_raw(&self, ptr: *mut u8, len: usize) -> io::Result<usize> {
+        let h = self.raw();
+        let len = len.min(IO_CHUNK) as u32;
+        // SAFETY: the caller vouches for the buffer; `ov` lives until the read completes.
+        match overlapped(h, |ov| unsafe {
+            ReadFile(h, ptr, len, std::ptr::null_mut(), ov)
+        }) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if is_end_of_stream(e) => Ok(0),
+            Err(e) => Err(win_error(e)),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes; `Ok(n < len)` only at end of stream.
+    fn read_full(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            // SAFETY: the range lies inside `buf`.
+            let n = unsafe { self.read_raw(buf.as_mut_ptr().add(got), buf.len() - got)? };
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        Ok(got)
+    }
+
+    /// Writes all of `data`.
+    fn write_all(&self, mut data: &[u8]) -> Result<(), IpcError> {
+        let h = self.raw();
+        while !data.is_empty() {
+            let len = data.len().min(IO_CHUNK) as u32;
+            let ptr = data.as_ptr();
+            // SAFETY: `data` outlives the write; `ov` lives until it completes.
+            match overlapped(h, |ov| unsafe {
+                WriteFile(h, ptr, len, std::ptr::null_mut(), ov)
+            }) {
+                Ok(0) => return Err(IpcError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => data = &data[(n as usize).min(data.len())..],
+                Err(e) if is_end_of_stream(e) || e == ERROR_NO_DATA => {
+                    return Err(IpcError::BrokenPipe)
+                }
+                Err(e) => return Err(IpcError::Io(win_error(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors that mean the peer closed its end.
+fn is_end_of_stream(e: u32) -> bool {
+    e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED || e == ERROR_HANDLE_EOF
+}
+
+/// Whether a read on pipe handle `h` would not block: bytes are waiting, or the peer is gone
+/// (end of stream counts as ready). Other failures are errors.
+pub(crate) fn pipe_ready(h: HANDLE) -> io::Result<bool> {
+    let mut avail = 0u32;
+    // SAFETY: PeekNamedPipe writes the available count into a live integer and reads no data.
+    let ok = unsafe {
+        PeekNamedPipe(
+            h,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            &mut avail,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok != 0 {
+        return Ok(avail > 0);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error().map(|c| c as u32) {
+        Some(c) if is_end_of_stream(c) || c == ERROR_NO_DATA => Ok(true),
+        _ => Err(err),
+    }
+}
+
+/// The polling schedule: start at 100 µs, double each round, cap at 5 ms.
+pub(crate) struct Backoff {
+    nap: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self {
+            nap: Duration::from_micros(100),
+        }
+    }
+
+    /// Sleeps one round, never past `deadline`; returns false once the deadline has passed.
+    pub(crate) fn sleep(&mut self, deadline: Option<Instant>) -> bool {
+        let nap = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                left.min(self.nap)
+            }
+            None => self.nap,
+        };
+        std::thread::sleep(nap);
+        self.nap = (self.nap * 2).min(Duration::from_millis(5));
+        true
+    }
 }
 
 impl AsRawHandle for PipeChannel {
@@ -45,13 +318,72 @@ impl AsRawHandle for PipeChannel {
 }
 
 impl Channel for PipeChannel {
-    fn send_frame(&self, _parts: &[&[u8]]) -> Result<(), IpcError> {
-        Err(IpcError::Io(io::Error::from(io::ErrorKind::Unsupported)))
+    fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let header = FrameHeader::new(len).encode();
+        if len <= COALESCE {
+            let mut all = Vec::with_capacity(HEADER_LEN + len);
+            all.extend_from_slice(&header);
+            for p in parts {
+                all.extend_from_slice(p);
+            }
+            return self.write_all(&all);
+        }
+        self.write_all(&header)?;
+        for p in parts {
+            self.write_all(p)?;
+        }
+        Ok(())
     }
-    fn recv_frame(&self, _buf: &mut Vec<u8>, _max_len: u64) -> Result<(), IpcError> {
-        Err(IpcError::Io(io::Error::from(io::ErrorKind::Unsupported)))
+
+    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
+        let mut header = [0u8; HEADER_LEN];
+        match self.read_full(&mut header)? {
+            0 => return Err(IpcError::Eof),
+            HEADER_LEN => {}
+            got => {
+                return Err(IpcError::Truncated {
+                    got: got as u64,
+                    expected: HEADER_LEN as u64,
+                })
+            }
+        }
+        let want = FrameHeader::decode(header).check(max_len)?;
+        recv_body(self, buf, want)
     }
-    fn poll(&self, _timeout: Option<Duration>) -> Result<bool, IpcError> {
-        Err(IpcError::Io(io::Error::from(io::ErrorKind::Unsupported)))
+
+    fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut backoff = Backoff::new();
+        loop {
+            if pipe_ready(self.raw())? {
+                return Ok(true);
+            }
+            if !backoff.sleep(deadline) {
+                return Ok(false);
+            }
+        }
     }
+}
+
+/// Reads a body of `want` bytes, growing `buf` only as data arrives. Bytes are read straight
+/// into the vector's spare capacity, so a large body is not zero-filled first.
+pub(crate) fn recv_body(ch: &PipeChannel, buf: &mut Vec<u8>, want: usize) -> Result<(), IpcError> {
+    buf.clear();
+    while buf.len() < want {
+        let have = buf.len();
+        buf.reserve_exact(next_capacity(have, want) - have);
+        let room = (buf.capacity() - have).min(want - have);
+        // SAFETY: the read writes at most `room` bytes into the reserved spare capacity.
+        let n = unsafe { ch.read_raw(buf.as_mut_ptr().add(have), room)? };
+        if n == 0 {
+            return Err(IpcError::Truncated {
+                got: have as u64,
+                expected: want as u64,
+            });
+        }
+        // SAFETY: `n <= room` bytes past `have` were initialised by the read.
+        unsafe { buf.set_len(have + n.min(room)) };
+    }
+    Ok(())
 }

@@ -3,10 +3,19 @@
 //! A duplex [`PipeChannel`] is one end of a pair of connected, uniquely named, byte-mode named
 //! pipe handles: the Windows counterpart of the Unix socket pair, and the object Python's
 //! `multiprocessing.Pipe()` uses on Windows. Frames are length-prefixed ([`mp_ipc::frame`]).
+//! [`handle`] moves handles into another process (`DuplicateHandle`) and sends them with a
+//! frame; [`poll`] waits for any of several pipes and process handles.
+//!
+//! The crate uses `windows-sys` directly rather than `interprocess`: it needs the raw pipe
+//! handles for `DuplicateHandle`, `PeekNamedPipe` and overlapped I/O on duplicated handles,
+//! which `interprocess`'s stream types do not expose.
 //!
 //! On non-Windows targets the crate is empty.
 #![cfg(windows)]
 
 mod channel;
+pub mod handle;
+mod io;
+pub mod poll;
 
 pub use channel::PipeChannel;

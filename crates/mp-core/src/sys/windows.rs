@@ -1,1 +1,0 @@
-//! Windows: named-pipe channels, `CreateProcess` spawn, job objects (in progress).

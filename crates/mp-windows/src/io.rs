@@ -1,0 +1,75 @@
+//! Blocking calls on overlapped handles: one `OVERLAPPED` and a per-thread event per call.
+
+use std::cell::OnceCell;
+use std::io;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+
+use windows_sys::Win32::Foundation::{
+    GetLastError, ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, HANDLE,
+};
+use windows_sys::Win32::System::Threading::CreateEventW;
+use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
+
+thread_local! {
+    /// The event this thread's overlapped calls complete on; one call at a time per thread.
+    static IO_EVENT: OnceCell<OwnedHandle> = const { OnceCell::new() };
+}
+
+fn new_event() -> Result<OwnedHandle, u32> {
+    // SAFETY: an unnamed, manual-reset, non-inheritable event.
+    let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+    if h.is_null() {
+        // SAFETY: reads the calling thread's last error.
+        return Err(unsafe { GetLastError() });
+    }
+    // SAFETY: a fresh handle nobody else owns.
+    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+}
+
+/// Runs `start` (a `ReadFile`, `WriteFile` or `ConnectNamedPipe` on `h` given the overlapped
+/// structure) and waits for it to complete. Returns the bytes transferred, or the Win32 error.
+pub(crate) fn overlapped<F: FnOnce(*mut OVERLAPPED) -> i32>(h: HANDLE, start: F) -> Result<u32, u32> {
+    let mut start = Some(start);
+    let cached = IO_EVENT.try_with(|cell| {
+        if cell.get().is_none() {
+            let _ = cell.set(new_event().ok()?);
+        }
+        let event = cell.get()?.as_raw_handle();
+        Some(run(h, event, start.take()?))
+    });
+    match (cached, start.take()) {
+        (Ok(Some(r)), _) => r,
+        // No thread-local event (thread exiting, or creation failed): use a fresh one.
+        (_, Some(start)) => {
+            let event = new_event()?;
+            run(h, event.as_raw_handle(), start)
+        }
+        (_, None) => Err(ERROR_INVALID_PARAMETER),
+    }
+}
+
+fn run<F: FnOnce(*mut OVERLAPPED) -> i32>(h: HANDLE, event: HANDLE, start: F) -> Result<u32, u32> {
+    // SAFETY: OVERLAPPED is plain data; all zeroes is its initial state.
+    let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
+    ov.hEvent = event;
+    if start(&mut ov) == 0 {
+        // SAFETY: reads the calling thread's last error.
+        let err = unsafe { GetLastError() };
+        if err != ERROR_IO_PENDING {
+            return Err(err);
+        }
+    }
+    let mut n = 0u32;
+    // SAFETY: `ov` is the structure the operation was started with; waiting for completion
+    // (bWait) keeps it and the caller's buffer alive for the whole operation.
+    if unsafe { GetOverlappedResult(h, &ov, &mut n, 1) } == 0 {
+        // SAFETY: reads the calling thread's last error.
+        return Err(unsafe { GetLastError() });
+    }
+    Ok(n)
+}
+
+/// A Win32 error code as an `io::Error`.
+pub(crate) fn win_error(code: u32) -> io::Error {
+    io::Error::from_raw_os_error(code as i32)
+}

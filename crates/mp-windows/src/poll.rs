@@ -1,0 +1,83 @@
+//! Waiting for any of several handles: pipe ends (ready when bytes wait or the peer is gone)
+//! and waitable objects such as process handles (ready when signalled).
+//!
+//! Windows has no single call that waits for "readable" on pipes, and
+//! `WaitForMultipleObjects` stops at 64 handles. So this polls: each round checks every
+//! handle without blocking (`PeekNamedPipe` for pipes, `WaitForSingleObject(h, 0)` for the
+//! rest), then sleeps, starting at 100 µs and doubling up to 5 ms. With no pipes among at
+//! most 64 handles it blocks in `WaitForMultipleObjects` instead.
+
+use std::io;
+use std::os::windows::io::RawHandle;
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT};
+use windows_sys::Win32::Storage::FileSystem::{GetFileType, FILE_TYPE_PIPE};
+use windows_sys::Win32::System::Threading::{WaitForMultipleObjects, WaitForSingleObject, INFINITE};
+
+use crate::channel::{pipe_ready, Backoff};
+
+/// Whether `h` is a pipe.
+fn is_pipe(h: RawHandle) -> bool {
+    // SAFETY: GetFileType only inspects the handle.
+    unsafe { GetFileType(h) == FILE_TYPE_PIPE }
+}
+
+/// Whether the waitable object `h` is signalled, without waiting.
+pub fn is_signalled(h: RawHandle) -> io::Result<bool> {
+    // SAFETY: WaitForSingleObject with a zero timeout only looks.
+    match unsafe { WaitForSingleObject(h, 0) } {
+        WAIT_OBJECT_0 => Ok(true),
+        WAIT_TIMEOUT => Ok(false),
+        WAIT_FAILED => Err(io::Error::last_os_error()),
+        // WAIT_ABANDONED (a mutex): signalled too.
+        _ => Ok(true),
+    }
+}
+
+/// Waits until any handle is ready; returns the ready indices (empty on timeout).
+pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let pipes: Vec<bool> = handles.iter().map(|&h| is_pipe(h)).collect();
+    let mut backoff = Backoff::new();
+    loop {
+        let mut ready = Vec::new();
+        for (i, (&h, &pipe)) in handles.iter().zip(&pipes).enumerate() {
+            let r = if pipe { pipe_ready(h)? } else { is_signalled(h)? };
+            if r {
+                ready.push(i);
+            }
+        }
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
+        if !handles.is_empty() && handles.len() <= 64 && !pipes.contains(&true) {
+            // Only waitable objects: let the kernel wait.
+            let ms = match deadline {
+                None => INFINITE,
+                Some(d) => millis_until(d),
+            };
+            // SAFETY: the array holds `handles.len()` (<= 64) handles.
+            let r = unsafe {
+                WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms)
+            };
+            if r == WAIT_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            if r == WAIT_TIMEOUT && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Vec::new());
+            }
+            continue;
+        }
+        if !backoff.sleep(deadline) {
+            return Ok(Vec::new());
+        }
+    }
+}
+
+/// Milliseconds until `deadline`, rounded up, below `INFINITE`.
+pub fn millis_until(deadline: Instant) -> u32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = left.as_micros().div_ceil(1000);
+    ms.min(u128::from(INFINITE - 1)) as u32
+}
