@@ -12,18 +12,25 @@
 //! duplicates are non-inheritable, like every handle `mp` makes.
 
 use std::io;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::os::windows::io::{FromRawHandle, OwnedHandle, RawHandle};
 
 use mp_ipc::{Channel, IpcError};
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, GetHandleInformation, DUPLICATE_SAME_ACCESS, HANDLE,
 };
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE};
+use windows_sys::Win32::Storage::FileSystem::{GetFileType, FILE_TYPE_PIPE};
+use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
 use crate::PipeChannel;
 
 /// Most handles one frame may carry.
 pub const MAX_HANDLES: usize = 4096;
+
+/// Whether `h` is an open pipe handle (named or anonymous).
+pub fn is_pipe(h: RawHandle) -> bool {
+    // SAFETY: GetFileType only inspects the handle.
+    unsafe { GetFileType(h) == FILE_TYPE_PIPE }
+}
 
 /// Duplicates `h` within this process (non-inheritable, same access).
 pub fn duplicate_local(h: RawHandle) -> io::Result<OwnedHandle> {
@@ -50,40 +57,6 @@ pub fn duplicate_into(target: RawHandle, h: RawHandle) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(out as usize as u64)
-}
-
-/// Takes a copy of the handle `value` of the process `pid` into this process (Python's
-/// `DupHandle.detach`, without closing the source: its owner closes it).
-pub fn duplicate_from(pid: u32, value: u64) -> io::Result<OwnedHandle> {
-    let source = usize::try_from(value)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "handle value out of range"))?;
-    // SAFETY: OpenProcess returns a new handle or null.
-    let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
-    if process.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh handle nobody else owns.
-    let process = unsafe { OwnedHandle::from_raw_handle(process) };
-    // SAFETY: the pseudo handle of the current process is always valid.
-    let me = unsafe { GetCurrentProcess() };
-    let mut out: HANDLE = std::ptr::null_mut();
-    // SAFETY: DuplicateHandle reads a handle of the other process and writes ours to `out`.
-    let ok = unsafe {
-        DuplicateHandle(
-            process.as_raw_handle(),
-            source as HANDLE,
-            me,
-            &mut out,
-            0,
-            0,
-            DUPLICATE_SAME_ACCESS,
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh handle nobody else owns.
-    Ok(unsafe { OwnedHandle::from_raw_handle(out) })
 }
 
 /// Sends `payload` as one frame, with `handles` duplicated into the process `target`. With

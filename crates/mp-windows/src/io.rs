@@ -10,8 +10,8 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::System::Threading::CreateEventW;
 use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
 
+// The event this thread's overlapped calls complete on; one call at a time per thread.
 thread_local! {
-    /// The event this thread's overlapped calls complete on; one call at a time per thread.
     static IO_EVENT: OnceCell<OwnedHandle> = const { OnceCell::new() };
 }
 

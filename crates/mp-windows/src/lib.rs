@@ -4,7 +4,8 @@
 //! pipe handles: the Windows counterpart of the Unix socket pair, and the object Python's
 //! `multiprocessing.Pipe()` uses on Windows. Frames are length-prefixed ([`mp_ipc::frame`]).
 //! [`handle`] moves handles into another process (`DuplicateHandle`) and sends them with a
-//! frame; [`poll`] waits for any of several pipes and process handles.
+//! frame; [`poll`] waits for any of several pipes and process handles; [`spawn`] starts a
+//! process that inherits exactly the handles it is given.
 //!
 //! The crate uses `windows-sys` directly rather than `interprocess`: it needs the raw pipe
 //! handles for `DuplicateHandle`, `PeekNamedPipe` and overlapped I/O on duplicated handles,
@@ -12,10 +13,15 @@
 //!
 //! On non-Windows targets the crate is empty.
 #![cfg(windows)]
+// Handles are passed as `RawHandle` (`*mut c_void`), the way `mp-unix` passes `RawFd`: an
+// opaque kernel handle value that is never dereferenced, only handed to the kernel, which
+// rejects an invalid one with an error.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod channel;
 pub mod handle;
 mod io;
 pub mod poll;
+pub mod spawn;
 
 pub use channel::PipeChannel;

@@ -12,16 +12,10 @@ use std::os::windows::io::RawHandle;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT};
-use windows_sys::Win32::Storage::FileSystem::{GetFileType, FILE_TYPE_PIPE};
 use windows_sys::Win32::System::Threading::{WaitForMultipleObjects, WaitForSingleObject, INFINITE};
 
 use crate::channel::{pipe_ready, Backoff};
-
-/// Whether `h` is a pipe.
-fn is_pipe(h: RawHandle) -> bool {
-    // SAFETY: GetFileType only inspects the handle.
-    unsafe { GetFileType(h) == FILE_TYPE_PIPE }
-}
+use crate::handle::is_pipe;
 
 /// Whether the waitable object `h` is signalled, without waiting.
 pub fn is_signalled(h: RawHandle) -> io::Result<bool> {

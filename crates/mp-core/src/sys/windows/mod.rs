@@ -76,30 +76,34 @@ pub(crate) fn wait_readable(
     mp_windows::poll::poll_many(handles, timeout)
 }
 
-/// The boot channel of a child, as the value of the boot environment variable:
-/// `kind:parent-pid:handle`, the handle being one the parent holds open for the child to
-/// duplicate (Python's `parent_pid` / `pipe_handle` command-line arguments).
+/// The boot channel of a child, as the value of the boot environment variable: `kind:handle`,
+/// where `handle` is the value of an inheritable handle the child inherits (same value there).
 pub(crate) fn boot_env_value(kind: &str, chan: &Chan) -> String {
-    format!(
-        "{kind}:{}:{}",
-        current_pid(),
-        chan.as_raw_handle() as usize
-    )
+    format!("{kind}:{}", chan.as_raw_handle() as usize)
 }
 
-/// Takes the boot channel named by the boot environment variable (`parent-pid:handle`) by
-/// duplicating it out of the parent.
+/// Takes the boot channel named by the boot environment variable: a pipe handle inherited
+/// from the parent. Anything that is not an open pipe handle is refused without being
+/// closed (it may belong to someone else).
 pub(crate) fn boot_chan_from_env(value: &str) -> io::Result<Chan> {
-    let bad = || {
+    let handle: usize = value.parse().map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("bad boot handle {value:?}"),
         )
-    };
-    let (pid, handle) = value.split_once(':').ok_or_else(bad)?;
-    let pid: u32 = pid.parse().map_err(|_| bad())?;
-    let handle: u64 = handle.parse().map_err(|_| bad())?;
-    Chan::from_handle(mp_windows::handle::duplicate_from(pid, handle)?)
+    })?;
+    let h = handle as RawHandle;
+    if handle == 0 || !mp_windows::handle::is_pipe(h) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("boot handle {value:?} is not an inherited pipe"),
+        ));
+    }
+    // Keep it out of the processes this child starts itself.
+    mp_windows::spawn::set_non_inheritable(h)?;
+    // SAFETY: the parent made exactly this handle inheritable for us; nobody else in this
+    // fresh process owns it.
+    unsafe { Chan::from_raw_handle(h) }
 }
 
 /// Registers the constructor that runs a child's target before `main`: a pointer in the
@@ -119,10 +123,59 @@ extern "C" {
     fn atexit(hook: extern "C" fn()) -> std::ffi::c_int;
 }
 
-/// Runs `hook` when the process exits normally (the C runtime's `atexit`).
+/// The hooks [`at_exit`] registered (at most a few: mp registers one).
+static EXIT_HOOKS: std::sync::Mutex<Vec<extern "C" fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs the registered hooks, once, whichever exit path gets here first.
+extern "C" fn run_exit_hooks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static RAN: AtomicBool = AtomicBool::new(false);
+    if RAN.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // try_lock: on the ExitProcess path other threads are gone, possibly holding the lock.
+    let hooks = match EXIT_HOOKS.try_lock() {
+        Ok(h) => h.clone(),
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    for hook in hooks {
+        hook();
+    }
+}
+
+/// Runs `hook` when the process exits normally: when `main` returns (the C runtime's
+/// `atexit`) and on `std::process::exit`, which on Windows is `ExitProcess` and skips the C
+/// runtime's hooks (there, a TLS callback sees the process detach; by then the other threads
+/// have ended). Not on `TerminateProcess`, as on Unix not on `SIGKILL`.
 pub(crate) fn at_exit(hook: extern "C" fn()) {
-    // SAFETY: registering a plain function pointer.
-    unsafe {
-        atexit(hook);
+    /// A TLS callback of the executable: the loader calls it with `DLL_PROCESS_DETACH` when
+    /// the process exits through `ExitProcess`. Placed before std's own callback (`XLB`),
+    /// so the hooks run while this thread's thread-locals still exist.
+    #[used]
+    #[link_section = ".CRT$XLAB"]
+    static EXIT_CALLBACK: unsafe extern "system" fn(*mut std::ffi::c_void, u32, *mut std::ffi::c_void) =
+        on_tls_event;
+    unsafe extern "system" fn on_tls_event(
+        _module: *mut std::ffi::c_void,
+        reason: u32,
+        _reserved: *mut std::ffi::c_void,
+    ) {
+        const DLL_PROCESS_DETACH: u32 = 0;
+        if reason == DLL_PROCESS_DETACH && REGISTERED.load(std::sync::atomic::Ordering::SeqCst) {
+            run_exit_hooks();
+        }
+    }
+    static REGISTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    std::hint::black_box(&EXIT_CALLBACK);
+    EXIT_HOOKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(hook);
+    if !REGISTERED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        // SAFETY: registering a plain function pointer.
+        unsafe {
+            atexit(run_exit_hooks);
+        }
     }
 }

@@ -1,24 +1,25 @@
 //! Starting children (`CreateProcess` of the current executable) and waiting for them.
 //!
-//! How the boot channel reaches the child: like Python, the parent names a handle it holds
-//! (its own pid and the handle value, in the boot environment variable) and the child
-//! duplicates it out of the parent (`OpenProcess(PROCESS_DUP_HANDLE)` + `DuplicateHandle`).
-//! The parent keeps that handle open in the [`Waiter`] until the child has ended, so the
-//! child can always take it. Handles inside the boot message are pushed the other way: the
-//! parent duplicates them into the child, whose process handle [`spawn_child`] records under
-//! the boot channel's pair id for [`send_with_handles`](super::send_with_handles).
+//! How the boot channel reaches the child: the parent makes an inheritable copy of the
+//! child's end and starts the child with exactly that handle (and the standard handles)
+//! inherited, through a handle list ([`mp_windows::spawn`]); an inherited handle keeps its
+//! value, which the boot environment variable carries. The child owns it from the start, so
+//! it boots even if the parent dies right after starting it. Handles inside the boot message
+//! travel the other way: the parent duplicates them into the child, whose process handle
+//! [`spawn_child`] records under the boot channel's pair id for
+//! [`send_with_handles`](super::send_with_handles).
 //!
 //! Dying with the parent: every child that does not outlive its parent goes into one job
 //! object per parent process, created on first use with `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`.
-//! The job handle is not inheritable, so when the parent ends, however it ends, the system
-//! closes the job and kills the children. A child that may outlive its parent is created
+//! The child is created suspended, put in the job, then resumed, so nothing it starts can
+//! escape the job. The job handle is not inheritable, so when the parent ends, however it
+//! ends, the system closes the job and kills the children. A child that may outlive its parent is created
 //! with `CREATE_BREAKAWAY_FROM_JOB` (the job allows it), or without it when the parent sits
 //! in a foreign job that forbids breaking away.
 
+use std::ffi::OsStr;
 use std::io;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, IntoRawHandle, OwnedHandle, RawHandle};
-use std::os::windows::process::CommandExt;
-use std::process::Command;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,11 @@ use windows_sys::Win32::System::JobObjects::{
     SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_BREAKAWAY_OK,
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
+use mp_windows::handle::duplicate_local;
+use mp_windows::spawn::{create_process, inheritable_copy};
 use windows_sys::Win32::System::Threading::{
-    GetExitCodeProcess, WaitForSingleObject, CREATE_BREAKAWAY_FROM_JOB, INFINITE,
+    GetExitCodeProcess, ResumeThread, TerminateProcess, WaitForSingleObject,
+    CREATE_BREAKAWAY_FROM_JOB, CREATE_SUSPENDED, INFINITE,
 };
 
 use super::os::exit_code;
@@ -81,58 +85,67 @@ fn kill_on_close_job() -> Option<RawHandle> {
 }
 
 /// Runs the current executable as a child of `kind` ("spawn") whose boot channel is `boot`.
-/// The child inherits no handle: it duplicates `boot` out of this process.
+/// The child inherits `boot` and the standard handles, nothing else.
 pub(crate) fn spawn_child(
     kind: &str,
     boot: &Chan,
     die_with_parent: bool,
 ) -> io::Result<(u32, Waiter)> {
     let exe = std::env::current_exe()?;
-    // The caller closes `boot` once we return; the child takes this copy, kept until it ends.
-    let child_end = boot.try_clone()?;
-    let mut cmd = Command::new(exe);
-    cmd.env(ENV_BOOT, super::boot_env_value(kind, &child_end));
-    let job = if die_with_parent {
-        kill_on_close_job()
-    } else {
-        None
-    };
+    // An inheritable copy; ours is closed once the child exists (it has its own).
+    let child_end = Chan::from_handle(inheritable_copy(boot.as_raw_handle())?)?;
+    let value = super::boot_env_value(kind, &child_end);
+    let env = [(OsStr::new(ENV_BOOT), OsStr::new(&value))];
+    let inherit = [child_end.as_raw_handle()];
     let child = if die_with_parent {
-        cmd.spawn()?
+        create_process(&exe, &env, &inherit, CREATE_SUSPENDED)?
     } else {
-        cmd.creation_flags(CREATE_BREAKAWAY_FROM_JOB);
-        match cmd.spawn() {
+        match create_process(
+            &exe,
+            &env,
+            &inherit,
+            CREATE_SUSPENDED | CREATE_BREAKAWAY_FROM_JOB,
+        ) {
             Ok(c) => c,
-            // In a job that forbids breaking away: the child stays in it.
+            // In a foreign job that forbids breaking away: the child stays in it.
             Err(e) if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) => {
-                cmd.creation_flags(0);
-                cmd.spawn()?
+                create_process(&exe, &env, &inherit, CREATE_SUSPENDED)?
             }
             Err(e) => return Err(e),
         }
     };
-    let pid = child.id();
-    // std's Child neither waits nor kills on drop; the Waiter owns the process handle.
-    // SAFETY: the handle came out of the Child, which gave up its ownership.
-    let process = unsafe { OwnedHandle::from_raw_handle(child.into_raw_handle()) };
-    if let Some(job) = job {
-        // The child cannot have started anything yet: it waits for its boot message, sent
-        // after we return. Failure (an old system without nested jobs) leaves the child's
-        // watchdog, which ends it when the boot channel closes.
-        // SAFETY: both handles are live.
-        unsafe {
-            AssignProcessToJobObject(job, process.as_raw_handle());
+    drop(child_end);
+    if die_with_parent {
+        if let Some(job) = kill_on_close_job() {
+            // Failure (a system without nested jobs) leaves the child's watchdog, which
+            // ends it when the boot channel closes.
+            // SAFETY: both handles are live.
+            unsafe {
+                AssignProcessToJobObject(job, child.process.as_raw_handle());
+            }
         }
     }
+    // SAFETY: resuming the suspended main thread of our new child.
+    if unsafe { ResumeThread(child.thread.as_raw_handle()) } == u32::MAX {
+        let e = io::Error::last_os_error();
+        // SAFETY: ending the child we could not start.
+        unsafe {
+            TerminateProcess(child.process.as_raw_handle(), 1);
+        }
+        return Err(e);
+    }
     if boot.pair_id() != 0 {
-        if let Ok(target) = mp_windows::handle::duplicate_local(process.as_raw_handle()) {
+        if let Ok(target) = duplicate_local(child.process.as_raw_handle()) {
             BOOT_TARGETS
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((boot.pair_id(), target));
         }
     }
-    Ok((pid, Waiter::new(pid, process, Some(child_end), boot.pair_id())))
+    Ok((
+        child.pid,
+        Waiter::new(child.pid, child.process, boot.pair_id()),
+    ))
 }
 
 fn unsupported(what: &str) -> io::Error {
@@ -185,18 +198,14 @@ pub(crate) enum Exit {
 pub(crate) struct Waiter {
     pid: u32,
     process: OwnedHandle,
-    /// The copy of the child's boot channel end it duplicates out of this process; released
-    /// once the child has ended.
-    child_end: Mutex<Option<Chan>>,
     pair_id: u64,
 }
 
 impl Waiter {
-    fn new(pid: u32, process: OwnedHandle, child_end: Option<Chan>, pair_id: u64) -> Self {
+    fn new(pid: u32, process: OwnedHandle, pair_id: u64) -> Self {
         Self {
             pid,
             process,
-            child_end: Mutex::new(child_end),
             pair_id,
         }
     }
@@ -205,7 +214,7 @@ impl Waiter {
     /// `PROCESS_QUERY_LIMITED_INFORMATION` access).
     #[allow(dead_code)]
     pub(crate) fn direct(pid: u32, process: OwnedHandle) -> Self {
-        Self::new(pid, process, None, 0)
+        Self::new(pid, process, 0)
     }
 
     /// The process handle: waitable, signalled once the child has ended.
@@ -233,10 +242,6 @@ impl Waiter {
         if unsafe { GetExitCodeProcess(self.process.as_raw_handle(), &mut status) } == 0 {
             return Err(io::Error::last_os_error());
         }
-        self.child_end
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
         Ok(Exit::Code(exit_code(status)))
     }
 
