@@ -229,8 +229,8 @@ impl PipeChannel {
         Ok(got)
     }
 
-    /// Writes all of `data`.
-    fn write_all(&self, mut data: &[u8]) -> Result<(), IpcError> {
+    /// Writes all of `data` (raw bytes, no frame header).
+    pub(crate) fn write_all(&self, mut data: &[u8]) -> Result<(), IpcError> {
         let h = self.raw();
         while !data.is_empty() {
             let len = data.len().min(IO_CHUNK) as u32;

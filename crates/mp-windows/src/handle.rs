@@ -97,7 +97,8 @@ pub fn recv_with_handles(
     max: u64,
 ) -> Result<Vec<OwnedHandle>, IpcError> {
     ch.recv_frame(buf, max.saturating_add(8 * (MAX_HANDLES as u64 + 1)))?;
-    let bad = |what: &str| IpcError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
+    let bad =
+        |what: &str| IpcError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
     let count = match buf.get(..8) {
         Some(b) => u64::from_le_bytes(b.try_into().map_err(|_| bad("short handle prefix"))?),
         None => return Err(bad("message without a handle count")),

@@ -28,7 +28,10 @@ fn new_event() -> Result<OwnedHandle, u32> {
 
 /// Runs `start` (a `ReadFile`, `WriteFile` or `ConnectNamedPipe` on `h` given the overlapped
 /// structure) and waits for it to complete. Returns the bytes transferred, or the Win32 error.
-pub(crate) fn overlapped<F: FnOnce(*mut OVERLAPPED) -> i32>(h: HANDLE, start: F) -> Result<u32, u32> {
+pub(crate) fn overlapped<F: FnOnce(*mut OVERLAPPED) -> i32>(
+    h: HANDLE,
+    start: F,
+) -> Result<u32, u32> {
     let mut start = Some(start);
     let cached = IO_EVENT.try_with(|cell| {
         if cell.get().is_none() {

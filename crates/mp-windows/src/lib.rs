@@ -25,3 +25,6 @@ pub mod poll;
 pub mod spawn;
 
 pub use channel::PipeChannel;
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,9 @@ use std::os::windows::io::RawHandle;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT};
-use windows_sys::Win32::System::Threading::{WaitForMultipleObjects, WaitForSingleObject, INFINITE};
+use windows_sys::Win32::System::Threading::{
+    WaitForMultipleObjects, WaitForSingleObject, INFINITE,
+};
 
 use crate::channel::{pipe_ready, Backoff};
 use crate::handle::is_pipe;
@@ -37,7 +39,11 @@ pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result
     loop {
         let mut ready = Vec::new();
         for (i, (&h, &pipe)) in handles.iter().zip(&pipes).enumerate() {
-            let r = if pipe { pipe_ready(h)? } else { is_signalled(h)? };
+            let r = if pipe {
+                pipe_ready(h)?
+            } else {
+                is_signalled(h)?
+            };
             if r {
                 ready.push(i);
             }
@@ -52,9 +58,8 @@ pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result
                 Some(d) => millis_until(d),
             };
             // SAFETY: the array holds `handles.len()` (<= 64) handles.
-            let r = unsafe {
-                WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms)
-            };
+            let r =
+                unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms) };
             if r == WAIT_FAILED {
                 return Err(io::Error::last_os_error());
             }

@@ -67,7 +67,11 @@ fn environment_block(extra: &[(&OsStr, &OsStr)]) -> Vec<u16> {
     let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| extra.iter().all(|(e, _)| upper(e) != upper(k)))
         .collect();
-    vars.extend(extra.iter().map(|(k, v)| (k.to_os_string(), v.to_os_string())));
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| (k.to_os_string(), v.to_os_string())),
+    );
     vars.sort_by_cached_key(|(k, _)| upper(k));
     let mut block = Vec::new();
     for (k, v) in vars {
@@ -135,7 +139,10 @@ pub fn create_process(
     let mut si: STARTUPINFOEXW = unsafe { std::mem::zeroed() };
     si.StartupInfo.cb = std::mem::size_of::<STARTUPINFOEXW>() as u32;
     si.StartupInfo.dwFlags = STARTF_USESTDHANDLES;
-    let raw_std = |h: &Option<OwnedHandle>| h.as_ref().map_or(std::ptr::null_mut(), |h| h.as_raw_handle());
+    let raw_std = |h: &Option<OwnedHandle>| {
+        h.as_ref()
+            .map_or(std::ptr::null_mut(), |h| h.as_raw_handle())
+    };
     si.StartupInfo.hStdInput = raw_std(&stdio[0]);
     si.StartupInfo.hStdOutput = raw_std(&stdio[1]);
     si.StartupInfo.hStdError = raw_std(&stdio[2]);

@@ -14,8 +14,8 @@ use mp_ipc::IpcError;
 
 pub(crate) use os::{current_pid, die_with_parent_now, prepare_child_runtime, send_signal};
 pub(crate) use start::{
-    close_inherited, fork_child, forkserver_pid, serve_forkserver, spawn_child,
-    start_forkserver, Exit, Waiter,
+    close_inherited, fork_child, forkserver_pid, serve_forkserver, spawn_child, start_forkserver,
+    Exit, Waiter,
 };
 
 use crate::StartMethod;
@@ -154,8 +154,11 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
     /// so the hooks run while this thread's thread-locals still exist.
     #[used]
     #[link_section = ".CRT$XLAB"]
-    static EXIT_CALLBACK: unsafe extern "system" fn(*mut std::ffi::c_void, u32, *mut std::ffi::c_void) =
-        on_tls_event;
+    static EXIT_CALLBACK: unsafe extern "system" fn(
+        *mut std::ffi::c_void,
+        u32,
+        *mut std::ffi::c_void,
+    ) = on_tls_event;
     unsafe extern "system" fn on_tls_event(
         _module: *mut std::ffi::c_void,
         reason: u32,

@@ -13,9 +13,9 @@
 //! object per parent process, created on first use with `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`.
 //! The child is created suspended, put in the job, then resumed, so nothing it starts can
 //! escape the job. The job handle is not inheritable, so when the parent ends, however it
-//! ends, the system closes the job and kills the children. A child that may outlive its parent is created
-//! with `CREATE_BREAKAWAY_FROM_JOB` (the job allows it), or without it when the parent sits
-//! in a foreign job that forbids breaking away.
+//! ends, the system closes the job and kills the children. A child that may outlive its
+//! parent is created with `CREATE_BREAKAWAY_FROM_JOB` (the job allows it), or without it
+//! when the parent sits in a foreign job that forbids breaking away.
 
 use std::ffi::OsStr;
 use std::io;
@@ -23,14 +23,16 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT};
+use mp_windows::handle::duplicate_local;
+use mp_windows::spawn::{create_process, inheritable_copy};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
     SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_BREAKAWAY_OK,
     JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
-use mp_windows::handle::duplicate_local;
-use mp_windows::spawn::{create_process, inheritable_copy};
 use windows_sys::Win32::System::Threading::{
     GetExitCodeProcess, ResumeThread, TerminateProcess, WaitForSingleObject,
     CREATE_BREAKAWAY_FROM_JOB, CREATE_SUSPENDED, INFINITE,

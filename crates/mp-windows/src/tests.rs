@@ -1,0 +1,210 @@
+//! Unit tests of the named-pipe channel, handle passing and polling (run under Wine here).
+
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::time::{Duration, Instant};
+
+use mp_ipc::{Channel, IpcError};
+use windows_sys::Win32::System::Threading::{CreateEventW, GetCurrentProcess, SetEvent};
+
+use crate::handle::{recv_with_handles, send_with_handles};
+use crate::PipeChannel;
+
+fn recv(c: &PipeChannel) -> Result<Vec<u8>, IpcError> {
+    let mut buf = Vec::new();
+    c.recv_frame(&mut buf, 1 << 30).map(|()| buf)
+}
+
+fn event() -> OwnedHandle {
+    // SAFETY: an unnamed manual-reset event, owned below.
+    unsafe { OwnedHandle::from_raw_handle(CreateEventW(std::ptr::null(), 1, 0, std::ptr::null())) }
+}
+
+#[test]
+fn frames_keep_their_boundaries() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    assert_eq!(a.pair_id(), b.pair_id());
+    assert_ne!(a.pair_id(), 0);
+    for m in [&b"hello"[..], b"", b"a", b"bc", b""] {
+        a.send_frame(&[m]).unwrap();
+    }
+    a.send_frame(&[b"x", b"", b"yz"]).unwrap();
+    for m in [&b"hello"[..], b"", b"a", b"bc", b"", b"xyz"] {
+        assert_eq!(recv(&b).unwrap(), m);
+    }
+    b.send_frame(&[b"back"]).unwrap();
+    assert_eq!(recv(&a).unwrap(), b"back");
+}
+
+#[test]
+fn pairs_are_distinct() {
+    let (a, _b) = PipeChannel::pair().unwrap();
+    let (c, _d) = PipeChannel::pair().unwrap();
+    assert_ne!(a.pair_id(), c.pair_id());
+}
+
+#[test]
+fn end_of_stream_truncation_and_broken_pipe() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    a.send_frame(&[b"last"]).unwrap();
+    drop(a);
+    assert_eq!(recv(&b).unwrap(), b"last");
+    assert!(matches!(recv(&b), Err(IpcError::Eof)));
+    assert!(
+        b.poll(Some(Duration::ZERO)).unwrap(),
+        "end of stream is ready"
+    );
+    assert!(matches!(b.send_frame(&[b"x"]), Err(IpcError::BrokenPipe)));
+
+    let (a, b) = PipeChannel::pair().unwrap();
+    a.write_all(&100u64.to_le_bytes()).unwrap();
+    a.write_all(&[1, 2, 3]).unwrap();
+    drop(a);
+    assert!(matches!(
+        recv(&b),
+        Err(IpcError::Truncated {
+            got: 3,
+            expected: 100
+        })
+    ));
+
+    let (a, b) = PipeChannel::pair().unwrap();
+    a.write_all(&[1, 2, 3]).unwrap();
+    drop(a);
+    assert!(matches!(
+        recv(&b),
+        Err(IpcError::Truncated {
+            got: 3,
+            expected: 8
+        })
+    ));
+}
+
+#[test]
+fn oversized_headers_are_refused_before_allocating() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    a.write_all(&(1u64 << 62).to_le_bytes()).unwrap();
+    let mut buf = Vec::new();
+    assert!(matches!(
+        b.recv_frame(&mut buf, 1 << 20),
+        Err(IpcError::FrameTooLarge { len, .. }) if len == 1 << 62
+    ));
+    assert!(buf.capacity() < 1 << 20);
+}
+
+#[test]
+fn poll_waits_and_does_not_consume() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    let t = Instant::now();
+    assert!(!b.poll(Some(Duration::from_millis(50))).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(45));
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        a.send_frame(&[b"ping"]).unwrap();
+        a
+    });
+    assert!(b.poll(Some(Duration::from_secs(5))).unwrap());
+    assert!(b.poll(None).unwrap());
+    assert_eq!(recv(&b).unwrap(), b"ping");
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn a_blocked_reader_does_not_block_a_writer_on_the_same_pipe() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    let a2 = a.try_clone().unwrap();
+    assert_eq!(a2.pair_id(), a.pair_id());
+    let reader = std::thread::spawn(move || recv(&a2).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    // The reader thread blocks in a read on the same file object; this write must not wait.
+    a.send_frame(&[b"to b"]).unwrap();
+    assert_eq!(recv(&b).unwrap(), b"to b");
+    b.send_frame(&[b"to a"]).unwrap();
+    assert_eq!(reader.join().unwrap(), b"to a");
+}
+
+#[test]
+fn a_large_frame_arrives_intact() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    let big: Vec<u8> = (0..(16 << 20) + 7).map(|i| (i % 251) as u8).collect();
+    let expected = big.clone();
+    let writer = std::thread::spawn(move || a.send_frame(&[&big[..10], &big[10..]]).unwrap());
+    assert_eq!(recv(&b).unwrap(), expected);
+    writer.join().unwrap();
+}
+
+#[test]
+fn handles_travel_with_a_frame() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    let (x, y) = PipeChannel::pair().unwrap();
+    // SAFETY: the pseudo handle of this process.
+    let me = unsafe { GetCurrentProcess() };
+    send_with_handles(&a, Some(me), b"payload", &[y.as_raw_handle()]).unwrap();
+    drop(y);
+    let mut buf = Vec::new();
+    let mut handles = recv_with_handles(&b, &mut buf, 1024).unwrap();
+    assert_eq!(buf, b"payload");
+    assert_eq!(handles.len(), 1);
+    let y2 = PipeChannel::from_handle(handles.pop().unwrap()).unwrap();
+    x.send_frame(&[b"through the copy"]).unwrap();
+    assert_eq!(recv(&y2).unwrap(), b"through the copy");
+
+    // No handles: no target needed. Handles without a target: an error, nothing sent.
+    send_with_handles(&a, None, b"plain", &[]).unwrap();
+    assert!(recv_with_handles(&b, &mut buf, 1024).unwrap().is_empty());
+    assert_eq!(buf, b"plain");
+    assert!(send_with_handles(&a, None, b"x", &[x.as_raw_handle()]).is_err());
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+}
+
+#[test]
+fn malformed_handle_prefixes_are_errors() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    let mut buf = Vec::new();
+    a.send_frame(&[b"abc"]).unwrap();
+    assert!(recv_with_handles(&b, &mut buf, 1024).is_err());
+    a.send_frame(&[&u64::MAX.to_le_bytes()]).unwrap();
+    assert!(recv_with_handles(&b, &mut buf, 1024).is_err());
+    a.send_frame(&[&2u64.to_le_bytes(), &0u64.to_le_bytes()])
+        .unwrap();
+    assert!(recv_with_handles(&b, &mut buf, 1024).is_err());
+    // A value that is no open handle here.
+    a.send_frame(&[&1u64.to_le_bytes(), &0x7ff0u64.to_le_bytes()])
+        .unwrap();
+    assert!(recv_with_handles(&b, &mut buf, 1024).is_err());
+}
+
+#[test]
+fn only_pipes_make_channels() {
+    assert!(PipeChannel::from_handle(event()).is_err());
+}
+
+#[test]
+fn poll_many_sees_pipes_and_waitable_objects_beyond_64() {
+    let pipes: Vec<_> = (0..100).map(|_| PipeChannel::pair().unwrap()).collect();
+    let ev = event();
+    let mut handles: Vec<_> = pipes.iter().map(|(a, _)| a.as_raw_handle()).collect();
+    handles.push(ev.as_raw_handle());
+    assert!(
+        crate::poll::poll_many(&handles, Some(Duration::from_millis(20)))
+            .unwrap()
+            .is_empty()
+    );
+    pipes[70].1.send_frame(&[b"x"]).unwrap();
+    pipes[3].1.send_frame(&[b""]).unwrap();
+    assert_eq!(
+        crate::poll::poll_many(&handles, Some(Duration::from_secs(1))).unwrap(),
+        vec![3, 70]
+    );
+    // SAFETY: signalling our own event.
+    unsafe { SetEvent(ev.as_raw_handle()) };
+    assert_eq!(
+        crate::poll::poll_many(&handles, Some(Duration::ZERO)).unwrap(),
+        vec![3, 70, 100]
+    );
+    // Only waitable objects: the kernel waits.
+    assert_eq!(
+        crate::poll::poll_many(&[ev.as_raw_handle()], None).unwrap(),
+        vec![0]
+    );
+}
