@@ -77,7 +77,6 @@ pub use wait::{wait, Sentinel, Waitable};
 ///     mp_core::main();
 ///     // ... the parent's program ...
 /// }
-/// # main();
 /// ```
 pub fn main() {
     process::child::boot_from_env();

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ConnectionError;
-pub(crate) use raw::RawConnection;
+pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawConnection};
 
 /// Creates a duplex pipe: what one end sends, the other receives, both ways.
 ///

@@ -2,6 +2,7 @@
 //! and [`Writer`](super::Writer): a platform channel plus the per-end state.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use mp_ipc::handle::{OwnedHandle, RawHandle};
@@ -11,6 +12,46 @@ use serde::Serialize;
 
 use crate::sys::Chan;
 use crate::ConnectionError;
+
+/// The handles of every open connection end in this process, so that a forked child can
+/// close the ones its target was not given (as a spawned child never had them).
+static LIVE_HANDLES: Mutex<Vec<LiveHandle>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct LiveHandle(RawHandle);
+// SAFETY: a raw handle is a plain number naming a kernel object; this list only compares
+// and closes them.
+unsafe impl Send for LiveHandle {}
+
+/// The lock on the list of live handles, held across a fork.
+pub(crate) struct LiveHandles(std::sync::MutexGuard<'static, Vec<LiveHandle>>);
+
+/// Takes the live-handle list's lock, so that no other thread holds it at a fork.
+pub(crate) fn lock_live_handles() -> LiveHandles {
+    LiveHandles(live_handles())
+}
+
+fn live_handles() -> std::sync::MutexGuard<'static, Vec<LiveHandle>> {
+    LIVE_HANDLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// In a forked child: closes every connection handle inherited from the parent except
+/// `keep`. The parent's connection objects are never dropped in the child (it does not
+/// return from the fork), so nothing closes these handles twice.
+pub(crate) fn close_inherited_connections_except(
+    mut live: LiveHandles,
+    keep: Option<&[RawHandle]>,
+) {
+    let Some(keep) = keep else { return };
+    live.0.retain(|h| {
+        if keep.contains(&h.0) {
+            true
+        } else {
+            crate::sys::close_inherited(h.0);
+            false
+        }
+    });
+}
 
 /// A framed channel end with its receive limit, its broken flag and a reusable buffer.
 /// The `Cell`s make it `!Sync`: one thread uses an end at a time.
@@ -23,6 +64,7 @@ pub(crate) struct RawConnection {
 
 impl RawConnection {
     pub(crate) fn new(chan: Chan) -> Self {
+        live_handles().push(LiveHandle(crate::sys::chan_raw_handle(&chan)));
         Self {
             chan: Some(chan),
             max_len: DEFAULT_MAX_FRAME,
@@ -55,7 +97,14 @@ impl RawConnection {
     }
 
     pub(crate) fn close(&mut self) {
-        self.chan = None;
+        if let Some(chan) = self.chan.take() {
+            let h = LiveHandle(crate::sys::chan_raw_handle(&chan));
+            let mut live = live_handles();
+            if let Some(i) = live.iter().position(|x| *x == h) {
+                live.swap_remove(i);
+            }
+            drop(chan);
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -148,5 +197,11 @@ impl RawConnection {
         let mut buf = self.scratch.borrow_mut();
         self.recv_frame(&mut buf, timeout, None)?;
         postcard::from_bytes(&buf).map_err(ConnectionError::Decode)
+    }
+}
+
+impl Drop for RawConnection {
+    fn drop(&mut self) {
+        self.close();
     }
 }

@@ -106,7 +106,7 @@ fn exit_child(code: i32) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     report(&Report::Exiting(code));
-    std::process::exit(code)
+    sys::exit_process(code)
 }
 
 fn send_report(chan: &Chan, report: &Report) -> Result<(), mp_ipc::IpcError> {

@@ -94,7 +94,10 @@ impl Process {
         Self::with_task(Box::new(FnTask { f: target, args }))
     }
 
-    /// A process that runs a closure, which may capture anything. Only
+    /// A process that runs a closure, which may capture anything. The forked child holds
+    /// copies of every handle of the parent, connections included: drop the ones it does
+    /// not use, or a peer may never see end-of-file. (With [`Process::new`] under fork, the
+    /// connections not passed in the argument are closed in the child, as under spawn.) Only
     /// [`StartMethod::Fork`] can start it; other methods fail at `start` with
     /// [`ProcessError::NeedsFork`].
     ///
@@ -282,10 +285,13 @@ impl Process {
         let parent_name = registry::identity().name;
         let outlive = self.outlive_parent;
         let child_identity = identity.clone();
+        let keep = task.handles();
+        let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
         let forked = sys::fork_child(!outlive, move || {
             registry::forget_parents_children(guard);
             sys::close_inherited(parent_end);
+            crate::connection::close_inherited_connections_except(live, keep.as_deref());
             registry::become_child(child_identity, parent_pid, parent_name);
             crate::context::inherit_start_method(StartMethod::Fork);
             child::run_child(boot_child, outlive, move || {

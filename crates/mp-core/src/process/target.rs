@@ -90,6 +90,10 @@ pub(crate) trait Task: Send {
     fn encode(&self) -> Result<Encoded, ProcessError>;
     /// Runs the target right here (in a forked child).
     fn run(self: Box<Self>);
+    /// The handles the argument holds, if they can be known (not for closures).
+    fn handles(&self) -> Option<Vec<RawHandle>> {
+        self.encode().ok().map(|e| e.handles)
+    }
 }
 
 /// A `fn` target and its argument: runs under every start method.

@@ -5,7 +5,9 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mp_core::{get_all_start_methods, get_context, Context};
+use mp_core::{get_all_start_methods, get_context, Context, Writer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Every start method of this platform.
 pub fn contexts() -> Vec<Context> {
@@ -83,4 +85,34 @@ pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     cond()
+}
+
+/// A target that sleeps for the given number of milliseconds.
+pub fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// A target that sleeps for a minute (to be terminated).
+pub fn sleep_forever(_: ()) {
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A target that sends its value back.
+pub fn echo_back<T: Serialize + DeserializeOwned>(arg: (T, Writer<T>)) {
+    arg.1.send(&arg.0).unwrap();
+}
+
+/// Kills a process by pid (test clean-up after a hang).
+#[cfg(unix)]
+pub fn kill_pid(pid: u32) {
+    // SAFETY: signalling a child of ours.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// Kills a process by pid (test clean-up after a hang).
+#[cfg(windows)]
+pub fn kill_pid(pid: u32) {
+    let _ = std::process::Command::new("taskkill")
+        .args(["/F", "/PID", &pid.to_string()])
+        .output();
 }

@@ -112,3 +112,8 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
         libc::atexit(hook);
     }
 }
+
+/// Ends a child the way `main` returning would: `exit` runs the `atexit` hooks.
+pub(crate) fn exit_process(code: i32) -> ! {
+    std::process::exit(code)
+}

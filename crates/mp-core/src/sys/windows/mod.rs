@@ -182,3 +182,10 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
         }
     }
 }
+
+/// Ends a child the way `main` returning would: exit hooks first (which `ExitProcess`
+/// skips), then the exit itself.
+pub(crate) fn exit_process(code: i32) -> ! {
+    run_exit_hooks();
+    std::process::exit(code)
+}

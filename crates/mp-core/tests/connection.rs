@@ -1,0 +1,310 @@
+//! Pipe and connection behaviours (CONN-* of the CPython checklist), with real child
+//! processes under every start method, real socket pairs, and outer time bounds.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{about, bounded, for_each_context, immediate};
+
+use mp_core::{pipe, pipe_oneway, wait, Connection, ConnectionError, Process, Reader, Writer};
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn echo_values(conn: Connection<(i32, f64, Option<()>)>) {
+    while let Ok(v) = conn.recv() {
+        conn.send(&v).unwrap();
+    }
+}
+
+fn echo_bytes(conn: Connection<()>) {
+    while let Ok(b) = conn.recv_bytes() {
+        conn.send_bytes(&b).unwrap();
+    }
+}
+
+#[test]
+fn conn_01_values_and_bytes_round_trip() {
+    for_each_context(30, |ctx| {
+        let (a, b) = pipe().unwrap();
+        let mut p = ctx.process(echo_values, b);
+        p.start().unwrap();
+        a.send(&(1, 2.25, None)).unwrap();
+        assert_eq!(a.recv_timeout(SECS).unwrap(), (1, 2.25, None));
+        drop(a);
+        p.join().unwrap();
+
+        let (a, b) = pipe::<()>().unwrap();
+        let mut p = ctx.process(echo_bytes, b);
+        p.start().unwrap();
+        for msg in [&b"abc"[..], b"", &[0u8, 255, 7]] {
+            a.send_bytes(msg).unwrap();
+            assert_eq!(a.recv_bytes_timeout(SECS).unwrap(), msg);
+        }
+        drop(a);
+        p.join().unwrap();
+    });
+}
+
+#[test]
+fn conn_02_recv_bytes_into_and_buffer_too_short() {
+    let (a, b) = pipe::<()>().unwrap();
+    let payload: Vec<u8> = [1i32, 2, 3, 4]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    a.send_bytes(&payload).unwrap();
+    let mut buf = [0xAAu8; 40];
+    assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 16);
+    assert_eq!(&buf[..16], &payload[..]);
+    assert!(
+        buf[16..].iter().all(|&x| x == 0xAA),
+        "the rest of the buffer is untouched"
+    );
+    // At an offset.
+    a.send_bytes(&payload).unwrap();
+    let mut buf = [0u8; 40];
+    assert_eq!(b.recv_bytes_into(&mut buf[12..]).unwrap(), 16);
+    assert_eq!(&buf[12..28], &payload[..]);
+    // Too short: the error owns the whole message.
+    let long = vec![7u8; 110];
+    a.send_bytes(&long).unwrap();
+    let mut small = [0u8; 40];
+    match b.recv_bytes_into(&mut small) {
+        Err(ConnectionError::BufferTooShort { message, capacity }) => {
+            assert_eq!(message, long);
+            assert_eq!(capacity, 40);
+        }
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+    // And the connection goes on.
+    a.send_bytes(b"next").unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), b"next");
+}
+
+#[test]
+fn conn_03_poll_timing() {
+    bounded(30, || {
+        let (a, b) = pipe::<u32>().unwrap();
+        immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
+        about("poll(100ms)", Duration::from_millis(100), || {
+            assert!(!b.poll(Duration::from_millis(100)).unwrap())
+        });
+        about("recv_timeout(100ms)", Duration::from_millis(100), || {
+            assert!(matches!(
+                b.recv_timeout(Duration::from_millis(100)),
+                Err(ConnectionError::Timeout)
+            ))
+        });
+        a.send(&5).unwrap();
+        immediate("poll(100ms) with data", || {
+            assert!(b.poll(Duration::from_millis(100)).unwrap())
+        });
+        assert_eq!(b.recv().unwrap(), 5);
+    });
+}
+
+fn send_big(arg: (usize, Writer<()>)) {
+    let msg: Vec<u8> = (0..arg.0).map(|i| (i % 251) as u8).collect();
+    arg.1.send_bytes(&msg).unwrap();
+}
+
+#[test]
+fn conn_04_a_16_mib_message_arrives_intact() {
+    for_each_context(60, |ctx| {
+        let n = 16 << 20;
+        let (rx, tx) = pipe_oneway::<()>().unwrap();
+        let mut p = ctx.process(send_big, (n, tx));
+        p.start().unwrap();
+        let got = rx.recv_bytes_timeout(SECS).unwrap();
+        assert_eq!(got.len(), n);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        p.join().unwrap();
+    });
+}
+
+fn hold_and_exit(conn: Connection<u8>) {
+    drop(conn);
+}
+
+#[test]
+fn conn_05_06_a_closed_peer_is_eof_not_a_hang() {
+    for_each_context(30, |ctx| {
+        let (a, b) = pipe::<u8>().unwrap();
+        let mut p = ctx.process(hold_and_exit, b);
+        p.start().unwrap();
+        p.join().unwrap();
+        immediate("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
+        assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
+        assert!(matches!(a.recv_bytes(), Err(ConnectionError::Eof)));
+        assert!(matches!(a.send(&1), Err(ConnectionError::BrokenPipe)));
+        assert!(!a.is_closed());
+    });
+    // A locally closed end.
+    let (mut a, _b) = pipe::<u8>().unwrap();
+    a.close();
+    assert!(a.is_closed());
+    assert!(matches!(a.send(&1), Err(ConnectionError::Closed)));
+    assert!(matches!(a.recv(), Err(ConnectionError::Closed)));
+    assert!(matches!(
+        a.poll(Duration::ZERO),
+        Err(ConnectionError::Closed)
+    ));
+    a.close();
+}
+
+#[test]
+fn conn_07_one_way_pipes() {
+    let (rx, tx) = pipe_oneway::<String>().unwrap();
+    tx.send(&"one way".into()).unwrap();
+    assert_eq!(rx.recv().unwrap(), "one way");
+    // `rx.send` and `tx.recv` do not exist: misuse does not compile.
+}
+
+fn upper_echo(conn: Connection<String>) {
+    while let Ok(s) = conn.recv() {
+        conn.send(&s.to_uppercase()).unwrap();
+    }
+}
+
+#[test]
+fn conn_08_parent_closes_the_childs_end_at_once() {
+    // The child's end is moved into the process and closed here right after start.
+    for_each_context(30, |ctx| {
+        let (a, b) = pipe::<String>().unwrap();
+        let mut p = ctx.process(upper_echo, b);
+        p.start().unwrap();
+        a.send(&"hello".into()).unwrap();
+        assert_eq!(a.recv_timeout(SECS).unwrap(), "HELLO");
+        drop(a);
+        p.join().unwrap();
+    });
+}
+
+fn send_sequence(tx: Writer<()>) {
+    for m in ["hello", "", "a", "b", "", "bye", "", "lop"] {
+        tx.send_bytes(m.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn conn_12_empty_messages_are_messages() {
+    let (a, b) = pipe::<()>().unwrap();
+    a.send_bytes(b"").unwrap();
+    for _ in 0..3 {
+        assert!(b.poll(Duration::ZERO).unwrap(), "polling consumes nothing");
+    }
+    assert_eq!(b.recv_bytes().unwrap(), b"");
+    for_each_context(30, |ctx| {
+        let (rx, tx) = pipe_oneway::<()>().unwrap();
+        let mut p = ctx.process(send_sequence, tx);
+        p.start().unwrap();
+        let got: Vec<String> = (0..8)
+            .map(|_| String::from_utf8(rx.recv_bytes_timeout(SECS).unwrap()).unwrap())
+            .collect();
+        assert_eq!(got, ["hello", "", "a", "b", "", "bye", "", "lop"]);
+        p.join().unwrap();
+    });
+}
+
+fn poll_shared(rx: Reader<()>) {
+    let _ = rx.poll(Duration::from_secs(5));
+}
+
+#[test]
+fn conn_13_a_polling_child_does_not_split_messages() {
+    for_each_context(30, |ctx| {
+        let (rx, tx) = pipe_oneway::<()>().unwrap();
+        let mut p = ctx.process(poll_shared, rx.try_clone().unwrap());
+        p.start().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send_bytes(&[1u8; 1000]).unwrap();
+        tx.send_bytes(&[2u8; 2000]).unwrap();
+        p.join().unwrap();
+        let m = rx.recv_bytes_timeout(SECS).unwrap();
+        assert!(
+            m == vec![1u8; 1000] || m == vec![2u8; 2000],
+            "a whole message, got {} bytes",
+            m.len()
+        );
+    });
+}
+
+#[test]
+fn conn_14_messages_are_not_merged() {
+    let (a, b) = pipe::<()>().unwrap();
+    for m in [&b"a"[..], b"b", b"cd"] {
+        a.send_bytes(m).unwrap();
+    }
+    for m in [&b"a"[..], b"b", b"cd"] {
+        assert!(b.poll(Duration::from_secs(1)).unwrap());
+        assert!(b.poll(Duration::ZERO).unwrap());
+        assert_eq!(b.recv_bytes().unwrap(), m);
+    }
+    assert!(!b.poll(Duration::ZERO).unwrap());
+}
+
+fn reply_after(arg: (u64, Writer<u64>)) {
+    std::thread::sleep(Duration::from_millis(arg.0));
+    arg.1.send(&arg.0).unwrap();
+}
+
+#[test]
+fn wait_over_connections_and_sentinels() {
+    for_each_context(30, |ctx| {
+        let (rx1, tx1) = pipe_oneway::<u64>().unwrap();
+        let (rx2, tx2) = pipe_oneway::<u64>().unwrap();
+        let mut p1 = ctx.process(reply_after, (50, tx1));
+        let mut p2 = ctx.process(reply_after, (400, tx2));
+        p1.start().unwrap();
+        p2.start().unwrap();
+        let ready = wait(&[&rx1, &rx2], Some(SECS)).unwrap();
+        assert_eq!(ready, vec![0]);
+        assert_eq!(rx1.recv().unwrap(), 50);
+        p1.join().unwrap();
+        let s2 = p2.sentinel().unwrap();
+        let ready = wait(&[&s2, &rx2], Some(SECS)).unwrap();
+        assert!(ready.contains(&1), "{ready:?}");
+        // A writer gone is end of file: ready too.
+        assert_eq!(
+            wait(&[&rx1], Some(Duration::from_millis(20))).unwrap(),
+            vec![0]
+        );
+        let (idle, _keep) = pipe::<u8>().unwrap();
+        assert!(wait(&[&idle], Some(Duration::from_millis(20)))
+            .unwrap()
+            .is_empty());
+        p2.join().unwrap();
+        assert!(wait(&[&s2], Some(Duration::ZERO)).unwrap() == vec![0]);
+    });
+}
+
+#[test]
+fn wait_is_not_limited_to_64_objects() {
+    let pipes: Vec<_> = (0..200).map(|_| pipe::<u8>().unwrap()).collect();
+    pipes[150].1.send(&1).unwrap();
+    pipes[7].1.send(&1).unwrap();
+    let ends: Vec<&dyn mp_core::Waitable> = pipes
+        .iter()
+        .map(|(a, _)| a as &dyn mp_core::Waitable)
+        .collect();
+    assert_eq!(
+        wait(&ends, Some(Duration::from_secs(1))).unwrap(),
+        vec![7, 150]
+    );
+    let mut closed = pipe::<u8>().unwrap().0;
+    closed.close();
+    assert!(matches!(
+        wait(&[&closed], Some(Duration::ZERO)),
+        Err(mp_core::WaitError::Closed(0))
+    ));
+}
+
+#[test]
+fn a_connection_outside_a_process_argument_cannot_be_serialized() {
+    let (a, _b) = pipe::<u8>().unwrap();
+    let (c, _d) = pipe::<Connection<u8>>().unwrap();
+    assert!(matches!(c.send(&a), Err(ConnectionError::Encode(_))));
+    let _ = Process::new(hold_and_exit, a);
+}

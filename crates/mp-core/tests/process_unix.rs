@@ -1,0 +1,285 @@
+//! Process behaviours that only exist on Unix (signals, fork, the fork server, /proc), run
+//! with real children and outer time bounds.
+#![cfg(unix)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bounded, exec_contexts, for_each_context, immediate, sleep_forever, sleep_ms};
+use mp_core::{
+    active_children, get_context, get_start_method, parent_process, pipe_oneway, set_start_method,
+    Context, Process, ProcessError, StartMethod, Writer,
+};
+
+fn in_active(p: &Process) -> bool {
+    active_children().iter().any(|c| Some(c.pid) == p.pid())
+}
+
+static USR1_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts a grandchild that sleeps, reports its pid, then sleeps itself.
+fn parent_of_sleeper(arg: (bool, Writer<u32>)) {
+    let (outlive, tx) = arg;
+    let mut g =
+        Process::new(grandchild, (outlive, tx.try_clone().unwrap())).with_outlive_parent(outlive);
+    g.start().unwrap();
+    tx.send(&g.pid().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Reports 1 when it sees its parent die (only reachable with the opt-out).
+fn grandchild(arg: (bool, Writer<u32>)) {
+    let (_, tx) = arg;
+    let parent = parent_process().unwrap();
+    assert!(parent.is_alive());
+    if parent.join_timeout(Duration::from_secs(30)) {
+        tx.send(&1).unwrap();
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie still answers kill(0); look at its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn proc_06_children_die_with_their_parent() {
+    for_each_context(60, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(parent_of_sleeper, (false, tx));
+        p.start().unwrap();
+        let grandchild = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(pid_alive(grandchild));
+        p.kill().unwrap();
+        let _ = p.join_timeout(Duration::from_secs(10));
+        assert!(
+            common::eventually(5, || !pid_alive(grandchild)),
+            "grandchild {grandchild} outlived its parent"
+        );
+    });
+}
+
+#[test]
+fn proc_06_opt_out_lets_a_child_see_its_parent_die() {
+    for_each_context(60, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(parent_of_sleeper, (true, tx));
+        p.start().unwrap();
+        let grandchild = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        p.kill().unwrap();
+        let _ = p.join_timeout(Duration::from_secs(10));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            1,
+            "grandchild saw its parent die"
+        );
+        assert!(common::eventually(5, || !pid_alive(grandchild)));
+    });
+}
+
+#[test]
+fn proc_07_08_terminate_and_kill() {
+    for_each_context(60, |ctx| {
+        for (signal, code) in [("terminate", -15), ("kill", -9), ("interrupt", -2)] {
+            let mut p = ctx.process(sleep_forever, ());
+            p.start().unwrap();
+            immediate("join_timeout(0)", || {
+                assert!(matches!(
+                    p.join_timeout(Duration::ZERO),
+                    Err(ProcessError::Timeout)
+                ))
+            });
+            assert!(p.is_alive());
+            match signal {
+                "terminate" => p.terminate().unwrap(),
+                "kill" => p.kill().unwrap(),
+                _ => p.interrupt().unwrap(),
+            }
+            let r = p.join_timeout(Duration::from_secs(5));
+            assert!(
+                matches!(r, Err(ProcessError::Failed { exitcode }) if exitcode == code),
+                "{signal}: {r:?}"
+            );
+            assert_eq!(p.exitcode(), Some(code));
+            assert!(!p.is_alive());
+            assert!(!in_active(&p));
+            // Harmless again, and the code stays.
+            let _ = p.join();
+            p.terminate().unwrap();
+            assert_eq!(p.exitcode(), Some(code));
+        }
+    });
+}
+
+fn count_fds(tx: Writer<usize>) {
+    let n = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    tx.send(&n).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn proc_16_no_descriptor_inflation() {
+    for ctx in exec_contexts() {
+        bounded(30, move || {
+            let mut counts = Vec::new();
+            let mut ps = Vec::new();
+            let mut rxs = Vec::new();
+            for _ in 0..5 {
+                let (rx, tx) = pipe_oneway::<usize>().unwrap();
+                let mut p = ctx.process(count_fds, tx);
+                p.start().unwrap();
+                ps.push(p);
+                rxs.push(rx);
+            }
+            for rx in &rxs {
+                counts.push(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+            }
+            for p in &ps {
+                p.join().unwrap();
+            }
+            assert!(
+                counts.windows(2).all(|w| w[0] == w[1]),
+                "fd counts differ: {counts:?}"
+            );
+        });
+    }
+}
+
+fn print_with_closed_stdio(_: ()) {
+    // SAFETY: closing our own standard descriptors.
+    unsafe {
+        libc::close(1);
+        libc::close(2);
+    }
+    println!("into the void");
+    eprintln!("into the void");
+}
+
+#[test]
+fn proc_18_closed_stdio_is_harmless() {
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(print_with_closed_stdio, ());
+        p.start().unwrap();
+        p.join().unwrap();
+    });
+}
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    USR1_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Installs a SIGUSR1 handler without SA_RESTART, so blocking calls see EINTR.
+pub fn install_usr1_handler() {
+    // SAFETY: installing an async-signal-safe handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn proc_25_signals_do_not_break_join() {
+    install_usr1_handler();
+    for_each_context(30, |ctx| {
+        let mut p = ctx.process(sleep_ms, 500);
+        p.start().unwrap();
+        let pid = std::process::id();
+        let pokes = std::thread::spawn(move || {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(20));
+                // SAFETY: signalling ourselves; a handler is installed.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+            }
+        });
+        p.join().unwrap();
+        pokes.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    });
+    assert!(USR1_SEEN.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+fn check_context_rules(tx: Writer<Vec<String>>) {
+    let mut log = Vec::new();
+    log.push(format!("{:?}", set_start_method(StartMethod::Spawn, false)));
+    log.push(format!("{:?}", set_start_method(StartMethod::Fork, false)));
+    log.push(format!("{:?}", set_start_method(StartMethod::Fork, true)));
+    log.push(format!("{:?}", get_start_method()));
+    tx.send(&log).unwrap();
+}
+
+#[test]
+fn proc_29_contexts_and_the_default_method() {
+    assert_eq!(mp_core::get_all_start_methods()[0], StartMethod::Spawn);
+    assert_eq!(
+        get_context(StartMethod::Fork).unwrap().start_method(),
+        StartMethod::Fork
+    );
+    assert_eq!(
+        Context::default_context().start_method(),
+        StartMethod::Spawn
+    );
+    // Changing the global default is done in a child, to keep this test process untouched.
+    let (rx, tx) = pipe_oneway::<Vec<String>>().unwrap();
+    let mut p = get_context(StartMethod::Spawn)
+        .unwrap()
+        .process(check_context_rules, tx);
+    p.start().unwrap();
+    let log = bounded(30, move || {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    });
+    assert_eq!(
+        log,
+        vec!["Ok(())", "Err(AlreadySet(Spawn))", "Ok(())", "Fork"]
+    );
+    p.join().unwrap();
+}
+
+#[test]
+fn proc_30_closures_need_fork() {
+    let captured = String::from("captured");
+    for ctx in exec_contexts() {
+        let c = captured.clone();
+        let mut p = Process::from_closure(move || drop(c)).with_context(ctx);
+        assert!(matches!(p.start(), Err(ProcessError::NeedsFork(m)) if m == ctx.start_method()));
+        assert!(!p.is_alive());
+    }
+    let (rx, tx) = pipe_oneway::<String>().unwrap();
+    let mut p = Process::from_closure(move || tx.send(&captured).unwrap())
+        .with_context(get_context(StartMethod::Fork).unwrap());
+    p.start().unwrap();
+    assert_eq!(
+        bounded(30, move || rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()),
+        "captured"
+    );
+    p.join().unwrap();
+}
+
+#[test]
+fn proc_19_a_killed_fork_server_is_replaced() {
+    bounded(60, || {
+        let ctx = get_context(StartMethod::ForkServer).unwrap();
+        let mut first = ctx.process(sleep_ms, 500);
+        first.start().unwrap();
+        let server = mp_core::process::forkserver_pid().unwrap();
+        // SAFETY: killing the fork server we started.
+        unsafe { libc::kill(server as libc::pid_t, libc::SIGKILL) };
+        first.join().unwrap();
+        assert_eq!(first.exitcode(), Some(0));
+        let mut second = ctx.process(sleep_ms, 1);
+        second.start().unwrap();
+        second.join().unwrap();
+        assert_ne!(mp_core::process::forkserver_pid(), Some(server));
+    });
+}
