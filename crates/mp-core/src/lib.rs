@@ -73,10 +73,9 @@ pub use wait::{wait, Sentinel, Waitable};
 /// fails with [`ProcessError::BootstrapMissing`] instead of starting processes recursively.
 ///
 /// ```
-/// fn main() {
-///     mp_core::main();
-///     // ... the parent's program ...
-/// }
+/// mp_core::main();
+/// // ... the parent's program: in a child, this line is never reached ...
+/// assert!(mp_core::parent_process().is_none());
 /// ```
 pub fn main() {
     process::child::boot_from_env();
