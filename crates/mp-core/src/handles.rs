@@ -1,11 +1,12 @@
-//! How OS handles inside a process argument reach the child.
+//! How OS handles inside a process argument or a message reach the other process.
 //!
-//! While an argument is serialized for a child, a thread-local *outbox* is active: each
-//! connection inside it records its raw handle there and serializes only its index. The
-//! handles then travel beside the bytes (`SCM_RIGHTS` on Unix). In the child, the received
-//! handles fill a thread-local *inbox*, and each connection being deserialized takes its
-//! handle back by index. Outside of these two moments a connection cannot be serialized,
-//! which is an error rather than a silently dangling handle.
+//! While a value is serialized by mp (a process argument, or a message sent on a
+//! connection), a thread-local *outbox* is active: each connection or [`OsHandle`] inside it
+//! records its raw handle there and serializes only its index. The handles then travel beside
+//! the bytes (`SCM_RIGHTS` on Unix; duplicated into the child on Windows). On the receiving
+//! side, the handles fill a thread-local *inbox*, and each object being deserialized takes its
+//! handle back by index. Serialized any other way (say, to a file), a handle-owning object
+//! refuses, rather than writing a number that means nothing elsewhere.
 
 use std::cell::RefCell;
 
@@ -52,7 +53,7 @@ pub(crate) fn serialize_handle<S: Serializer>(handle: RawHandle, s: S) -> Result
     match index {
         Some(i) => (i as u32).serialize(s),
         None => Err(S::Error::custom(
-            "a connection can only be serialized as an argument of a process being started",
+            "an OS handle can only be serialized by mp, as a process argument or inside a message",
         )),
     }
 }
@@ -74,4 +75,46 @@ pub(crate) fn deserialize_handle<'de, D: Deserializer<'de>>(d: D) -> Result<Owne
         slot.take()
             .ok_or_else(|| D::Error::custom(format!("handle {index} was claimed twice")))
     })
+}
+
+/// An OS handle (a file descriptor on Unix) that can travel inside a process argument or a
+/// message: the receiver gets its own copy. Python's `reduction.send_handle` /
+/// `recv_handle`, as a value.
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use mp_core::{pipe, OsHandle};
+/// let (a, b) = pipe::<OsHandle>().unwrap();
+/// let file = std::fs::File::open("Cargo.toml").unwrap();
+/// a.send(&OsHandle::from(std::os::fd::OwnedFd::from(file))).unwrap();
+/// let copy = std::fs::File::from(b.recv().unwrap().into_inner());
+/// assert!(copy.metadata().unwrap().len() > 0);
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct OsHandle(OwnedHandle);
+
+impl OsHandle {
+    /// The owned handle.
+    pub fn into_inner(self) -> OwnedHandle {
+        self.0
+    }
+}
+
+impl From<OwnedHandle> for OsHandle {
+    fn from(h: OwnedHandle) -> Self {
+        Self(h)
+    }
+}
+
+impl Serialize for OsHandle {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_handle(mp_ipc::handle::raw_of(&self.0), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OsHandle {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_handle(d).map(Self)
+    }
 }

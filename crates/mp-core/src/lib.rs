@@ -58,6 +58,7 @@ pub use context::{
     get_all_start_methods, get_context, get_start_method, set_start_method, Context, StartMethod,
 };
 pub use error::{ChildPanic, ConnectionError, ContextError, ProcessError, WaitError};
+pub use handles::OsHandle;
 pub use process::{
     active_children, cpu_count, current_process, parent_process, ParentProcess, Process,
     ProcessInfo,

@@ -1,5 +1,6 @@
 //! The frame header: an 8-byte little-endian body length written before every payload on a
-//! stream transport.
+//! stream transport. Its top bit says that OS handles travel with the frame; a 4-byte
+//! handle count then follows the header.
 //!
 //! The receiver checks the announced length against its limit before reading the body, and
 //! grows its buffer only as bytes actually arrive, so a corrupt header can never make it
@@ -14,34 +15,54 @@ pub const DEFAULT_MAX_FRAME: u64 = 4 << 30;
 /// Largest single step by which a receive buffer grows while a body streams in.
 pub const GROW_STEP: usize = 1 << 20;
 
+/// The bit of the wire header that marks a frame carrying handles.
+const HANDLES_FLAG: u64 = 1 << 63;
+
 /// The length prefix of one frame.
 ///
 /// ```
 /// use mp_ipc::FrameHeader;
-/// let h = FrameHeader::new(1234);
-/// assert_eq!(FrameHeader::decode(h.encode()).len, 1234);
+/// let h = FrameHeader::new(1234).with_handles();
+/// let back = FrameHeader::decode(h.encode());
+/// assert_eq!((back.len, back.has_handles), (1234, true));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     /// Length of the body that follows, in bytes.
     pub len: u64,
+    /// Whether OS handles travel with the frame (a 4-byte count follows the header).
+    pub has_handles: bool,
 }
 
 impl FrameHeader {
     /// A header announcing `len` body bytes.
     pub fn new(len: usize) -> Self {
-        Self { len: len as u64 }
+        Self {
+            len: len as u64,
+            has_handles: false,
+        }
+    }
+
+    /// The same header, marked as carrying handles.
+    pub fn with_handles(self) -> Self {
+        Self {
+            has_handles: true,
+            ..self
+        }
     }
 
     /// The header's wire form.
     pub fn encode(self) -> [u8; HEADER_LEN] {
-        self.len.to_le_bytes()
+        let flag = if self.has_handles { HANDLES_FLAG } else { 0 };
+        (self.len | flag).to_le_bytes()
     }
 
     /// Reads a header from its wire form.
     pub fn decode(bytes: [u8; HEADER_LEN]) -> Self {
+        let raw = u64::from_le_bytes(bytes);
         Self {
-            len: u64::from_le_bytes(bytes),
+            len: raw & !HANDLES_FLAG,
+            has_handles: raw & HANDLES_FLAG != 0,
         }
     }
 
@@ -66,7 +87,7 @@ mod tests {
 
     #[test]
     fn oversized_header_is_refused() {
-        let h = FrameHeader { len: u64::MAX };
+        let h = FrameHeader::decode([0xff; HEADER_LEN]);
         assert!(matches!(
             h.check(DEFAULT_MAX_FRAME),
             Err(crate::IpcError::FrameTooLarge { .. })

@@ -9,3 +9,15 @@
 pub use std::os::fd::{AsRawFd as AsRawHandle, OwnedFd as OwnedHandle, RawFd as RawHandle};
 #[cfg(windows)]
 pub use std::os::windows::io::{AsRawHandle, OwnedHandle, RawHandle};
+
+/// The raw value of an owned handle, under one name on every platform.
+#[cfg(unix)]
+pub fn raw_of(h: &OwnedHandle) -> RawHandle {
+    h.as_raw_fd()
+}
+
+/// The raw value of an owned handle, under one name on every platform.
+#[cfg(windows)]
+pub fn raw_of(h: &OwnedHandle) -> RawHandle {
+    h.as_raw_handle()
+}

@@ -71,4 +71,29 @@ pub trait Channel: Send + Sized {
     /// Waits until a frame (or end of stream) can be read without blocking, for at most
     /// `timeout` (`None`: forever; zero: just look). Polling consumes nothing.
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError>;
+
+    /// Sends one frame with OS handles attached; the receiver gets its own copies. A
+    /// transport that cannot pass handles says so with an `Unsupported` I/O error.
+    fn send_frame_with_handles(
+        &self,
+        parts: &[&[u8]],
+        handles: &[handle::RawHandle],
+    ) -> Result<(), IpcError> {
+        if handles.is_empty() {
+            return self.send_frame(parts);
+        }
+        Err(IpcError::Io(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this transport cannot pass OS handles",
+        )))
+    }
+
+    /// Receives one frame and the handles that came with it (none for a plain frame).
+    fn recv_frame_with_handles(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+    ) -> Result<Vec<handle::OwnedHandle>, IpcError> {
+        self.recv_frame(buf, max_len).map(|()| Vec::new())
+    }
 }

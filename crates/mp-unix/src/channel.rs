@@ -105,21 +105,32 @@ impl AsRawFd for UnixChannel {
 /// Writes all of `parts` with `sendmsg(MSG_NOSIGNAL)`, resuming after partial writes and
 /// signal interruptions.
 pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), IpcError> {
-    let mut slices: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-    let mut first = 0;
-    while first < slices.len() {
-        let iov: Vec<libc::iovec> = slices[first..]
-            .iter()
-            .take(64)
-            .map(|s| libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            })
-            .collect();
+    const MAX_IOV: usize = 8;
+    let (mut idx, mut offset) = (0, 0); // first part not fully sent, and how much of it went
+    loop {
+        while idx < parts.len() && offset == parts[idx].len() {
+            idx += 1;
+            offset = 0;
+        }
+        if idx == parts.len() {
+            return Ok(());
+        }
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOV];
+        let window = &parts[idx..parts.len().min(idx + MAX_IOV)];
+        for (k, part) in window.iter().enumerate() {
+            let part = if k == 0 { &part[offset..] } else { part };
+            iov[k] = libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            };
+        }
         // SAFETY: msghdr is plain data; zeroed is a valid empty header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len() as _;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = window.len() as _;
         // SAFETY: msg points at live iovecs describing borrowed slices.
         let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
         if n < 0 {
@@ -131,48 +142,105 @@ pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), IpcError> {
             }
         }
         let mut n = n as usize;
-        while n > 0 && first < slices.len() {
-            let len = slices[first].len();
-            if n >= len {
-                n -= len;
-                first += 1;
+        while n > 0 {
+            let left = parts[idx].len() - offset;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                offset = 0;
             } else {
-                slices[first] = &slices[first][n..];
+                offset += n;
                 n = 0;
             }
         }
     }
-    Ok(())
 }
 
 impl Channel for UnixChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let header = FrameHeader::new(len).encode();
-        let mut all = Vec::with_capacity(parts.len() + 1);
-        all.push(&header[..]);
-        all.extend_from_slice(parts);
-        send_all(self.stream.as_raw_fd(), &all)
+        match parts {
+            [] => send_all(self.as_raw_fd(), &[&header]),
+            [one] => send_all(self.as_raw_fd(), &[&header, one]),
+            _ => {
+                let mut all = Vec::with_capacity(parts.len() + 1);
+                all.push(&header[..]);
+                all.extend_from_slice(parts);
+                send_all(self.as_raw_fd(), &all)
+            }
+        }
     }
 
     fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        let mut header = [0u8; HEADER_LEN];
-        match self.read_full(&mut header)? {
-            0 => return Err(IpcError::Eof),
-            HEADER_LEN => {}
-            got => {
-                return Err(IpcError::Truncated {
-                    got: got as u64,
-                    expected: HEADER_LEN as u64,
-                })
-            }
-        }
-        let want = FrameHeader::decode(header).check(max_len)?;
-        recv_body(self, buf, want)
+        // Handles nobody asked for are closed here.
+        self.recv_frame_with_handles(buf, max_len).map(drop)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
         Ok(crate::poll::poll_readable(self.as_raw_fd(), timeout)?)
+    }
+
+    fn send_frame_with_handles(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), IpcError> {
+        if fds.is_empty() {
+            return self.send_frame(parts);
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut prefix = [0u8; HEADER_LEN + 4];
+        prefix[..HEADER_LEN].copy_from_slice(&FrameHeader::new(len).with_handles().encode());
+        prefix[HEADER_LEN..].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+        let sent = crate::fdpass::send_with_rights(self.as_raw_fd(), &prefix, fds)?;
+        let mut all = Vec::with_capacity(parts.len() + 1);
+        all.push(&prefix[sent..]);
+        all.extend_from_slice(parts);
+        send_all(self.as_raw_fd(), &all)
+    }
+
+    fn recv_frame_with_handles(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+    ) -> Result<Vec<OwnedFd>, IpcError> {
+        let mut header = [0u8; HEADER_LEN];
+        let mut fds = Vec::new();
+        let mut got = 0;
+        while got < HEADER_LEN {
+            match crate::fdpass::recv_with_rights(self.as_raw_fd(), &mut header[got..], &mut fds)? {
+                0 if got == 0 => return Err(IpcError::Eof),
+                0 => {
+                    return Err(IpcError::Truncated {
+                        got: got as u64,
+                        expected: HEADER_LEN as u64,
+                    })
+                }
+                n => got += n,
+            }
+        }
+        let header = FrameHeader::decode(header);
+        let want = header.check(max_len)?;
+        let announced = if header.has_handles {
+            let mut count = [0u8; 4];
+            if self.read_full(&mut count)? < 4 {
+                return Err(IpcError::Truncated {
+                    got: 0,
+                    expected: want as u64,
+                });
+            }
+            u32::from_le_bytes(count) as usize
+        } else {
+            0
+        };
+        if announced != fds.len() {
+            return Err(IpcError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a message announced {announced} handles but carried {}",
+                    fds.len()
+                ),
+            )));
+        }
+        recv_body(self, buf, want)?;
+        Ok(fds)
     }
 }
 

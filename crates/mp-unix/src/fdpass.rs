@@ -1,101 +1,91 @@
-//! Sending descriptors along with a frame (`SCM_RIGHTS`).
+//! Descriptors that travel with a frame (`SCM_RIGHTS`).
 //!
-//! The descriptors travel with the frame header; the receiver gets them close-on-exec. A
-//! frame that announces descriptors but arrives without them is an error, never garbage.
+//! A frame with descriptors has the handles flag set in its header, a 4-byte descriptor count
+//! after it, and the descriptors attached to the header's first byte. Every header is read
+//! with `recvmsg` and room for descriptors, so none is ever lost; the receiver gets them
+//! close-on-exec. A count that does not match the descriptors that arrived is an error.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use mp_ipc::frame::{FrameHeader, HEADER_LEN};
 use mp_ipc::IpcError;
-
-use crate::channel::{recv_body, send_all};
-use crate::UnixChannel;
 
 /// Most descriptors one frame may carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS: usize = 253;
 
 fn cmsg_space(n: usize) -> usize {
     // SAFETY: CMSG_SPACE is a pure size computation.
-    unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
+    unsafe { libc::CMSG_SPACE(std::mem::size_of_val(&[0 as RawFd; 1]) as u32 * n as u32) as usize }
 }
 
-/// Sends `payload` as one frame with `fds` attached.
-pub fn send_with_fds(ch: &UnixChannel, payload: &[u8], fds: &[RawFd]) -> Result<(), IpcError> {
+/// Sends the start of `bytes` with `fds` attached, returning how many bytes went.
+pub(crate) fn send_with_rights(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result<usize, IpcError> {
     if fds.len() > MAX_FDS {
         return Err(IpcError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("at most {MAX_FDS} handles can travel with one message"),
         )));
     }
-    let mut header = [0u8; HEADER_LEN + 4];
-    header[..HEADER_LEN].copy_from_slice(&FrameHeader::new(payload.len()).encode());
-    header[HEADER_LEN..].copy_from_slice(&(fds.len() as u32).to_le_bytes());
     let mut iov = libc::iovec {
-        iov_base: header.as_mut_ptr().cast(),
-        iov_len: header.len(),
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
     };
-    let space = cmsg_space(fds.len().max(1));
-    let mut control = vec![0u8; space];
+    let space = cmsg_space(fds.len());
+    let mut control = vec![0u64; space.div_ceil(8)];
     // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the sendmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: control holds CMSG_SPACE(fds) bytes, enough for one header and the fds.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr(),
-                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-                fds.len(),
-            );
-        }
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: control holds CMSG_SPACE(fds) bytes, enough for one header and the fds.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr(),
+            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+            fds.len(),
+        );
     }
     loop {
         // SAFETY: msg describes live buffers.
-        let n = unsafe { libc::sendmsg(ch.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EPIPE) | Some(libc::ECONNRESET) => return Err(IpcError::BrokenPipe),
-                _ => return Err(IpcError::Io(err)),
-            }
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
         }
-        let n = n as usize;
-        // The descriptors went with the first byte; the rest is plain stream data.
-        send_all(ch.as_raw_fd(), &[&header[n..], payload])?;
-        return Ok(());
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EPIPE) | Some(libc::ECONNRESET) => return Err(IpcError::BrokenPipe),
+            _ => return Err(IpcError::Io(err)),
+        }
     }
 }
 
-/// Receives one frame sent by [`send_with_fds`], with its descriptors.
-pub fn recv_with_fds(
-    ch: &UnixChannel,
-    buf: &mut Vec<u8>,
-    max_len: u64,
-) -> Result<Vec<OwnedFd>, IpcError> {
-    let mut header = [0u8; HEADER_LEN + 4];
-    let mut control = vec![0u8; cmsg_space(MAX_FDS)];
+/// Receives up to `buf.len()` bytes and whatever descriptors come with them.
+pub(crate) fn recv_with_rights(
+    fd: RawFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<usize, IpcError> {
+    // Room for MAX_FDS descriptors, aligned for cmsghdr.
+    let mut control = [0u64; 130];
     let mut iov = libc::iovec {
-        iov_base: header.as_mut_ptr().cast(),
-        iov_len: header.len(),
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
     // SAFETY: as above; every pointer outlives recvmsg.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = control.len() as _;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
     let n = loop {
         // SAFETY: msg describes live buffers.
-        let n = unsafe { libc::recvmsg(ch.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n as usize;
         }
@@ -104,7 +94,6 @@ pub fn recv_with_fds(
             return Err(IpcError::Io(err));
         }
     };
-    let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control; walk it with the CMSG macros.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -119,72 +108,43 @@ pub fn recv_with_fds(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if n == 0 {
-        return Err(IpcError::Eof);
-    }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(IpcError::Io(io::Error::other(
-            "handles were truncated in transit",
+            "more handles arrived than one message may carry",
         )));
     }
-    let mut got = n;
-    while got < header.len() {
-        // SAFETY: reading into the unfilled tail of the header array.
-        let r = unsafe {
-            libc::recv(
-                ch.as_raw_fd(),
-                header.as_mut_ptr().add(got).cast(),
-                header.len() - got,
-                0,
-            )
-        };
-        if r < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(IpcError::Io(err));
-        }
-        if r == 0 {
-            return Err(IpcError::Truncated {
-                got: got as u64,
-                expected: header.len() as u64,
-            });
-        }
-        got += r as usize;
-    }
-    let mut len_bytes = [0u8; HEADER_LEN];
-    len_bytes.copy_from_slice(&header[..HEADER_LEN]);
-    let want = FrameHeader::decode(len_bytes).check(max_len)?;
-    let announced = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
-    if announced != fds.len() {
-        return Err(IpcError::Io(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "message announced {announced} handles but carried {}",
-                fds.len()
-            ),
-        )));
-    }
-    recv_body(ch, buf, want)?;
-    Ok(fds)
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+
+    use mp_ipc::{Channel, FrameHeader};
+
+    use crate::channel::send_all;
+    use crate::UnixChannel;
 
     #[test]
-    fn a_descriptor_travels_with_a_frame() {
+    fn a_descriptor_travels_with_a_frame_between_plain_ones() {
         let (a, b) = UnixChannel::pair().unwrap();
         let path = std::env::temp_dir().join(format!("mp-unix-fdpass-{}", std::process::id()));
         let f = std::fs::File::create(&path).unwrap();
-        send_with_fds(&a, b"file", &[f.as_raw_fd()]).unwrap();
+        a.send_frame(&[b"before"]).unwrap();
+        a.send_frame_with_handles(&[b"file"], &[f.as_raw_fd()])
+            .unwrap();
+        a.send_frame(&[b"after"]).unwrap();
         let mut buf = Vec::new();
-        let fds = recv_with_fds(&b, &mut buf, 1024).unwrap();
-        assert_eq!(buf, b"file");
-        assert_eq!(fds.len(), 1);
+        assert!(b
+            .recv_frame_with_handles(&mut buf, 1024)
+            .unwrap()
+            .is_empty());
+        assert_eq!(buf, b"before");
+        let fds = b.recv_frame_with_handles(&mut buf, 1024).unwrap();
+        assert_eq!((buf.as_slice(), fds.len()), (&b"file"[..], 1));
+        b.recv_frame(&mut buf, 1024).unwrap();
+        assert_eq!(buf, b"after");
         let mut received = std::fs::File::from(fds.into_iter().next().unwrap());
         received.write_all(b"foo").unwrap();
         let mut back = String::new();
@@ -196,13 +156,11 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_without_its_announced_descriptors_is_an_error() {
+    fn a_frame_announcing_missing_descriptors_is_an_error() {
         let (a, b) = UnixChannel::pair().unwrap();
-        // A plain frame carries a header whose descriptor count field is the body's first bytes.
-        let mut header = FrameHeader::new(0).encode().to_vec();
-        header.extend_from_slice(&3u32.to_le_bytes());
-        send_all(a.as_raw_fd(), &[&header]).unwrap();
+        let header = FrameHeader::new(0).with_handles().encode();
+        send_all(a.as_raw_fd(), &[&header, &3u32.to_le_bytes()]).unwrap();
         let mut buf = Vec::new();
-        assert!(recv_with_fds(&b, &mut buf, 1024).is_err());
+        assert!(b.recv_frame_with_handles(&mut buf, 1024).is_err());
     }
 }

@@ -17,6 +17,9 @@
 //!
 //! A connection passed inside a process argument is handed to the child whatever the start
 //! method; the parent's copy is closed when the `Process` drops its argument after `start`.
+//! A connection (or an [`OsHandle`](crate::OsHandle)) sent inside a message on a Unix
+//! connection reaches the receiver as its own copy, as Python's pickled connections do (on
+//! Windows this is not supported yet and is an `Unsupported` I/O error).
 
 mod raw;
 

@@ -53,6 +53,9 @@ pub(crate) fn close_inherited_connections_except(
     });
 }
 
+/// Receive buffers above this size are not kept between messages.
+const SCRATCH_KEEP: usize = 1 << 20;
+
 /// A framed channel end with its receive limit, its broken flag and a reusable buffer.
 /// The `Cell`s make it `!Sync`: one thread uses an end at a time.
 pub(crate) struct RawConnection {
@@ -119,22 +122,47 @@ impl RawConnection {
         Ok(self.chan()?.send_frame(&[bytes])?)
     }
 
+    /// Sends a value; connections inside it travel as handles (the receiver gets copies).
     pub(crate) fn send_value<T: Serialize + ?Sized>(
         &self,
         value: &T,
     ) -> Result<(), ConnectionError> {
         let chan = self.chan()?;
-        let mut buf = self.scratch.borrow_mut();
-        buf.clear();
-        let bytes = postcard::to_extend(value, std::mem::take(&mut *buf))
-            .map_err(ConnectionError::Encode)?;
-        let result = chan.send_frame(&[&bytes]);
-        *buf = bytes;
-        Ok(result?)
+        let (bytes, handles) =
+            crate::handles::encode_with_handles(value).map_err(ConnectionError::Encode)?;
+        Ok(chan.send_frame_with_handles(&[&bytes], &handles)?)
     }
 
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnectionError> {
         Ok(self.chan()?.poll(timeout)?)
+    }
+
+    /// Fails unless a frame can be read: closed, broken, or nothing within `timeout`.
+    fn check_readable(
+        &self,
+        chan: &Chan,
+        timeout: Option<Duration>,
+    ) -> Result<(), ConnectionError> {
+        if self.broken.get() {
+            return Err(ConnectionError::Broken);
+        }
+        if let Some(t) = timeout {
+            if !chan.poll(Some(t))? {
+                return Err(ConnectionError::Timeout);
+            }
+        }
+        Ok(())
+    }
+
+    /// A frame that is too large or cut short leaves the stream position unknown.
+    fn note_framing_error(&self, e: ConnectionError) -> ConnectionError {
+        if matches!(
+            e,
+            ConnectionError::TooLarge { .. } | ConnectionError::Truncated { .. }
+        ) {
+            self.broken.set(true);
+        }
+        e
     }
 
     /// Receives one frame into `buf`, after waiting for it up to `timeout`.
@@ -145,27 +173,9 @@ impl RawConnection {
         max_len: Option<u64>,
     ) -> Result<(), ConnectionError> {
         let chan = self.chan()?;
-        if self.broken.get() {
-            return Err(ConnectionError::Broken);
-        }
-        if let Some(t) = timeout {
-            if !chan.poll(Some(t))? {
-                return Err(ConnectionError::Timeout);
-            }
-        }
-        match chan.recv_frame(buf, max_len.unwrap_or(self.max_len)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e = ConnectionError::from(e);
-                if matches!(
-                    e,
-                    ConnectionError::TooLarge { .. } | ConnectionError::Truncated { .. }
-                ) {
-                    self.broken.set(true);
-                }
-                Err(e)
-            }
-        }
+        self.check_readable(chan, timeout)?;
+        chan.recv_frame(buf, max_len.unwrap_or(self.max_len))
+            .map_err(|e| self.note_framing_error(e.into()))
     }
 
     pub(crate) fn recv_bytes(
@@ -194,14 +204,17 @@ impl RawConnection {
         &self,
         timeout: Option<Duration>,
     ) -> Result<T, ConnectionError> {
+        let chan = self.chan()?;
+        self.check_readable(chan, timeout)?;
         let mut buf = self.scratch.borrow_mut();
-        self.recv_frame(&mut buf, timeout, None)?;
-        postcard::from_bytes(&buf).map_err(ConnectionError::Decode)
-    }
-}
-
-impl Drop for RawConnection {
-    fn drop(&mut self) {
-        self.close();
+        let handles = chan
+            .recv_frame_with_handles(&mut buf, self.max_len)
+            .map_err(|e| self.note_framing_error(e.into()))?;
+        let value =
+            crate::handles::decode_with_handles(&buf, handles).map_err(ConnectionError::Decode);
+        if buf.capacity() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        value
     }
 }

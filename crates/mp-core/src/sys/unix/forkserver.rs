@@ -69,12 +69,10 @@ fn launch() -> io::Result<Server> {
 }
 
 fn request(server: &Server, boot: &Chan, status: &Chan) -> io::Result<u32> {
-    mp_unix::fdpass::send_with_fds(
-        &server.ctl,
-        b"fork",
-        &[boot.as_raw_fd(), status.as_raw_fd()],
-    )
-    .map_err(to_io)?;
+    server
+        .ctl
+        .send_frame_with_handles(&[b"fork"], &[boot.as_raw_fd(), status.as_raw_fd()])
+        .map_err(to_io)?;
     let mut buf = Vec::new();
     server.ctl.recv_frame(&mut buf, 16).map_err(to_io)?;
     match <[u8; 4]>::try_from(buf.as_slice()) {
@@ -147,7 +145,7 @@ pub(crate) fn serve(ctl: Chan) -> ! {
             continue;
         }
         let mut buf = Vec::new();
-        let mut fds = match mp_unix::fdpass::recv_with_fds(&ctl, &mut buf, 64) {
+        let mut fds = match ctl.recv_frame_with_handles(&mut buf, 64) {
             Ok(fds) if fds.len() == 2 => fds,
             Ok(_) => {
                 let _ = ctl.send_frame(&[b"bad fork request"]);

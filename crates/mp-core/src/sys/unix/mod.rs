@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use mp_ipc::IpcError;
+use mp_ipc::{Channel, IpcError};
 
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
@@ -46,7 +46,7 @@ pub(crate) fn chan_try_clone(c: &Chan) -> io::Result<Chan> {
 
 /// Sends a boot message with the handles the child inherits.
 pub(crate) fn send_with_handles(c: &Chan, bytes: &[u8], handles: &[RawFd]) -> Result<(), IpcError> {
-    mp_unix::fdpass::send_with_fds(c, bytes, handles)
+    c.send_frame_with_handles(&[bytes], handles)
 }
 
 /// Receives a boot message and its handles.
@@ -55,7 +55,7 @@ pub(crate) fn recv_with_handles(
     buf: &mut Vec<u8>,
     max: u64,
 ) -> Result<Vec<OwnedFd>, IpcError> {
-    mp_unix::fdpass::recv_with_fds(c, buf, max)
+    c.recv_frame_with_handles(buf, max)
 }
 
 /// Waits until any handle is readable; returns the ready indices.
