@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use mp_core::{
-    active_children, cpu_count, current_process, get_all_start_methods, get_context, parent_process, pipe, pipe_oneway,
-    wait, Connection, Process, ProcessError, Writer,
+    active_children, cpu_count, current_process, get_all_start_methods, get_context,
+    parent_process, pipe, pipe_oneway, wait, Connection, Process, ProcessError, Writer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +26,13 @@ fn greeter(conn: Connection<Greeting>) {
     let parent = parent_process().expect("a child has a parent").pid;
     while let Ok(question) = conn.recv() {
         let text = format!("hello, {}", question.text);
-        conn.send(&Greeting { from: me.name.clone(), pid: me.pid, parent, text }).unwrap();
+        conn.send(&Greeting {
+            from: me.name.clone(),
+            pid: me.pid,
+            parent,
+            text,
+        })
+        .unwrap();
     }
 }
 
@@ -48,7 +54,13 @@ fn sleeper(ms: u64) {
 fn main() -> anyhow::Result<()> {
     mp_core::main();
     let me = current_process();
-    println!("mp tour: {} (pid {}), {} CPUs, start methods {:?}", me.name, me.pid, cpu_count(), get_all_start_methods());
+    println!(
+        "mp tour: {} (pid {}), {} CPUs, start methods {:?}",
+        me.name,
+        me.pid,
+        cpu_count(),
+        get_all_start_methods()
+    );
 
     println!("\n1. A conversation with a child, under each start method");
     for method in get_all_start_methods() {
@@ -58,13 +70,30 @@ fn main() -> anyhow::Result<()> {
         let mut child = ctx.process(greeter, there);
         child.start()?;
         for name in ["ada", "grace"] {
-            here.send(&Greeting { from: me.name.clone(), pid: me.pid, parent: 0, text: name.into() })?;
+            here.send(&Greeting {
+                from: me.name.clone(),
+                pid: me.pid,
+                parent: 0,
+                text: name.into(),
+            })?;
             let g = here.recv_timeout(Duration::from_secs(10))?;
-            println!("   [{:>10}] {} (pid {}, parent {}) says {:?}", method.name(), g.from, g.pid, g.parent, g.text);
+            println!(
+                "   [{:>10}] {} (pid {}, parent {}) says {:?}",
+                method.name(),
+                g.from,
+                g.pid,
+                g.parent,
+                g.text
+            );
         }
         drop(here); // the child sees end-of-file and returns
         child.join()?;
-        println!("   [{:>10}] exit code {:?}, whole conversation {:?}", method.name(), child.exitcode(), started.elapsed());
+        println!(
+            "   [{:>10}] exit code {:?}, whole conversation {:?}",
+            method.name(),
+            child.exitcode(),
+            started.elapsed()
+        );
     }
 
     println!("\n2. Fan out work and wait for whichever answers first");
@@ -80,11 +109,18 @@ fn main() -> anyhow::Result<()> {
         workers.push(p);
     }
     let running = active_children();
-    println!("   {} workers still running: {:?}", running.len(), running.iter().map(|c| &c.name).collect::<Vec<_>>());
+    println!(
+        "   {} workers still running: {:?}",
+        running.len(),
+        running.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
     let mut total = 0u64;
     let mut pending: Vec<usize> = (0..readers.len()).collect();
     while !pending.is_empty() {
-        let objects: Vec<&dyn mp_core::Waitable> = pending.iter().map(|&i| &readers[i] as &dyn mp_core::Waitable).collect();
+        let objects: Vec<&dyn mp_core::Waitable> = pending
+            .iter()
+            .map(|&i| &readers[i] as &dyn mp_core::Waitable)
+            .collect();
         let ready = wait(&objects, Some(Duration::from_secs(10)))?;
         for &k in ready.iter().rev() {
             let i = pending.remove(k);
@@ -96,14 +132,21 @@ fn main() -> anyhow::Result<()> {
     for w in &workers {
         w.join()?;
     }
-    println!("   sum of squares below 1e6 = {total} (expected {})", (0..1_000_000u64).map(|x| x * x).sum::<u64>());
+    println!(
+        "   sum of squares below 1e6 = {total} (expected {})",
+        (0..1_000_000u64).map(|x| x * x).sum::<u64>()
+    );
 
     println!("\n3. Failures come back as errors");
     let mut p = Process::new(doomed, "the answer was not 42".to_string());
     p.start()?;
     match p.join() {
         Err(ProcessError::Panicked { panic, exitcode }) => {
-            let frames = panic.backtrace.lines().filter(|l| l.contains("doomed")).count();
+            let frames = panic
+                .backtrace
+                .lines()
+                .filter(|l| l.contains("doomed"))
+                .count();
             println!("   child panicked at {}: {:?} (exit code {exitcode}, backtrace has {frames} frame(s) in `doomed`)", panic.location, panic.message);
         }
         other => println!("   unexpected: {other:?}"),
@@ -111,10 +154,19 @@ fn main() -> anyhow::Result<()> {
     let mut p = Process::new(sleeper, 60_000);
     p.start()?;
     let s = p.sentinel()?;
-    println!("   sentinel ready before terminate: {}", !wait(&[&s], Some(Duration::ZERO))?.is_empty());
+    println!(
+        "   sentinel ready before terminate: {}",
+        !wait(&[&s], Some(Duration::ZERO))?.is_empty()
+    );
     p.terminate()?;
     let r = p.join_timeout(Duration::from_secs(5));
-    println!("   after terminate: join -> {r:?}, exitcode {:?}", p.exitcode());
-    println!("\nDone: {} children still running.", active_children().len());
+    println!(
+        "   after terminate: join -> {r:?}, exitcode {:?}",
+        p.exitcode()
+    );
+    println!(
+        "\nDone: {} children still running.",
+        active_children().len()
+    );
     Ok(())
 }
