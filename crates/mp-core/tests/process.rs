@@ -412,3 +412,78 @@ fn proc_08_terminate_gives_minus_sigterm() {
         assert_eq!(p.exitcode(), Some(-15));
     });
 }
+
+/// Starts a thread that would report after 300 ms, and returns at once.
+fn leave_a_thread_behind(tx: Writer<u32>) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = tx.send(&1);
+    });
+}
+
+#[test]
+fn proc_17_threads_left_running_end_with_the_child() {
+    // The documented rule: as when a Rust `main` returns, threads the target did not join
+    // end with the process (Python would wait for its non-daemon threads).
+    for_each_context(30, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(leave_a_thread_behind, tx);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert!(matches!(rx.recv_timeout(Duration::from_secs(2)), Err(mp_core::ConnectionError::Eof)));
+    });
+}
+
+/// PROC-21: a user type whose `run` method is the target (Python's Process subclass).
+#[derive(Serialize, Deserialize)]
+struct Upcaser {
+    conn: Connection<Option<String>>,
+}
+
+impl Upcaser {
+    fn run(self) {
+        while let Ok(Some(s)) = self.conn.recv() {
+            self.conn.send(&Some(s.to_uppercase())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn proc_21_a_method_as_the_target() {
+    for_each_context(30, |ctx| {
+        let (here, there) = pipe::<Option<String>>().unwrap();
+        let mut p = ctx.process(Upcaser::run, Upcaser { conn: there });
+        p.start().unwrap();
+        for (word, upper) in [("hello", "HELLO"), ("world", "WORLD")] {
+            here.send(&Some(word.into())).unwrap();
+            assert_eq!(here.recv_timeout(Duration::from_secs(10)).unwrap().as_deref(), Some(upper));
+        }
+        here.send(&None).unwrap();
+        p.join().unwrap();
+    });
+}
+
+/// Says goodbye on its connection when dropped.
+#[derive(Serialize, Deserialize)]
+struct SaysGoodbye(Writer<String>);
+
+impl Drop for SaysGoodbye {
+    fn drop(&mut self) {
+        let _ = self.0.send(&"goodbye".to_string());
+    }
+}
+
+fn own_a_value(v: SaysGoodbye) {
+    let _ = &v;
+}
+
+#[test]
+fn proc_26_values_owned_by_the_target_are_dropped_on_normal_completion() {
+    for_each_context(30, |ctx| {
+        let (rx, tx) = pipe_oneway::<String>().unwrap();
+        let mut p = ctx.process(own_a_value, SaysGoodbye(tx));
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "goodbye");
+    });
+}
