@@ -50,6 +50,8 @@ mod context;
 mod error;
 mod handles;
 pub mod process;
+pub(crate) mod shared;
+pub mod sync;
 mod sys;
 mod wait;
 
@@ -63,6 +65,7 @@ pub use process::{
     active_children, cpu_count, current_process, parent_process, ParentProcess, Process,
     ProcessInfo,
 };
+pub use sync::{Lock, LockError, LockGuard, SyncError};
 pub use wait::{wait, Sentinel, Waitable};
 
 /// Runs the child's work if this process was started by `mp`; returns at once otherwise.

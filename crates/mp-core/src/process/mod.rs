@@ -15,6 +15,8 @@
 pub(crate) mod boot;
 pub(crate) mod child;
 mod registry;
+
+pub(crate) use registry::my_pid;
 mod running;
 mod target;
 

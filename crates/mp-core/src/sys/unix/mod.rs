@@ -2,6 +2,7 @@
 
 mod forkserver;
 mod os;
+mod shm;
 mod start;
 
 use std::io;
@@ -14,6 +15,7 @@ pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
 pub(crate) use os::{current_pid, die_with_parent_now, prepare_child_runtime, send_signal};
+pub(crate) use shm::{futex_wait, futex_wake, pid_alive, shm_create, shm_map, shm_size, shm_unmap};
 pub(crate) use start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
 
 use crate::StartMethod;

@@ -1,0 +1,113 @@
+//! An anonymous shared-memory segment that travels to children as a handle.
+//!
+//! A segment is created zero-filled, mapped shared and writable, and freed by the kernel when
+//! the last process holding it closes it or dies, so a crash leaks nothing. Serialized (as a
+//! process argument or inside a message) it carries its handle and length; the receiver maps
+//! the same memory. A length larger than the object it names is refused, so a bad message
+//! cannot make the receiver map beyond the segment.
+
+use std::io;
+use std::ptr::NonNull;
+
+use mp_ipc::handle::OwnedHandle;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::sys;
+
+/// A mapped shared-memory segment.
+pub(crate) struct Segment {
+    handle: OwnedHandle,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, valid for the segment's lifetime; every access
+// goes through atomics or through types that synchronise it.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// A new zero-filled segment of `len` bytes.
+    pub(crate) fn create(len: usize) -> io::Result<Self> {
+        let handle = sys::shm_create(len)?;
+        Self::map(handle, len)
+    }
+
+    fn map(handle: OwnedHandle, len: usize) -> io::Result<Self> {
+        let ptr = sys::shm_map(&handle, len)?;
+        Ok(Self { handle, ptr, len })
+    }
+
+    /// The first byte.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A shared reference to a `T` placed at `offset`.
+    ///
+    /// # Safety
+    /// `T` must be valid for every bit pattern (atomics, plain integers), `offset` aligned for
+    /// `T`, and `offset + size_of::<T>() <= len`.
+    pub(crate) unsafe fn at<T>(&self, offset: usize) -> &T {
+        debug_assert!(offset + std::mem::size_of::<T>() <= self.len);
+        debug_assert_eq!(
+            (self.as_ptr() as usize + offset) % std::mem::align_of::<T>(),
+            0
+        );
+        // SAFETY: per the contract.
+        unsafe { &*self.as_ptr().add(offset).cast::<T>() }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping came from shm_map with this length and dies with self.
+        unsafe { sys::shm_unmap(self.ptr, self.len) };
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment").field("len", &self.len).finish()
+    }
+}
+
+impl Serialize for Segment {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&SegmentHandle(&self.handle))?;
+        t.serialize_element(&(self.len as u64))?;
+        t.end()
+    }
+}
+
+struct SegmentHandle<'a>(&'a OwnedHandle);
+
+impl Serialize for SegmentHandle<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::handles::serialize_handle(mp_ipc::handle::raw_of(self.0), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Segment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (handle, len) = <(crate::OsHandle, u64)>::deserialize(d)?;
+        let handle = handle.into_inner();
+        let len = usize::try_from(len).map_err(D::Error::custom)?;
+        let actual = sys::shm_size(&handle).map_err(D::Error::custom)?;
+        if len > actual {
+            return Err(D::Error::custom(format!(
+                "a segment of {len} bytes was announced, but the object has {actual}"
+            )));
+        }
+        Self::map(handle, len).map_err(D::Error::custom)
+    }
+}

@@ -1,0 +1,258 @@
+//! `Lock`: Python's `multiprocessing.Lock`, a process-shared binary lock that tells the next
+//! owner when its holder died.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::futex;
+use super::SyncError;
+use crate::process::my_pid;
+use crate::shared::Segment;
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+
+/// The lock word and its holder, in shared memory.
+#[repr(C)]
+pub(crate) struct RawLock {
+    state: AtomicU32,
+    /// Pid of the holding process, 0 while free (or for an instant after acquisition).
+    owner: AtomicU32,
+}
+
+/// How an acquisition went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// The lock was free or released normally.
+    Clean,
+    /// The previous holder died holding it; we hold it now.
+    OwnerDied,
+    /// Not acquired within the deadline.
+    TimedOut,
+}
+
+impl RawLock {
+    pub(crate) fn try_lock(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.owner.store(my_pid(), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Acquires before `deadline` (`None`: without limit).
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Acquired {
+        if self.try_lock() {
+            return Acquired::Clean;
+        }
+        loop {
+            if self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
+                self.owner.store(my_pid(), Ordering::Relaxed);
+                return Acquired::Clean;
+            }
+            if self.take_over_from_dead_owner() {
+                return Acquired::OwnerDied;
+            }
+            if !futex::wait_until(&self.state, CONTENDED, deadline) {
+                return Acquired::TimedOut;
+            }
+        }
+    }
+
+    /// If the holder is a process that no longer exists, become the holder.
+    fn take_over_from_dead_owner(&self) -> bool {
+        let owner = self.owner.load(Ordering::Relaxed);
+        owner != 0
+            && owner != my_pid()
+            && !crate::sys::pid_alive(owner)
+            && self
+                .owner
+                .compare_exchange(owner, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Releases; an error if the lock is not held.
+    pub(crate) fn unlock(&self) -> Result<(), SyncError> {
+        if self.state.load(Ordering::Relaxed) == UNLOCKED {
+            return Err(SyncError::ReleasedTooManyTimes);
+        }
+        self.owner.store(0, Ordering::Relaxed);
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex::wake(&self.state, 1);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != UNLOCKED
+    }
+
+    pub(crate) fn owner(&self) -> u32 {
+        self.owner.load(Ordering::Relaxed)
+    }
+}
+
+/// A lock shared between processes (and threads): Python's `multiprocessing.Lock`.
+///
+/// Cloning gives another handle on the same lock; passing it to a child (as an argument or in
+/// a message) does too. Like Python's, it is not owner-checked: [`release`](Lock::release)
+/// may come from any thread or process.
+///
+/// ```
+/// let lock = mp_core::Lock::new().unwrap();
+/// {
+///     let _guard = lock.acquire().unwrap();
+///     assert!(lock.is_locked());
+///     assert!(lock.try_acquire().is_err());
+/// }
+/// assert!(!lock.is_locked());
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Lock {
+    segment: Arc<Segment>,
+}
+
+/// Holds a [`Lock`]; releases it when dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+/// Why an acquisition did not simply succeed.
+#[derive(thiserror::Error)]
+pub enum LockError<'a> {
+    /// Not acquired within the timeout.
+    #[error("timed out waiting for the lock")]
+    Timeout,
+    /// Not acquired without blocking (`try_acquire`).
+    #[error("the lock is held")]
+    WouldBlock,
+    /// Acquired, but its previous holder died while holding it: the state it protects may be
+    /// half-updated. The guard inside holds the lock; check the state, then use it.
+    #[error("acquired a lock whose previous holder died while holding it")]
+    OwnerDied(LockGuard<'a>),
+}
+
+impl std::fmt::Debug for LockError<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("Timeout"),
+            Self::WouldBlock => f.write_str("WouldBlock"),
+            Self::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+        }
+    }
+}
+
+impl<'a> LockError<'a> {
+    /// The guard, when the lock was acquired after all (its owner had died).
+    pub fn into_guard(self) -> Option<LockGuard<'a>> {
+        match self {
+            Self::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl Lock {
+    /// A new, unlocked lock.
+    pub fn new() -> Result<Self, SyncError> {
+        Ok(Self {
+            segment: Arc::new(Segment::create(std::mem::size_of::<RawLock>())?),
+        })
+    }
+
+    fn raw(&self) -> &RawLock {
+        // SAFETY: the segment is at least one RawLock long and page-aligned; RawLock is atomics.
+        unsafe { self.segment.at(0) }
+    }
+
+    fn finish(&self, how: Acquired) -> Result<LockGuard<'_>, LockError<'_>> {
+        let guard = LockGuard { lock: self };
+        match how {
+            Acquired::Clean => Ok(guard),
+            Acquired::OwnerDied => Err(LockError::OwnerDied(guard)),
+            Acquired::TimedOut => {
+                std::mem::forget(guard);
+                Err(LockError::Timeout)
+            }
+        }
+    }
+
+    /// Blocks until the lock is acquired.
+    pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<'_>> {
+        self.finish(self.raw().lock(None))
+    }
+
+    /// Like [`acquire`](Self::acquire), failing with [`LockError::Timeout`] after `timeout`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<'_>> {
+        self.finish(self.raw().lock(futex::deadline(Some(timeout))))
+    }
+
+    /// Acquires only if that needs no waiting ([`LockError::WouldBlock`] otherwise).
+    pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError<'_>> {
+        if self.raw().try_lock() {
+            return Ok(LockGuard { lock: self });
+        }
+        match self.raw().lock(Some(Instant::now())) {
+            Acquired::TimedOut => Err(LockError::WouldBlock),
+            how => self.finish(how),
+        }
+    }
+
+    /// Whether some thread or process holds the lock (Python's `locked()`).
+    pub fn is_locked(&self) -> bool {
+        self.raw().is_locked()
+    }
+
+    /// Releases the lock without a guard, from any thread or process (Python's `release()`,
+    /// pairing with [`LockGuard::leak`]). Releasing an unlocked lock is an error.
+    pub fn release(&self) -> Result<(), SyncError> {
+        self.raw().unlock()
+    }
+
+    pub(crate) fn raw_lock(&self) -> &RawLock {
+        self.raw()
+    }
+}
+
+impl LockGuard<'_> {
+    /// Keeps the lock held after the guard is gone, for a [`Lock::release`] elsewhere.
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.raw().unlock();
+    }
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let owner = self.raw().owner();
+        let holder = match (self.is_locked(), owner) {
+            (false, _) => "nobody".to_string(),
+            (true, 0) => "unknown".to_string(),
+            (true, pid) if pid == my_pid() => format!("this process ({pid})"),
+            (true, pid) => format!("process {pid}"),
+        };
+        f.debug_struct("Lock").field("held_by", &holder).finish()
+    }
+}
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("lock", self.lock)
+            .finish()
+    }
+}
