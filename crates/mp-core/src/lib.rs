@@ -50,6 +50,7 @@ mod context;
 mod error;
 mod handles;
 pub mod process;
+pub mod queue;
 pub(crate) mod shared;
 pub mod sync;
 mod sys;
@@ -65,6 +66,7 @@ pub use process::{
     active_children, cpu_count, current_process, parent_process, ParentProcess, Process,
     ProcessInfo,
 };
+pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
 pub use sync::{Lock, LockError, LockGuard, SyncError};
 pub use wait::{wait, Sentinel, Waitable};
 

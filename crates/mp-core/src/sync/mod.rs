@@ -12,12 +12,12 @@
 //!   [`LockError::OwnerDied`], which carries the guard: the new owner is told, and can check
 //!   the state the lock protects (Python's process locks stay locked for ever).
 
-mod futex;
+pub(crate) mod futex;
 mod lock;
 
 pub use lock::{Lock, LockError, LockGuard};
 
-pub(crate) use lock::RawLock;
+pub(crate) use lock::{Acquired, RawLock};
 
 /// Errors of the synchronisation primitives (Python: `ValueError`, `RuntimeError`,
 /// `AssertionError` for misuse).

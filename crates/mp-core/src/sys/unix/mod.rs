@@ -3,6 +3,7 @@
 mod forkserver;
 mod os;
 mod shm;
+mod spool;
 mod start;
 
 use std::io;
@@ -15,7 +16,13 @@ pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
 pub(crate) use os::{current_pid, die_with_parent_now, prepare_child_runtime, send_signal};
-pub(crate) use shm::{futex_wait, futex_wake, pid_alive, shm_create, shm_map, shm_size, shm_unmap};
+pub(crate) use shm::{
+    futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
+    shm_size, shm_track, shm_unlink_named, shm_unmap, shm_untrack,
+};
+pub(crate) use spool::{
+    spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
+};
 pub(crate) use start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
 
 use crate::StartMethod;

@@ -1,0 +1,60 @@
+//! Spool files: anonymous, growable, kernel-held byte stores that several processes read and
+//! write by offset (`memfd` + `pread`/`pwrite` on Linux). Queues keep their items here, so a
+//! `put` never waits for a reader and nothing is lost when the writer exits.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+/// A new empty spool.
+pub(crate) fn spool_create() -> io::Result<OwnedFd> {
+    super::shm::shm_create(0)
+}
+
+fn as_file(fd: &OwnedFd) -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a borrowed view of a descriptor we keep owning; ManuallyDrop never closes it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) })
+}
+
+/// Writes all of `buf` at `offset`, growing the spool as needed.
+pub(crate) fn spool_write_at(fd: &OwnedFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    as_file(fd).write_all_at(buf, offset)
+}
+
+/// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at the end).
+pub(crate) fn spool_read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let file = as_file(fd);
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Sets the spool's length (shrinking frees its memory).
+pub(crate) fn spool_truncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    as_file(fd).set_len(len)
+}
+
+/// Frees the memory of `[offset, offset + len)` while keeping offsets valid (Linux: punch a
+/// hole). Where the platform cannot, the memory is freed when the spool next empties.
+pub(crate) fn spool_release(fd: &OwnedFd, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fallocate on a descriptor we hold; failure only means nothing is freed.
+    unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, offset, len);
+}
