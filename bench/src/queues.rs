@@ -1,0 +1,69 @@
+//! Queue benchmarks: small-item throughput from a producer process, and round trips through
+//! two queues between two processes. Same JSON lines as the rest of mp-bench.
+
+use std::time::Instant;
+
+use mp_core::{Process, Queue};
+
+fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
+    let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
+    println!(
+        "{{\"bench\":\"{bench}\",\"impl\":\"mp\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
+        list.join(",")
+    );
+    eprintln!("  {bench:<16} mp       {} samples", samples.len());
+}
+
+fn producer(arg: (Queue<u64>, u64)) {
+    for i in 0..arg.1 {
+        arg.0.put(i).unwrap();
+    }
+}
+
+fn echo(arg: (Queue<u64>, Queue<u64>)) {
+    while let Ok(v) = arg.0.get() {
+        if v == u64::MAX {
+            return;
+        }
+        arg.1.put(v).unwrap();
+    }
+}
+
+/// Runs the queue benchmarks with `reps` repetitions.
+pub fn run(reps: usize) {
+    let n = 100_000u64;
+    let mut rates = Vec::new();
+    for _ in 0..reps {
+        let q = Queue::<u64>::new().unwrap();
+        let t = Instant::now();
+        let mut p = Process::new(producer, (q.clone(), n));
+        p.start().unwrap();
+        for _ in 0..n {
+            q.get().unwrap();
+        }
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+        p.join().unwrap();
+    }
+    emit("queue.small", "items/s", "100k u64 items put by a child process, got by the parent", &rates);
+
+    let (there, back) = (Queue::<u64>::new().unwrap(), Queue::<u64>::new().unwrap());
+    let mut p = Process::new(echo, (there.clone(), back.clone()));
+    p.start().unwrap();
+    let batch = 2_000;
+    for i in 0..200 {
+        there.put(i).unwrap();
+        back.get().unwrap();
+    }
+    let mut rtts = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        for i in 0..batch {
+            there.put(i).unwrap();
+            back.get().unwrap();
+        }
+        rtts.push(t.elapsed().as_secs_f64() / batch as f64);
+    }
+    there.put(u64::MAX).unwrap();
+    p.join().unwrap();
+    emit("queue.rtt", "s", "put on one queue, echoed back on another by a child process", &rtts);
+}
