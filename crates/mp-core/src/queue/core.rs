@@ -76,14 +76,17 @@ impl Frame {
     }
 }
 
-/// Spins while `ready()` is false, for a bounded number of rounds; true if it became ready.
-/// On a single CPU spinning only delays the producer, so it is skipped.
-fn spin_until(ready: impl Fn() -> bool) -> bool {
+/// Spins while `ready()` is false, for at most [`SPIN_FOR`] and never past `deadline`; true
+/// if it became ready. On a single CPU spinning only delays the producer, so it is skipped.
+fn spin_until(ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
     static MULTI_CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if !*MULTI_CPU.get_or_init(|| crate::cpu_count() > 1) {
         return false;
     }
-    for round in 0..SPIN_ROUNDS {
+    let start = Instant::now();
+    let stop = deadline.map_or(start + SPIN_FOR, |d| d.min(start + SPIN_FOR));
+    let mut round = 0u32;
+    while Instant::now() < stop {
         if ready() {
             return true;
         }
@@ -92,12 +95,13 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
         } else {
             std::thread::yield_now();
         }
+        round += 1;
     }
     ready()
 }
 
-/// Rounds of [`spin_until`]: about 10-50 µs on current hardware.
-const SPIN_ROUNDS: u32 = 200;
+/// How long a getter looks for a new item before it sleeps.
+const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
 
 impl Core {
     pub(crate) fn new(maxsize: u32) -> io::Result<Arc<Self>> {
@@ -230,7 +234,7 @@ impl Core {
             self.unlock();
             // A producer that is busy putting usually delivers within microseconds: look
             // for a while before paying for a sleep and a wake-up.
-            if spin_until(|| h.put_seq.load(Ordering::Relaxed) != seq) {
+            if spin_until(|| h.put_seq.load(Ordering::Relaxed) != seq, deadline) {
                 continue;
             }
             h.getters_waiting.fetch_add(1, Ordering::SeqCst);

@@ -4,6 +4,8 @@
 //! Only the spawn start method exists: there is no `fork` on Windows.
 
 mod os;
+mod shm;
+mod spool;
 mod start;
 
 use std::io;
@@ -13,6 +15,13 @@ use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
 
 pub(crate) use os::{current_pid, die_with_parent_now, prepare_child_runtime, send_signal};
+pub(crate) use shm::{
+    futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
+    shm_size, shm_track, shm_unlink_named, shm_unmap, shm_untrack,
+};
+pub(crate) use spool::{
+    spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
+};
 pub(crate) use start::{
     close_inherited, fork_child, forkserver_pid, serve_forkserver, spawn_child, start_forkserver,
     Exit, Waiter,
