@@ -5,7 +5,8 @@
 //! `multiprocessing.Pipe()` uses on Windows. Frames are length-prefixed ([`mp_ipc::frame`]).
 //! [`handle`] moves handles into another process (`DuplicateHandle`) and sends them with a
 //! frame; [`poll`] waits for any of several pipes and process handles; [`spawn`] starts a
-//! process that inherits exactly the handles it is given.
+//! process that inherits exactly the handles it is given; [`shm`] makes and maps anonymous
+//! shared memory.
 //!
 //! The crate uses `windows-sys` directly rather than `interprocess`: it needs the raw pipe
 //! handles for `DuplicateHandle`, `PeekNamedPipe` and overlapped I/O on duplicated handles,
@@ -22,6 +23,7 @@ mod channel;
 pub mod handle;
 mod io;
 pub mod poll;
+pub mod shm;
 pub mod spawn;
 
 pub use channel::PipeChannel;

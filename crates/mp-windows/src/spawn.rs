@@ -15,8 +15,8 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::path::Path;
 
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, SetHandleInformation, DUPLICATE_SAME_ACCESS, HANDLE, HANDLE_FLAG_INHERIT,
-    INVALID_HANDLE_VALUE,
+    DuplicateHandle, SetHandleInformation, DUPLICATE_SAME_ACCESS, ERROR_INTERNAL_ERROR, HANDLE,
+    HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::System::Threading::{
     CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess,
@@ -186,24 +186,38 @@ pub fn create_process(
 
     // SAFETY: PROCESS_INFORMATION is plain data, filled in by CreateProcessW.
     let mut pi: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
-    // SAFETY: every pointer refers to a live, NUL-terminated buffer or structure above;
-    // the command line buffer is mutable as CreateProcessW requires.
-    let ok = unsafe {
-        CreateProcessW(
-            app.as_ptr(),
-            cmdline.as_mut_ptr(),
-            std::ptr::null(),
-            std::ptr::null(),
-            i32::from(!list.is_empty()),
-            flags | EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT,
-            envblock.as_mut_ptr().cast(),
-            std::ptr::null(),
-            &si.StartupInfo,
-            &mut pi,
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
+    // Wine (without its preloader, as Debian ships it) now and then fails to start a process
+    // whose randomised address space already uses the fixed address of the shared user data
+    // ("failed to map the shared user data"); the new process dies before running any of its
+    // code and CreateProcessW reports ERROR_INTERNAL_ERROR. Nothing of the child ran, so
+    // trying again is safe; Windows itself does not report this error here.
+    let mut attempts_left = 3;
+    loop {
+        // SAFETY: every pointer refers to a live, NUL-terminated buffer or structure above;
+        // the command line buffer is mutable as CreateProcessW requires.
+        let ok = unsafe {
+            CreateProcessW(
+                app.as_ptr(),
+                cmdline.as_mut_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                i32::from(!list.is_empty()),
+                flags | EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT,
+                envblock.as_mut_ptr().cast(),
+                std::ptr::null(),
+                &si.StartupInfo,
+                &mut pi,
+            )
+        };
+        if ok != 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        attempts_left -= 1;
+       
+        if attempts_left == 0 || e.raw_os_error() != Some(ERROR_INTERNAL_ERROR as i32) {
+            return Err(e);
+        }
     }
     // SAFETY: fresh handles from CreateProcessW that nobody else owns.
     unsafe {

@@ -1,4 +1,5 @@
-//! Unit tests of the named-pipe channel, handle passing and polling (run under Wine here).
+//! Unit tests of the named-pipe channel, handle passing, polling and shared memory (run under
+//! Wine here).
 
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::time::{Duration, Instant};
@@ -207,4 +208,27 @@ fn poll_many_sees_pipes_and_waitable_objects_beyond_64() {
         crate::poll::poll_many(&[ev.as_raw_handle()], None).unwrap(),
         vec![0]
     );
+}
+
+#[test]
+fn shared_memory_views_see_each_others_writes() {
+    use crate::shm;
+    let section = shm::create(10).unwrap();
+    // Sizes are whole pages; never less than asked for.
+    let size = shm::size(&section).unwrap();
+    assert!(size >= 10 && size % 4096 == 0, "{size}");
+    let a = shm::map(&section, 10).unwrap();
+    // A view through another handle to the same section, as a child would make.
+    let other = crate::handle::duplicate_local(section.as_raw_handle()).unwrap();
+    let b = shm::map(&other, size).unwrap();
+    // SAFETY: both views are live and at least 10 bytes long; zero-filled at creation.
+    unsafe {
+        assert_eq!(*b.as_ptr().add(9), 0);
+        *a.as_ptr().add(9) = 42;
+        assert_eq!(*b.as_ptr().add(9), 42);
+        shm::unmap(a);
+        shm::unmap(b);
+    }
+    // A view beyond the section is refused.
+    assert!(shm::map(&section, size + 4096).is_err());
 }
