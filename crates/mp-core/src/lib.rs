@@ -51,7 +51,7 @@ mod error;
 mod handles;
 pub mod process;
 pub mod queue;
-pub(crate) mod shared;
+pub mod shared;
 pub mod sync;
 mod sys;
 mod wait;
@@ -67,6 +67,10 @@ pub use process::{
     ProcessInfo,
 };
 pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
+pub use shared::{
+    Array, ArrayGuard, OwnerDied, RawArray, RawValue, ShareableList, SharedData, SharedError,
+    SharedMemory, ShortStr, Value, ValueGuard,
+};
 pub use sync::{Lock, LockError, LockGuard, SyncError};
 pub use wait::{wait, Sentinel, Waitable};
 

@@ -166,3 +166,317 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
     !super::os::is_zombie(pid)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Named segments (POSIX `shm_open`) and their crash reclamation.
+
+/// The kernel name of a segment: `/<name>`, as a C string.
+fn posix_name(name: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(format!("/{name}"))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the name"))
+}
+
+/// A new named segment of `len` bytes, zero-filled; `AlreadyExists` if the name is taken.
+pub(crate) fn shm_create_named(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let cname = posix_name(name)?;
+    // SAFETY: shm_open with a valid C string; returns a new descriptor (close-on-exec) or -1.
+    let fd = unsafe {
+        libc::shm_open(
+            cname.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate on a descriptor we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: removing the name we just created.
+        unsafe { libc::shm_unlink(cname.as_ptr()) };
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+/// Opens an existing named segment; `NotFound` if there is none.
+pub(crate) fn shm_open_named(name: &str) -> io::Result<OwnedFd> {
+    let cname = posix_name(name)?;
+    // SAFETY: shm_open with a valid C string.
+    let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes a segment's name; `NotFound` if there is none. Mappings stay valid.
+pub(crate) fn shm_unlink_named(name: &str) -> io::Result<()> {
+    let cname = posix_name(name)?;
+    // SAFETY: shm_unlink with a valid C string.
+    if unsafe { libc::shm_unlink(cname.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks this process's tracker to unlink `name` once this process has ended, however it ends
+/// (SIGKILL included). The tracker is started on first use; see [`tracker`].
+pub(crate) fn shm_track(name: &str) -> io::Result<()> {
+    tracker::send(b'R', name)
+}
+
+/// Takes `name` off the tracker's list (it was unlinked, or is meant to outlive us).
+pub(crate) fn shm_untrack(name: &str) {
+    let _ = tracker::send(b'U', name);
+}
+
+mod tracker {
+    //! The resource tracker: a small process, forked from the first process that creates a
+    //! named segment, that unlinks the segments that process created and did not unlink
+    //! itself, as soon as that process is gone.
+    //!
+    //! The creator writes `R<name>\n` (register) and `U<name>\n` (unregister) on a pipe; each
+    //! line is one `write` shorter than `PIPE_BUF`, hence atomic. The tracker notices the
+    //! creator's end in two independent ways: the pipe reaches end of file (every copy of the
+    //! write end is closed, which the kernel does for a killed process too), or its parent pid
+    //! changes (the creator died and the tracker was re-parented, even if a forked child still
+    //! holds a copy of the write end). It then unlinks every name still registered and exits.
+    //!
+    //! The tracker is forked, not spawned, so that it needs nothing from the executable, and
+    //! after the fork it runs only async-signal-safe calls (`poll`, `read`, `getppid`,
+    //! `shm_unlink`, `close`, `_exit`) on memory prepared before the fork: it is safe to fork
+    //! it from a multi-threaded program. It ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C meant
+    //! for the program must not kill it before the program's segments are cleaned up) and
+    //! closes every descriptor but its pipe, so it never keeps another pipe of the program
+    //! open. A forked child of the creator that creates segments starts its own tracker.
+
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::Mutex;
+
+    /// The longest name the tracker takes (bytes, without the leading `/`). Longer names are
+    /// refused when registered (POSIX names are at most 255 bytes anyway).
+    const MAX_NAME: usize = 250;
+    /// How many names one tracker holds at a time.
+    const CAPACITY: usize = 4096;
+    /// A slot: a length byte, then the name.
+    const SLOT: usize = MAX_NAME + 2;
+
+    struct Tracker {
+        pid: u32,
+        writer: OwnedFd,
+        /// Names registered and not unregistered, to refuse more than the tracker holds.
+        live: std::collections::HashSet<String>,
+    }
+
+    static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
+
+    pub(super) fn send(kind: u8, name: &str) -> io::Result<()> {
+        if name.len() > MAX_NAME || name.contains('\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a tracked segment name has at most {MAX_NAME} bytes and no newline"),
+            ));
+        }
+        let mut guard = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
+        let me = std::process::id();
+        if guard.as_ref().is_some_and(|t| t.pid != me) {
+            // Inherited through fork: the parent's tracker, not ours. Drop our copy of its
+            // pipe (closing it) and start our own on registration.
+            *guard = None;
+        }
+        if guard.is_none() {
+            if kind == b'U' {
+                return Ok(());
+            }
+            *guard = Some(start()?);
+        }
+        let t = guard.as_mut().expect("set above");
+        if kind == b'R' {
+            if t.live.len() >= CAPACITY {
+                return Err(io::Error::other(format!(
+                    "more than {CAPACITY} named segments are alive in this process"
+                )));
+            }
+            t.live.insert(name.to_string());
+        } else if !t.live.remove(name) {
+            return Ok(());
+        }
+        let mut line = Vec::with_capacity(name.len() + 2);
+        line.push(kind);
+        line.extend_from_slice(name.as_bytes());
+        line.push(b'\n');
+        // SAFETY: writing a buffer we own to our pipe; one write below PIPE_BUF is atomic.
+        let n = unsafe { libc::write(t.writer.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+        if n != line.len() as isize {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn start() -> io::Result<Tracker> {
+        let (reader, writer) = pipe()?;
+        // Everything the tracker needs, allocated before the fork.
+        let mut table = vec![0u8; CAPACITY * SLOT];
+        let mut buf = vec![0u8; 8192];
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: fork; the child runs only `run`, which is async-signal-safe, and never
+        // returns into Rust code of the parent.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: in the freshly forked child.
+            unsafe { run(reader.as_raw_fd(), parent, &mut table, &mut buf) }
+        }
+        drop(reader);
+        Ok(Tracker {
+            pid: std::process::id(),
+            writer,
+            live: Default::default(),
+        })
+    }
+
+    /// A close-on-exec pipe: (read end, write end).
+    fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two descriptors.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptors we own; marking them close-on-exec.
+        unsafe {
+            libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC);
+            Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+        }
+    }
+
+    /// The tracker's life. Only async-signal-safe calls.
+    unsafe fn run(fd: libc::c_int, parent: libc::pid_t, table: &mut [u8], buf: &mut [u8]) -> ! {
+        // SAFETY: all calls below are async-signal-safe and act on this process only.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            // Keep only the pipe, as descriptor 3; stdio goes too, to keep no terminal or
+            // captured output open.
+            if fd != 3 {
+                libc::dup2(fd, 3);
+            }
+            close_from(4);
+            for i in 0..3 {
+                libc::close(i);
+            }
+            let mut used = 0usize; // bytes of a partial line at the start of buf
+            loop {
+                let mut pfd = libc::pollfd {
+                    fd: 3,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let r = libc::poll(&mut pfd, 1, 250);
+                if libc::getppid() != parent {
+                    break;
+                }
+                if r <= 0 {
+                    continue;
+                }
+                let n = libc::read(3, buf[used..].as_mut_ptr().cast(), buf.len() - used);
+                if n == 0 {
+                    break;
+                }
+                if n < 0 {
+                    if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
+                    break;
+                }
+                used += n as usize;
+                let mut start = 0;
+                while let Some(nl) = buf[start..used].iter().position(|&b| b == b'\n') {
+                    apply(table, &buf[start..start + nl]);
+                    start += nl + 1;
+                }
+                buf.copy_within(start..used, 0);
+                used -= start;
+                if used == buf.len() {
+                    used = 0; // a line longer than any valid one: drop it
+                }
+            }
+            let mut path = [0u8; SLOT + 1];
+            for slot in table.chunks(SLOT) {
+                let len = slot[0] as usize;
+                if len == 0 {
+                    continue;
+                }
+                path[0] = b'/';
+                path[1..=len].copy_from_slice(&slot[1..=len]);
+                path[len + 1] = 0;
+                libc::shm_unlink(path.as_ptr().cast());
+            }
+            libc::_exit(0)
+        }
+    }
+
+    /// Registers (`R<name>`) or unregisters (`U<name>`) one name in the table.
+    fn apply(table: &mut [u8], line: &[u8]) {
+        let (Some(&kind), name) = (line.first(), line.get(1..).unwrap_or_default()) else {
+            return;
+        };
+        if name.is_empty() || name.len() > MAX_NAME {
+            return;
+        }
+        let found = table
+            .chunks_mut(SLOT)
+            .position(|s| s[0] as usize == name.len() && &s[1..=name.len()] == name);
+        match (kind, found) {
+            (b'R', None) => {
+                if let Some(slot) = table.chunks_mut(SLOT).find(|s| s[0] == 0) {
+                    slot[0] = name.len() as u8;
+                    slot[1..=name.len()].copy_from_slice(name);
+                }
+            }
+            (b'U', Some(i)) => table[i * SLOT] = 0,
+            _ => {}
+        }
+    }
+
+    /// Closes every descriptor from `first` up.
+    unsafe fn close_from(first: libc::c_int) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // SAFETY: close_range on this process's own table.
+            if unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    first as libc::c_uint,
+                    libc::c_uint::MAX,
+                    0,
+                )
+            } == 0
+            {
+                return;
+            }
+        }
+        // SAFETY: getrlimit fills the structure; closing descriptors of this process.
+        unsafe {
+            let mut rl: libc::rlimit = std::mem::zeroed();
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+                rl.rlim_cur.min(65536) as libc::c_int
+            } else {
+                1024
+            };
+            for i in first..max {
+                libc::close(i);
+            }
+        }
+    }
+}
