@@ -7,8 +7,9 @@ Prints one JSON object per line on stdout, in the format of mp-bench:
     {"bench": "rtt8.process", "impl": "python", "unit": "s", "note": "...", "samples": [...]}
 
 Each sample is one repetition; xtask computes median / p10 / p90. Progress goes to stderr.
-`--quick` cuts the repetitions. `--cold SIZE COUNT` is internal: one cold throughput
-measurement in a fresh interpreter (run by the main script through `subprocess`).
+`--quick` cuts the repetitions; `--only <group>` runs one group; `--tag <suffix>` is appended
+to the benchmark names. `--cold SIZE COUNT` is internal: one cold throughput measurement in a
+fresh interpreter (run by the main script through `subprocess`).
 """
 
 import json
@@ -23,8 +24,11 @@ import time
 RTT_MSG = b"12345678"
 
 
+TAG = ""  # --tag <suffix>: appended to every benchmark name
+
+
 def emit(bench, impl, unit, note, samples):
-    print(json.dumps({"bench": bench, "impl": impl, "unit": unit, "note": note,
+    print(json.dumps({"bench": bench + TAG, "impl": impl, "unit": unit, "note": note,
                       "samples": samples}), flush=True)
     print(f"  {bench:<16} {impl:<8} {len(samples)} samples", file=sys.stderr, flush=True)
 
@@ -176,6 +180,8 @@ def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "--cold":
         cold_once(int(sys.argv[2]), int(sys.argv[3]))
         return
+    global TAG
+    TAG = sys.argv[sys.argv.index("--tag") + 1] if "--tag" in sys.argv else ""
     quick = "--quick" in sys.argv
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else ""
     if "start_join".startswith(only):

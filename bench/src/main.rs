@@ -9,7 +9,8 @@
 //!
 //! Every sample is one repetition (one start+join, the mean round trip of a batch, the
 //! throughput of a batch); `xtask` turns the samples into median / p10 / p90. Progress goes to
-//! stderr. `--quick` cuts the repetitions for a smoke run.
+//! stderr. `--quick` cuts the repetitions for a smoke run; `--only <group>` runs one group;
+//! `--tag <suffix>` is appended to the benchmark names.
 //!
 //! Children are re-executions of this binary (spawn) or forks of it, so `mp_core::main()`
 //! comes first in `main`.
@@ -46,7 +47,12 @@ mod unix {
         }
     }
 
+    /// `--tag <suffix>`: appended to every benchmark name (e.g. `.cpu0` when xtask runs this
+    /// pinned to one CPU).
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
     fn emit(bench: &str, imp: &str, unit: &str, note: &str, samples: &[f64]) {
+        let bench = format!("{bench}{}", TAG.get().map_or("", |t| t.as_str()));
         let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
         println!(
             "{{\"bench\":\"{bench}\",\"impl\":\"{imp}\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
@@ -59,6 +65,9 @@ mod unix {
         let quick = std::env::args().any(|a| a == "--quick");
         let plan = Plan { quick };
         let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+        if let Some(tag) = std::env::args().skip_while(|a| a != "--tag").nth(1) {
+            TAG.set(tag).expect("set once");
+        }
         let want = |group: &str| only.as_deref().is_none_or(|o| group.starts_with(o));
         if want("start_join") {
             start_join(&plan);

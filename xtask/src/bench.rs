@@ -13,8 +13,16 @@ use anyhow::{bail, Context, Result};
 use crate::json::{self, Json};
 use crate::{cargo, metadata, root, run_cmd, show};
 
-/// Benchmark groups, each run for Rust then for Python before the next group starts.
-const GROUPS: &[&str] = &["start_join", "rtt", "tput"];
+/// Benchmark groups, each run for Rust then for Python before the next group starts. A
+/// pinned group runs under `taskset -c 0` (parent and child on one CPU) with the benchmark
+/// names tagged `.cpu0`: on small VMs a round trip between two CPUs is dominated by the
+/// cross-CPU wake-up and flips between two modes, which hides the cost of the IPC itself.
+const GROUPS: &[(&str, bool)] = &[
+    ("start_join", false),
+    ("rtt", false),
+    ("rtt", true),
+    ("tput", false),
+];
 
 /// One benchmark series: the samples of one implementation of one benchmark.
 struct Series {
@@ -63,7 +71,7 @@ type Results = BTreeMap<(String, String), Series>;
 pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut write = true;
-    let mut rounds = 3usize;
+    let mut rounds = 5usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -108,12 +116,36 @@ pub fn run(args: &[String]) -> Result<()> {
     // Rounds: every group, Rust then Python, `rounds` times over, so that a change in the
     // machine's load during the run hits both sides alike. Samples of all rounds are pooled.
     let mut results = Results::new();
-    for (round, group) in (1..=rounds).flat_map(|r| GROUPS.iter().map(move |g| (r, g))) {
-        eprintln!("-- round {round}/{rounds}: {group}");
-        let mut rust = Command::new(&bin);
+    let taskset = Command::new("taskset")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    for (round, &(group, pinned)) in (1..=rounds).flat_map(|r| GROUPS.iter().map(move |g| (r, g))) {
+        if pinned && !taskset {
+            eprintln!("-- no taskset: skipping the pinned {group} group");
+            continue;
+        }
+        eprintln!(
+            "-- round {round}/{rounds}: {group}{}",
+            if pinned { " (pinned to CPU 0)" } else { "" }
+        );
+        let program = |p: &std::path::Path| {
+            if pinned {
+                let mut c = Command::new("taskset");
+                c.args(["-c", "0"]).arg(p);
+                c
+            } else {
+                Command::new(p)
+            }
+        };
+        let mut rust = program(&bin);
         rust.args(["--only", group]);
-        let mut py = Command::new(python());
+        let mut py = program(std::path::Path::new(&python()));
         py.arg(&script).args(["--only", group]);
+        if pinned {
+            rust.args(["--tag", ".cpu0"]);
+            py.args(["--tag", ".cpu0"]);
+        }
         if quick {
             rust.arg("--quick");
             py.arg("--quick");
@@ -285,6 +317,20 @@ const ROWS: &[Row] = &[
         mp: "mp",
         raw: Some("raw"),
         python: Some(("rtt8.thread", "python")),
+    },
+    Row {
+        title: "round trip 8 B, echo child process, one CPU",
+        bench: "rtt8.process.cpu0",
+        mp: "mp",
+        raw: Some("raw"),
+        python: Some(("rtt8.process.cpu0", "python")),
+    },
+    Row {
+        title: "round trip 8 B, echo thread, one CPU",
+        bench: "rtt8.thread.cpu0",
+        mp: "mp",
+        raw: Some("raw"),
+        python: Some(("rtt8.thread.cpu0", "python")),
     },
     Row {
         title: "throughput 1 KiB messages",
@@ -460,7 +506,12 @@ impl Report<'_> {
             _ => line(None, "spawn start + join vs Python".into()),
         }
         // 2. pipe round trip no slower than a raw socket round trip.
-        for (bench, what) in [("rtt8.process", "child process"), ("rtt8.thread", "thread")] {
+        for (bench, what) in [
+            ("rtt8.process", "child process"),
+            ("rtt8.thread", "thread"),
+            ("rtt8.process.cpu0", "child process, one CPU"),
+            ("rtt8.thread.cpu0", "thread, one CPU"),
+        ] {
             match (self.get(bench, "mp"), self.get(bench, "raw")) {
                 (Some(m), Some(r)) => {
                     let (mm, rm) = (m.median(), r.median());
@@ -567,7 +618,10 @@ impl Report<'_> {
              `send_bytes`/`recv_bytes` on both sides, echo in a child started by spawn or in a \
              thread. Raw: `UnixStream::pair()`, `write_all`/`read_exact`, no framing, echo in a \
              forked child (the fd reaches it by fork) or a thread. Python: `Pipe()` \
-             `send_bytes`/`recv_bytes`, echo in a fork child or a thread.\n\
+             `send_bytes`/`recv_bytes`, echo in a fork child or a thread. The *one CPU* rows \
+             run the same programs under `taskset -c 0`, so both ends share a CPU: on a small VM \
+             a wake-up across CPUs costs tens of µs and flips between modes from run to run, \
+             which swamps the IPC cost; pinned, what remains is the syscalls and copies.\n\
              - **throughput**: payload bytes per second of one batch, one way, child to parent: \
              the parent sends a 16-byte request and times until the last of N messages has \
              arrived (1 KiB × 20000, 64 KiB × 1000, 1 MiB × 64), after 2 warm-up batches. \
@@ -603,7 +657,7 @@ impl Report<'_> {
                 .fold(10.0f64, f64::max);
             10f64.powf(max.log10().ceil())
         });
-        let (left, width, top, row_h) = (300.0, 440.0, 50.0, 34.0);
+        let (left, width, top, row_h) = (350.0, 420.0, 50.0, 34.0);
         let height = top + row_h * rows.len() as f64 + 50.0;
         let x = |v: f64| {
             let v = v.clamp(lo, hi);
@@ -617,7 +671,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="14" font-weight="bold">mp speed relative to Python multiprocessing and to a raw Unix socket (median, log scale, &gt;1× = mp better)</text>"#
+            r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="13" font-weight="bold">mp vs Python multiprocessing and vs a raw Unix socket (medians; log scale; &gt;1× = mp better)</text>"#
         );
         let _ = writeln!(
             s,
