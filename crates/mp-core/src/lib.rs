@@ -49,6 +49,7 @@ pub mod connection;
 mod context;
 mod error;
 mod handles;
+pub mod listener;
 pub mod process;
 pub mod queue;
 pub mod shared;
@@ -62,6 +63,7 @@ pub use context::{
 };
 pub use error::{ChildPanic, ConnectionError, ContextError, ProcessError, WaitError};
 pub use handles::OsHandle;
+pub use listener::{Address, AuthenticationError, Client, Listener, ListenerError};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, ParentProcess, Process,
     ProcessInfo,

@@ -1,0 +1,464 @@
+//! Listener, Client and authentication behaviours (NET-* of the CPython checklist), over TCP
+//! on 127.0.0.1, Unix socket paths and Linux abstract names, with real child processes.
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{about, bounded, for_each_context};
+
+use mp_core::listener::{Address, AuthenticationError, Client, Listener, ListenerError};
+use mp_core::{wait, Connection, Process};
+
+const SECS: Duration = Duration::from_secs(10);
+const KEY: &[u8] = b"a secret key";
+
+fn tcp() -> Address {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn families() -> Vec<Address> {
+    let mut v = vec![tcp(), Address::unique_local()];
+    if cfg!(target_os = "linux") {
+        v.push(
+            format!("\0mp-test-{}-{}", std::process::id(), rand_u32())
+                .parse()
+                .unwrap(),
+        );
+    }
+    v
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ (t.as_secs() as u32)
+}
+
+#[test]
+fn net_01_second_bind_on_live_address_fails() {
+    for family in families() {
+        let l = Listener::bind(&family, None).unwrap();
+        match Listener::bind(l.address(), None) {
+            Err(ListenerError::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{family}")
+            }
+            other => panic!("{family}: expected AddrInUse, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn net_02_exchange_then_accept_after_close_fails() {
+    bounded(30, || {
+        for family in families() {
+            let mut l = Listener::bind(&family, Some(KEY)).unwrap();
+            let addr = l.address().clone();
+            let t = std::thread::spawn(move || {
+                let c = Client::connect::<i32>(&addr, Some(KEY)).unwrap();
+                c.send(&1729).unwrap();
+                // Wait for the server's reply so the connection outlives the exchange.
+                c.recv_timeout(SECS).unwrap()
+            });
+            let conn = l.accept::<i32>().unwrap();
+            assert_eq!(conn.recv_timeout(SECS).unwrap(), 1729);
+            conn.send(&1).unwrap();
+            assert_eq!(t.join().unwrap(), 1);
+            l.close();
+            assert!(matches!(l.accept::<i32>(), Err(ListenerError::Closed)));
+            if let Address::Unix(p) = &family {
+                assert!(!p.exists(), "closing removes the socket file");
+            }
+        }
+    });
+}
+
+#[test]
+fn net_03_empty_key_is_a_key() {
+    bounded(30, || {
+        let l = Listener::bind(&tcp(), Some(b"")).unwrap();
+        let addr = l.address().clone();
+        let t = std::thread::spawn(move || {
+            let c = Client::connect::<i32>(&addr, Some(b"")).unwrap();
+            c.send(&1729).unwrap();
+            // A client with a real key is refused by a listener whose key is empty.
+            Client::connect::<i32>(&addr, Some(b"x")).unwrap_err()
+        });
+        assert_eq!(l.accept::<i32>().unwrap().recv_timeout(SECS).unwrap(), 1729);
+        assert!(matches!(
+            l.accept::<i32>(),
+            Err(ListenerError::Authentication(
+                AuthenticationError::BadResponse
+            ))
+        ));
+        assert!(matches!(
+            t.join().unwrap(),
+            ListenerError::Authentication(AuthenticationError::Rejected)
+        ));
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn net_04_abstract_socket() {
+    bounded(30, || {
+        let addr: Address = format!("\0mp-abstract-{}", std::process::id())
+            .parse()
+            .unwrap();
+        let l = Listener::bind(&addr, Some(KEY)).unwrap();
+        let t = std::thread::spawn(move || {
+            Client::connect::<String>(&addr, Some(KEY))
+                .unwrap()
+                .send(&"abstract".into())
+                .unwrap();
+        });
+        assert_eq!(
+            l.accept::<String>().unwrap().recv_timeout(SECS).unwrap(),
+            "abstract"
+        );
+        t.join().unwrap();
+    });
+}
+
+fn say_hello(arg: (Address, Vec<u8>)) {
+    let c = Client::connect::<String>(&arg.0, Some(&arg.1)).unwrap();
+    c.send(&"hello".to_string()).unwrap();
+    // Wait for the server's bytes, then leave.
+    assert!(c.poll(SECS).unwrap());
+    assert_eq!(c.recv().unwrap(), "bye");
+}
+
+fn say_hello_and_leave(arg: (Address, Vec<u8>)) {
+    let c = Client::connect::<String>(&arg.0, Some(&arg.1)).unwrap();
+    c.send(&"hello".to_string()).unwrap();
+}
+
+#[test]
+fn net_05_children_connect_and_send() {
+    for_each_context(60, |ctx| {
+        for family in families() {
+            let l = Listener::bind(&family, Some(KEY)).unwrap();
+            let mut p = ctx.process(say_hello, (l.address().clone(), KEY.to_vec()));
+            p.start().unwrap();
+            let conn = l.accept_timeout::<String>(SECS).unwrap();
+            assert_eq!(conn.recv_timeout(SECS).unwrap(), "hello");
+            conn.send(&"bye".to_string()).unwrap();
+            p.join_timeout(SECS).unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+        }
+    });
+}
+
+#[test]
+fn net_05_client_may_send_and_leave_before_accept() {
+    bounded(30, || {
+        for family in families() {
+            let l = Listener::bind(&family, None).unwrap();
+            let mut p = Process::new(say_hello_and_leave_noauth, l.address().clone());
+            p.start().unwrap();
+            p.join_timeout(SECS).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            let conn = l.accept_timeout::<String>(SECS).unwrap();
+            assert_eq!(conn.recv_timeout(SECS).unwrap(), "hello");
+        }
+    });
+    let _ = say_hello_and_leave;
+}
+
+fn say_hello_and_leave_noauth(addr: Address) {
+    let c = Client::connect::<String>(&addr, None).unwrap();
+    c.send(&"hello".to_string()).unwrap();
+}
+
+#[test]
+fn net_06_invalid_family() {
+    let pipe: Address = r"\\.\pipe\mp-test".parse().unwrap();
+    assert!(matches!(
+        Listener::bind(&pipe, None),
+        Err(ListenerError::InvalidFamily(_))
+    ));
+    assert!(matches!(
+        Client::connect::<()>(&pipe, None),
+        Err(ListenerError::InvalidFamily(_))
+    ));
+}
+
+#[test]
+fn net_07_no_implicit_timeout() {
+    bounded(30, || {
+        let l = Listener::bind(&tcp(), Some(KEY)).unwrap();
+        let addr = l.address().clone();
+        let t = std::thread::spawn(move || {
+            let c = Client::connect::<i32>(&addr, Some(KEY)).unwrap();
+            std::thread::sleep(Duration::from_millis(1200));
+            c.send(&123).unwrap();
+            c.recv().unwrap()
+        });
+        let conn = l.accept::<i32>().unwrap();
+        assert_eq!(conn.recv().unwrap(), 123);
+        conn.send(&456).unwrap();
+        assert_eq!(t.join().unwrap(), 456);
+    });
+}
+
+#[test]
+fn net_09_wrong_key_fails_both_sides_and_listener_keeps_serving() {
+    bounded(30, || {
+        for family in families() {
+            let l = Listener::bind(&family, Some(KEY)).unwrap();
+            let addr = l.address().clone();
+            let t = std::thread::spawn(move || {
+                let wrong = Client::connect::<i32>(&addr, Some(b"wrong key"));
+                let right = Client::connect::<i32>(&addr, Some(KEY)).unwrap();
+                right.send(&7).unwrap();
+                // A client that skips the handshake and leaves.
+                drop(Client::connect::<i32>(&addr, None).unwrap());
+                wrong.map(|_| ())
+            });
+            match l.accept::<i32>() {
+                Err(ListenerError::Authentication(AuthenticationError::BadResponse)) => {}
+                other => panic!("expected BadResponse, got {other:?}"),
+            }
+            assert_eq!(l.accept::<i32>().unwrap().recv_timeout(SECS).unwrap(), 7);
+            let third = l.accept::<i32>();
+            assert!(third.is_err(), "{third:?}");
+            let wrong = t.join().unwrap();
+            assert!(
+                matches!(
+                    wrong,
+                    Err(ListenerError::Authentication(AuthenticationError::Rejected))
+                ),
+                "{wrong:?}"
+            );
+        }
+    });
+}
+
+fn wrong_server(arg: (Address, Vec<u8>)) {
+    // A fake listener with a different key: the client must refuse it.
+    let l = Listener::bind(&arg.0, Some(&arg.1)).unwrap();
+    let _ = l.accept::<i32>();
+}
+
+#[test]
+fn net_08_client_checks_the_listener_too() {
+    // The client's key differs from the listener's: whatever order the failure is noticed,
+    // both sides get an AuthenticationError, and a message is never delivered.
+    bounded(30, || {
+        let l = Listener::bind(&tcp(), Some(b"server key")).unwrap();
+        let addr = l.address().clone();
+        let t = std::thread::spawn(move || Client::connect::<i32>(&addr, Some(b"client key")));
+        assert!(matches!(
+            l.accept::<i32>(),
+            Err(ListenerError::Authentication(_))
+        ));
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(ListenerError::Authentication(_))
+        ));
+    });
+    let _ = wrong_server;
+}
+
+fn raw_tcp(l: &Listener) -> TcpStream {
+    match l.address() {
+        Address::Tcp(a) => TcpStream::connect(a).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+fn read_challenge(s: &mut TcpStream) {
+    let mut header = [0u8; 8];
+    s.read_exact(&mut header).unwrap();
+    let mut body = vec![0u8; u64::from_le_bytes(header) as usize];
+    s.read_exact(&mut body).unwrap();
+}
+
+#[test]
+fn net_10_bad_handshake_input_is_bounded() {
+    bounded(60, || {
+        let mut l = Listener::bind(&tcp(), Some(KEY)).unwrap();
+        l.set_handshake_timeout(Duration::from_millis(500));
+
+        // Each bad client runs on its own thread; the listener's accept must return.
+        fn bad_client(
+            l: &Listener,
+            act: impl FnOnce(TcpStream) + Send + 'static,
+        ) -> std::thread::JoinHandle<()> {
+            let s = raw_tcp(l);
+            std::thread::spawn(move || act(s))
+        }
+
+        // An oversized length: refused at once, nothing allocated.
+        let c = bad_client(&l, |mut s| {
+            read_challenge(&mut s);
+            s.write_all(&u64::MAX.to_le_bytes()).unwrap();
+        });
+        match l.accept::<i32>() {
+            Err(ListenerError::Authentication(AuthenticationError::Protocol(m))) => {
+                assert!(m.contains("exceeds"), "{m}")
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        c.join().unwrap();
+
+        // Garbage of a plausible length.
+        let c = bad_client(&l, |mut s| {
+            read_challenge(&mut s);
+            s.write_all(&20u64.to_le_bytes()).unwrap();
+            s.write_all(&[0xAB; 20]).unwrap();
+        });
+        assert!(matches!(
+            l.accept::<i32>(),
+            Err(ListenerError::Authentication(
+                AuthenticationError::Protocol(_)
+            ))
+        ));
+        c.join().unwrap();
+
+        // Garbage instead of a frame header at all (a huge "length" made of text).
+        let c = bad_client(&l, |mut s| {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        });
+        assert!(matches!(
+            l.accept::<i32>(),
+            Err(ListenerError::Authentication(
+                AuthenticationError::Protocol(_)
+            ))
+        ));
+        c.join().unwrap();
+
+        // A truncated frame, then the client leaves.
+        let c = bad_client(&l, |mut s| {
+            read_challenge(&mut s);
+            s.write_all(&85u64.to_le_bytes()).unwrap();
+            s.write_all(&[1; 10]).unwrap();
+        });
+        assert!(matches!(
+            l.accept::<i32>(),
+            Err(ListenerError::Authentication(AuthenticationError::Closed))
+        ));
+        c.join().unwrap();
+
+        // A client that connects and says nothing: the handshake times out.
+        let s = raw_tcp(&l);
+        about("silent client", Duration::from_millis(500), || {
+            assert!(matches!(
+                l.accept::<i32>(),
+                Err(ListenerError::Authentication(AuthenticationError::Timeout))
+            ))
+        });
+        drop(s);
+
+        // A slow-drip client cannot stretch the handshake past its deadline.
+        let c = bad_client(&l, |mut s| {
+            read_challenge(&mut s);
+            for _ in 0..20 {
+                if s.write_all(&[0]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        about("slow-drip client", Duration::from_millis(500), || {
+            assert!(matches!(
+                l.accept::<i32>(),
+                Err(ListenerError::Authentication(AuthenticationError::Timeout))
+            ))
+        });
+        c.join().unwrap();
+
+        // After all that, the listener still serves a real client.
+        let addr = l.address().clone();
+        let t = std::thread::spawn(move || {
+            Client::connect::<i32>(&addr, Some(KEY))
+                .unwrap()
+                .send(&5)
+                .unwrap()
+        });
+        assert_eq!(l.accept::<i32>().unwrap().recv_timeout(SECS).unwrap(), 5);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn accept_and_connect_timeouts() {
+    bounded(30, || {
+        let l = Listener::bind(&tcp(), Some(KEY)).unwrap();
+        about("accept_timeout", Duration::from_millis(300), || {
+            assert!(matches!(
+                l.accept_timeout::<i32>(Duration::from_millis(300)),
+                Err(ListenerError::Timeout)
+            ))
+        });
+        // A listener that never answers the handshake: the client gives up in time.
+        let addr = l.address().clone();
+        about("connect_timeout", Duration::from_millis(300), || {
+            assert!(matches!(
+                Client::connect_timeout::<i32>(&addr, Some(KEY), Duration::from_millis(300)),
+                Err(ListenerError::Authentication(AuthenticationError::Timeout))
+            ))
+        });
+        drop(l);
+        // Nobody listening: a prompt error, not a hang.
+        let t = Instant::now();
+        assert!(Client::connect_timeout::<i32>(&addr, Some(KEY), SECS).is_err());
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let gone = Address::unique_local();
+        assert!(Client::connect::<i32>(&gone, Some(KEY)).is_err());
+    });
+}
+
+fn feed(arg: (Address, u32)) {
+    let c = Client::connect::<(u32, u32)>(&arg.0, Some(KEY)).unwrap();
+    for i in 0..10 {
+        c.send(&(arg.1, i)).unwrap();
+        std::thread::sleep(Duration::from_millis(
+            (i as u64 * 7 + arg.1 as u64 * 13) % 40,
+        ));
+    }
+}
+
+#[test]
+fn net_11_wait_over_accepted_connections() {
+    bounded(60, || {
+        let l = Listener::bind(&tcp(), Some(KEY)).unwrap();
+        let mut kids = Vec::new();
+        let mut conns: Vec<Connection<(u32, u32)>> = Vec::new();
+        for n in 0..4 {
+            let mut p = Process::new(feed, (l.address().clone(), n));
+            p.start().unwrap();
+            kids.push(p);
+            conns.push(l.accept_timeout(SECS).unwrap());
+        }
+        let mut got = Vec::new();
+        while !conns.is_empty() {
+            let refs: Vec<&dyn mp_core::Waitable> =
+                conns.iter().map(|c| c as &dyn mp_core::Waitable).collect();
+            let ready = wait(&refs, Some(SECS)).unwrap();
+            assert!(!ready.is_empty());
+            let mut gone = Vec::new();
+            for i in ready {
+                match conns[i].recv() {
+                    Ok(v) => got.push(v),
+                    Err(mp_core::ConnectionError::Eof) => gone.push(i),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            gone.sort_unstable();
+            for i in gone.into_iter().rev() {
+                conns.remove(i);
+            }
+        }
+        got.sort_unstable();
+        let want: Vec<(u32, u32)> = (0..4).flat_map(|n| (0..10).map(move |i| (n, i))).collect();
+        assert_eq!(got, want);
+        for p in kids {
+            p.join().unwrap();
+        }
+    });
+}
