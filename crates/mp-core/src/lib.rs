@@ -50,6 +50,7 @@ mod context;
 mod error;
 mod handles;
 pub mod listener;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod shared;
@@ -64,6 +65,7 @@ pub use context::{
 pub use error::{ChildPanic, ConnectionError, ContextError, ProcessError, WaitError};
 pub use handles::OsHandle;
 pub use listener::{Address, AuthenticationError, Client, Listener, ListenerError};
+pub use pool::{AsyncResult, Pool, PoolError, TaskError};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, ParentProcess, Process,
     ProcessInfo,

@@ -1,0 +1,677 @@
+//! The engine under [`Pool`](super::Pool) and [`ProcessPoolExecutor`](super::ProcessPoolExecutor):
+//! a dispatcher thread that owns the worker processes.
+//!
+//! Each worker has its own duplex connection, so the dispatcher knows exactly which chunks a
+//! worker holds (`inflight`, in the order sent; a worker runs them in that order and answers
+//! in that order). The dispatcher waits on every connection, every worker's sentinel and a
+//! wake-up pipe; it sends pending chunks to workers with room, hands results to the chunk's
+//! [`Sink`], and when a worker's sentinel fires it reads what the worker still sent, fails
+//! the chunk that was running (the oldest unanswered one) with the worker's exit code,
+//! puts the chunks it had not started back at the head of the queue, and starts a
+//! replacement.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::entry::{Entry, WireError};
+use super::worker::{
+    self, WorkerArgs, FRAME_INIT_FAILED, FRAME_RESULTS, FRAME_TASKS, OUTCOME_FAILED, OUTCOME_OK,
+};
+use super::{PoolError, TaskError};
+use crate::{pipe, Connection, Context, Process, ProcessError, Waitable};
+
+/// One unit of work sent to a worker: `len` items of one job.
+pub(crate) struct Chunk {
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) index: usize,
+    pub(crate) len: usize,
+    /// `[FRAME_TASKS][u32 len][chunk record]`, ready to send alone.
+    pub(crate) frame: Vec<u8>,
+}
+
+/// Where the outcome of a chunk goes.
+pub(crate) trait Sink: Send + Sync {
+    /// The chunk is about to be sent; `false` if it was cancelled (it is then dropped).
+    fn begin(&self, _index: usize) -> bool {
+        true
+    }
+    /// The chunk's outcome: its encoded results, or one error for all its items.
+    fn finish(&self, index: usize, len: usize, outcome: Outcome<'_>);
+    /// The chunk was taken off the queue before it ran (`cancel_futures`).
+    fn cancel(&self, index: usize, len: usize) {
+        self.finish(index, len, Outcome::Failed(TaskError::Cancelled));
+    }
+}
+
+/// What became of a chunk.
+pub(crate) enum Outcome<'a> {
+    /// `len` postcard-encoded `Result<R, WireError>`.
+    Encoded(&'a [u8]),
+    /// Every item of the chunk failed with this error.
+    Failed(TaskError),
+}
+
+/// Builds the frame of a chunk: `head` is the encoded `(offset, type_name)` of its function,
+/// `items` the concatenated encoded arguments.
+pub(crate) fn chunk_frame(head: &[u8], count: usize, items_len: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(1 + 4 + 4 + head.len() + items_len);
+    frame.push(FRAME_TASKS);
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(&(count as u32).to_le_bytes());
+    frame.extend_from_slice(head);
+    frame
+}
+
+/// Fills in the record length of a frame made by [`chunk_frame`].
+pub(crate) fn seal_frame(frame: &mut [u8]) {
+    let len = (frame.len() - 5) as u32;
+    frame[1..5].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The encoded head of a chunk of `entry`.
+pub(crate) fn chunk_head(entry: &Entry) -> Vec<u8> {
+    postcard::to_stdvec(&(entry.offset, entry.type_name.as_str())).unwrap_or_default()
+}
+
+/// What a worker that dies while running a task does to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnWorkerDeath {
+    /// Fail only the task it was running, replace the worker, keep going (the default).
+    #[default]
+    FailTask,
+    /// Fail that task, then every other outstanding task, and refuse new work
+    /// (`concurrent.futures`' `BrokenProcessPool`).
+    BreakPool,
+}
+
+/// How the pool is configured.
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) context: Context,
+    pub(crate) init: Option<(Entry, Vec<u8>)>,
+    pub(crate) max_tasks: Option<u64>,
+    /// Start workers only when there is work for them (the executor), not all up front.
+    pub(crate) lazy: bool,
+    pub(crate) on_death: OnWorkerDeath,
+    pub(crate) name: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Status {
+    Running,
+    Closed,
+    Terminating,
+    Broken(String),
+}
+
+pub(crate) struct State {
+    pub(crate) pending: VecDeque<Chunk>,
+    pub(crate) status: Status,
+    asleep: bool,
+    /// The dispatcher has ended.
+    pub(crate) stopped: bool,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) started_total: usize,
+}
+
+/// What the pool's handles and the dispatcher share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    stopped_cv: Condvar,
+    wake_tx: Mutex<Connection<()>>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake_if_asleep(&self, st: &mut State) {
+        if st.asleep {
+            st.asleep = false;
+            let _ = self
+                .wake_tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send_bytes(&[]);
+        }
+    }
+
+    fn refusal(status: &Status) -> Option<PoolError> {
+        match status {
+            Status::Running => None,
+            Status::Closed => Some(PoolError::Closed),
+            Status::Terminating => Some(PoolError::Terminated),
+            Status::Broken(m) => Some(PoolError::Broken(m.clone())),
+        }
+    }
+
+    /// Queues chunks; refused unless the pool is running.
+    pub(crate) fn submit(&self, chunks: impl IntoIterator<Item = Chunk>) -> Result<(), PoolError> {
+        let mut st = self.lock();
+        if let Some(e) = Self::refusal(&st.status) {
+            return Err(e);
+        }
+        st.pending.extend(chunks);
+        self.wake_if_asleep(&mut st);
+        Ok(())
+    }
+
+    /// Whether new work would be accepted.
+    pub(crate) fn check_running(&self) -> Result<(), PoolError> {
+        match Self::refusal(&self.lock().status) {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// No new work; the workers end once the queued work is done.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        if st.status == Status::Running {
+            st.status = Status::Closed;
+        }
+        self.wake_if_asleep(&mut st);
+    }
+
+    /// Stop now: workers are terminated, outstanding work fails.
+    pub(crate) fn terminate(&self) {
+        let mut st = self.lock();
+        if matches!(st.status, Status::Running | Status::Closed) {
+            st.status = Status::Terminating;
+        }
+        self.wake_if_asleep(&mut st);
+    }
+
+    /// Waits for the dispatcher to end, at most `timeout`.
+    pub(crate) fn wait_stopped(&self, timeout: Option<Duration>) -> bool {
+        let st = self.lock();
+        match timeout {
+            None => {
+                let _st = self
+                    .stopped_cv
+                    .wait_while(st, |s| !s.stopped)
+                    .unwrap_or_else(|e| e.into_inner());
+                true
+            }
+            Some(t) => {
+                let (st, _) = self
+                    .stopped_cv
+                    .wait_timeout_while(st, t, |s| !s.stopped)
+                    .unwrap_or_else(|e| e.into_inner());
+                st.stopped
+            }
+        }
+    }
+
+    /// Removes and returns the queued chunks (executor's `cancel_futures`).
+    pub(crate) fn take_pending(&self) -> VecDeque<Chunk> {
+        std::mem::take(&mut self.lock().pending)
+    }
+}
+
+struct Worker {
+    process: Process,
+    pid: u32,
+    conn: Option<Connection<()>>,
+    inflight: VecDeque<Chunk>,
+    sent: u64,
+}
+
+struct Dispatcher {
+    shared: Arc<Shared>,
+    cfg: Config,
+    workers: Vec<Worker>,
+    wake_rx: Connection<()>,
+    /// Moving average of a chunk's run time in the worker, in nanoseconds.
+    chunk_nanos: f64,
+    counter: usize,
+}
+
+/// Starts the dispatcher; with `cfg.lazy == false` all workers are started first, and a
+/// failure to start one stops the others and is returned.
+pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>), PoolError> {
+    let (wake_tx, wake_rx) = pipe::<()>().map_err(|e| PoolError::Start(conn_err(e)))?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            pending: VecDeque::new(),
+            status: Status::Running,
+            asleep: false,
+            stopped: false,
+            pids: Vec::new(),
+            started_total: 0,
+        }),
+        stopped_cv: Condvar::new(),
+        wake_tx: Mutex::new(wake_tx),
+    });
+    let mut d = Dispatcher {
+        shared: shared.clone(),
+        cfg,
+        workers: Vec::new(),
+        wake_rx,
+        chunk_nanos: f64::INFINITY,
+        counter: 0,
+    };
+    if !d.cfg.lazy {
+        for _ in 0..d.cfg.processes {
+            if let Err(e) = d.start_worker() {
+                d.stop_workers(true);
+                return Err(PoolError::Start(e));
+            }
+        }
+    }
+    let handle = std::thread::Builder::new()
+        .name(format!("mp-{}-dispatcher", d.cfg.name))
+        .spawn(move || d.run())
+        .map_err(|e| PoolError::Start(ProcessError::Io(e)))?;
+    Ok((shared, handle))
+}
+
+fn conn_err(e: crate::ConnectionError) -> ProcessError {
+    match e {
+        crate::ConnectionError::Io(e) => ProcessError::Io(e),
+        e => ProcessError::Io(std::io::Error::other(e.to_string())),
+    }
+}
+
+/// Longest chunk frame sent to a worker that is still busy (bigger ones wait until the
+/// worker is idle and reading, so a send never blocks on a busy worker).
+const PREFETCH_MAX_BYTES: usize = 64 * 1024;
+
+/// Chunks are prefetched only while their average run time is below this.
+const PREFETCH_MAX_NANOS: f64 = 200_000.0;
+
+enum Ready {
+    Wake,
+    Conn(usize),
+    Sentinel(usize),
+}
+
+impl Dispatcher {
+    fn start_worker(&mut self) -> Result<(), ProcessError> {
+        let (here, there) = pipe::<()>().map_err(conn_err)?;
+        self.counter += 1;
+        let args = WorkerArgs {
+            conn: there,
+            init: self.cfg.init.clone(),
+            max_tasks: self.cfg.max_tasks,
+        };
+        let mut process = Process::new(worker::worker_main, args)
+            .with_context(self.cfg.context)
+            .with_daemon(true)
+            .with_name(format!("{}Worker-{}", self.cfg.name, self.counter));
+        process.start()?;
+        let pid = process.pid().unwrap_or(0);
+        let mut st = self.shared.lock();
+        st.pids.push(pid);
+        st.started_total += 1;
+        drop(st);
+        self.workers.push(Worker {
+            process,
+            pid,
+            conn: Some(here),
+            inflight: VecDeque::new(),
+            sent: 0,
+        });
+        Ok(())
+    }
+
+    /// Chunks a worker may still be given: its prefetch depth, within its task quota.
+    fn room(&self, w: &Worker) -> usize {
+        if w.conn.is_none() {
+            return 0;
+        }
+        // Prefetch (a second chunk queued behind the running one) only for chunks known to
+        // be short: it hides the round trip, and a short chunk delays nothing much.
+        let depth: usize = if self.chunk_nanos < PREFETCH_MAX_NANOS {
+            2
+        } else {
+            1
+        };
+        let mut room = depth.saturating_sub(w.inflight.len());
+        if let Some(max) = self.cfg.max_tasks {
+            room = room.min(max.saturating_sub(w.sent) as usize);
+        }
+        room
+    }
+
+    fn run(mut self) {
+        loop {
+            let status = self.shared.lock().status.clone();
+            match status {
+                Status::Terminating => {
+                    self.fail_all(TaskError::Terminated);
+                    self.stop_workers(true);
+                    break;
+                }
+                Status::Broken(msg) => {
+                    self.fail_all(TaskError::Broken(msg));
+                    self.stop_workers(true);
+                    break;
+                }
+                _ => {}
+            }
+            self.dispatch();
+            self.top_up();
+            self.dispatch();
+            let idle = self.workers.iter().all(|w| w.inflight.is_empty());
+            if status == Status::Closed && idle && self.shared.lock().pending.is_empty() {
+                self.stop_workers(false);
+                break;
+            }
+            let ready = match self.wait_ready(&status) {
+                Some(r) => r,
+                None => continue,
+            };
+            self.handle(ready);
+        }
+        let leftover = std::mem::take(&mut self.shared.lock().pending);
+        for c in leftover {
+            c.sink
+                .finish(c.index, c.len, Outcome::Failed(TaskError::Terminated));
+        }
+        let mut st = self.shared.lock();
+        st.stopped = true;
+        st.pids.clear();
+        self.shared.stopped_cv.notify_all();
+    }
+
+    /// Sends queued chunks to workers with room: idle workers first, then prefetch.
+    fn dispatch(&mut self) {
+        for pass in 0..2 {
+            for i in 0..self.workers.len() {
+                loop {
+                    let w = &self.workers[i];
+                    if pass == 0 && !w.inflight.is_empty() {
+                        break;
+                    }
+                    if self.room(w) == 0 {
+                        break;
+                    }
+                    let prefetch = !w.inflight.is_empty();
+                    let chunk = {
+                        let mut st = self.shared.lock();
+                        loop {
+                            let Some(front) = st.pending.front() else {
+                                break None;
+                            };
+                            if prefetch && front.frame.len() > PREFETCH_MAX_BYTES {
+                                break None;
+                            }
+                            let c = st.pending.pop_front().unwrap();
+                            if c.sink.begin(c.index) {
+                                break Some(c);
+                            }
+                        }
+                    };
+                    let Some(chunk) = chunk else { return };
+                    let w = &mut self.workers[i];
+                    let sent = w.conn.as_ref().map(|c| c.send_bytes(&chunk.frame));
+                    w.sent += 1;
+                    w.inflight.push_back(chunk);
+                    if !matches!(sent, Some(Ok(()))) {
+                        // The worker is gone or going: its sentinel will tell; the chunk is
+                        // accounted for in `inflight` until then.
+                        w.conn = None;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts workers so that queued work has somewhere to go.
+    fn top_up(&mut self) {
+        let (status, pending) = {
+            let st = self.shared.lock();
+            (st.status.clone(), st.pending.len())
+        };
+        let want = match status {
+            Status::Running if !self.cfg.lazy => self.cfg.processes,
+            Status::Running | Status::Closed => {
+                let idle = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.conn.is_some() && w.inflight.is_empty())
+                    .count();
+                (self.workers.len() + pending.saturating_sub(idle)).min(self.cfg.processes)
+            }
+            _ => 0,
+        };
+        while self.workers.len() < want {
+            if let Err(e) = self.start_worker() {
+                if self.workers.is_empty() {
+                    self.break_pool(format!("a worker could not be started: {e}"));
+                }
+                return;
+            }
+        }
+    }
+
+    fn break_pool(&mut self, msg: String) {
+        let mut st = self.shared.lock();
+        if !matches!(st.status, Status::Terminating | Status::Broken(_)) {
+            st.status = Status::Broken(msg);
+        }
+    }
+
+    /// Waits for something to happen; `None` when there is something to do at once.
+    fn wait_ready(&mut self, status: &Status) -> Option<Vec<Ready>> {
+        let can_dispatch = self.workers.iter().any(|w| self.room(w) > 0);
+        {
+            let mut st = self.shared.lock();
+            if &st.status != status || (can_dispatch && !st.pending.is_empty()) {
+                return None;
+            }
+            st.asleep = true;
+        }
+        let mut kinds = vec![Ready::Wake];
+        let ready = {
+            let mut objects: Vec<&dyn Waitable> = vec![&self.wake_rx];
+            let sentinels: Vec<_> = self
+                .workers
+                .iter()
+                .map(|w| w.process.sentinel().ok())
+                .collect();
+            for (i, w) in self.workers.iter().enumerate() {
+                if let Some(c) = &w.conn {
+                    objects.push(c);
+                    kinds.push(Ready::Conn(i));
+                }
+                if let Some(s) = &sentinels[i] {
+                    objects.push(s);
+                    kinds.push(Ready::Sentinel(i));
+                }
+            }
+            crate::wait(&objects, None)
+        };
+        self.shared.lock().asleep = false;
+        let ready = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                self.break_pool(format!("the pool's dispatcher cannot wait: {e}"));
+                return Some(Vec::new());
+            }
+        };
+        let mut kinds: Vec<Option<Ready>> = kinds.into_iter().map(Some).collect();
+        Some(ready.into_iter().filter_map(|i| kinds[i].take()).collect())
+    }
+
+    fn handle(&mut self, ready: Vec<Ready>) {
+        let mut dead = Vec::new();
+        for r in ready {
+            match r {
+                Ready::Wake => {
+                    while matches!(self.wake_rx.poll(Duration::ZERO), Ok(true)) {
+                        if self.wake_rx.recv_bytes().is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ready::Conn(i) => self.read_worker(i, false),
+                Ready::Sentinel(i) => dead.push(i),
+            }
+        }
+        // Highest index first, so removals do not shift the others.
+        dead.sort_unstable();
+        for i in dead.into_iter().rev() {
+            self.reap_worker(i);
+        }
+    }
+
+    /// Reads the frames a worker sent: one at least (it is readable), then whatever else
+    /// is already there. `drain` reads until nothing is left (the worker has exited).
+    fn read_worker(&mut self, i: usize, drain: bool) {
+        let mut first = !drain;
+        loop {
+            let Some(conn) = &self.workers[i].conn else {
+                return;
+            };
+            if !first && !matches!(conn.poll(Duration::ZERO), Ok(true)) {
+                return;
+            }
+            first = false;
+            match conn.recv_bytes() {
+                Ok(frame) => self.on_frame(i, &frame),
+                Err(_) => {
+                    // End of stream (the worker is exiting) or a broken stream: stop reading;
+                    // the sentinel settles the rest.
+                    self.workers[i].conn = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, i: usize, frame: &[u8]) {
+        match frame.first() {
+            Some(&FRAME_RESULTS) => {
+                for record in worker::records(&frame[1..]) {
+                    let Some(chunk) = self.workers[i].inflight.pop_front() else {
+                        self.corrupt(i);
+                        return;
+                    };
+                    let Ok(record) = record else {
+                        self.workers[i].inflight.push_front(chunk);
+                        self.corrupt(i);
+                        return;
+                    };
+                    self.on_outcome(chunk, record);
+                }
+            }
+            Some(&FRAME_INIT_FAILED) => {
+                let msg = match postcard::from_bytes::<WireError>(&frame[1..]) {
+                    Ok(e) => TaskError::from(e).to_string(),
+                    Err(e) => format!("undecodable error: {e}"),
+                };
+                self.break_pool(format!("the initializer failed: {msg}"));
+            }
+            _ => self.corrupt(i),
+        }
+    }
+
+    fn on_outcome(&mut self, chunk: Chunk, record: &[u8]) {
+        let outcome = match record.first() {
+            Some(&OUTCOME_OK) if record.len() >= 9 => {
+                let nanos = u64::from_le_bytes(record[1..9].try_into().unwrap()) as f64;
+                self.chunk_nanos = if self.chunk_nanos.is_infinite() {
+                    nanos
+                } else {
+                    0.8 * self.chunk_nanos + 0.2 * nanos
+                };
+                Outcome::Encoded(&record[9..])
+            }
+            Some(&OUTCOME_FAILED) => match postcard::from_bytes::<WireError>(&record[1..]) {
+                Ok(e) => Outcome::Failed(e.into()),
+                Err(e) => Outcome::Failed(TaskError::Decode(format!(
+                    "undecodable error from the worker: {e}"
+                ))),
+            },
+            _ => Outcome::Failed(TaskError::Decode("corrupt result frame".into())),
+        };
+        chunk.sink.finish(chunk.index, chunk.len, outcome);
+    }
+
+    /// A worker sent something that makes no sense: stop trusting it.
+    fn corrupt(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        w.conn = None;
+        let _ = w.process.kill();
+    }
+
+    /// A worker's sentinel fired: settle its chunks and replace it.
+    fn reap_worker(&mut self, i: usize) {
+        self.read_worker(i, true);
+        if let Status::Broken(msg) = self.shared.lock().status.clone() {
+            // Its initializer failed (or the pool broke otherwise): that is the story.
+            let mut w = self.workers.remove(i);
+            for c in w.inflight.drain(..) {
+                c.sink.finish(
+                    c.index,
+                    c.len,
+                    Outcome::Failed(TaskError::Broken(msg.clone())),
+                );
+            }
+            let _ = w.process.join_timeout(Duration::from_secs(5));
+            let _ = w.process.close();
+            self.shared.lock().pids.retain(|p| *p != w.pid);
+            return;
+        }
+        let mut w = self.workers.remove(i);
+        let _ = w.process.join_timeout(Duration::from_secs(5));
+        let exitcode = w.process.exitcode().unwrap_or(-1);
+        let _ = w.process.close();
+        self.shared.lock().pids.retain(|p| *p != w.pid);
+        if let Some(running) = w.inflight.pop_front() {
+            let err = TaskError::WorkerDied { exitcode };
+            running
+                .sink
+                .finish(running.index, running.len, Outcome::Failed(err.clone()));
+            if self.cfg.on_death == OnWorkerDeath::BreakPool {
+                for c in w.inflight.drain(..) {
+                    c.sink.finish(c.index, c.len, Outcome::Failed(err.clone()));
+                }
+                self.break_pool(format!("a worker died: {err}"));
+                return;
+            }
+            // Not started: back to the head of the queue, in order.
+            let mut st = self.shared.lock();
+            for c in w.inflight.drain(..).rev() {
+                st.pending.push_front(c);
+            }
+        }
+    }
+
+    fn fail_all(&mut self, err: TaskError) {
+        for w in &mut self.workers {
+            for c in w.inflight.drain(..) {
+                c.sink.finish(c.index, c.len, Outcome::Failed(err.clone()));
+            }
+        }
+        let pending = std::mem::take(&mut self.shared.lock().pending);
+        for c in pending {
+            c.sink.finish(c.index, c.len, Outcome::Failed(err.clone()));
+        }
+    }
+
+    /// Ends every worker: `force` terminates them, otherwise their connection is closed and
+    /// they exit on their own (killed if they have not within a few seconds).
+    fn stop_workers(&mut self, force: bool) {
+        for w in &mut self.workers {
+            w.conn = None;
+            if force {
+                let _ = w.process.terminate();
+            }
+        }
+        for mut w in self.workers.drain(..) {
+            let grace = if force { 2 } else { 10 };
+            if w.process.join_timeout(Duration::from_secs(grace)).is_err() && w.process.is_alive() {
+                let _ = w.process.kill();
+                let _ = w.process.join_timeout(Duration::from_secs(5));
+            }
+            let _ = w.process.close();
+        }
+        self.shared.lock().pids.clear();
+    }
+}

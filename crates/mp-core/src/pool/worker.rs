@@ -1,0 +1,151 @@
+//! The worker process: runs the initializer, then chunks of tasks received on its own
+//! connection, and sends each chunk's outcome back, until the parent closes the connection
+//! or the worker has done its `maxtasksperchild`.
+//!
+//! Frames, parent to worker: `[FRAME_TASKS]` then one or more `[u32 len][chunk]`, a chunk
+//! being `[u32 count][postcard (offset, type_name)][count postcard arguments]`.
+//! Worker to parent: `[FRAME_RESULTS]` then one or more `[u32 len][outcome]`, an outcome
+//! being `[0][u64 nanoseconds][count postcard Result<R, WireError>]` or
+//! `[1][postcard WireError]` (the whole chunk failed); or `[FRAME_INIT_FAILED][postcard
+//! WireError]`.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::entry::{self, ChunkFn, Entry, InitFn, WireError};
+use crate::Connection;
+
+pub(crate) const FRAME_TASKS: u8 = 1;
+pub(crate) const FRAME_RESULTS: u8 = 2;
+pub(crate) const FRAME_INIT_FAILED: u8 = 3;
+
+pub(crate) const OUTCOME_OK: u8 = 0;
+pub(crate) const OUTCOME_FAILED: u8 = 1;
+
+/// What a worker process is started with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    pub(crate) conn: Connection<()>,
+    pub(crate) init: Option<(Entry, Vec<u8>)>,
+    /// Chunks to run before exiting (`maxtasksperchild`).
+    pub(crate) max_tasks: Option<u64>,
+}
+
+/// Splits `[u32 len][bytes]` records.
+pub(crate) fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], ()>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        if bytes.len() < 4 {
+            bytes = &[];
+            return Some(Err(()));
+        }
+        let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        if bytes.len() - 4 < len {
+            bytes = &[];
+            return Some(Err(()));
+        }
+        let (record, rest) = bytes[4..].split_at(len);
+        bytes = rest;
+        Some(Ok(record))
+    })
+}
+
+/// Appends a `[u32 len][...]` record whose body `write` produces.
+pub(crate) fn push_record(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The head of a chunk as the worker reads it.
+#[derive(Deserialize)]
+struct Head<'a> {
+    offset: i64,
+    type_name: &'a str,
+}
+
+/// The worker loop: the target of every pool worker process.
+pub(crate) fn worker_main(args: WorkerArgs) {
+    entry::install_task_panic_hook();
+    let conn = args.conn;
+    if let Some((init, arg)) = &args.init {
+        // SAFETY: the entry was made by `Entry::init` in our parent, same executable.
+        let f: InitFn = unsafe { init.resolve() };
+        if let Err(e) = f(&init.type_name, arg) {
+            let mut frame = vec![FRAME_INIT_FAILED];
+            let _ = entry::encode_into(&e, &mut frame);
+            let _ = conn.send_bytes(&frame);
+            return;
+        }
+    }
+    let mut done: u64 = 0;
+    let mut out = Vec::new();
+    loop {
+        let Ok(frame) = conn.recv_bytes() else {
+            // The pool closed our connection (or the parent is gone): we are done.
+            return;
+        };
+        if frame.first() != Some(&FRAME_TASKS) {
+            continue;
+        }
+        for chunk in records(&frame[1..]) {
+            out.clear();
+            out.push(FRAME_RESULTS);
+            push_record(&mut out, |out| run_chunk(chunk, out));
+            if conn.send_bytes(&out).is_err() {
+                return;
+            }
+            done += 1;
+            if args.max_tasks.is_some_and(|m| done >= m) {
+                return;
+            }
+        }
+        if out.capacity() > 1 << 20 {
+            out = Vec::new();
+        }
+    }
+}
+
+/// Runs one chunk record, appending its outcome to `out`.
+fn run_chunk(chunk: Result<&[u8], ()>, out: &mut Vec<u8>) {
+    let start = Instant::now();
+    let at = out.len();
+    out.push(OUTCOME_OK);
+    out.extend_from_slice(&[0; 8]);
+    let result = run_chunk_items(chunk, out);
+    match result {
+        Ok(()) => {
+            let nanos = start.elapsed().as_nanos() as u64;
+            out[at + 1..at + 9].copy_from_slice(&nanos.to_le_bytes());
+        }
+        Err(e) => {
+            out.truncate(at);
+            out.push(OUTCOME_FAILED);
+            let _ = entry::encode_into(&e, out);
+        }
+    }
+}
+
+fn run_chunk_items(chunk: Result<&[u8], ()>, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let corrupt = || WireError::Decode("corrupt task frame".into());
+    let chunk = chunk.map_err(|()| corrupt())?;
+    if chunk.len() < 4 {
+        return Err(corrupt());
+    }
+    let count = u32::from_le_bytes(chunk[..4].try_into().unwrap());
+    let (head, items) =
+        postcard::take_from_bytes::<Head<'_>>(&chunk[4..]).map_err(|_| corrupt())?;
+    let entry = Entry {
+        offset: head.offset,
+        type_name: String::new(),
+    };
+    // SAFETY: the offset was made by `Entry::chunk` in our parent, same executable; the
+    // trampoline checks the type name before it touches anything else.
+    let f: ChunkFn = unsafe { entry.resolve() };
+    f(head.type_name, items, count, out)
+}
