@@ -50,6 +50,7 @@ mod context;
 mod error;
 mod handles;
 pub mod listener;
+pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;

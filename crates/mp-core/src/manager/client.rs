@@ -1,0 +1,281 @@
+//! The client side: a pool of authenticated connections per server, and the reference
+//! counting of proxies.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::protocol::{Reply, Request, WireBlob};
+use super::server::CallCtx;
+use super::{ManagerError, RemoteError};
+use crate::connection::RawConnection;
+use crate::listener::{connect_raw, Address};
+use crate::ConnectionError;
+
+/// Connections to one server instance. A call takes an idle connection (or opens one), so
+/// threads that block in a call (a queue `get`, a lock) do not hold up each other.
+pub(crate) struct Pool {
+    pub(crate) address: Address,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) nonce: u64,
+    /// Idle connections, and the process that opened them.
+    idle: Mutex<(u32, Vec<RawConnection>)>,
+}
+
+/// Pools by server instance, so every proxy of one server in this process shares one.
+static POOLS: Mutex<Vec<(u64, Weak<Pool>)>> = Mutex::new(Vec::new());
+
+impl Pool {
+    /// Connects to a server and learns its instance id.
+    pub(crate) fn connect(
+        address: &Address,
+        authkey: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Arc<Self>, ManagerError> {
+        let (conn, _) =
+            connect_raw(address, Some(authkey), timeout).map_err(ManagerError::Connect)?;
+        let mut pool = Pool {
+            address: address.clone(),
+            authkey: authkey.to_vec(),
+            nonce: 0,
+            idle: Mutex::new((std::process::id(), vec![conn])),
+        };
+        pool.nonce = decode_reply(&pool.request(&Request::Hello)?)?;
+        Ok(Self::register(pool))
+    }
+
+    fn register(pool: Pool) -> Arc<Self> {
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(p) = pools
+            .iter()
+            .find(|(n, _)| *n == pool.nonce)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return p;
+        }
+        let p = Arc::new(pool);
+        pools.push((p.nonce, Arc::downgrade(&p)));
+        p
+    }
+
+    /// The pool of a server known by its instance id, made lazily (for a proxy received from
+    /// elsewhere).
+    fn find_or_make(address: &Address, authkey: &[u8], nonce: u64) -> Arc<Self> {
+        Self::register(Pool {
+            address: address.clone(),
+            authkey: authkey.to_vec(),
+            nonce,
+            idle: Mutex::new((std::process::id(), Vec::new())),
+        })
+    }
+
+    fn take(&self) -> Result<RawConnection, ManagerError> {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.0 != std::process::id() {
+                // A forked child: these are the parent's connections (already closed in
+                // this process by the fork, or still shared with the parent). Never use or
+                // close them here.
+                for c in idle.1.drain(..) {
+                    std::mem::forget(c);
+                }
+                idle.0 = std::process::id();
+            }
+            if let Some(c) = idle.1.pop() {
+                return Ok(c);
+            }
+        }
+        let (conn, _) = connect_raw(
+            &self.address,
+            Some(&self.authkey),
+            Some(Duration::from_secs(20)),
+        )
+        .map_err(ManagerError::Connect)?;
+        Ok(conn)
+    }
+
+    /// Sends a request and waits for its reply.
+    pub(crate) fn request(&self, req: &Request) -> Result<Vec<u8>, ManagerError> {
+        let bytes = postcard::to_stdvec(req).map_err(ManagerError::Encode)?;
+        let conn = self.take()?;
+        conn.send_bytes(&bytes).map_err(ManagerError::Connection)?;
+        let reply = conn
+            .recv_bytes(None, None)
+            .map_err(ManagerError::Connection)?;
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.0 == std::process::id() {
+                idle.1.push(conn);
+            }
+        }
+        match postcard::from_bytes::<Reply>(&reply).map_err(ManagerError::Decode)? {
+            Reply::Ok(v) => Ok(v),
+            Reply::Err(e) => Err(ManagerError::Remote(e)),
+        }
+    }
+
+    /// Runs an operation on object `id`.
+    pub(crate) fn call<Op: Serialize>(&self, id: u64, op: &Op) -> Result<Vec<u8>, ManagerError> {
+        let op = postcard::to_stdvec(op).map_err(ManagerError::Encode)?;
+        self.request(&Request::Call {
+            id,
+            caller: caller_id(),
+            op,
+        })
+    }
+}
+
+pub(crate) fn decode_reply<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
+    postcard::from_bytes(bytes).map_err(ManagerError::Decode)
+}
+
+thread_local! {
+    static CALLER: u64 = {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        u64::from_le_bytes(b) | 1
+    };
+    /// While a value is encoded for a server: that server's instance id, and the ids of its
+    /// proxies found inside the value.
+    static OUTBOX: RefCell<Option<(Option<u64>, Vec<u64>)>> = const { RefCell::new(None) };
+}
+
+/// Names the calling thread (of this process) to the server, for lock ownership.
+pub(crate) fn caller_id() -> u64 {
+    CALLER.with(|c| *c) ^ (std::process::id() as u64).rotate_left(32)
+}
+
+/// Encodes `value` for the server with instance id `nonce`: its proxies of that server are
+/// listed (the server takes a reference for each); proxies of other servers take a
+/// reference on their own server first.
+pub(crate) fn encode_for_server<T: Serialize + ?Sized>(
+    value: &T,
+    nonce: Option<u64>,
+) -> Result<WireBlob, postcard::Error> {
+    let saved = OUTBOX.with(|o| o.borrow_mut().replace((nonce, Vec::new())));
+    let bytes = postcard::to_stdvec(value);
+    let refs = OUTBOX.with(|o| std::mem::replace(&mut *o.borrow_mut(), saved));
+    Ok(WireBlob {
+        bytes: bytes?,
+        refs: refs.map(|r| r.1).unwrap_or_default(),
+    })
+}
+
+/// Decodes a value whose proxies each carry a reference this process takes over.
+pub(crate) fn decode_value<T: DeserializeOwned>(w: &WireBlob) -> Result<T, ManagerError> {
+    postcard::from_bytes(&w.bytes).map_err(ManagerError::Decode)
+}
+
+/// In the server: takes a reference for each proxy listed, then decodes (the decoded
+/// proxies own those references).
+pub(crate) fn decode_adopting<T: DeserializeOwned>(
+    w: WireBlob,
+    ctx: &CallCtx<'_>,
+) -> Result<T, RemoteError> {
+    for id in &w.refs {
+        ctx.table.incref(*id)?;
+    }
+    postcard::from_bytes(&w.bytes).map_err(|e| RemoteError::new("DecodeError", e.to_string()))
+}
+
+/// A counted reference to one object of a manager. Dropping it releases the reference.
+pub(crate) struct ProxyCore {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) id: u64,
+    pub(crate) typeid: String,
+}
+
+/// The serialized form of a proxy. It carries the server's authkey, so that the receiver
+/// can connect: do not store it anywhere an attacker could read it.
+#[derive(Serialize, Deserialize)]
+struct ProxyWire {
+    address: Address,
+    authkey: Vec<u8>,
+    nonce: u64,
+    id: u64,
+    typeid: String,
+}
+
+impl ProxyCore {
+    pub(crate) fn call<Op: Serialize>(&self, op: &Op) -> Result<Vec<u8>, ManagerError> {
+        self.pool.call(self.id, op)
+    }
+
+    /// A second reference to the same object.
+    pub(crate) fn try_clone(&self) -> Result<Self, ManagerError> {
+        self.pool.request(&Request::IncRef(self.id))?;
+        Ok(Self {
+            pool: self.pool.clone(),
+            id: self.id,
+            typeid: self.typeid.clone(),
+        })
+    }
+}
+
+impl Drop for ProxyCore {
+    fn drop(&mut self) {
+        // A server that is gone needs no release: the error is ignored, and never waited
+        // for long (a dead server's connections show end of stream at once).
+        let _ = self.pool.request(&Request::DecRef(self.id));
+    }
+}
+
+impl Serialize for ProxyCore {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Every serialized proxy carries one reference, which its receiver takes over.
+        // (Process::start serializes a forked child's argument too, to learn its handles:
+        // that reference is the one the child's moved copy of the proxy then owns.)
+        let listed = OUTBOX.with(|o| match &mut *o.borrow_mut() {
+            Some((Some(n), ids)) if *n == self.pool.nonce => {
+                ids.push(self.id);
+                true
+            }
+            _ => false,
+        });
+        if !listed {
+            self.pool
+                .request(&Request::IncRef(self.id))
+                .map_err(serde::ser::Error::custom)?;
+        }
+        ProxyWire {
+            address: self.pool.address.clone(),
+            authkey: self.pool.authkey.clone(),
+            nonce: self.pool.nonce,
+            id: self.id,
+            typeid: self.typeid.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyCore {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = ProxyWire::deserialize(d)?;
+        Ok(Self {
+            pool: Pool::find_or_make(&w.address, &w.authkey, w.nonce),
+            id: w.id,
+            typeid: w.typeid,
+        })
+    }
+}
+
+impl std::fmt::Debug for ProxyCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<{} proxy {} at {}>",
+            self.typeid, self.id, self.pool.address
+        )
+    }
+}
+
+pub(crate) fn is_gone(e: &ManagerError) -> bool {
+    matches!(
+        e,
+        ManagerError::Connection(ConnectionError::Eof | ConnectionError::BrokenPipe)
+    )
+}

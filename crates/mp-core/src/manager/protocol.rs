@@ -1,0 +1,150 @@
+//! What travels between a manager's clients and its server.
+//!
+//! Every request and reply is one postcard-encoded frame. Values stored in the server are
+//! opaque encoded bytes ([`WireBlob`]) plus the ids of the manager objects the value refers
+//! to (proxies inside it): the server keeps those objects alive as long as it keeps the
+//! value, which is how nested proxies (a list of lists) stay shared.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::RemoteError;
+
+/// An encoded value and the ids of the proxies (of the receiving server) inside it. Each id
+/// listed is one reference the receiver takes over.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct WireBlob {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) refs: Vec<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Which server is this (its random instance id).
+    Hello,
+    /// Make an object of a registered type.
+    Create {
+        typeid: String,
+        init: WireBlob,
+    },
+    /// Run an operation on an object. `caller` names the calling thread (lock ownership).
+    Call {
+        id: u64,
+        caller: u64,
+        op: Vec<u8>,
+    },
+    IncRef(u64),
+    DecRef(u64),
+    /// How many objects the server holds.
+    Count,
+    Shutdown,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Ok(Vec<u8>),
+    Err(RemoteError),
+}
+
+/// Python's `block` and `timeout` arguments: `None` waits without limit.
+pub(crate) type Wait = Option<Duration>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum DictOp {
+    Len,
+    Get(Vec<u8>),
+    Set(Vec<u8>, WireBlob),
+    Del(Vec<u8>),
+    Contains(Vec<u8>),
+    Pop(Vec<u8>),
+    PopItem,
+    SetDefault(Vec<u8>, WireBlob),
+    Update(Vec<(Vec<u8>, WireBlob)>),
+    Keys,
+    Values,
+    Items,
+    Clear,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ListOp {
+    Len,
+    Get(i64),
+    Set(i64, WireBlob),
+    Append(WireBlob),
+    Extend(Vec<WireBlob>),
+    Insert(i64, WireBlob),
+    Pop(Option<i64>),
+    Remove(Vec<u8>),
+    Index(Vec<u8>),
+    Count(Vec<u8>),
+    Slice(i64, i64),
+    All,
+    Clear,
+    Reverse,
+    Repeat(usize),
+    Replace(Vec<WireBlob>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum NsOp {
+    Get(String),
+    Set(String, WireBlob),
+    Del(String),
+    Names,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ValueOp {
+    Get,
+    Set(WireBlob),
+    Swap(WireBlob),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum QueueOp {
+    /// Non-blocking when `block` is false.
+    Put(WireBlob, bool, Wait),
+    Get(bool, Wait),
+    Len,
+    TaskDone,
+    Join(Wait),
+    Full,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum LockOp {
+    Acquire(bool, Wait),
+    Release,
+    Locked,
+    /// Condition only.
+    Wait(Wait),
+    Notify(usize),
+    NotifyAll,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum EventOp {
+    Set,
+    Clear,
+    IsSet,
+    Wait(Wait),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum SemOp {
+    Acquire(bool, Wait),
+    Release(usize),
+    Value,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum BarrierOp {
+    Wait(Wait),
+    Abort,
+    Reset,
+    Parties,
+    NWaiting,
+    Broken,
+}

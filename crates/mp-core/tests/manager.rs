@@ -1,0 +1,715 @@
+//! Manager and proxy behaviours (MGR-* of the CPython checklist), with real server and client
+//! processes, over local sockets and TCP on 127.0.0.1.
+#![cfg(unix)]
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{bounded, eventually};
+use mp_core::listener::Address;
+use mp_core::manager::{
+    DictProxy, ListProxy, Manager, ManagerError, NamespaceProxy, Proxy, QueueProxy,
+    QueueProxyError, Registry, RemoteError, Service, Services,
+};
+use mp_core::{get_context, Process, StartMethod};
+use serde::{Deserialize, Serialize};
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn remote_kind(e: ManagerError) -> String {
+    match e {
+        ManagerError::Remote(r) => r.kind,
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[test]
+fn mgr_01_list_operations_and_nested_lists() {
+    bounded(60, || {
+        let m = Manager::start().unwrap();
+        let a = m.list(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+        assert_eq!(a.to_vec().unwrap(), (0..10).collect::<Vec<_>>());
+        assert_eq!(m.list::<i32>(&[]).unwrap().len().unwrap(), 0);
+        assert_eq!(a.slice(2, 5).unwrap(), vec![2, 3, 4]);
+        assert_eq!(a.slice(8, 100).unwrap(), vec![8, 9], "clamped past the end");
+        assert_eq!(a.get(-1).unwrap(), 9);
+        assert_eq!(remote_kind(a.get(10).unwrap_err()), "IndexError");
+        a.extend(&[10, 11]).unwrap();
+        assert_eq!(a.len().unwrap(), 12);
+        let b = m.list(&[1, 2]).unwrap();
+        b.repeat(2).unwrap();
+        assert_eq!(b.to_vec().unwrap(), vec![1, 2, 1, 2]);
+        let mut plus = b.to_vec().unwrap();
+        plus.extend([3]);
+        assert_eq!(
+            plus,
+            vec![1, 2, 1, 2, 3],
+            "+ with a plain list gives a plain list"
+        );
+
+        // A list of list proxies keeps referring to the same remote lists.
+        let inner = m.list::<String>(&[]).unwrap();
+        let outer = m.list(&[inner.clone()]).unwrap();
+        outer.get(0).unwrap().append(&"hello".into()).unwrap();
+        assert_eq!(inner.to_vec().unwrap(), vec!["hello".to_string()]);
+        assert_eq!(outer.get(0).unwrap().get(0).unwrap(), "hello");
+    });
+}
+
+#[test]
+fn mgr_02_list_iteration_sees_changes() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let a = m.list(&[1, 2, 3]).unwrap();
+        let mut it = a.iter();
+        assert_eq!(it.next().unwrap().unwrap(), 1);
+        a.set(1, &100).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 100);
+        assert_eq!(it.next().unwrap().unwrap(), 3);
+        assert!(it.next().is_none());
+        assert!(it.next().is_none(), "an exhausted iterator stays exhausted");
+    });
+}
+
+#[test]
+fn mgr_03_list_of_list_proxies_and_self_reference() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let lists: Vec<ListProxy<i32>> = (0..3).map(|_| m.list(&[0, 1, 2]).unwrap()).collect();
+        let outer = m.list(&lists).unwrap();
+        outer.get(0).unwrap().set(-1, &55).unwrap();
+        assert_eq!(lists[0].to_vec().unwrap(), vec![0, 1, 55]);
+        assert_eq!(outer.get(1).unwrap().pop(None).unwrap(), 2);
+        let lens: Vec<usize> = lists.iter().map(|l| l.len().unwrap()).collect();
+        assert_eq!(lens, vec![3, 2, 3]);
+
+        // A list that contains itself can be dropped without hanging or crashing.
+        let me = m.list::<Node>(&[]).unwrap();
+        me.append(&Node(me.clone())).unwrap();
+        assert_eq!(me.get(0).unwrap().0.id(), me.id());
+        drop(me);
+        assert!(
+            m.object_count().unwrap() > 0,
+            "cycles are not collected, as in Python"
+        );
+    });
+}
+
+/// A list element that is a list of its own kind.
+#[derive(Serialize, Deserialize)]
+struct Node(ListProxy<Node>);
+
+#[test]
+fn mgr_04_dict_operations() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let d: DictProxy<i32, String> = m.dict().unwrap();
+        for i in [5, 1, 3] {
+            d.set(&i, &i.to_string()).unwrap();
+        }
+        assert_eq!(d.keys().unwrap(), vec![5, 1, 3], "insertion order");
+        assert_eq!(d.values().unwrap(), vec!["5", "1", "3"]);
+        assert_eq!(d.items().unwrap()[1], (1, "1".to_string()));
+        let copy = d.copy().unwrap();
+        assert_eq!(copy.len(), 3);
+        assert_eq!(copy[&3], "3");
+        assert!(d.contains_key(&5).unwrap());
+        assert_eq!(d.get(&7).unwrap(), None);
+        assert_eq!(d.setdefault(&7, &"seven".into()).unwrap(), "seven");
+        assert_eq!(d.setdefault(&7, &"other".into()).unwrap(), "seven");
+        assert_eq!(d.popitem().unwrap(), Some((7, "seven".to_string())));
+        assert_eq!(d.pop(&5).unwrap(), Some("5".to_string()));
+        d.update([(&9, &"nine".to_string())]).unwrap();
+        assert_eq!(d.len().unwrap(), 3);
+        assert!(d.remove(&9).unwrap());
+        assert!(!d.remove(&9).unwrap());
+        // Iteration is over a snapshot: clearing meanwhile does not disturb it.
+        let keys = d.keys().unwrap();
+        d.clear().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(d.is_empty().unwrap());
+    });
+}
+
+#[test]
+fn mgr_05_nested_dicts_stay_shared() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let d: DictProxy<String, DictProxy<String, i32>> = m.dict().unwrap();
+        let supplies: DictProxy<String, i32> = m.dict().unwrap();
+        supplies.set(&"water".into(), &10).unwrap();
+        d.set(&"supplies".into(), &supplies).unwrap();
+        let fetched = d.get(&"supplies".into()).unwrap().unwrap();
+        fetched.set(&"blankets".into(), &5).unwrap();
+        assert_eq!(supplies.get(&"blankets".into()).unwrap(), Some(5));
+        supplies.set(&"blankets".into(), &6).unwrap();
+        assert_eq!(fetched.get(&"blankets".into()).unwrap(), Some(6));
+        // Dropping the local proxies leaves the container's reference.
+        let before = m.object_count().unwrap();
+        drop(supplies);
+        drop(fetched);
+        assert_eq!(m.object_count().unwrap(), before);
+        let again = d.get(&"supplies".into()).unwrap().unwrap();
+        d.clear().unwrap();
+        assert_eq!(
+            again.get(&"water".into()).unwrap(),
+            Some(10),
+            "still works after clear"
+        );
+        // A plain list stored in a manager list comes back as a plain value.
+        let l = m.list(&[vec![1, 2]]).unwrap();
+        assert_eq!(l.get(0).unwrap(), vec![1, 2]);
+    });
+}
+
+#[test]
+fn mgr_06_nested_queue() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let q: QueueProxy<i32> = m.queue(0).unwrap();
+        let l = m.list(&[q]).unwrap();
+        l.get(0).unwrap().put(&123).unwrap();
+        assert_eq!(l.get(0).unwrap().get().unwrap(), 123);
+        let d: DictProxy<String, QueueProxy<i32>> = m.dict().unwrap();
+        d.set(&"q".into(), &l.get(0).unwrap()).unwrap();
+        d.get(&"q".into()).unwrap().unwrap().put(&456).unwrap();
+        assert_eq!(d.get(&"q".into()).unwrap().unwrap().get().unwrap(), 456);
+    });
+}
+
+#[test]
+fn mgr_07_namespace() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let ns = m.namespace().unwrap();
+        ns.set("name", &"Bob").unwrap();
+        ns.set("job", &"Builder").unwrap();
+        ns.set("_hidden", &"x").unwrap();
+        assert_eq!(ns.get::<String>("name").unwrap().unwrap(), "Bob");
+        assert!(ns.remove("job").unwrap());
+        assert_eq!(ns.names().unwrap(), vec!["name".to_string()]);
+        assert_eq!(ns.get::<String>("_hidden").unwrap().unwrap(), "x");
+        assert_eq!(ns.get::<String>("job").unwrap(), None);
+    });
+}
+
+fn child_uses_containers(arg: (ListProxy<i32>, DictProxy<String, i32>, NamespaceProxy)) {
+    let (l, d, ns) = arg;
+    assert_eq!(l.count(&1).unwrap(), 1);
+    assert_eq!(l.index(&3).unwrap(), 2);
+    l.sort().unwrap();
+    l.reverse().unwrap();
+    assert_eq!(l.to_vec().unwrap(), vec![5, 3, 2, 1]);
+    l.repeat(2).unwrap();
+    assert_eq!(l.len().unwrap(), 8);
+    assert_eq!(l.pop(None).unwrap(), 1);
+    l.clear().unwrap();
+    assert_eq!(d.get(&"a".into()).unwrap(), Some(1));
+    assert_eq!(d.keys().unwrap().len(), 2);
+    assert!(d.popitem().unwrap().is_some());
+    d.update([(&"c".to_string(), &3)]).unwrap();
+    assert_eq!(d.pop(&"c".into()).unwrap(), Some(3));
+    d.clear().unwrap();
+    assert_eq!(ns.get::<i32>("x").unwrap(), Some(42));
+}
+
+#[test]
+fn mgr_08_proxies_in_children_under_every_start_method() {
+    common::for_each_context(60, |ctx| {
+        let m = Manager::builder::<mp_core::manager::Builtins>()
+            .context(ctx.clone())
+            .start()
+            .unwrap();
+        let l = m.list(&[2, 5, 3, 1]).unwrap();
+        let d: DictProxy<String, i32> = m.dict().unwrap();
+        d.set(&"a".into(), &1).unwrap();
+        d.set(&"b".into(), &2).unwrap();
+        let ns = m.namespace().unwrap();
+        ns.set("x", &42).unwrap();
+        let mut p = ctx.process(child_uses_containers, (l.clone(), d.clone(), ns.clone()));
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(l.is_empty().unwrap());
+        assert!(d.is_empty().unwrap());
+    });
+}
+
+// A user service: a counter with a failing method; `Secret` stands for a method a client
+// knows of but the server does not expose.
+struct Counter(i64);
+
+#[derive(Serialize, Deserialize)]
+enum CounterOp {
+    Add(i64),
+    Get,
+    Fail,
+}
+
+#[derive(Serialize, Deserialize)]
+enum CounterOpWithSecret {
+    Add(i64),
+    Get,
+    Fail,
+    Secret,
+}
+
+impl Service for Counter {
+    const NAME: &'static str = "Counter";
+    type Init = i64;
+    type Request = CounterOp;
+    type Response = i64;
+    fn create(start: i64) -> Result<Self, RemoteError> {
+        Ok(Counter(start))
+    }
+    fn call(&mut self, op: CounterOp) -> Result<i64, RemoteError> {
+        match op {
+            CounterOp::Add(n) => self.0 += n,
+            CounterOp::Get => {}
+            CounterOp::Fail => return Err(RemoteError::new("ValueError", "asked to fail")),
+        }
+        Ok(self.0)
+    }
+}
+
+/// The same type seen by a client that believes in an extra method.
+struct CounterClient;
+
+impl Service for CounterClient {
+    const NAME: &'static str = "Counter";
+    type Init = i64;
+    type Request = CounterOpWithSecret;
+    type Response = i64;
+    fn create(_: i64) -> Result<Self, RemoteError> {
+        Ok(CounterClient)
+    }
+    fn call(&mut self, _: CounterOpWithSecret) -> Result<i64, RemoteError> {
+        unreachable!("client-side view only")
+    }
+}
+
+enum MyServices {}
+
+impl Services for MyServices {
+    fn register(r: &mut Registry) {
+        r.register::<Counter>();
+    }
+}
+
+fn bump(c: Proxy<Counter>) {
+    c.call(&CounterOp::Add(10)).unwrap();
+}
+
+#[test]
+fn mgr_09_user_services() {
+    bounded(30, || {
+        let m = Manager::builder::<MyServices>().start().unwrap();
+        let c = m.create::<Counter>(&5).unwrap();
+        assert_eq!(c.call(&CounterOp::Add(2)).unwrap(), 7);
+        let err = c.call(&CounterOp::Fail).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "remote error: ValueError: asked to fail",
+            "the remote error keeps its kind"
+        );
+        let mut p = Process::new(bump, c.try_clone().unwrap());
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        assert_eq!(c.call(&CounterOp::Get).unwrap(), 17);
+        // A method the server does not expose.
+        let other = m.create::<CounterClient>(&0).unwrap();
+        assert_eq!(
+            remote_kind(other.call(&CounterOpWithSecret::Secret).unwrap_err()),
+            "RemoteError"
+        );
+        assert_eq!(other.call(&CounterOpWithSecret::Add(1)).unwrap(), 1);
+        let _ = (CounterOpWithSecret::Get, CounterOpWithSecret::Fail);
+        // An unregistered type.
+        let plain = Manager::start().unwrap();
+        assert_eq!(
+            remote_kind(plain.create::<Counter>(&0).unwrap_err()),
+            "KeyError"
+        );
+    });
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Item {
+    Text(String),
+    None,
+    Bool(bool),
+    Float(f64),
+    Bytes(Vec<u8>),
+}
+
+fn items() -> Vec<Item> {
+    vec![
+        Item::Text("hello world".into()),
+        Item::Text("ĥéłłø wörld ✓".into()),
+        Item::None,
+        Item::Bool(true),
+        Item::Float(2.25),
+        Item::Bytes(vec![0, 255, 10]),
+    ]
+}
+
+fn tcp_putter(arg: (Address, Vec<u8>, ListProxy<QueueProxy<Vec<Item>>>)) {
+    let (address, key, board) = arg;
+    let m = Manager::connect(&address, &key).unwrap();
+    let q: QueueProxy<Vec<Item>> = m.queue(0).unwrap();
+    q.put(&items()).unwrap();
+    board.append(&q).unwrap();
+}
+
+fn tcp_wrong_key(arg: (Address, Vec<u8>)) {
+    let e = Manager::connect(&arg.0, &arg.1).unwrap_err();
+    assert!(e.is_authentication(), "{e:?}");
+}
+
+#[test]
+fn mgr_10_remote_manager_over_tcp() {
+    bounded(60, || {
+        let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37)).collect();
+        let m = Manager::builder::<mp_core::manager::Builtins>()
+            .address("127.0.0.1:0".parse().unwrap())
+            .authkey(&key)
+            .start()
+            .unwrap();
+        assert!(matches!(m.address(), Address::Tcp(_)));
+        let board: ListProxy<QueueProxy<Vec<Item>>> = m.list(&[]).unwrap();
+        let mut p = Process::new(
+            tcp_putter,
+            (m.address().clone(), key.clone(), board.clone()),
+        );
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        // A second client, here, gets the values back.
+        let other = Manager::connect(m.address(), &key).unwrap();
+        let _ = other;
+        assert_eq!(board.get(0).unwrap().get_timeout(SECS).unwrap(), items());
+        // The wrong key, from another process: AuthenticationError, and the server goes on.
+        let mut p = Process::new(
+            tcp_wrong_key,
+            (m.address().clone(), b"not the key".to_vec()),
+        );
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(board.len().unwrap(), 1);
+        // A value the serializer cannot handle is an error in the caller.
+        let bad = m.list::<mp_core::Connection<()>>(&[]).unwrap();
+        let (c, _c2) = mp_core::pipe::<()>().unwrap();
+        assert!(matches!(bad.append(&c), Err(ManagerError::Encode(_))));
+    });
+}
+
+#[test]
+fn mgr_11_rapid_restart_on_the_same_address() {
+    bounded(60, || {
+        let key = b"restart".to_vec();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        for family in [Address::Tcp(port), Address::unique_local()] {
+            for round in 0..2 {
+                let mut m = Manager::builder::<mp_core::manager::Builtins>()
+                    .address(family.clone())
+                    .authkey(&key)
+                    .start()
+                    .unwrap_or_else(|e| panic!("{family} round {round}: {e}"));
+                let v = m.value(&round).unwrap();
+                assert_eq!(v.get().unwrap(), round);
+                drop(v);
+                m.shutdown().unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn mgr_12_wrong_key_and_manager_gone() {
+    bounded(30, || {
+        let mut m = Manager::start().unwrap();
+        let e = Manager::connect(m.address(), b"wrong").unwrap_err();
+        assert!(e.is_authentication(), "{e:?}");
+        let d: DictProxy<i32, i32> = m.dict().unwrap();
+        let q: QueueProxy<i32> = m.queue(0).unwrap();
+        d.set(&1, &1).unwrap();
+        // A client blocked in a call when the manager goes away gets an error.
+        let q2 = q.clone();
+        let blocked = std::thread::spawn(move || q2.get());
+        std::thread::sleep(Duration::from_millis(200));
+        m.shutdown().unwrap();
+        let t = Instant::now();
+        assert!(d.get(&1).is_err());
+        assert!(d.set(&1, &2).is_err());
+        assert!(t.elapsed() < Duration::from_secs(2), "errors come promptly");
+        assert!(matches!(
+            blocked.join().unwrap(),
+            Err(QueueProxyError::Manager(_))
+        ));
+        drop(d);
+        drop(q);
+    });
+}
+
+fn mark_initialized(v: mp_core::Value<u32>) {
+    *v.lock().unwrap() += 1;
+}
+
+#[test]
+fn mgr_13_initializer_runs_once_in_the_server() {
+    bounded(30, || {
+        let counter = mp_core::Value::new(0u32).unwrap();
+        let m = Manager::builder::<mp_core::manager::Builtins>()
+            .start_with_initializer(mark_initialized, counter.clone())
+            .unwrap();
+        assert_eq!(*counter.lock().unwrap(), 1);
+        drop(m);
+        assert_eq!(*counter.lock().unwrap(), 1);
+    });
+}
+
+fn hold_and_drop(arg: (ListProxy<i32>, DictProxy<i32, ListProxy<i32>>)) {
+    let (l, d) = arg;
+    let inner = d.get(&1).unwrap().unwrap();
+    inner.append(&1).unwrap();
+    l.append(&2).unwrap();
+}
+
+#[test]
+fn mgr_14_no_objects_left_when_proxies_are_gone() {
+    bounded(60, || {
+        let m = Manager::start().unwrap();
+        {
+            let l = m.list(&[1]).unwrap();
+            let d: DictProxy<i32, ListProxy<i32>> = m.dict().unwrap();
+            d.set(&1, &m.list(&[]).unwrap()).unwrap();
+            let q: QueueProxy<ListProxy<i32>> = m.queue(0).unwrap();
+            q.put(&l).unwrap();
+            let _back = q.get().unwrap();
+            let _sync = (m.lock().unwrap(), m.event().unwrap(), m.barrier(2).unwrap());
+            let mut p = Process::new(hold_and_drop, (l.clone(), d.clone()));
+            p.start().unwrap();
+            p.join_timeout(SECS).unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            assert_eq!(l.to_vec().unwrap(), vec![1, 2]);
+            assert!(m.object_count().unwrap() >= 4);
+        }
+        assert!(
+            eventually(5, || m.object_count().unwrap() == 0),
+            "objects left: {}",
+            m.object_count().unwrap()
+        );
+        // Tests run in parallel, so other tests' managers may be running too; the only
+        // children left are managers.
+        let kids = mp_core::active_children();
+        assert!(kids.iter().all(|k| k.name == "SyncManager"), "{kids:?}");
+        let me = m.process().unwrap().pid().unwrap();
+        assert!(kids.iter().any(|k| k.pid == me));
+    });
+}
+
+fn lock_then_flag(arg: (mp_core::manager::LockProxy, mp_core::manager::EventProxy)) {
+    let (lock, ev) = arg;
+    let _g = lock.guard().unwrap();
+    ev.set().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn sync_types_through_a_manager() {
+    bounded(60, || {
+        let m = Manager::start().unwrap();
+        // Lock held by a child: we wait for it.
+        let (lock, ev) = (m.lock().unwrap(), m.event().unwrap());
+        let mut p = Process::new(lock_then_flag, (lock.clone(), ev.clone()));
+        p.start().unwrap();
+        assert!(ev.wait(Some(SECS)).unwrap());
+        assert!(!lock.try_acquire().unwrap());
+        assert!(lock.acquire_timeout(SECS).unwrap());
+        lock.release().unwrap();
+        assert_eq!(remote_kind(lock.release().unwrap_err()), "RuntimeError");
+        p.join().unwrap();
+        // RLock: recursive for its owner.
+        let r = m.rlock().unwrap();
+        r.acquire().unwrap();
+        assert!(r.try_acquire().unwrap());
+        r.release().unwrap();
+        r.release().unwrap();
+        // Semaphores.
+        let s = m.bounded_semaphore(1).unwrap();
+        s.acquire().unwrap();
+        assert!(!s.try_acquire().unwrap());
+        s.release(1).unwrap();
+        assert_eq!(remote_kind(s.release(1).unwrap_err()), "ValueError");
+        // Event timeout.
+        let e = m.event().unwrap();
+        let t = Instant::now();
+        assert!(!e.wait(Some(Duration::from_millis(200))).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(180));
+        // Condition: notify wakes a waiter.
+        let c = m.condition().unwrap();
+        let c2 = c.clone();
+        let waiter = std::thread::spawn(move || {
+            c2.acquire().unwrap();
+            let woken = c2.wait(Some(SECS)).unwrap();
+            c2.release().unwrap();
+            woken
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        c.acquire().unwrap();
+        c.notify(1).unwrap();
+        c.release().unwrap();
+        assert!(waiter.join().unwrap());
+        // Barrier of 2.
+        let b = m.barrier(2).unwrap();
+        let b2 = b.clone();
+        let other = std::thread::spawn(move || b2.wait(Some(SECS)).unwrap());
+        let mine = b.wait(Some(SECS)).unwrap();
+        let theirs = other.join().unwrap();
+        assert_eq!(mine + theirs, 1);
+        assert!(matches!(
+            b.wait(Some(Duration::from_millis(100))),
+            Err(ManagerError::BrokenBarrier)
+        ));
+        // Queue with maxsize.
+        let q: QueueProxy<i32> = m.queue(1).unwrap();
+        q.put(&1).unwrap();
+        assert!(matches!(q.put_nowait(&2), Err(QueueProxyError::Full)));
+        assert_eq!(q.get().unwrap(), 1);
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(100)),
+            Err(QueueProxyError::Empty)
+        ));
+        // Value.
+        let v = m.value(&String::from("a")).unwrap();
+        assert_eq!(v.swap(&"b".into()).unwrap(), "a");
+        assert_eq!(v.get().unwrap(), "b");
+    });
+}
+
+#[test]
+fn slow_client_does_not_block_others() {
+    bounded(30, || {
+        let m = Manager::start().unwrap();
+        let q: QueueProxy<i32> = m.queue(0).unwrap();
+        let d: DictProxy<i32, i32> = m.dict().unwrap();
+        let q2 = q.clone();
+        // Several threads block in the server.
+        let blocked: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q2.clone();
+                std::thread::spawn(move || q.get_timeout(Duration::from_secs(3)))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        for i in 0..200 {
+            d.set(&i, &i).unwrap();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        for _ in 0..4 {
+            q.put(&1).unwrap();
+        }
+        for b in blocked {
+            assert_eq!(b.join().unwrap().unwrap(), 1);
+        }
+    });
+}
+
+fn manager_port(m: &Manager) -> std::net::SocketAddr {
+    match m.address() {
+        Address::Tcp(a) => *a,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn bad_input_from_the_network() {
+    bounded(90, || {
+        let key = b"net key".to_vec();
+        let m = Manager::builder::<mp_core::manager::Builtins>()
+            .address("127.0.0.1:0".parse().unwrap())
+            .authkey(&key)
+            .start()
+            .unwrap();
+        let addr = manager_port(&m);
+        let d: DictProxy<i32, i32> = m.dict().unwrap();
+        d.set(&0, &0).unwrap();
+
+        // Garbage bytes, an oversized length, a truncated frame: each such client is
+        // disconnected; the server stays up.
+        for payload in [
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            u64::MAX.to_le_bytes().to_vec(),
+            [&100u64.to_le_bytes()[..], &[1, 2, 3]].concat(),
+        ] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(SECS)).unwrap();
+            let _ = s.write_all(&payload);
+            drop(s);
+            d.set(&1, &1).unwrap();
+        }
+
+        // A client that connects and says nothing does not hold anybody up.
+        let silent: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let t = Instant::now();
+        let c2 = Manager::connect(m.address(), &key).unwrap();
+        let d2: DictProxy<i32, i32> = c2.dict().unwrap();
+        d2.set(&1, &2).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2));
+
+        // A flood of connections: the established clients keep working, none of their data
+        // is lost, and once the flood ends new clients get in.
+        let mut flood = Vec::new();
+        for _ in 0..300 {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(s) => flood.push(s),
+                Err(_) => break,
+            }
+        }
+        for i in 0..100 {
+            d.set(&i, &i).unwrap();
+        }
+        assert_eq!(d.len().unwrap(), 100);
+        drop(flood);
+        drop(silent);
+        let t = Instant::now();
+        let mut ok = None;
+        while t.elapsed() < Duration::from_secs(15) {
+            match Manager::connect(m.address(), &key) {
+                Ok(c) => {
+                    ok = Some(c);
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        let c3 = ok.expect("a new client gets in after the flood");
+        let d3: DictProxy<i32, i32> = c3.dict().unwrap();
+        d3.set(&5, &5).unwrap();
+        assert_eq!(d.get(&99).unwrap(), Some(99));
+
+        // An authenticated client that sends an undecodable request gets an error reply and
+        // keeps its connection.
+        let conn = mp_core::Client::connect::<()>(m.address(), Some(&key)).unwrap();
+        conn.send_bytes(&[0xff, 0xff, 0xff]).unwrap();
+        let reply = conn.recv_bytes_timeout(SECS).unwrap();
+        assert!(!reply.is_empty());
+        conn.send_bytes(&[0xff]).unwrap();
+        assert!(conn.recv_bytes_timeout(SECS).is_ok());
+        drop(conn);
+        assert_eq!(d.get(&0).unwrap(), Some(0));
+        let _ = get_context(StartMethod::Spawn);
+    });
+}
