@@ -103,6 +103,7 @@ impl Pool {
         let bytes = postcard::to_stdvec(req).map_err(ManagerError::Encode)?;
         let conn = self.take()?;
         conn.send_bytes(&bytes).map_err(ManagerError::Connection)?;
+        spin_until_readable(&conn);
         let reply = conn
             .recv_bytes(None, None)
             .map_err(ManagerError::Connection)?;
@@ -126,6 +127,25 @@ impl Pool {
             caller: caller_id(),
             op,
         })
+    }
+}
+
+/// How long a waiting side polls before it sleeps in the kernel. A manager call is a round
+/// trip of a few microseconds; sleeping and being woken costs more than that, so both the
+/// client (waiting for a reply) and the server (waiting for the next request) look briefly
+/// first. Never past a reply that is there: it only delays going to sleep.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// Polls `conn` without blocking for up to [`SPIN`]; returns early once it is readable.
+pub(crate) fn spin_until_readable(conn: &RawConnection) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < SPIN {
+        if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+            return;
+        }
+        // Yield rather than burn: under load (more waiting threads than CPUs) the peer
+        // that must answer gets the CPU.
+        std::thread::yield_now();
     }
 }
 

@@ -417,6 +417,29 @@ impl Manager {
         self.create_raw(typeid, w)
     }
 
+    /// Publishes `value` (typically a proxy) under `name` in the server, so that a client
+    /// that knows only the address, the key and the name can [`lookup`](Self::lookup) it:
+    /// the counterpart of Python's `register('get_queue', callable=lambda: queue)` in the
+    /// remote-manager example. The server keeps the objects inside alive while published;
+    /// publishing again under the name replaces the value.
+    pub fn publish<T: Serialize>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
+        let value =
+            encode_for_server(value, Some(self.pool.nonce)).map_err(ManagerError::Encode)?;
+        self.pool
+            .request(&Request::Publish {
+                name: name.into(),
+                value,
+            })
+            .map(drop)
+    }
+
+    /// The value published under `name`, if any.
+    pub fn lookup<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
+        let w: Option<WireBlob> =
+            decode_reply(&self.pool.request(&Request::Lookup { name: name.into() })?)?;
+        w.map(|w| client::decode_value(&w)).transpose()
+    }
+
     /// Makes an object of a registered user type.
     pub fn create<S: Service>(&self, init: &S::Init) -> Result<Proxy<S>, ManagerError> {
         Ok(Proxy::from_core(self.create_plain(S::NAME, init)?))

@@ -38,6 +38,15 @@ pub(crate) enum Request {
     DecRef(u64),
     /// How many objects the server holds.
     Count,
+    /// Stores a value (usually a proxy) under a name, for clients that only know the name.
+    Publish {
+        name: String,
+        value: WireBlob,
+    },
+    /// The value published under a name, if any.
+    Lookup {
+        name: String,
+    },
     Shutdown,
 }
 

@@ -312,6 +312,7 @@ pub(crate) struct Shared {
     clients: Mutex<HashMap<u64, SysStream>>,
     next_client: AtomicU64,
     address: Address,
+    names: Mutex<HashMap<String, Blob>>,
 }
 
 /// A bound manager server, not yet serving. [`serve_forever`](Self::serve_forever) serves
@@ -345,6 +346,7 @@ impl Server {
             clients: Mutex::new(HashMap::new()),
             next_client: AtomicU64::new(0),
             address: listener.address().clone(),
+            names: Mutex::new(HashMap::new()),
         });
         Ok(Self { listener, shared })
     }
@@ -394,6 +396,11 @@ impl Server {
             }
         }
         drop(listener);
+        shared
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         for (_, s) in shared
             .clients
             .lock()
@@ -427,7 +434,10 @@ fn serve_client(shared: Arc<Shared>, stream: SysStream) {
         .insert(me, keep);
     // Any failure to read (end of stream, a truncated or oversized frame) ends this client
     // only.
-    while let Ok(bytes) = conn.recv_bytes(None, None) {
+    while let Ok(bytes) = {
+        super::client::spin_until_readable(&conn);
+        conn.recv_bytes(None, None)
+    } {
         let reply = match postcard::from_bytes::<Request>(&bytes) {
             Ok(Request::Shutdown) => {
                 let _ = conn.send_bytes(&encode(&Reply::Ok(Vec::new())).unwrap_or_default());
@@ -495,6 +505,29 @@ fn handle(shared: &Shared, req: Request, conn: &RawConnection) -> Reply {
                 Ok(Vec::new())
             }
             Request::Count => encode(&table.count()),
+            Request::Publish { name, value } => {
+                let ctx = CallCtx {
+                    table,
+                    caller: 0,
+                    conn,
+                };
+                let blob = Blob::from_wire(value, &ctx)?;
+                let old = shared
+                    .names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name, blob);
+                drop(old);
+                Ok(Vec::new())
+            }
+            Request::Lookup { name } => encode(
+                &shared
+                    .names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&name)
+                    .map(Blob::to_wire),
+            ),
             Request::Shutdown => unreachable!("handled by the caller"),
         }
     })();
