@@ -65,6 +65,14 @@ pub(crate) struct RawConnection {
     scratch: RefCell<Vec<u8>>,
 }
 
+/// Dropping a connection forgets its handle too: a stale entry would make a later fork child
+/// close whatever descriptor reuses the number.
+impl Drop for RawConnection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl RawConnection {
     pub(crate) fn new(chan: Chan) -> Self {
         live_handles().push(LiveHandle(crate::sys::chan_raw_handle(&chan)));
