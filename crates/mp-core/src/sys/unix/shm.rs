@@ -257,6 +257,7 @@ mod tracker {
 
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::Mutex;
 
     /// The longest name the tracker takes (bytes, without the leading `/`). Longer names are
@@ -268,13 +269,36 @@ mod tracker {
     const SLOT: usize = MAX_NAME + 2;
 
     struct Tracker {
-        pid: u32,
         writer: OwnedFd,
         /// Names registered and not unregistered, to refuse more than the tracker holds.
         live: std::collections::HashSet<String>,
     }
 
-    static TRACKER: Mutex<Option<Tracker>> = Mutex::new(None);
+    /// This process's tracker state, tagged with the pid it belongs to.
+    type State = (u32, Mutex<Option<Tracker>>);
+    static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
+
+    /// The tracker state of this process. A forked child sees its parent's state (whose
+    /// mutex another thread may have held at the fork, for ever locked here) and replaces it
+    /// with a fresh one; the parent's is leaked (its pipe copy stays open, which the parent's
+    /// tracker tolerates: it also watches its parent pid).
+    fn state() -> &'static Mutex<Option<Tracker>> {
+        let me = std::process::id();
+        loop {
+            let p = STATE.load(Ordering::Acquire);
+            // SAFETY: a published state is never freed.
+            if !p.is_null() && unsafe { (*p).0 } == me {
+                return unsafe { &(*p).1 };
+            }
+            let fresh = Box::into_raw(Box::new((me, Mutex::new(None))));
+            match STATE.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
+                // SAFETY: just published, never freed.
+                Ok(_) => return unsafe { &(*fresh).1 },
+                // SAFETY: not published; ours to free.
+                Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+            }
+        }
+    }
 
     pub(super) fn send(kind: u8, name: &str) -> io::Result<()> {
         if name.len() > MAX_NAME || name.contains('\n') {
@@ -283,13 +307,7 @@ mod tracker {
                 format!("a tracked segment name has at most {MAX_NAME} bytes and no newline"),
             ));
         }
-        let mut guard = TRACKER.lock().unwrap_or_else(|e| e.into_inner());
-        let me = std::process::id();
-        if guard.as_ref().is_some_and(|t| t.pid != me) {
-            // Inherited through fork: the parent's tracker, not ours. Drop our copy of its
-            // pipe (closing it) and start our own on registration.
-            *guard = None;
-        }
+        let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             if kind == b'U' {
                 return Ok(());
@@ -337,7 +355,6 @@ mod tracker {
         }
         drop(reader);
         Ok(Tracker {
-            pid: std::process::id(),
             writer,
             live: Default::default(),
         })
@@ -376,19 +393,29 @@ mod tracker {
                 libc::close(i);
             }
             let mut used = 0usize; // bytes of a partial line at the start of buf
+                                   // Once the creator is gone, read what it wrote before dying, then clean up.
+            let mut parent_gone = false;
             loop {
                 let mut pfd = libc::pollfd {
                     fd: 3,
                     events: libc::POLLIN,
                     revents: 0,
                 };
-                let r = libc::poll(&mut pfd, 1, 250);
-                if libc::getppid() != parent {
-                    break;
-                }
-                if r <= 0 {
+                let r = libc::poll(&mut pfd, 1, if parent_gone { 0 } else { 250 });
+                if r == 0 {
+                    if parent_gone {
+                        break;
+                    }
+                    parent_gone = libc::getppid() != parent;
                     continue;
                 }
+                if r < 0 {
+                    if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
+                    break;
+                }
+                parent_gone = parent_gone || libc::getppid() != parent;
                 let n = libc::read(3, buf[used..].as_mut_ptr().cast(), buf.len() - used);
                 if n == 0 {
                     break;
