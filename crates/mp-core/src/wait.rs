@@ -17,17 +17,31 @@ use crate::WaitError;
 pub trait Waitable {
     /// The OS handle that becomes ready, or `None` when the object is closed.
     fn wait_handle(&self) -> Option<RawHandle>;
+
+    /// Whether the object is ready without the OS knowing (a message already read ahead
+    /// into a connection's own buffer).
+    fn ready_in_process(&self) -> bool {
+        false
+    }
 }
 
 impl<T> Waitable for Connection<T> {
     fn wait_handle(&self) -> Option<RawHandle> {
         self.raw().raw_handle()
     }
+
+    fn ready_in_process(&self) -> bool {
+        self.raw().has_buffered()
+    }
 }
 
 impl<T> Waitable for Reader<T> {
     fn wait_handle(&self) -> Option<RawHandle> {
         self.raw().raw_handle()
+    }
+
+    fn ready_in_process(&self) -> bool {
+        self.raw().has_buffered()
     }
 }
 
@@ -75,6 +89,12 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
     let mut handles = Vec::with_capacity(objects.len());
     for (i, o) in objects.iter().enumerate() {
         handles.push(o.wait_handle().ok_or(WaitError::Closed(i))?);
+    }
+    let ready: Vec<usize> = (0..objects.len())
+        .filter(|&i| objects[i].ready_in_process())
+        .collect();
+    if !ready.is_empty() {
+        return Ok(ready);
     }
     Ok(crate::sys::wait_readable(&handles, timeout)?)
 }

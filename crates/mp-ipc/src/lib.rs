@@ -88,6 +88,40 @@ pub trait Channel: Send + Sized {
         )))
     }
 
+    /// Whether bytes of a frame already wait in this end's own buffer, where polling the OS
+    /// handle cannot see them.
+    fn has_buffered(&self) -> bool {
+        false
+    }
+
+    /// Takes out the bytes read ahead into this end's own buffer, to hand them over with the
+    /// end when it moves to another process.
+    fn buffered(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Puts bytes taken with [`buffered`](Channel::buffered) back in front of the stream.
+    /// Transports without a read-ahead buffer never have any to take.
+    fn unread(&self, bytes: &[u8]) {
+        debug_assert!(bytes.is_empty(), "this transport has no read-ahead buffer");
+    }
+
+    /// Receives one frame straight into `out`: `Ok(Ok(len))`, or `Ok(Err(frame))` with the
+    /// whole frame when `out` is too short (nothing is lost).
+    fn recv_frame_into(
+        &self,
+        out: &mut [u8],
+        max_len: u64,
+    ) -> Result<Result<usize, Vec<u8>>, IpcError> {
+        let mut v = Vec::new();
+        self.recv_frame(&mut v, max_len)?;
+        if v.len() > out.len() {
+            return Ok(Err(v));
+        }
+        out[..v.len()].copy_from_slice(&v);
+        Ok(Ok(v.len()))
+    }
+
     /// Receives one frame and the handles that came with it (none for a plain frame).
     fn recv_frame_with_handles(
         &self,

@@ -1,6 +1,8 @@
-use std::io::{self, Read};
+use std::collections::VecDeque;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
@@ -16,16 +18,106 @@ use mp_ipc::{Channel, IpcError};
 /// b.recv_frame(&mut buf, 1024).unwrap();
 /// assert_eq!(buf, b"hello");
 /// ```
+///
+/// Receiving reads ahead: one `recvmsg` takes whatever the kernel has (up to 64 KiB), so a
+/// small frame costs one system call, and the rest waits in this end's buffer for the next
+/// receive. [`buffered`](UnixChannel::buffered) hands those bytes over when the end moves to
+/// another process.
 #[derive(Debug)]
 pub struct UnixChannel {
     stream: UnixStream,
+    rx: Mutex<ReadAhead>,
+}
+
+/// Bytes (and descriptors) received from the kernel but not yet returned as frames.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    buf: Vec<u8>,
+    start: usize,
+    /// Descriptors in arrival order; each frame with handles takes its count from the front.
+    fds: VecDeque<OwnedFd>,
+}
+
+/// How much one receive asks the kernel for.
+const READ_AHEAD: usize = 64 << 10;
+
+impl ReadAhead {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
 }
 
 impl UnixChannel {
     /// A connected pair; both ends are close-on-exec.
     pub fn pair() -> io::Result<(Self, Self)> {
         let (a, b) = UnixStream::pair()?;
-        Ok((Self { stream: a }, Self { stream: b }))
+        Ok((Self::wrap(a), Self::wrap(b)))
+    }
+
+    fn wrap(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            rx: Mutex::new(ReadAhead::default()),
+        }
+    }
+
+    fn rx(&self) -> MutexGuard<'_, ReadAhead> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes received ahead and not yet returned as frames.
+    pub fn buffered(&self) -> Vec<u8> {
+        self.rx().pending().to_vec()
+    }
+
+    /// Puts bytes back in front of what the kernel will deliver: the read-ahead of this end
+    /// in the process it came from.
+    pub fn unread(&self, bytes: &[u8]) {
+        let mut rx = self.rx();
+        let mut joined = bytes.to_vec();
+        joined.extend_from_slice(rx.pending());
+        rx.buf = joined;
+        rx.start = 0;
+    }
+
+    /// Whether a frame is at least partly buffered (readable without the kernel).
+    pub fn has_buffered(&self) -> bool {
+        !self.rx().pending().is_empty()
+    }
+
+    /// Makes sure at least `n` bytes are buffered, reading from the kernel as needed.
+    /// Returns how many are buffered (fewer than `n` only at end of stream).
+    fn fill(&self, rx: &mut ReadAhead, n: usize) -> Result<usize, IpcError> {
+        while rx.pending().len() < n {
+            if rx.start > 0 {
+                let start = rx.start;
+                rx.buf.drain(..start);
+                rx.start = 0;
+            }
+            let have = rx.buf.len();
+            rx.buf.reserve(READ_AHEAD);
+            let room = rx.buf.capacity() - have;
+            // SAFETY: the spare capacity is `room` bytes; recvmsg writes at most that much.
+            let spare =
+                unsafe { std::slice::from_raw_parts_mut(rx.buf.as_mut_ptr().add(have), room) };
+            let mut fds = Vec::new();
+            let got = crate::fdpass::recv_with_rights(self.as_raw_fd(), spare, &mut fds)?;
+            rx.fds.extend(fds);
+            if got == 0 {
+                break;
+            }
+            // SAFETY: `got` bytes past `have` were written by the kernel.
+            unsafe { rx.buf.set_len(have + got) };
+        }
+        Ok(rx.pending().len())
     }
 
     /// Wraps a descriptor that must be a connected stream socket. Fails with `EBADF` or
@@ -49,9 +141,7 @@ impl UnixChannel {
         if ty != libc::SOCK_STREAM {
             return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
         }
-        Ok(Self {
-            stream: UnixStream::from(fd),
-        })
+        Ok(Self::wrap(UnixStream::from(fd)))
     }
 
     /// Takes ownership of a raw descriptor.
@@ -68,25 +158,10 @@ impl UnixChannel {
         unsafe { OwnedFd::from_raw_fd(self.stream.into_raw_fd()) }
     }
 
-    /// A second descriptor for the same socket.
+    /// A second descriptor for the same socket. The clone reads from the kernel: bytes this
+    /// end has already read ahead stay with this end.
     pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(Self {
-            stream: self.stream.try_clone()?,
-        })
-    }
-
-    /// Reads exactly `buf.len()` bytes; `Ok(n < len)` only at end of stream.
-    fn read_full(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut got = 0;
-        while got < buf.len() {
-            match (&self.stream).read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(got)
+        Ok(Self::wrap(self.stream.try_clone()?))
     }
 }
 
@@ -178,6 +253,9 @@ impl Channel for UnixChannel {
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
         Ok(crate::poll::poll_readable(self.as_raw_fd(), timeout)?)
     }
 
@@ -201,53 +279,140 @@ impl Channel for UnixChannel {
         buf: &mut Vec<u8>,
         max_len: u64,
     ) -> Result<Vec<OwnedFd>, IpcError> {
-        let mut header = [0u8; HEADER_LEN];
-        let mut fds = Vec::new();
-        let mut got = 0;
-        while got < HEADER_LEN {
-            match crate::fdpass::recv_with_rights(self.as_raw_fd(), &mut header[got..], &mut fds)? {
-                0 if got == 0 => return Err(IpcError::Eof),
-                0 => {
-                    return Err(IpcError::Truncated {
-                        got: got as u64,
-                        expected: HEADER_LEN as u64,
-                    })
-                }
-                n => got += n,
+        let mut rx = self.rx();
+        match self.fill(&mut rx, HEADER_LEN)? {
+            0 => return Err(IpcError::Eof),
+            n if n < HEADER_LEN => {
+                return Err(IpcError::Truncated {
+                    got: n as u64,
+                    expected: HEADER_LEN as u64,
+                })
             }
+            _ => {}
         }
-        let header = FrameHeader::decode(header);
+        let header = FrameHeader::decode(rx.pending()[..HEADER_LEN].try_into().expect("8 bytes"));
         let want = header.check(max_len)?;
-        let announced = if header.has_handles {
-            let mut count = [0u8; 4];
-            if self.read_full(&mut count)? < 4 {
+        let mut prefix = HEADER_LEN;
+        let mut announced = 0;
+        if header.has_handles {
+            prefix += 4;
+            if self.fill(&mut rx, prefix)? < prefix {
                 return Err(IpcError::Truncated {
                     got: 0,
                     expected: want as u64,
                 });
             }
-            u32::from_le_bytes(count) as usize
-        } else {
-            0
-        };
-        if announced != fds.len() {
-            return Err(IpcError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "a message announced {announced} handles but carried {}",
-                    fds.len()
-                ),
-            )));
+            announced = u32::from_le_bytes(
+                rx.pending()[HEADER_LEN..prefix]
+                    .try_into()
+                    .expect("4 bytes"),
+            ) as usize;
+            if announced > rx.fds.len() {
+                rx.consume(prefix);
+                return Err(IpcError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a message announced {announced} handles but carried {}",
+                        rx.fds.len()
+                    ),
+                )));
+            }
         }
-        recv_body(self, buf, want)?;
+        rx.consume(prefix);
+        let fds: Vec<OwnedFd> = rx.fds.drain(..announced).collect();
+        // The part of the body already buffered, then the rest straight from the kernel.
+        buf.clear();
+        let now = rx.pending().len().min(want);
+        buf.extend_from_slice(&rx.pending()[..now]);
+        rx.consume(now);
+        drop(rx);
+        if now < want {
+            recv_body(self, buf, want)?;
+        }
         Ok(fds)
+    }
+
+    fn has_buffered(&self) -> bool {
+        UnixChannel::has_buffered(self)
+    }
+
+    fn buffered(&self) -> Vec<u8> {
+        UnixChannel::buffered(self)
+    }
+
+    fn unread(&self, bytes: &[u8]) {
+        UnixChannel::unread(self, bytes)
+    }
+
+    fn recv_frame_into(
+        &self,
+        out: &mut [u8],
+        max_len: u64,
+    ) -> Result<Result<usize, Vec<u8>>, IpcError> {
+        let want = {
+            let mut rx = self.rx();
+            match self.fill(&mut rx, HEADER_LEN)? {
+                0 => return Err(IpcError::Eof),
+                n if n < HEADER_LEN => {
+                    return Err(IpcError::Truncated {
+                        got: n as u64,
+                        expected: HEADER_LEN as u64,
+                    })
+                }
+                _ => {}
+            }
+            let header =
+                FrameHeader::decode(rx.pending()[..HEADER_LEN].try_into().expect("8 bytes"));
+            let want = header.check(max_len)?;
+            if header.has_handles || want > out.len() {
+                drop(rx);
+                let mut v = Vec::new();
+                self.recv_frame(&mut v, max_len)?;
+                return Ok(Err(v));
+            }
+            rx.consume(HEADER_LEN);
+            let now = rx.pending().len().min(want);
+            out[..now].copy_from_slice(&rx.pending()[..now]);
+            rx.consume(now);
+            if now == want {
+                return Ok(Ok(want));
+            }
+            (now, want)
+        };
+        let (mut have, want) = want;
+        while have < want {
+            // SAFETY: reading into the caller's buffer, within bounds.
+            let n = unsafe {
+                libc::recv(
+                    self.as_raw_fd(),
+                    out.as_mut_ptr().add(have).cast(),
+                    want - have,
+                    0,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(IpcError::Io(err));
+            }
+            if n == 0 {
+                return Err(IpcError::Truncated {
+                    got: have as u64,
+                    expected: want as u64,
+                });
+            }
+            have += n as usize;
+        }
+        Ok(Ok(want))
     }
 }
 
-/// Reads a body of `want` bytes, growing `buf` only as data arrives. Bytes are read straight
+/// Reads the rest of a body of `want` bytes (after the `buf.len()` already there), growing
+/// `buf` only as data arrives. Bytes are read straight
 /// into the vector's spare capacity, so a large body is not zero-filled first.
 pub(crate) fn recv_body(ch: &UnixChannel, buf: &mut Vec<u8>, want: usize) -> Result<(), IpcError> {
-    buf.clear();
     while buf.len() < want {
         let have = buf.len();
         buf.reserve_exact(next_capacity(have, want) - have);

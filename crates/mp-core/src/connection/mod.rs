@@ -136,18 +136,26 @@ macro_rules! common_methods {
         }
 
         impl<T> Serialize for $ty<T> {
+            /// The handle, plus any bytes this end has read ahead (so nothing is lost when
+            /// the end moves to another process).
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                match self.raw.raw_handle() {
-                    Some(h) => crate::handles::serialize_handle(h, s),
-                    None => Err(serde::ser::Error::custom("cannot pass a closed connection")),
-                }
+                use serde::ser::SerializeTuple;
+                let Some(h) = self.raw.raw_handle() else {
+                    return Err(serde::ser::Error::custom("cannot pass a closed connection"));
+                };
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(&raw::HandleRef(h))?;
+                t.serialize_element(&self.raw.take_buffered())?;
+                t.end()
             }
         }
 
         impl<'de, T> Deserialize<'de> for $ty<T> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let handle = crate::handles::deserialize_handle(d)?;
-                let raw = RawConnection::from_handle(handle).map_err(serde::de::Error::custom)?;
+                let (handle, ahead) = <(crate::OsHandle, Vec<u8>)>::deserialize(d)?;
+                let raw = RawConnection::from_handle(handle.into_inner())
+                    .map_err(serde::de::Error::custom)?;
+                raw.unread(&ahead);
                 Ok(Self {
                     raw,
                     _t: PhantomData,

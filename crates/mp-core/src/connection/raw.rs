@@ -197,15 +197,35 @@ impl RawConnection {
     }
 
     pub(crate) fn recv_bytes_into(&self, out: &mut [u8]) -> Result<usize, ConnectionError> {
-        let message = self.recv_bytes(None, None)?;
-        if message.len() > out.len() {
-            return Err(ConnectionError::BufferTooShort {
+        let chan = self.chan()?;
+        self.check_readable(chan, None)?;
+        match chan
+            .recv_frame_into(out, self.max_len)
+            .map_err(|e| self.note_framing_error(e.into()))?
+        {
+            Ok(n) => Ok(n),
+            Err(message) => Err(ConnectionError::BufferTooShort {
                 message,
                 capacity: out.len(),
-            });
+            }),
         }
-        out[..message.len()].copy_from_slice(&message);
-        Ok(message.len())
+    }
+
+    /// Whether a message already waits in this end's own read-ahead buffer.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.chan.as_ref().is_some_and(|c| c.has_buffered())
+    }
+
+    /// The read-ahead bytes, to travel with this end to another process.
+    pub(crate) fn take_buffered(&self) -> Vec<u8> {
+        self.chan.as_ref().map(|c| c.buffered()).unwrap_or_default()
+    }
+
+    /// Restores read-ahead bytes that travelled with this end.
+    pub(crate) fn unread(&self, bytes: &[u8]) {
+        if let Some(c) = &self.chan {
+            c.unread(bytes);
+        }
     }
 
     pub(crate) fn recv_value<T: DeserializeOwned>(
@@ -224,5 +244,14 @@ impl RawConnection {
             *buf = Vec::new();
         }
         value
+    }
+}
+
+/// A raw handle serialized through the handle outbox.
+pub(crate) struct HandleRef(pub(crate) RawHandle);
+
+impl Serialize for HandleRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::handles::serialize_handle(self.0, s)
     }
 }

@@ -222,6 +222,8 @@ impl Process {
         };
         match started {
             Ok(running) => {
+                // Like Python, reap finished children here, so their handles do not pile up.
+                registry::reap();
                 let running = Arc::new(running);
                 registry::register(running.clone());
                 self.state = State::Started(running);
@@ -324,8 +326,12 @@ impl Process {
     }
 
     fn finish(&self, timeout: Option<Duration>) -> Result<(), ProcessError> {
-        match self.running()?.wait(timeout)? {
-            Some(finished) => finished.result(),
+        let running = self.running()?;
+        match running.wait(timeout)? {
+            Some(finished) => {
+                registry::forget(running);
+                finished.result()
+            }
             None => Err(ProcessError::Timeout),
         }
     }

@@ -111,6 +111,12 @@ pub(crate) fn register(child: Arc<Running>) {
     lock(&CHILDREN).push(child);
 }
 
+/// Drops a child that is known to have finished, releasing its handles once its `Process`
+/// goes too (Python prunes finished children in `start` and `join` likewise).
+pub(crate) fn forget(child: &Arc<Running>) {
+    lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, child));
+}
+
 /// Drops finished children from the registry; returns the live ones.
 pub(crate) fn reap() -> Vec<ProcessInfo> {
     let authkey = identity().authkey;
