@@ -38,6 +38,9 @@ struct ReadAhead {
     fds: VecDeque<OwnedFd>,
 }
 
+/// Frames up to this size are copied into one buffer and sent with a single-segment write.
+const SMALL_FRAME: usize = 512;
+
 /// How much one receive asks the kernel for.
 const READ_AHEAD: usize = 64 << 10;
 
@@ -231,12 +234,37 @@ pub(crate) fn send_all(fd: RawFd, parts: &[&[u8]]) -> Result<(), IpcError> {
     }
 }
 
+/// Sends a small buffer with one `send(MSG_NOSIGNAL)` (cheaper in the kernel than
+/// `sendmsg`), finishing with [`send_all`] in the rare case of a partial write.
+fn send_small(fd: RawFd, bytes: &[u8]) -> Result<(), IpcError> {
+    loop {
+        // SAFETY: sending from a live buffer.
+        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return send_all(fd, &[&bytes[n as usize..]]);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EPIPE) | Some(libc::ECONNRESET) => return Err(IpcError::BrokenPipe),
+            _ => return Err(IpcError::Io(err)),
+        }
+    }
+}
+
 impl Channel for UnixChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let header = FrameHeader::new(len).encode();
         match parts {
             [] => send_all(self.as_raw_fd(), &[&header]),
+            // A small frame goes out as one contiguous write: cheaper than gathering two.
+            [one] if one.len() <= SMALL_FRAME => {
+                let mut frame = [0u8; HEADER_LEN + SMALL_FRAME];
+                frame[..HEADER_LEN].copy_from_slice(&header);
+                frame[HEADER_LEN..HEADER_LEN + one.len()].copy_from_slice(one);
+                send_small(self.as_raw_fd(), &frame[..HEADER_LEN + one.len()])
+            }
             [one] => send_all(self.as_raw_fd(), &[&header, one]),
             _ => {
                 let mut all = Vec::with_capacity(parts.len() + 1);

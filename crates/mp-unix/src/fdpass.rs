@@ -71,8 +71,9 @@ pub(crate) fn recv_with_rights(
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
 ) -> Result<usize, IpcError> {
-    // Room for MAX_FDS descriptors, aligned for cmsghdr.
-    let mut control = [0u64; 130];
+    // Room for MAX_FDS descriptors, aligned for cmsghdr. Left uninitialised: the kernel
+    // writes what it returns and sets msg_controllen to match.
+    let mut control = std::mem::MaybeUninit::<[u64; 130]>::uninit();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -82,7 +83,7 @@ pub(crate) fn recv_with_rights(
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    msg.msg_controllen = std::mem::size_of::<[u64; 130]>() as _;
     let n = loop {
         // SAFETY: msg describes live buffers.
         let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
