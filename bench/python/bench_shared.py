@@ -1,47 +1,44 @@
-"""Python counterpart of crates/mp-core/examples/bench_shared.rs: the same JSON lines for
-multiprocessing.shared_memory bandwidth (64 MiB, against an in-process copy) and two
-processes incrementing Value('q', lock=True)."""
+#!/usr/bin/env python3
+"""Shared-state benchmarks with Python's multiprocessing, in mp-bench's JSON-lines format:
+64 MiB shared_memory write/read bandwidth, and two processes incrementing Value('q')."""
 import json
 import multiprocessing as mp
+import sys
 import time
 from multiprocessing import shared_memory
 
 SIZE = 64 << 20
-ROUNDS = 15
-INCREMENTS = 1_000_000
+INCREMENTS = 500_000
 
 
-def report(name, unit, samples):
-    s = sorted(samples)
-    at = lambda q: s[round((len(s) - 1) * q)]
-    print(json.dumps({"name": name, "unit": unit, "median": round(at(0.5), 3),
-                      "p10": round(at(0.1), 3), "p90": round(at(0.9), 3)}), flush=True)
+def emit(bench, unit, note, samples):
+    print(json.dumps({"bench": bench, "impl": "python", "unit": unit, "note": note,
+                      "samples": samples}), flush=True)
+    print(f"  {bench:<16} python   {len(samples)} samples", file=sys.stderr, flush=True)
 
 
-def gbps(f):
+def rate(reps, f):
     f()
     out = []
-    for _ in range(ROUNDS):
+    for _ in range(reps):
         t = time.perf_counter()
         f()
-        out.append(SIZE / (time.perf_counter() - t) / 1e9)
+        out.append(SIZE / (time.perf_counter() - t))
     return out
 
 
-def increment(v):
+def increment(v, go):
+    while go.value == 0:
+        pass
     for _ in range(INCREMENTS):
         with v.get_lock():
             v.value += 1
 
 
 def main():
+    reps = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     src = bytearray(b"\x5a" * SIZE)
     dst = bytearray(SIZE)
-
-    def memcpy():
-        dst[:] = src
-    report("memcpy_64MiB", "GB/s", gbps(memcpy))
-
     shm = shared_memory.SharedMemory(create=True, size=SIZE)
     buf = shm.buf
 
@@ -50,25 +47,30 @@ def main():
 
     def read():
         dst[:] = buf
-    report("shm_write_64MiB", "GB/s", gbps(write))
-    report("shm_read_64MiB", "GB/s", gbps(read))
+    emit("shm.write64MiB", "B/s", "shared_memory.SharedMemory buf[:] = bytes", rate(reps, write))
+    emit("shm.read64MiB", "B/s", "bytearray[:] = shared_memory buf", rate(reps, read))
     del buf
     shm.close()
     shm.unlink()
 
+    ctx = mp.get_context("fork")
     rates = []
-    for _ in range(3):
-        v = mp.Value("q", 0, lock=True)
-        t = time.perf_counter()
-        ps = [mp.Process(target=increment, args=(v,)) for _ in range(2)]
+    for _ in range(min(reps, 5)):
+        v = ctx.Value("q", 0, lock=True)
+        go = ctx.Value("q", 0, lock=False)
+        ps = [ctx.Process(target=increment, args=(v, go)) for _ in range(2)]
         for p in ps:
             p.start()
+        time.sleep(0.02)
+        t = time.perf_counter()
+        go.value = 1
         for p in ps:
             p.join()
         secs = time.perf_counter() - t
         assert v.value == 2 * INCREMENTS, "lost increments"
         rates.append(2 * INCREMENTS / secs)
-    report("value_lock_increment_2proc", "ops/s", rates)
+    emit("value.locked_incr", "ops/s", "two processes incrementing Value('q', lock=True) at once",
+         rates)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,53 @@
 //! Children are re-executions of this binary (spawn) or forks of it, so `mp_core::main()`
 //! comes first in `main`.
 
+mod manager;
+mod queues;
+mod shared;
+
 fn main() {
     mp_core::main();
-    #[cfg(unix)]
-    unix::run();
-    #[cfg(not(unix))]
-    eprintln!("mp-bench: the benchmarks use Unix sockets and fork; nothing to do here");
+    if let Some(tag) = std::env::args().skip_while(|a| a != "--tag").nth(1) {
+        TAG.set(tag).expect("set once");
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let reps = if quick { 3 } else { 7 };
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    // The groups of the later areas, each in its own module.
+    let areas: &[(&str, fn(usize))] = &[
+        ("queue", queues::run),
+        ("shared", shared::run),
+        ("manager", manager::run),
+    ];
+    match areas
+        .iter()
+        .find(|(name, _)| only.as_deref() == Some(*name))
+    {
+        Some((_, run)) => run(reps),
+        None => {
+            #[cfg(unix)]
+            unix::run(only.is_none().then_some(&*areas));
+            #[cfg(not(unix))]
+            eprintln!(
+                "mp-bench: the transport benchmarks use Unix sockets and fork; nothing to do here"
+            );
+        }
+    }
+}
+
+/// `--tag <suffix>`: appended to every benchmark name (e.g. `.cpu0` when xtask runs this
+/// pinned to one CPU).
+static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Prints one series as a JSON line (stdout) and a progress line (stderr).
+pub fn emit(bench: &str, imp: &str, unit: &str, note: &str, samples: &[f64]) {
+    let bench = format!("{bench}{}", TAG.get().map_or("", |t| t.as_str()));
+    let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
+    println!(
+        "{{\"bench\":\"{bench}\",\"impl\":\"{imp}\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
+        list.join(",")
+    );
+    eprintln!("  {bench:<16} {imp:<8} {} samples", samples.len());
 }
 
 #[cfg(unix)]
@@ -31,6 +72,8 @@ mod unix {
     use std::time::{Duration, Instant};
 
     use mp_core::{get_context, pipe, Connection, Process, StartMethod};
+
+    use crate::emit;
 
     /// Repetition counts; `--quick` divides them.
     struct Plan {
@@ -47,27 +90,11 @@ mod unix {
         }
     }
 
-    /// `--tag <suffix>`: appended to every benchmark name (e.g. `.cpu0` when xtask runs this
-    /// pinned to one CPU).
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-    fn emit(bench: &str, imp: &str, unit: &str, note: &str, samples: &[f64]) {
-        let bench = format!("{bench}{}", TAG.get().map_or("", |t| t.as_str()));
-        let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
-        println!(
-            "{{\"bench\":\"{bench}\",\"impl\":\"{imp}\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
-            list.join(",")
-        );
-        eprintln!("  {bench:<16} {imp:<8} {} samples", samples.len());
-    }
-
-    pub fn run() {
+    /// Runs the transport groups (all of them, then the `areas` too, without `--only`).
+    pub fn run(areas: Option<&[(&str, fn(usize))]>) {
         let quick = std::env::args().any(|a| a == "--quick");
         let plan = Plan { quick };
         let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
-        if let Some(tag) = std::env::args().skip_while(|a| a != "--tag").nth(1) {
-            TAG.set(tag).expect("set once");
-        }
         let want = |group: &str| only.as_deref().is_none_or(|o| group.starts_with(o));
         if want("start_join") {
             start_join(&plan);
@@ -77,6 +104,9 @@ mod unix {
         }
         if want("tput") {
             throughput(&plan);
+        }
+        for (_, run) in areas.unwrap_or_default() {
+            run(if quick { 3 } else { 7 });
         }
     }
 

@@ -7,12 +7,7 @@ use mp_core::manager::{BarrierProxy, DictProxy, Manager};
 use mp_core::Process;
 
 fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
-    let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
-    println!(
-        "{{\"bench\":\"{bench}\",\"impl\":\"mp\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
-        list.join(",")
-    );
-    eprintln!("  {bench:<16} mp       {} samples", samples.len());
+    crate::emit(bench, "mp", unit, note, samples);
 }
 
 const CLIENTS: usize = 8;

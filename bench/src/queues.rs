@@ -6,12 +6,7 @@ use std::time::Instant;
 use mp_core::{Process, Queue};
 
 fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
-    let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
-    println!(
-        "{{\"bench\":\"{bench}\",\"impl\":\"mp\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
-        list.join(",")
-    );
-    eprintln!("  {bench:<16} mp       {} samples", samples.len());
+    crate::emit(bench, "mp", unit, note, samples);
 }
 
 fn producer(arg: (Queue<u64>, u64)) {
@@ -44,7 +39,12 @@ pub fn run(reps: usize) {
         rates.push(n as f64 / t.elapsed().as_secs_f64());
         p.join().unwrap();
     }
-    emit("queue.small", "items/s", "100k u64 items put by a child process, got by the parent", &rates);
+    emit(
+        "queue.small",
+        "items/s",
+        "100k u64 items put by a child process, got by the parent",
+        &rates,
+    );
 
     let (there, back) = (Queue::<u64>::new().unwrap(), Queue::<u64>::new().unwrap());
     let mut p = Process::new(echo, (there.clone(), back.clone()));
@@ -65,5 +65,10 @@ pub fn run(reps: usize) {
     }
     there.put(u64::MAX).unwrap();
     p.join().unwrap();
-    emit("queue.rtt", "s", "put on one queue, echoed back on another by a child process", &rtts);
+    emit(
+        "queue.rtt",
+        "s",
+        "put on one queue, echoed back on another by a child process",
+        &rtts,
+    );
 }

@@ -17,12 +17,23 @@ use crate::{cargo, metadata, root, run_cmd, show};
 /// pinned group runs under `taskset -c 0` (parent and child on one CPU) with the benchmark
 /// names tagged `.cpu0`: on small VMs a round trip between two CPUs is dominated by the
 /// cross-CPU wake-up and flips between two modes, which hides the cost of the IPC itself.
+/// The later areas run `bench/python/bench_<group>.py <reps>` on the Python side; the
+/// transport groups run `bench_mp.py --only <group>`.
 const GROUPS: &[(&str, bool)] = &[
     ("start_join", false),
     ("rtt", false),
     ("rtt", true),
     ("tput", false),
+    ("queue", false),
+    ("sync", false),
+    ("shared", false),
+    ("pool", false),
+    ("manager", false),
+    ("shm", false),
 ];
+
+/// Groups whose Python side is `bench_mp.py --only <group>`.
+const TRANSPORT_GROUPS: &[&str] = &["start_join", "rtt", "tput"];
 
 /// One benchmark series: the samples of one implementation of one benchmark.
 struct Series {
@@ -61,7 +72,7 @@ impl Series {
     }
 
     fn higher_is_better(&self) -> bool {
-        self.unit == "B/s"
+        self.unit.ends_with("/s") || self.unit == "x"
     }
 }
 
@@ -141,7 +152,17 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut rust = program(&bin);
         rust.args(["--only", group]);
         let mut py = program(std::path::Path::new(&python()));
-        py.arg(&script).args(["--only", group]);
+        if TRANSPORT_GROUPS.contains(&group) {
+            py.arg(&script).args(["--only", group]);
+        } else {
+            let own = root().join(format!("bench/python/bench_{group}.py"));
+            if !own.exists() {
+                eprintln!("-- no {} : Python side of {group} skipped", own.display());
+                collect(rust, &mut results)?;
+                continue;
+            }
+            py.arg(own).arg(if quick { "3" } else { "7" });
+        }
         if pinned {
             rust.args(["--tag", ".cpu0"]);
             py.args(["--tag", ".cpu0"]);
@@ -273,6 +294,98 @@ fn machine() -> String {
 
 // ------------------------------------------------------------------ report
 
+/// Goals stated as "at least N× Python" (time: N× faster; rate: N× more).
+const VS_PYTHON: &[(&str, f64, &str)] = &[
+    (
+        "queue.small",
+        3.0,
+        "queue throughput, small items, at least 3× Python's Queue",
+    ),
+    (
+        "sync.event_pingpong",
+        1.0,
+        "event ping-pong faster than Python's",
+    ),
+    ("sync.barrier2", 1.0, "barrier wait faster than Python's"),
+    (
+        "sync.lock_uncontended",
+        1.0,
+        "uncontended lock at least as fast as Python's",
+    ),
+    (
+        "value.locked_incr",
+        1.0,
+        "locked shared value increments faster than Python's",
+    ),
+    (
+        "pool.map100k",
+        3.0,
+        "pool map, 100k items, at least 3× Python's tasks/s",
+    ),
+    (
+        "pool.map20k.chunk1",
+        10.0,
+        "pool map, chunksize 1, at least 10× Python's tasks/s",
+    ),
+    (
+        "pool.apply_async",
+        2.0,
+        "apply_async round trip at least 2× faster than Python's",
+    ),
+    (
+        "mgr.dict_setget",
+        5.0,
+        "manager dict set + get at least 5× faster than Python's",
+    ),
+    (
+        "shm.rtt8",
+        8.0,
+        "shm pipe round trip at least 8× faster than Python's Pipe",
+    ),
+    (
+        "shm.queue_small",
+        15.0,
+        "shm queue small items at least 15× Python's Queue",
+    ),
+];
+
+/// Goals stated as "at least this fraction of a Rust reference measured in the same run".
+const VS_REFERENCE: &[(&str, &str, f64, &str)] = &[
+    (
+        "shm.write64MiB",
+        "memcpy",
+        0.8,
+        "shared-memory write at least 80% of memcpy",
+    ),
+    (
+        "shm.read64MiB",
+        "memcpy",
+        0.8,
+        "shared-memory read at least 80% of memcpy",
+    ),
+    (
+        "shm.tput1MiB",
+        "memcpy",
+        0.6,
+        "shm pipe 1 MiB one way at least 60% of memcpy",
+    ),
+];
+
+/// Goals stated as absolute bounds (an upper bound for times, a lower bound for rates).
+const ABSOLUTE: &[(&str, f64, &str)] = &[
+    (
+        "pool.cpu_speedup",
+        1.9,
+        "CPU-bound map on 2 workers at least 1.9× serial",
+    ),
+    ("shm.rtt8", 5e-6, "shm pipe round trip at most 5 µs"),
+    (
+        "shm.queue_small",
+        5e6,
+        "shm queue at least 5 million messages/s",
+    ),
+];
+
 /// A table row: a benchmark and which implementation stands in each column.
 struct Row {
     title: &'static str,
@@ -280,6 +393,18 @@ struct Row {
     mp: &'static str,
     raw: Option<&'static str>,
     python: Option<(&'static str, &'static str)>,
+}
+
+/// A row comparing mp with Python under the same benchmark name, and optionally with a
+/// Rust reference implementation of that name.
+const fn row(title: &'static str, bench: &'static str, raw: Option<&'static str>) -> Row {
+    Row {
+        title,
+        bench,
+        mp: "mp",
+        raw,
+        python: Some((bench, "python")),
+    }
 }
 
 const ROWS: &[Row] = &[
@@ -381,6 +506,68 @@ const ROWS: &[Row] = &[
         raw: Some("raw"),
         python: Some(("tput.1MiB", "python")),
     },
+    row(
+        "queue: small items, child puts, parent gets",
+        "queue.small",
+        None,
+    ),
+    row("queue: round trip through two queues", "queue.rtt", None),
+    row(
+        "lock: uncontended acquire + release",
+        "sync.lock_uncontended",
+        None,
+    ),
+    row(
+        "event ping-pong between two processes",
+        "sync.event_pingpong",
+        None,
+    ),
+    row(
+        "barrier(2) wait across two processes",
+        "sync.barrier2",
+        None,
+    ),
+    row(
+        "shared memory write, 64 MiB (vs memcpy)",
+        "shm.write64MiB",
+        Some("memcpy"),
+    ),
+    row(
+        "shared memory read, 64 MiB (vs memcpy)",
+        "shm.read64MiB",
+        Some("memcpy"),
+    ),
+    row(
+        "locked Value: 2 processes incrementing",
+        "value.locked_incr",
+        None,
+    ),
+    row("pool start-up", "pool.start", None),
+    row("pool map, 100k items, default chunks", "pool.map100k", None),
+    row(
+        "pool map, 20k items, chunksize 1",
+        "pool.map20k.chunk1",
+        None,
+    ),
+    row("pool apply_async round trip", "pool.apply_async", None),
+    row(
+        "pool CPU-bound map speed-up, 2 workers",
+        "pool.cpu_speedup",
+        None,
+    ),
+    row("manager dict set + get", "mgr.dict_setget", None),
+    row("manager serving 8 clients", "mgr.clients8", None),
+    row(
+        "shm pipe round trip 8 B (vs raw socket)",
+        "shm.rtt8",
+        Some("raw"),
+    ),
+    row("shm queue, small items", "shm.queue_small", None),
+    row(
+        "shm pipe 1 MiB one way (vs memcpy)",
+        "shm.tput1MiB",
+        Some("memcpy"),
+    ),
 ];
 
 fn fmt_value(v: f64, unit: &str) -> String {
@@ -393,6 +580,10 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "s" => format!("{:.1} µs", v * 1e6),
         "B/s" if v >= 1e9 => format!("{:.2} GB/s", v / 1e9),
         "B/s" => format!("{:.0} MB/s", v / 1e6),
+        "x" => format!("{v:.2}×"),
+        _ if unit.ends_with("/s") && v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
+        _ if unit.ends_with("/s") && v >= 1e3 => format!("{:.0} k {unit}", v / 1e3),
+        _ if v >= 1e-6 && v < 1e6 && unit.is_empty() => format!("{v:.3}"),
         _ => format!("{v:.3} {unit}"),
     }
 }
@@ -463,7 +654,7 @@ impl Report<'_> {
 
     fn table(&self) -> String {
         let mut t = String::from(
-            "| benchmark | mp (Rust) | raw Unix socket (Rust) | Python 3 multiprocessing | mp vs Python | mp vs raw socket |\n\
+            "| benchmark | mp (Rust) | Rust reference (raw socket / memcpy) | Python 3 multiprocessing | mp vs Python | mp vs reference |\n\
              |---|---|---|---|---|---|\n",
         );
         for (title, mp, raw, py, vs_py, vs_raw) in self.rows() {
@@ -574,6 +765,39 @@ impl Report<'_> {
             }
             _ => line(None, "1 MiB throughput".into()),
         }
+        // The later issues' goals: ratios to Python, fractions of a reference, absolutes.
+        for &(bench, min, text) in VS_PYTHON {
+            match (self.get(bench, "mp"), self.get(bench, "python")) {
+                (Some(m), Some(p)) => {
+                    let r = speedup(m, p);
+                    line(Some(r >= min), format!("{text}: {}", fmt_ratio(Some(r))))
+                }
+                _ => line(None, text.into()),
+            }
+        }
+        for &(bench, reference, min, text) in VS_REFERENCE {
+            match (self.get(bench, "mp"), self.get(bench, reference)) {
+                (Some(m), Some(r)) => {
+                    let f = speedup(m, r);
+                    line(Some(f >= min), format!("{text}: {:.0}%", f * 100.0))
+                }
+                _ => line(None, text.into()),
+            }
+        }
+        for &(bench, bound, text) in ABSOLUTE {
+            match self.get(bench, "mp") {
+                Some(m) => {
+                    let v = m.median();
+                    let ok = if m.higher_is_better() {
+                        v >= bound
+                    } else {
+                        v <= bound
+                    };
+                    line(Some(ok), format!("{text}: {}", fmt_value(v, &m.unit)))
+                }
+                None => line(None, text.into()),
+            }
+        }
         out
     }
 
@@ -671,11 +895,11 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="13" font-weight="bold">mp vs Python multiprocessing and vs a raw Unix socket (medians; log scale; &gt;1× = mp better)</text>"#
+            r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="13" font-weight="bold">mp vs Python multiprocessing and vs a Rust reference (medians; log scale; &gt;1× = mp better)</text>"#
         );
         let _ = writeln!(
             s,
-            r##"<rect x="{left}" y="30" width="10" height="10" fill="#3b6fb6"/><text x="{}" y="39">vs Python</text><rect x="{}" y="30" width="10" height="10" fill="#e08a2e"/><text x="{}" y="39">vs raw Unix socket</text>"##,
+            r##"<rect x="{left}" y="30" width="10" height="10" fill="#3b6fb6"/><text x="{}" y="39">vs Python</text><rect x="{}" y="30" width="10" height="10" fill="#e08a2e"/><text x="{}" y="39">vs Rust reference (raw socket, memcpy)</text>"##,
             left + 14.0,
             left + 90.0,
             left + 104.0
