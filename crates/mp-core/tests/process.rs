@@ -430,7 +430,10 @@ fn proc_17_threads_left_running_end_with_the_child() {
         let mut p = ctx.process(leave_a_thread_behind, tx);
         p.start().unwrap();
         p.join().unwrap();
-        assert!(matches!(rx.recv_timeout(Duration::from_secs(2)), Err(mp_core::ConnectionError::Eof)));
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(2)),
+            Err(mp_core::ConnectionError::Eof)
+        ));
     });
 }
 
@@ -456,7 +459,12 @@ fn proc_21_a_method_as_the_target() {
         p.start().unwrap();
         for (word, upper) in [("hello", "HELLO"), ("world", "WORLD")] {
             here.send(&Some(word.into())).unwrap();
-            assert_eq!(here.recv_timeout(Duration::from_secs(10)).unwrap().as_deref(), Some(upper));
+            assert_eq!(
+                here.recv_timeout(Duration::from_secs(10))
+                    .unwrap()
+                    .as_deref(),
+                Some(upper)
+            );
         }
         here.send(&None).unwrap();
         p.join().unwrap();

@@ -214,7 +214,7 @@ pub fn create_process(
         }
         let e = io::Error::last_os_error();
         attempts_left -= 1;
-       
+
         if attempts_left == 0 || e.raw_os_error() != Some(ERROR_INTERNAL_ERROR as i32) {
             return Err(e);
         }
