@@ -42,11 +42,18 @@
 //! ## Feature flags
 //!
 //! - `socket` (default): pipes over Unix domain sockets (Unix) or named pipes (Windows).
+//! - `threads`: [`dummy`], Python's `multiprocessing.dummy`: the same API on threads, with
+//!   crossbeam channels. [`api`] has the traits that let one function run on processes or
+//!   threads.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod connection;
 mod context;
+#[cfg(feature = "threads")]
+#[cfg_attr(docsrs, doc(cfg(feature = "threads")))]
+pub mod dummy;
 mod error;
 mod handles;
 pub mod listener;

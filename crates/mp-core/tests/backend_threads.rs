@@ -1,0 +1,269 @@
+//! What only the threads backend (`mp_core::dummy`, Python's `multiprocessing.dummy`) does:
+//! thread names, capturing closures, unserializable values, `Unsupported` for terminate,
+//! a pool's terminate with running tasks, and tickets when its types are serialized. The
+//! behaviour it shares with processes is in `tests/conformance`.
+#![cfg(feature = "threads")]
+
+mod common;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{bounded, immediate};
+use mp_core::dummy::{
+    current_process, pipe, pipe_oneway, JoinableQueue, Pool, Process, Queue, Unsupported,
+};
+use mp_core::{ConnectionError, GetError, ProcessError, TaskError};
+
+#[test]
+fn threads_are_named_thread_n_and_share_the_pid() {
+    bounded(30, || {
+        let seen = Arc::new(Mutex::new(None));
+        let s2 = seen.clone();
+        let mut p = Process::from_closure(move || {
+            *s2.lock().unwrap() = Some(current_process());
+        });
+        assert_eq!(p.name(), None);
+        p.start().unwrap();
+        p.join().unwrap();
+        let name = p.name().unwrap().to_string();
+        assert!(name.starts_with("Thread-"), "{name}");
+        let info = seen.lock().unwrap().take().unwrap();
+        assert_eq!(info.name, name);
+        assert_eq!(info.pid, std::process::id());
+        assert_eq!(p.pid(), Some(std::process::id()));
+        assert_eq!(info.authkey, mp_core::current_process().authkey);
+
+        let mut q = Process::new(|_: ()| (), ())
+            .with_name("mine")
+            .with_daemon(true);
+        q.set_name("renamed").unwrap();
+        q.start().unwrap();
+        assert!(q.set_name("late").is_err());
+        q.join().unwrap();
+        assert_eq!(q.name(), Some("renamed"));
+        assert!(q.daemon());
+    });
+}
+
+#[test]
+fn terminate_kill_and_interrupt_are_unsupported() {
+    bounded(30, || {
+        let mut p = Process::new(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), 50);
+        p.start().unwrap();
+        assert_eq!(p.terminate(), Err(Unsupported("terminate")));
+        assert_eq!(p.kill(), Err(Unsupported("kill")));
+        assert_eq!(p.interrupt(), Err(Unsupported("interrupt")));
+        assert!(matches!(p.close(), Err(ProcessError::StillRunning)));
+        p.join().unwrap();
+        p.close().unwrap();
+        assert!(matches!(p.join(), Err(ProcessError::Closed)));
+    });
+}
+
+#[test]
+fn a_panic_keeps_message_location_and_backtrace() {
+    bounded(30, || {
+        let mut p = Process::from_closure(|| panic!("bad {}", 42));
+        p.start().unwrap();
+        let err = p.join().unwrap_err();
+        let ProcessError::Panicked { panic, exitcode } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(exitcode, 1);
+        assert_eq!(panic.message, "bad 42");
+        assert!(panic.location.contains("backend_threads.rs"));
+        assert!(!panic.backtrace.is_empty());
+        assert_eq!(p.panic().unwrap().message, "bad 42");
+        assert_eq!(p.exitcode(), Some(1));
+    });
+}
+
+#[test]
+fn values_need_not_be_serializable() {
+    bounded(30, || {
+        // An Arc<Mutex<_>> is no serde value; on threads it travels as it is.
+        let shared = Arc::new(Mutex::new(0));
+        let q = Queue::<Arc<Mutex<i32>>>::new().unwrap();
+        q.put(shared.clone()).unwrap();
+        *q.get().unwrap().lock().unwrap() += 1;
+        let (a, b) = pipe::<Arc<Mutex<i32>>>().unwrap();
+        a.send_owned(shared.clone()).unwrap();
+        *b.recv().unwrap().lock().unwrap() += 1;
+        let pool = Pool::new(2).unwrap();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let c2 = counter.clone();
+        let out = pool
+            .map(
+                move |x: usize| {
+                    c2.fetch_add(1, Ordering::SeqCst);
+                    x
+                },
+                0..10,
+            )
+            .unwrap();
+        assert_eq!(out.len(), 10);
+        assert_eq!(counter.load(Ordering::SeqCst), 10);
+        assert_eq!(*shared.lock().unwrap(), 2);
+        // A value that is not even Send stays out (compile-time): Rc is refused by put.
+        let _not_send: Option<Rc<()>> = None;
+    });
+}
+
+#[test]
+fn joinable_queue_with_consumer_threads() {
+    bounded(30, || {
+        let q = JoinableQueue::<u32>::bounded(4).unwrap();
+        let total = Arc::new(AtomicUsize::new(0));
+        let mut workers: Vec<Process> = (0..3)
+            .map(|_| {
+                let (q, total) = (q.clone(), total.clone());
+                Process::from_closure(move || loop {
+                    match q.get_timeout(Duration::from_millis(300)) {
+                        Ok(n) => {
+                            total.fetch_add(n as usize, Ordering::SeqCst);
+                            q.task_done().unwrap();
+                        }
+                        Err(GetError::Empty) => return,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        for w in &mut workers {
+            w.start().unwrap();
+        }
+        for i in 0..100 {
+            q.put(i).unwrap();
+        }
+        q.join().unwrap();
+        assert_eq!(total.load(Ordering::SeqCst), (0..100).sum::<u32>() as usize);
+        for w in &workers {
+            w.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn pipe_poll_reads_ahead_and_mismatched_messages_are_decode_errors() {
+    bounded(30, || {
+        let (a, b) = pipe::<u32>().unwrap();
+        a.send(&1).unwrap();
+        assert!(b.poll(Duration::ZERO).unwrap());
+        assert!(b.poll(Duration::ZERO).unwrap(), "poll consumes nothing");
+        assert_eq!(b.recv().unwrap(), 1);
+        a.send_bytes(b"raw").unwrap();
+        assert!(matches!(b.recv(), Err(ConnectionError::Decode(_))));
+        a.send(&2).unwrap();
+        assert!(matches!(b.recv_bytes(), Err(ConnectionError::Decode(_))));
+        a.send_bytes(b"long message").unwrap();
+        let mut small = [0u8; 4];
+        match b.recv_bytes_into(&mut small) {
+            Err(ConnectionError::BufferTooShort { message, capacity }) => {
+                assert_eq!(message, b"long message");
+                assert_eq!(capacity, 4);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A clone of an end keeps the peer from seeing EOF until both are gone.
+        let a2 = a.try_clone().unwrap();
+        drop(a);
+        assert!(!b.poll(Duration::from_millis(20)).unwrap());
+        drop(a2);
+        assert!(matches!(b.recv(), Err(ConnectionError::Eof)));
+
+        let (r, mut w) = pipe_oneway::<u8>().unwrap();
+        w.close();
+        assert!(w.is_closed());
+        assert!(matches!(w.send(&1), Err(ConnectionError::Closed)));
+        immediate("recv after the writer closed", || {
+            assert!(matches!(r.recv(), Err(ConnectionError::Eof)))
+        });
+    });
+}
+
+#[test]
+fn pool_terminate_fails_queued_tasks_at_once() {
+    bounded(30, || {
+        let pool = Pool::new(1).unwrap();
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate_rx));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(started_tx));
+        let running = pool
+            .apply_async(
+                move |_: ()| {
+                    started_tx.lock().unwrap().send(()).unwrap();
+                    gate.lock().unwrap().recv().unwrap();
+                    7
+                },
+                (),
+            )
+            .unwrap();
+        started_rx.recv().unwrap();
+        let queued: Vec<_> = (0..3)
+            .map(|i| pool.apply_async(|x: u32| x, i).unwrap())
+            .collect();
+        let lazy = pool.imap(|x: u32| x, 0..100).unwrap();
+        pool.terminate();
+        for q in &queued {
+            assert!(matches!(
+                q.get_timeout(Duration::from_secs(1)),
+                Err(TaskError::Terminated)
+            ));
+        }
+        assert!(!running.ready(), "a running task cannot be stopped");
+        gate_tx.send(()).unwrap();
+        assert!(matches!(running.get(), Err(TaskError::Terminated)));
+        let rest: Vec<_> = lazy.collect();
+        assert!(rest.iter().all(|r| matches!(r, Err(TaskError::Terminated))));
+        pool.join().unwrap();
+    });
+}
+
+#[test]
+fn imap_yields_an_input_panic_after_the_results_before_it() {
+    bounded(30, || {
+        let pool = Pool::new(2).unwrap();
+        let input = (0..5u32).map(|i| if i == 3 { panic!("input broke") } else { i });
+        let out: Vec<_> = pool.imap(|x: u32| x * 10, input).unwrap().collect();
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            out[..3]
+                .iter()
+                .map(|r| *r.as_ref().unwrap())
+                .collect::<Vec<_>>(),
+            [0, 10, 20]
+        );
+        assert!(matches!(&out[3], Err(TaskError::Input(m)) if m.contains("input broke")));
+    });
+}
+
+#[test]
+fn serialized_handles_are_tickets_valid_once_in_this_process() {
+    bounded(30, || {
+        let q = Queue::<u32>::new().unwrap();
+        let bytes = postcard::to_stdvec(&q).unwrap();
+        let back: Queue<u32> = postcard::from_bytes(&bytes).unwrap();
+        back.put(5).unwrap();
+        assert_eq!(q.get().unwrap(), 5);
+        assert!(
+            postcard::from_bytes::<Queue<u32>>(&bytes).is_err(),
+            "claimed once"
+        );
+
+        let (a, b) = pipe::<u32>().unwrap();
+        a.send(&9).unwrap();
+        assert!(b.poll(Duration::ZERO).unwrap());
+        let bytes = postcard::to_stdvec(&b).unwrap();
+        drop(b);
+        let b: mp_core::dummy::Connection<u32> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            b.recv().unwrap(),
+            9,
+            "the message read ahead travels with the end"
+        );
+    });
+}
