@@ -1,9 +1,44 @@
-//! The shared-memory ring-buffer backend of `mp` (planned; see the project's issue list).
+//! The shared-memory ring-buffer backend of `mp`.
 //!
-//! It will move frames through ring buffers in a named shared-memory segment, blocking with a
-//! short adaptive spin followed by a process-shared futex (Linux) or named event (Windows),
-//! and implement [`mp_ipc::Channel`] so that `mp-core`'s pipes and queues can use it. Nothing
-//! is implemented yet: the crate exists so the workspace shows where the backend goes.
+//! A [`ShmChannel`] is one end of a duplex, framed channel whose bytes move through two
+//! single-producer single-consumer byte rings (one per direction) in an anonymous
+//! shared-memory segment (`memfd_create` on Linux, an unlinked `shm_open` elsewhere), so a
+//! message between two processes is two `memcpy`s and no system call on the fast path.
+//!
+//! Beside the rings each end holds one end of a Unix socket pair, the *companion*. It is
+//! never on the fast path; it gives the backend what shared memory alone cannot:
+//!
+//! - **Liveness.** The kernel closes a dead process's descriptors, so a peer that exits or
+//!   crashes shows up as end-of-file on the companion: a reader gets `Eof` (or `Truncated`
+//!   in the middle of a streamed frame), a writer `BrokenPipe`, never a hang.
+//! - **Sleeping.** A reader first spins (adaptively, for at most [`spin_limit`]); then it
+//!   *arms* the ring, re-checks, and sleeps in `poll` on the companion. A writer that finds
+//!   the ring armed sends one doorbell frame. The same descriptor is what
+//!   `mp_core::wait` polls, so waiting on many shm connections at once works like sockets.
+//! - **Handles.** Descriptors sent with a frame travel on the companion (`SCM_RIGHTS`)
+//!   ahead of the frame that announces them.
+//!
+//! Frames of up to the ring capacity are published at once (the reader never sees half of
+//! one); longer frames stream through the ring in chunks, so size is never a limit. The
+//! segment is anonymous and travels to other processes as a descriptor: the kernel frees it
+//! when the last holder exits, so a crash leaks nothing. Everything read from the shared
+//! segment is validated (positions, lengths, magic); damage is an `InvalidData` error.
+//!
+//! On Windows the shm rings are not implemented yet: [`ShmChannel`] is a named-pipe channel
+//! with the same API, so programs using the `shm` backend build and run unchanged.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::ShmChannel;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::ShmChannel;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The name under which this backend reports itself.
 ///
@@ -11,3 +46,46 @@
 /// assert_eq!(mp_shm::BACKEND_NAME, "shm");
 /// ```
 pub const BACKEND_NAME: &str = "shm";
+
+/// The capacity of each direction's ring, in bytes (a power of two).
+pub const DEFAULT_RING: usize = 256 << 10;
+
+/// Default for [`spin_limit`]: about twice what a cross-core wake-up costs on a small
+/// machine (~20 us), the classic bound that keeps spinning within 2x of the best choice.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+static SPIN_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The longest a waiter spins before it sleeps (process-wide). `MP_SHM_SPIN_US` in the
+/// environment overrides the default; [`set_spin_limit`] overrides both.
+///
+/// ```
+/// mp_shm::set_spin_limit(std::time::Duration::from_micros(10));
+/// assert_eq!(mp_shm::spin_limit(), std::time::Duration::from_micros(10));
+/// ```
+pub fn spin_limit() -> Duration {
+    let ns = SPIN_NS.load(Ordering::Relaxed);
+    if ns != u64::MAX {
+        return Duration::from_nanos(ns);
+    }
+    let d = std::env::var("MP_SHM_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_SPIN, Duration::from_micros);
+    // On one CPU a spinning waiter only delays the peer it waits for.
+    let d = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        d
+    } else {
+        Duration::ZERO
+    };
+    SPIN_NS.store(d.as_nanos() as u64, Ordering::Relaxed);
+    d
+}
+
+/// Sets [`spin_limit`] for this process (zero: sleep at once).
+pub fn set_spin_limit(limit: Duration) {
+    SPIN_NS.store(
+        limit.as_nanos().min(u64::MAX as u128 - 1) as u64,
+        Ordering::Relaxed,
+    );
+}

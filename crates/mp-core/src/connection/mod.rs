@@ -21,6 +21,7 @@
 //! connection reaches the receiver as its own copy, as Python's pickled connections do (on
 //! Windows this is not supported yet and is an `Unsupported` I/O error).
 
+mod backend;
 mod raw;
 
 use std::marker::PhantomData;
@@ -30,6 +31,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ConnectionError;
+#[cfg(feature = "shm")]
+pub use backend::{set_shm_spin_limit, shm_spin_limit, Shm};
+pub use backend::{Backend, BackendKind, DefaultBackend, Socket};
 pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawConnection};
 
 /// Creates a duplex pipe: what one end sends, the other receives, both ways.
@@ -42,19 +46,34 @@ pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawC
 /// assert_eq!(a.recv().unwrap().0, 2);
 /// ```
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
-    let (a, b) = RawConnection::pair()?;
+    pipe_with::<T, DefaultBackend>()
+}
+
+/// Creates a duplex pipe over backend `B` ([`Socket`], or [`Shm`] with the `shm` feature),
+/// whatever the default is. The ends are the same `Connection` type as [`pipe`]'s.
+///
+/// ```
+/// use mp_core::connection::{pipe_with, Socket};
+/// let (a, b) = pipe_with::<u32, Socket>().unwrap();
+/// a.send(&7).unwrap();
+/// assert_eq!(b.recv().unwrap(), 7);
+/// assert_eq!(a.backend(), Some(mp_core::connection::BackendKind::Socket));
+/// ```
+pub fn pipe_with<T, B: Backend>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
+    let (a, b) = RawConnection::pair(B::KIND)?;
     Ok((Connection::from_raw(a), Connection::from_raw(b)))
 }
 
-/// Creates a one-way pipe, returning `(reader, writer)` in Python's order.
+/// [`pipe_oneway`] over backend `B`.
 ///
 /// ```
-/// let (rx, tx) = mp_core::pipe_oneway::<u64>().unwrap();
-/// tx.send(&42).unwrap();
-/// assert_eq!(rx.recv().unwrap(), 42);
+/// use mp_core::connection::{pipe_oneway_with, Socket};
+/// let (rx, tx) = pipe_oneway_with::<u8, Socket>().unwrap();
+/// tx.send(&1).unwrap();
+/// assert_eq!(rx.recv().unwrap(), 1);
 /// ```
-pub fn pipe_oneway<T>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
-    let (a, b) = RawConnection::pair()?;
+pub fn pipe_oneway_with<T, B: Backend>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
+    let (a, b) = RawConnection::pair(B::KIND)?;
     Ok((
         Reader {
             raw: a,
@@ -65,6 +84,17 @@ pub fn pipe_oneway<T>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
             _t: PhantomData,
         },
     ))
+}
+
+/// Creates a one-way pipe, returning `(reader, writer)` in Python's order.
+///
+/// ```
+/// let (rx, tx) = mp_core::pipe_oneway::<u64>().unwrap();
+/// tx.send(&42).unwrap();
+/// assert_eq!(rx.recv().unwrap(), 42);
+/// ```
+pub fn pipe_oneway<T>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
+    pipe_oneway_with::<T, DefaultBackend>()
 }
 
 /// One end of a duplex pipe carrying values of type `T`.
@@ -130,34 +160,28 @@ macro_rules! common_methods {
                 })
             }
 
+            /// The backend this end uses (`None` once closed).
+            pub fn backend(&self) -> Option<BackendKind> {
+                self.raw.kind()
+            }
+
             pub(crate) fn raw(&self) -> &RawConnection {
                 &self.raw
             }
         }
 
         impl<T> Serialize for $ty<T> {
-            /// The handle, plus any bytes this end has read ahead (so nothing is lost when
-            /// the end moves to another process).
+            /// The backend, the handles, plus any bytes this end has read ahead (so nothing
+            /// is lost when the end moves to another process) or the shm ring description.
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeTuple;
-                let Some(h) = self.raw.raw_handle() else {
-                    return Err(serde::ser::Error::custom("cannot pass a closed connection"));
-                };
-                let mut t = s.serialize_tuple(2)?;
-                t.serialize_element(&raw::HandleRef(h))?;
-                t.serialize_element(&self.raw.take_buffered())?;
-                t.end()
+                raw::serialize_end(&self.raw, s)
             }
         }
 
         impl<'de, T> Deserialize<'de> for $ty<T> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let (handle, ahead) = <(crate::OsHandle, Vec<u8>)>::deserialize(d)?;
-                let raw = RawConnection::from_handle(handle.into_inner())
-                    .map_err(serde::de::Error::custom)?;
-                raw.unread(&ahead);
                 Ok(Self {
-                    raw,
+                    raw: raw::deserialize_end(d)?,
                     _t: PhantomData,
                 })
             }

@@ -10,7 +10,7 @@ use mp_ipc::{Channel, DEFAULT_MAX_FRAME};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::sys::Chan;
+use super::backend::{AnyChan, BackendKind};
 use crate::ConnectionError;
 
 /// The handles of every open connection end in this process, so that a forked child can
@@ -59,7 +59,7 @@ const SCRATCH_KEEP: usize = 1 << 20;
 /// A framed channel end with its receive limit, its broken flag and a reusable buffer.
 /// The `Cell`s make it `!Sync`: one thread uses an end at a time.
 pub(crate) struct RawConnection {
-    chan: Option<Chan>,
+    chan: Option<AnyChan>,
     max_len: u64,
     broken: Cell<bool>,
     scratch: RefCell<Vec<u8>>,
@@ -74,8 +74,8 @@ impl Drop for RawConnection {
 }
 
 impl RawConnection {
-    pub(crate) fn new(chan: Chan) -> Self {
-        live_handles().push(LiveHandle(crate::sys::chan_raw_handle(&chan)));
+    pub(crate) fn new(chan: AnyChan) -> Self {
+        live_handles().extend(chan.handles().into_iter().map(LiveHandle));
         Self {
             chan: Some(chan),
             max_len: DEFAULT_MAX_FRAME,
@@ -84,36 +84,54 @@ impl RawConnection {
         }
     }
 
-    pub(crate) fn pair() -> Result<(Self, Self), ConnectionError> {
-        let (a, b) = crate::sys::chan_pair()?;
+    pub(crate) fn pair(kind: BackendKind) -> Result<(Self, Self), ConnectionError> {
+        let (a, b) = AnyChan::pair(kind)?;
         Ok((Self::new(a), Self::new(b)))
     }
 
+    /// Wraps one end of a socket-backend channel.
     pub(crate) fn from_handle(h: OwnedHandle) -> std::io::Result<Self> {
-        Ok(Self::new(crate::sys::chan_from_handle(h)?))
+        Ok(Self::new(AnyChan::Socket(crate::sys::chan_from_handle(h)?)))
+    }
+
+    /// Rebuilds an end that came from another process (see [`AnyChan::from_parts`]).
+    pub(crate) fn from_parts(
+        kind: u8,
+        handles: Vec<OwnedHandle>,
+        extra: &[u8],
+    ) -> std::io::Result<Self> {
+        Ok(Self::new(AnyChan::from_parts(kind, handles, extra)?))
     }
 
     pub(crate) fn try_clone(&self) -> Result<Self, ConnectionError> {
-        let mut clone = Self::new(crate::sys::chan_try_clone(self.chan()?)?);
+        let mut clone = Self::new(self.chan()?.try_clone()?);
         clone.max_len = self.max_len;
         Ok(clone)
     }
 
+    /// The handle `wait` polls.
     pub(crate) fn raw_handle(&self) -> Option<RawHandle> {
-        self.chan.as_ref().map(crate::sys::chan_raw_handle)
+        self.chan.as_ref().map(AnyChan::wait_handle)
     }
 
-    pub(crate) fn chan(&self) -> Result<&Chan, ConnectionError> {
+    /// The backend of this end, if open.
+    pub(crate) fn kind(&self) -> Option<BackendKind> {
+        self.chan.as_ref().map(AnyChan::kind)
+    }
+
+    pub(crate) fn chan(&self) -> Result<&AnyChan, ConnectionError> {
         self.chan.as_ref().ok_or(ConnectionError::Closed)
     }
 
     pub(crate) fn close(&mut self) {
         if let Some(chan) = self.chan.take() {
-            let h = LiveHandle(crate::sys::chan_raw_handle(&chan));
             let mut live = live_handles();
-            if let Some(i) = live.iter().position(|x| *x == h) {
-                live.swap_remove(i);
+            for h in chan.handles() {
+                if let Some(i) = live.iter().position(|x| *x == LiveHandle(h)) {
+                    live.swap_remove(i);
+                }
             }
+            drop(live);
             drop(chan);
         }
     }
@@ -148,7 +166,7 @@ impl RawConnection {
     /// Fails unless a frame can be read: closed, broken, or nothing within `timeout`.
     fn check_readable(
         &self,
-        chan: &Chan,
+        chan: &AnyChan,
         timeout: Option<Duration>,
     ) -> Result<(), ConnectionError> {
         if self.broken.get() {
@@ -216,18 +234,6 @@ impl RawConnection {
         self.chan.as_ref().is_some_and(|c| c.has_buffered())
     }
 
-    /// The read-ahead bytes, to travel with this end to another process.
-    pub(crate) fn take_buffered(&self) -> Vec<u8> {
-        self.chan.as_ref().map(|c| c.buffered()).unwrap_or_default()
-    }
-
-    /// Restores read-ahead bytes that travelled with this end.
-    pub(crate) fn unread(&self, bytes: &[u8]) {
-        if let Some(c) = &self.chan {
-            c.unread(bytes);
-        }
-    }
-
     pub(crate) fn recv_value<T: DeserializeOwned>(
         &self,
         timeout: Option<Duration>,
@@ -254,4 +260,35 @@ impl Serialize for HandleRef {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::handles::serialize_handle(self.0, s)
     }
+}
+
+/// The wire form of a connection end: its backend, its handles (through the outbox) and
+/// what travels beside them (read-ahead bytes, or the ring description).
+pub(crate) fn serialize_end<S: serde::Serializer>(
+    raw: &RawConnection,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeTuple;
+    let Some(chan) = raw.chan.as_ref() else {
+        return Err(serde::ser::Error::custom("cannot pass a closed connection"));
+    };
+    let handles: Vec<HandleRef> = chan.handles().into_iter().map(HandleRef).collect();
+    let mut t = s.serialize_tuple(3)?;
+    t.serialize_element(&chan.kind_tag())?;
+    t.serialize_element(&handles)?;
+    t.serialize_element(&chan.extra())?;
+    t.end()
+}
+
+/// The inverse of [`serialize_end`].
+pub(crate) fn deserialize_end<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<RawConnection, D::Error> {
+    use serde::Deserialize;
+    let (kind, handles, extra) = <(u8, Vec<crate::OsHandle>, Vec<u8>)>::deserialize(d)?;
+    let handles = handles
+        .into_iter()
+        .map(crate::OsHandle::into_inner)
+        .collect();
+    RawConnection::from_parts(kind, handles, &extra).map_err(serde::de::Error::custom)
 }

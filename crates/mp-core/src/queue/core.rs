@@ -1,5 +1,13 @@
-//! The engine under every queue: items as length-prefixed frames in a spool file, indexed by
-//! a header in shared memory.
+//! The engine under every queue: items as length-prefixed frames in a ring in shared memory
+//! (shm backend) or in a spool file, indexed by a header in shared memory.
+//!
+//! With the shm backend the header segment also holds a ring of `ring_cap` bytes. A `put`
+//! whose frame fits (at most a quarter of the ring) goes into the ring, with no system
+//! call, as long as the spool holds nothing; otherwise it goes to the spool, so an unbounded
+//! queue's `put` never waits for a reader whatever the item's size. Because the ring is only
+//! used while the spool is empty, every ring item is older than every spool item and `get`
+//! takes from the ring first: FIFO holds across both. The socket backend's queues have no
+//! ring (`ring_cap == 0`) and use the spool only.
 //!
 //! ```text
 //! header (shared memory)              spool (anonymous file, read/written by offset)
@@ -54,12 +62,25 @@ struct Header {
     tail: AtomicU64,
     /// Spool bytes below this offset have been given back.
     released: AtomicU64,
+    /// Ring positions (monotonic byte counts; `pos % ring_cap` is the offset).
+    ring_head: AtomicU64,
+    ring_tail: AtomicU64,
+    /// Items stored in the spool (the rest of `count` is in the ring).
+    spool_count: AtomicU32,
 }
+
+/// Where the ring starts in the header segment.
+const RING_AT: usize = (std::mem::size_of::<Header>() + 63) & !63;
+/// The ring of shm-backend queues.
+#[cfg(feature = "shm")]
+pub(crate) const SHM_RING: usize = 256 << 10;
 
 /// The shared state of one queue, held by every handle in every process.
 pub(crate) struct Core {
     header: Segment,
     spool: OwnedHandle,
+    /// The ring's size, derived from the segment's length (never read from shared memory).
+    ring_cap: usize,
 }
 
 /// What `put` needs from the frame: the encoded item.
@@ -104,11 +125,19 @@ fn spin_until(ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
 const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
 
 impl Core {
-    pub(crate) fn new(maxsize: u32) -> io::Result<Arc<Self>> {
-        let header = Segment::create(std::mem::size_of::<Header>())?;
+    /// A new queue; `ring_cap` (0, or a power of two) bytes of ring in shared memory.
+    pub(crate) fn new(maxsize: u32, ring_cap: usize) -> io::Result<Arc<Self>> {
+        debug_assert!(ring_cap == 0 || ring_cap.is_power_of_two());
+        let len = if ring_cap == 0 {
+            std::mem::size_of::<Header>()
+        } else {
+            RING_AT + ring_cap
+        };
+        let header = Segment::create(len)?;
         let core = Self {
             header,
             spool: sys::spool_create()?,
+            ring_cap,
         };
         core.h().maxsize.store(maxsize, Ordering::Relaxed);
         Ok(Arc::new(core))
@@ -150,6 +179,7 @@ impl Core {
     /// After a holder died: recount the frames between head and tail, dropping a torn tail.
     fn repair(&self) -> io::Result<()> {
         let h = self.h();
+        let ring_items = self.repair_ring();
         let (mut at, tail) = (
             h.head.load(Ordering::Relaxed),
             h.tail.load(Ordering::Relaxed),
@@ -168,8 +198,129 @@ impl Core {
             count += 1;
         }
         h.tail.store(at, Ordering::Relaxed);
-        h.count.store(count, Ordering::Release);
+        h.spool_count.store(count, Ordering::Relaxed);
+        h.count.store(count + ring_items, Ordering::Release);
         Ok(())
+    }
+
+    /// Counts the whole frames in the ring, dropping a torn or damaged tail.
+    fn repair_ring(&self) -> u32 {
+        if self.ring_cap == 0 {
+            return 0;
+        }
+        let h = self.h();
+        let head = h.ring_head.load(Ordering::Relaxed);
+        let tail = h.ring_tail.load(Ordering::Relaxed);
+        if tail.wrapping_sub(head) > self.ring_cap as u64 {
+            h.ring_tail.store(head, Ordering::Relaxed);
+            return 0;
+        }
+        let (mut at, mut n) = (head, 0u32);
+        while tail - at >= LEN as u64 {
+            let mut len = [0u8; LEN];
+            self.ring_read(at, &mut len);
+            let next = (at + LEN as u64).saturating_add(u64::from_le_bytes(len));
+            if next > tail {
+                break;
+            }
+            at = next;
+            n += 1;
+        }
+        h.ring_tail.store(at, Ordering::Relaxed);
+        n
+    }
+
+    fn ring_ptr(&self) -> *mut u8 {
+        // SAFETY: the segment is RING_AT + ring_cap long when ring_cap > 0.
+        unsafe { self.header.as_ptr().add(RING_AT) }
+    }
+
+    /// Copies `src` into the ring at position `pos`, wrapping around. Lock held.
+    fn ring_write(&self, pos: u64, src: &[u8]) {
+        let cap = self.ring_cap;
+        let off = pos as usize & (cap - 1);
+        let first = src.len().min(cap - off);
+        // SAFETY: off + first <= cap, src.len() - first <= cap; the lock serialises access.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ring_ptr().add(off), first);
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr().add(first),
+                self.ring_ptr(),
+                src.len() - first,
+            );
+        }
+    }
+
+    /// Copies out of the ring from position `pos`, wrapping around. Lock held.
+    fn ring_read(&self, pos: u64, dst: &mut [u8]) {
+        let cap = self.ring_cap;
+        let off = pos as usize & (cap - 1);
+        let first = dst.len().min(cap - off);
+        // SAFETY: as in ring_write.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ring_ptr().add(off), dst.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(
+                self.ring_ptr(),
+                dst.as_mut_ptr().add(first),
+                dst.len() - first,
+            );
+        }
+    }
+
+    /// Puts `frame` into the ring if it belongs there (ring present, spool empty, room).
+    /// Lock held. Returns whether it did.
+    fn ring_put(&self, frame: &[u8]) -> bool {
+        let h = self.h();
+        let cap = self.ring_cap as u64;
+        if cap == 0 || frame.len() as u64 > cap / 4 || h.spool_count.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        let head = h.ring_head.load(Ordering::Relaxed);
+        let tail = h.ring_tail.load(Ordering::Relaxed);
+        let used = tail.wrapping_sub(head);
+        if used > cap || cap - used < frame.len() as u64 {
+            return false;
+        }
+        self.ring_write(tail, frame);
+        h.ring_tail
+            .store(tail + frame.len() as u64, Ordering::Release);
+        true
+    }
+
+    /// Takes the frame at the ring's head, if the ring holds one. Lock held.
+    fn ring_take(&self) -> Result<Option<Vec<u8>>, GetError> {
+        if self.ring_cap == 0 {
+            return Ok(None);
+        }
+        let h = self.h();
+        let head = h.ring_head.load(Ordering::Relaxed);
+        let tail = h.ring_tail.load(Ordering::Relaxed);
+        let used = tail.wrapping_sub(head);
+        if used == 0 {
+            return Ok(None);
+        }
+        if used > self.ring_cap as u64 || used < LEN as u64 {
+            return Err(GetError::Corrupt(format!(
+                "ring positions {head}..{tail} do not fit a ring of {} bytes",
+                self.ring_cap
+            )));
+        }
+        let mut len = [0u8; LEN];
+        self.ring_read(head, &mut len);
+        let len = u64::from_le_bytes(len);
+        if len > used - LEN as u64 {
+            return Err(GetError::Corrupt(format!(
+                "a frame of {len} bytes announced with only {} stored",
+                used - LEN as u64
+            )));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.ring_read(head + LEN as u64, &mut buf);
+        h.ring_head
+            .store(head + LEN as u64 + len, Ordering::Release);
+        h.count.fetch_sub(1, Ordering::Release);
+        h.get_seq.fetch_add(1, Ordering::Release);
+        Ok(Some(buf))
     }
 
     /// Appends `frame`, waiting for room in a bounded queue until `deadline`. On `Full`,
@@ -198,12 +349,15 @@ impl Core {
                 return Err(QueueError::Full);
             }
         }
-        let tail = h.tail.load(Ordering::Relaxed);
-        if let Err(e) = sys::spool_write_at(&self.spool, &frame.0, tail) {
-            self.unlock();
-            return Err(e.into());
+        if !self.ring_put(&frame.0) {
+            let tail = h.tail.load(Ordering::Relaxed);
+            if let Err(e) = sys::spool_write_at(&self.spool, &frame.0, tail) {
+                self.unlock();
+                return Err(e.into());
+            }
+            h.tail.store(tail + frame.0.len() as u64, Ordering::Relaxed);
+            h.spool_count.fetch_add(1, Ordering::Relaxed);
         }
-        h.tail.store(tail + frame.0.len() as u64, Ordering::Relaxed);
         if joinable {
             h.unfinished.fetch_add(1, Ordering::Relaxed);
         }
@@ -255,7 +409,15 @@ impl Core {
 
     /// Reads and removes the frame at head. The lock is held and the queue is not empty.
     fn take_locked(&self) -> Result<Vec<u8>, GetError> {
+        if let Some(item) = self.ring_take()? {
+            return Ok(item);
+        }
         let h = self.h();
+        if h.spool_count.load(Ordering::Relaxed) == 0 {
+            return Err(GetError::Corrupt(
+                "the count says an item is there, but neither ring nor spool holds one".into(),
+            ));
+        }
         let (head, tail) = (
             h.head.load(Ordering::Relaxed),
             h.tail.load(Ordering::Relaxed),
@@ -291,6 +453,7 @@ impl Core {
         }
         let new_head = head + (LEN + len) as u64;
         h.head.store(new_head, Ordering::Relaxed);
+        h.spool_count.fetch_sub(1, Ordering::Relaxed);
         h.count.fetch_sub(1, Ordering::Release);
         h.get_seq.fetch_add(1, Ordering::Release);
         self.reclaim(new_head, tail)?;
@@ -380,9 +543,17 @@ impl<'de> Deserialize<'de> for Core {
         if header.len() < std::mem::size_of::<Header>() {
             return Err(D::Error::custom("a queue header segment is too small"));
         }
+        let ring_cap = header.len().saturating_sub(RING_AT);
+        let ring_cap = if header.len() <= RING_AT { 0 } else { ring_cap };
+        if ring_cap != 0 && !ring_cap.is_power_of_two() {
+            return Err(D::Error::custom(
+                "a queue ring of a size that is not a power of two",
+            ));
+        }
         Ok(Self {
             header,
             spool: spool.into_inner(),
+            ring_cap,
         })
     }
 }

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use self::core::{Core, Frame};
+use crate::connection::{Backend, BackendKind, DefaultBackend};
 
 /// Why a `put` failed; the item comes back where it was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +118,17 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Serialize + DeserializeOwned> Handle<T> {
     fn new(maxsize: u32) -> std::io::Result<Self> {
+        Self::with_kind(maxsize, DefaultBackend::KIND)
+    }
+
+    fn with_kind(maxsize: u32, kind: BackendKind) -> std::io::Result<Self> {
+        let ring = match kind {
+            BackendKind::Socket => 0,
+            #[cfg(feature = "shm")]
+            BackendKind::Shm => self::core::SHM_RING,
+        };
         Ok(Self {
-            core: Some(Core::new(maxsize)?),
+            core: Some(Core::new(maxsize, ring)?),
             _t: PhantomData,
         })
     }
@@ -265,6 +275,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             handle: Handle::new(maxsize)?,
         })
     }
+
+    /// A queue of at most `maxsize` items (0: unbounded) over backend `B`, whatever the
+    /// default backend is.
+    ///
+    /// ```
+    /// use mp_core::{connection::Socket, Queue};
+    /// let q = Queue::<u8>::with_backend::<Socket>(0).unwrap();
+    /// q.put(1).unwrap();
+    /// assert_eq!(q.get().unwrap(), 1);
+    /// ```
+    pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            handle: Handle::with_kind(maxsize, B::KIND)?,
+        })
+    }
 }
 
 queue_methods!(Queue, false);
@@ -288,6 +313,13 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             handle: Handle::new(0)?,
+        })
+    }
+
+    /// A new, empty queue over backend `B`.
+    pub fn with_backend<B: Backend>() -> std::io::Result<Self> {
+        Ok(Self {
+            handle: Handle::with_kind(0, B::KIND)?,
         })
     }
 }
@@ -323,6 +355,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn bounded(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
             handle: Handle::new(maxsize)?,
+        })
+    }
+
+    /// A joinable queue of at most `maxsize` items (0: unbounded) over backend `B`.
+    pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            handle: Handle::with_kind(maxsize, B::KIND)?,
         })
     }
 

@@ -53,6 +53,10 @@ impl RawLock {
         if self.try_lock() {
             return Acquired::Clean;
         }
+        // A holder that died between taking `state` and writing `owner` (or between
+        // clearing `owner` and releasing `state`) leaves the lock held by nobody: if it stays
+        // so for several check intervals, the waiter takes over.
+        let mut ownerless_since: Option<Instant> = None;
         loop {
             if self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
                 self.owner.store(my_pid(), Ordering::Relaxed);
@@ -60,6 +64,19 @@ impl RawLock {
             }
             if self.take_over_from_dead_owner() {
                 return Acquired::OwnerDied;
+            }
+            if self.owner.load(Ordering::Relaxed) == 0 {
+                let since = *ownerless_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= 3 * futex::CHECK_INTERVAL
+                    && self
+                        .owner
+                        .compare_exchange(0, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return Acquired::OwnerDied;
+                }
+            } else {
+                ownerless_since = None;
             }
             if !futex::wait_until(&self.state, CONTENDED, deadline) {
                 return Acquired::TimedOut;

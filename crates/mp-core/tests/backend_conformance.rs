@@ -1,0 +1,505 @@
+//! The behaviour suite every transport backend must pass, written once, generic over the
+//! backend, and instantiated per backend (`socket` always, `shm` with the feature), the way
+//! iceoryx2 runs one conformance suite per implementation. Real child processes, outer
+//! time bounds, and crash/corruption cases.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{about, bounded, for_each_context, immediate};
+
+use mp_core::connection::{pipe_oneway_with, pipe_with, Backend};
+use mp_core::{
+    wait, Connection, ConnectionError, Context, GetError, JoinableQueue, PutError, Queue, Reader,
+    SimpleQueue, Writer,
+};
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+fn echo_values(conn: Connection<(u32, String, Vec<u64>)>) {
+    while let Ok(v) = conn.recv() {
+        conn.send(&v).unwrap();
+    }
+}
+
+fn echo_bytes(conn: Connection<()>) {
+    while let Ok(b) = conn.recv_bytes() {
+        conn.send_bytes(&b).unwrap();
+    }
+}
+
+fn send_big(arg: (usize, Writer<()>)) {
+    arg.1.send_bytes(&payload(arg.0)).unwrap();
+}
+
+fn hold_and_exit(conn: Connection<u8>) {
+    drop(conn);
+}
+
+fn send_sequence(tx: Writer<()>) {
+    for m in ["hello", "", "a", "b", "", "bye", "", "lop"] {
+        tx.send_bytes(m.as_bytes()).unwrap();
+    }
+}
+
+fn reply_after(arg: (u64, Writer<u64>)) {
+    std::thread::sleep(Duration::from_millis(arg.0));
+    arg.1.send(&arg.0).unwrap();
+}
+
+fn poll_shared(rx: Reader<()>) {
+    let _ = rx.poll(Duration::from_secs(5));
+}
+
+/// Sends a first small message, then a huge one forever: killed in the middle of it.
+fn write_forever(tx: Writer<()>) {
+    tx.send_bytes(b"first").unwrap();
+    let big = vec![0xEEu8; 64 << 20];
+    loop {
+        tx.send_bytes(&big).unwrap();
+    }
+}
+
+fn forward_conn(arg: (Connection<Connection<String>>, ())) {
+    let inner = arg.0.recv().unwrap();
+    let s = inner.recv().unwrap();
+    inner.send(&s.to_uppercase()).unwrap();
+}
+
+fn round_trip<B: Backend>(ctx: Context) {
+    let (a, b) = pipe_with::<_, B>().unwrap();
+    let mut p = ctx.process(echo_values, b);
+    p.start().unwrap();
+    for i in 0..50u32 {
+        let v = (i, "x".repeat(i as usize * 10), vec![i as u64; i as usize]);
+        a.send(&v).unwrap();
+        assert_eq!(a.recv_timeout(SECS).unwrap(), v);
+    }
+    drop(a);
+    p.join().unwrap();
+
+    let (a, b) = pipe_with::<(), B>().unwrap();
+    let mut p = ctx.process(echo_bytes, b);
+    p.start().unwrap();
+    for n in [
+        0usize,
+        1,
+        7,
+        8,
+        9,
+        511,
+        512,
+        513,
+        4096,
+        65_536,
+        300_000,
+        1 << 20,
+    ] {
+        let m = payload(n);
+        a.send_bytes(&m).unwrap();
+        assert_eq!(a.recv_bytes_timeout(SECS).unwrap(), m, "{n} bytes");
+    }
+    drop(a);
+    p.join().unwrap();
+}
+
+fn big_message<B: Backend>(ctx: Context) {
+    let n = 16 << 20;
+    let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
+    let mut p = ctx.process(send_big, (n, tx));
+    p.start().unwrap();
+    let got = rx.recv_bytes_timeout(SECS).unwrap();
+    assert_eq!(got, payload(n));
+    p.join().unwrap();
+}
+
+fn closed_peer<B: Backend>(ctx: Context) {
+    let (a, b) = pipe_with::<u8, B>().unwrap();
+    let mut p = ctx.process(hold_and_exit, b);
+    p.start().unwrap();
+    p.join().unwrap();
+    immediate("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
+    assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
+    assert!(matches!(a.recv_bytes(), Err(ConnectionError::Eof)));
+    assert!(matches!(a.send(&1), Err(ConnectionError::BrokenPipe)));
+}
+
+fn ordered_and_not_merged<B: Backend>(ctx: Context) {
+    let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
+    let mut p = ctx.process(send_sequence, tx);
+    p.start().unwrap();
+    let got: Vec<String> = (0..8)
+        .map(|_| String::from_utf8(rx.recv_bytes_timeout(SECS).unwrap()).unwrap())
+        .collect();
+    assert_eq!(got, ["hello", "", "a", "b", "", "bye", "", "lop"]);
+    p.join().unwrap();
+    assert!(matches!(rx.recv_bytes(), Err(ConnectionError::Eof)));
+}
+
+fn polling_child_does_not_split<B: Backend>(ctx: Context) {
+    let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
+    let mut p = ctx.process(poll_shared, rx.try_clone().unwrap());
+    p.start().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    tx.send_bytes(&[1u8; 1000]).unwrap();
+    tx.send_bytes(&[2u8; 2000]).unwrap();
+    p.join().unwrap();
+    assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), vec![1u8; 1000]);
+    assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), vec![2u8; 2000]);
+}
+
+fn wait_mixed<B: Backend>(ctx: Context) {
+    let mut readers = Vec::new();
+    let mut procs = Vec::new();
+    for ms in [300u64, 50, 150] {
+        let (rx, tx) = pipe_oneway_with::<u64, B>().unwrap();
+        let mut p = ctx.process(reply_after, (ms, tx));
+        p.start().unwrap();
+        readers.push(rx);
+        procs.push(p);
+    }
+    let mut order = Vec::new();
+    let mut left: Vec<usize> = (0..3).collect();
+    while !left.is_empty() {
+        let objs: Vec<&dyn mp_core::Waitable> = left
+            .iter()
+            .map(|&i| &readers[i] as &dyn mp_core::Waitable)
+            .collect();
+        let ready = wait(&objs, Some(SECS)).unwrap();
+        assert!(!ready.is_empty(), "wait timed out");
+        let i = left[ready[0]];
+        order.push(readers[i].recv_timeout(SECS).unwrap());
+        left.retain(|&j| j != i);
+    }
+    assert_eq!(order, [50, 150, 300]);
+    for p in &mut procs {
+        p.join().unwrap();
+    }
+}
+
+fn connection_inside_a_message<B: Backend>(ctx: Context) {
+    let (carrier_here, carrier_there) = pipe_with::<Connection<String>, B>().unwrap();
+    let mut p = ctx.process(forward_conn, (carrier_there, ()));
+    p.start().unwrap();
+    let (mine, theirs) = pipe_with::<String, B>().unwrap();
+    carrier_here.send(&theirs).unwrap();
+    drop(theirs);
+    mine.send(&"abc".to_string()).unwrap();
+    assert_eq!(mine.recv_timeout(SECS).unwrap(), "ABC");
+    p.join().unwrap();
+    assert!(matches!(mine.recv_timeout(SECS), Err(ConnectionError::Eof)));
+}
+
+fn killed_writer<B: Backend>(ctx: Context) {
+    let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
+    let mut p = ctx.process(write_forever, tx);
+    p.start().unwrap();
+    assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), b"first");
+    std::thread::sleep(Duration::from_millis(30));
+    p.kill().unwrap();
+    let _ = p.join();
+    // Whole 64 MiB messages, then an error (never garbage, never a hang).
+    let t = Instant::now();
+    loop {
+        match rx.recv_bytes_timeout(SECS) {
+            Ok(m) => assert!(m.len() == 64 << 20 && m.iter().all(|&b| b == 0xEE)),
+            Err(ConnectionError::Eof | ConnectionError::Truncated { .. }) => break,
+            Err(e) => panic!("expected EOF or Truncated, got {e:?}"),
+        }
+        assert!(t.elapsed() < SECS);
+    }
+}
+
+fn poll_timing<B: Backend>() {
+    let (a, b) = pipe_with::<u32, B>().unwrap();
+    immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
+    about("poll(100ms)", Duration::from_millis(100), || {
+        assert!(!b.poll(Duration::from_millis(100)).unwrap())
+    });
+    about("recv_timeout(100ms)", Duration::from_millis(100), || {
+        assert!(matches!(
+            b.recv_timeout(Duration::from_millis(100)),
+            Err(ConnectionError::Timeout)
+        ))
+    });
+    a.send(&5).unwrap();
+    immediate("poll(100ms) with data", || {
+        assert!(b.poll(Duration::from_millis(100)).unwrap())
+    });
+    for _ in 0..3 {
+        assert!(b.poll(Duration::ZERO).unwrap(), "polling consumes nothing");
+    }
+    assert_eq!(b.recv().unwrap(), 5);
+}
+
+fn recv_into_and_limits<B: Backend>() {
+    let (a, mut b) = pipe_with::<(), B>().unwrap();
+    a.send_bytes(&payload(16)).unwrap();
+    let mut buf = [0xAAu8; 40];
+    assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 16);
+    assert_eq!(&buf[..16], &payload(16)[..]);
+    assert!(buf[16..].iter().all(|&x| x == 0xAA));
+    a.send_bytes(&payload(110)).unwrap();
+    match b.recv_bytes_into(&mut buf) {
+        Err(ConnectionError::BufferTooShort { message, capacity }) => {
+            assert_eq!(message, payload(110));
+            assert_eq!(capacity, 40);
+        }
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+    // A big one (sent from another thread) straight into a big buffer.
+    let t = std::thread::spawn(move || {
+        a.send_bytes(&payload(3 << 20)).unwrap();
+        a
+    });
+    let mut big = vec![0u8; 4 << 20];
+    assert_eq!(b.recv_bytes_into(&mut big).unwrap(), 3 << 20);
+    assert_eq!(&big[..3 << 20], &payload(3 << 20)[..]);
+    let a = t.join().unwrap();
+    // Over the limit: refused before allocation, then the end is broken.
+    b.set_max_message_size(100);
+    a.send_bytes(&payload(101)).unwrap();
+    assert!(matches!(
+        b.recv_bytes(),
+        Err(ConnectionError::TooLarge { len: 101, max: 100 })
+    ));
+    assert!(matches!(b.recv_bytes(), Err(ConnectionError::Broken)));
+}
+
+fn wrong_type_is_a_decode_error<B: Backend>() {
+    let (a, b) = pipe_with::<String, B>().unwrap();
+    a.send_bytes(&[0xFF, 0xFF, 0xFF]).unwrap();
+    assert!(matches!(b.recv(), Err(ConnectionError::Decode(_))));
+    a.send(&"still fine".to_string()).unwrap();
+    assert_eq!(b.recv().unwrap(), "still fine");
+}
+
+fn threads_stream<B: Backend>() {
+    // Many messages of mixed sizes between two threads, both directions at once.
+    let (a, b) = pipe_with::<Vec<u8>, B>().unwrap();
+    let t = std::thread::spawn(move || {
+        for i in 0..2000usize {
+            b.send(&payload(i * 37 % 70_000)).unwrap();
+            assert_eq!(b.recv().unwrap(), payload(i % 100));
+        }
+    });
+    for i in 0..2000usize {
+        a.send(&payload(i % 100)).unwrap();
+        assert_eq!(a.recv().unwrap(), payload(i * 37 % 70_000));
+    }
+    t.join().unwrap();
+}
+
+fn put_range(arg: (Queue<(u32, Vec<u8>)>, u32, u32)) {
+    for i in arg.1..arg.2 {
+        // Mostly small items, some too big for any ring: FIFO must hold across both.
+        let n = if i % 97 == 0 {
+            300_000
+        } else {
+            (i % 50) as usize
+        };
+        arg.0.put((i, payload(n))).unwrap();
+    }
+}
+
+fn queue_fifo_and_sizes<B: Backend>(ctx: Context) {
+    let q = Queue::<(u32, Vec<u8>)>::with_backend::<B>(0).unwrap();
+    let mut p = ctx.process(put_range, (q.clone(), 0, 3000));
+    p.start().unwrap();
+    for i in 0..3000u32 {
+        let (j, v) = q.get_timeout(SECS).unwrap();
+        assert_eq!(j, i);
+        let n = if i % 97 == 0 {
+            300_000
+        } else {
+            (i % 50) as usize
+        };
+        assert_eq!(v, payload(n));
+    }
+    p.join().unwrap();
+    assert!(q.empty());
+    assert!(matches!(q.get_nowait(), Err(GetError::Empty)));
+}
+
+fn consume_sum(arg: (Queue<Option<u64>>, Writer<u64>)) {
+    let mut sum = 0;
+    while let Some(v) = arg.0.get().unwrap() {
+        sum += v;
+    }
+    arg.1.send(&sum).unwrap();
+}
+
+fn produce_n(arg: (Queue<Option<u64>>, u64, u64)) {
+    for v in arg.1..arg.2 {
+        arg.0.put(Some(v)).unwrap();
+    }
+}
+
+fn queue_many_to_many<B: Backend>(ctx: Context) {
+    let q = Queue::<Option<u64>>::with_backend::<B>(0).unwrap();
+    let (rx, tx) = pipe_oneway_with::<u64, B>().unwrap();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut p = ctx.process(consume_sum, (q.clone(), tx.try_clone().unwrap()));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let producers: Vec<_> = (0..3u64)
+        .map(|k| {
+            let mut p = ctx.process(produce_n, (q.clone(), k * 20_000, (k + 1) * 20_000));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for _ in 0..3 {
+        q.put(None).unwrap();
+    }
+    let total: u64 = (0..3).map(|_| rx.recv_timeout(SECS).unwrap()).sum();
+    assert_eq!(total, (0..60_000u64).sum::<u64>());
+    for p in consumers {
+        p.join().unwrap();
+    }
+}
+
+fn queue_bounded_and_joinable<B: Backend>() {
+    let q = Queue::<u32>::with_backend::<B>(2).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    assert!(q.full());
+    assert!(matches!(q.put_nowait(3), Err(PutError::Full(3))));
+    about(
+        "put_timeout on a full queue",
+        Duration::from_millis(100),
+        || assert!(q.put_timeout(3, Duration::from_millis(100)).is_err()),
+    );
+    assert_eq!(q.get().unwrap(), 1);
+    q.put(3).unwrap();
+    assert_eq!(q.qsize(), 2);
+    let j = JoinableQueue::<u32>::with_backend::<B>(0).unwrap();
+    j.put(1).unwrap();
+    j.put(2).unwrap();
+    assert!(j.join_timeout(Duration::ZERO).is_err());
+    j.get().unwrap();
+    j.get().unwrap();
+    j.task_done().unwrap();
+    j.task_done().unwrap();
+    j.join().unwrap();
+    let s = SimpleQueue::<String>::with_backend::<B>().unwrap();
+    s.put("x".into()).unwrap();
+    assert_eq!(s.get().unwrap(), "x");
+}
+
+fn die_mid_use(arg: (Queue<u32>, Writer<()>)) {
+    let (q, tx) = arg;
+    q.put(1).unwrap();
+    tx.send(&()).unwrap();
+    loop {
+        q.put(2).unwrap();
+        q.get().unwrap();
+    }
+}
+
+fn queue_killed_user<B: Backend>(ctx: Context) {
+    let q = Queue::<u32>::with_backend::<B>(0).unwrap();
+    let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
+    let mut p = ctx.process(die_mid_use, (q.clone(), tx));
+    p.start().unwrap();
+    rx.recv_timeout(SECS).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    p.kill().unwrap();
+    let _ = p.join();
+    q.put(3).unwrap();
+    let mut seen = Vec::new();
+    while let Ok(v) = q.get_timeout(Duration::from_millis(200)) {
+        seen.push(v);
+    }
+    assert_eq!(seen.last(), Some(&3), "{seen:?}");
+    assert!(seen.iter().all(|v| [1, 2, 3].contains(v)), "{seen:?}");
+}
+
+macro_rules! conformance {
+    ($m:ident, $b:ty) => {
+        mod $m {
+            use super::*;
+            type B = $b;
+
+            #[test]
+            fn values_and_bytes_round_trip() {
+                for_each_context(60, round_trip::<B>);
+            }
+            #[test]
+            fn a_16_mib_message_arrives_intact() {
+                for_each_context(60, big_message::<B>);
+            }
+            #[test]
+            fn a_closed_peer_is_eof_and_broken_pipe() {
+                for_each_context(30, closed_peer::<B>);
+            }
+            #[test]
+            fn messages_keep_order_and_boundaries() {
+                for_each_context(30, ordered_and_not_merged::<B>);
+            }
+            #[test]
+            fn a_polling_child_does_not_split_messages() {
+                for_each_context(30, polling_child_does_not_split::<B>);
+            }
+            #[test]
+            fn wait_sees_messages_in_arrival_order() {
+                for_each_context(30, wait_mixed::<B>);
+            }
+            #[test]
+            fn a_connection_travels_inside_a_message() {
+                for_each_context(30, connection_inside_a_message::<B>);
+            }
+            #[test]
+            fn a_writer_killed_mid_message_is_eof_or_truncated() {
+                for_each_context(60, killed_writer::<B>);
+            }
+            #[test]
+            fn poll_and_timeouts() {
+                bounded(30, poll_timing::<B>);
+            }
+            #[test]
+            fn recv_into_buffer_too_short_and_limits() {
+                bounded(30, recv_into_and_limits::<B>);
+            }
+            #[test]
+            fn a_message_of_the_wrong_type_is_a_decode_error() {
+                bounded(30, wrong_type_is_a_decode_error::<B>);
+            }
+            #[test]
+            fn two_threads_stream_both_ways() {
+                bounded(60, threads_stream::<B>);
+            }
+            #[test]
+            fn queue_is_fifo_for_small_and_big_items() {
+                for_each_context(60, queue_fifo_and_sizes::<B>);
+            }
+            #[test]
+            fn queue_many_producers_many_consumers_exactly_once() {
+                for_each_context(60, queue_many_to_many::<B>);
+            }
+            #[test]
+            fn queue_bounded_joinable_simple() {
+                bounded(30, queue_bounded_and_joinable::<B>);
+            }
+            #[test]
+            fn queue_survives_a_killed_user() {
+                for_each_context(60, queue_killed_user::<B>);
+            }
+        }
+    };
+}
+
+conformance!(socket, mp_core::connection::Socket);
+#[cfg(feature = "shm")]
+conformance!(shm, mp_core::connection::Shm);
