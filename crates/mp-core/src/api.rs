@@ -4,7 +4,7 @@
 //! an import. Here a function generic over [`Backend`] runs on either
 //! [`Processes`] (this crate's [`Process`](crate::Process), [`Queue`](crate::Queue),
 //! [`pipe`](crate::pipe), [`Pool`](crate::Pool)) or, with the `threads` feature, `Threads`
-//! (the twins in [`crate::dummy`]). The synchronisation primitives ([`Lock`](crate::Lock) and
+//! (the twins in `mp_core::dummy`). The synchronisation primitives ([`Lock`](crate::Lock) and
 //! friends) are the same types on both backends and need no trait.
 //!
 //! The bounds are the process backend's, so that code written once is portable: a target is a
@@ -51,7 +51,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Portable for T {}
 /// What [`Backend::pipe`] and [`Backend::pipe_oneway`] return: two ends, or why not.
 pub type PipeResult<A, B> = Result<(A, B), ConnectionError>;
 
-/// A worker: [`crate::Process`] or [`crate::dummy::Process`].
+/// A worker: [`crate::Process`] or `mp_core::dummy::Process`.
 pub trait ProcessApi: Send {
     /// Starts it.
     fn start(&mut self) -> Result<(), ProcessError>;
@@ -134,7 +134,7 @@ pub trait SendApi<T>: Send {
     fn send_bytes(&self, bytes: &[u8]) -> Result<(), ConnectionError>;
 }
 
-/// A pending result: [`crate::AsyncResult`] or [`crate::dummy::AsyncResult`].
+/// A pending result: [`crate::AsyncResult`] or `mp_core::dummy::AsyncResult`.
 pub trait AsyncResultApi<T> {
     /// Waits for the result and takes it.
     fn get(&self) -> Result<T, TaskError>;
@@ -148,7 +148,7 @@ pub trait AsyncResultApi<T> {
     fn successful(&self) -> Option<bool>;
 }
 
-/// A worker pool: [`crate::Pool`] or [`crate::dummy::Pool`].
+/// A worker pool: [`crate::Pool`] or `mp_core::dummy::Pool`.
 pub trait PoolApi {
     /// What `apply_async` and `map_async` return.
     type AsyncResult<R: Portable>: AsyncResultApi<R>;
@@ -272,7 +272,7 @@ pub trait Backend: 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Processes;
 
-/// The threads backend: the types of [`crate::dummy`].
+/// The threads backend: the types of [`crate::dummy`] (feature `threads`).
 #[cfg(feature = "threads")]
 #[cfg_attr(docsrs, doc(cfg(feature = "threads")))]
 #[derive(Debug, Clone, Copy, Default)]

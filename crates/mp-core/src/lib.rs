@@ -42,7 +42,7 @@
 //! ## Feature flags
 //!
 //! - `socket` (default): pipes over Unix domain sockets (Unix) or named pipes (Windows).
-//! - `threads`: [`dummy`], Python's `multiprocessing.dummy`: the same API on threads, with
+//! - `threads`: `dummy`, Python's `multiprocessing.dummy`: the same API on threads, with
 //!   crossbeam channels. [`api`] has the traits that let one function run on processes or
 //!   threads.
 #![cfg_attr(docsrs, feature(doc_cfg))]

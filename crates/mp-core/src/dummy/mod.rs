@@ -26,7 +26,7 @@
 //!   return [`Unsupported`], and [`Pool::terminate`] cancels the queued tasks at once but lets
 //!   running ones finish (their results are discarded);
 //! - `pid` is this process's id, as every thread shares it; a panic in a target is reported
-//!   as [`ProcessError::Panicked`](crate::ProcessError::Panicked) with exit code 1, exactly as
+//!   as [`ProcessError::Panicked`] with exit code 1, exactly as
 //!   a child process's panic is;
 //! - threads still running when `main` returns are not waited for (Rust ends the process);
 //!   join them. The daemon flag is recorded, for parity, but changes nothing.
