@@ -83,7 +83,10 @@ pub use shared::{
     Array, ArrayGuard, OwnerDied, RawArray, RawValue, ShareableList, SharedData, SharedError,
     SharedMemory, ShortStr, Value, ValueGuard,
 };
-pub use sync::{Lock, LockError, LockGuard, SyncError};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Event, Lock, LockError, LockGuard,
+    RLock, RLockError, RLockGuard, Semaphore, SemaphoreGuard, SyncError,
+};
 pub use wait::{wait, Sentinel, Waitable};
 
 /// Runs the child's work if this process was started by `mp`; returns at once otherwise.

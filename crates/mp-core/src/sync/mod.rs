@@ -1,5 +1,14 @@
 //! Process-shared synchronisation: Python's `multiprocessing.Lock` and friends.
 //!
+//! | Python | here |
+//! |---|---|
+//! | `Lock()` | [`Lock`] |
+//! | `RLock()` | [`RLock`] |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`] |
+//! | `Condition(lock)` | [`Condition`] (over a [`Lock`]) |
+//! | `Event()` | [`Event`] |
+//! | `Barrier(parties, action, timeout)`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
+//!
 //! Every primitive keeps its state in a small shared-memory segment (see
 //! [`crate::shared`]) and blocks with a process-shared futex on Linux (a short sleep-and-check
 //! loop elsewhere, for now). A primitive passed to a child, as an argument or inside a message,
@@ -12,10 +21,20 @@
 //!   [`LockError::OwnerDied`], which carries the guard: the new owner is told, and can check
 //!   the state the lock protects (Python's process locks stay locked for ever).
 
+mod barrier;
+mod condition;
+mod event;
 pub(crate) mod futex;
 mod lock;
+mod rlock;
+mod semaphore;
 
+pub use barrier::{Barrier, BrokenBarrierError};
+pub use condition::Condition;
+pub use event::Event;
 pub use lock::{Lock, LockError, LockGuard};
+pub use rlock::{RLock, RLockError, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 
 pub(crate) use lock::{Acquired, RawLock};
 
@@ -29,6 +48,9 @@ pub enum SyncError {
     /// Released by a thread or process that does not own it (RLock).
     #[error("cannot release an un-acquired or foreign-owned lock")]
     NotOwner,
+    /// An argument out of range (Python: `ValueError`), e.g. a barrier for 0 parties.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// The shared memory for the primitive could not be created.
     #[error(transparent)]
     Io(#[from] std::io::Error),
