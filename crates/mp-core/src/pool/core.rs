@@ -217,6 +217,9 @@ struct Worker {
     conn: Option<Connection<()>>,
     inflight: VecDeque<Chunk>,
     sent: u64,
+    /// Chunks whose results arrived.
+    answered: u64,
+    progress: crate::RawValue<u64>,
 }
 
 struct Dispatcher {
@@ -282,6 +285,11 @@ const PREFETCH_MAX_BYTES: usize = 64 * 1024;
 /// Chunks are prefetched only while their average run time is below this.
 const PREFETCH_MAX_NANOS: f64 = 200_000.0;
 
+/// Below this average run time, up to [`BATCH_DEPTH`] chunks are queued in a worker, sent
+/// several to a message (the worker answers them together too).
+const BATCH_MAX_NANOS: f64 = 20_000.0;
+const BATCH_DEPTH: usize = 64;
+
 enum Ready {
     Wake,
     Conn(usize),
@@ -291,11 +299,14 @@ enum Ready {
 impl Dispatcher {
     fn start_worker(&mut self) -> Result<(), ProcessError> {
         let (here, there) = pipe::<()>().map_err(conn_err)?;
+        let progress = crate::RawValue::new(0u64)
+            .map_err(|e| ProcessError::Io(std::io::Error::other(e.to_string())))?;
         self.counter += 1;
         let args = WorkerArgs {
             conn: there,
             init: self.cfg.init.clone(),
             max_tasks: self.cfg.max_tasks,
+            progress: progress.clone(),
         };
         let mut process = Process::new(worker::worker_main, args)
             .with_context(self.cfg.context)
@@ -313,6 +324,8 @@ impl Dispatcher {
             conn: Some(here),
             inflight: VecDeque::new(),
             sent: 0,
+            answered: 0,
+            progress,
         });
         Ok(())
     }
@@ -324,7 +337,10 @@ impl Dispatcher {
         }
         // Prefetch (a second chunk queued behind the running one) only for chunks known to
         // be short: it hides the round trip, and a short chunk delays nothing much.
-        let depth: usize = if self.chunk_nanos < PREFETCH_MAX_NANOS {
+        // Tiny chunks travel in batches, with a bounded backlog per worker.
+        let depth: usize = if self.chunk_nanos < BATCH_MAX_NANOS {
+            BATCH_DEPTH
+        } else if self.chunk_nanos < PREFETCH_MAX_NANOS {
             2
         } else {
             1
@@ -381,41 +397,72 @@ impl Dispatcher {
     fn dispatch(&mut self) {
         for pass in 0..2 {
             for i in 0..self.workers.len() {
-                loop {
-                    let w = &self.workers[i];
-                    if pass == 0 && !w.inflight.is_empty() {
-                        break;
-                    }
-                    if self.room(w) == 0 {
-                        break;
-                    }
-                    let prefetch = !w.inflight.is_empty();
-                    let chunk = {
-                        let mut st = self.shared.lock();
-                        loop {
-                            let Some(front) = st.pending.front() else {
-                                break None;
-                            };
-                            if prefetch && front.frame.len() > PREFETCH_MAX_BYTES {
-                                break None;
-                            }
-                            let c = st.pending.pop_front().unwrap();
-                            if c.sink.begin(c.index) {
-                                break Some(c);
-                            }
+                let w = &self.workers[i];
+                if pass == 0 && !w.inflight.is_empty() {
+                    continue;
+                }
+                let room = self.room(w);
+                if room == 0 {
+                    continue;
+                }
+                let prefetch = !w.inflight.is_empty();
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                // Lazily started pools share among the workers they may have, so that
+                // queued work is left for the workers `top_up` will start.
+                let workers = if self.cfg.lazy {
+                    self.cfg.processes
+                } else {
+                    self.workers.len().max(1)
+                };
+                let held: usize = self.workers.iter().map(|w| w.inflight.len()).sum();
+                let mine = w.inflight.len();
+                {
+                    let mut st = self.shared.lock();
+                    // A fair share of the outstanding work at most, so that a stale estimate
+                    // of chunk time cannot pile long chunks onto one worker.
+                    let share = (st.pending.len() + held)
+                        .div_ceil(workers)
+                        .saturating_sub(mine)
+                        .max(1);
+                    let room = room.min(share);
+                    while batch.len() < room {
+                        let Some(front) = st.pending.front() else {
+                            break;
+                        };
+                        let size = front.frame.len();
+                        if (prefetch || !batch.is_empty()) && bytes + size > PREFETCH_MAX_BYTES {
+                            break;
                         }
-                    };
-                    let Some(chunk) = chunk else { return };
-                    let w = &mut self.workers[i];
-                    let sent = w.conn.as_ref().map(|c| c.send_bytes(&chunk.frame));
-                    w.sent += 1;
-                    w.inflight.push_back(chunk);
-                    if !matches!(sent, Some(Ok(()))) {
-                        // The worker is gone or going: its sentinel will tell; the chunk is
-                        // accounted for in `inflight` until then.
-                        w.conn = None;
-                        break;
+                        let c = st.pending.pop_front().unwrap();
+                        if c.sink.begin(c.index) {
+                            bytes += size;
+                            batch.push(c);
+                        }
                     }
+                }
+                if batch.is_empty() {
+                    return;
+                }
+                let w = &mut self.workers[i];
+                let sent = match (&w.conn, batch.len()) {
+                    (Some(conn), 1) => conn.send_bytes(&batch[0].frame).is_ok(),
+                    (Some(conn), _) => {
+                        let mut frame = Vec::with_capacity(bytes);
+                        frame.push(FRAME_TASKS);
+                        for c in &batch {
+                            frame.extend_from_slice(&c.frame[1..]);
+                        }
+                        conn.send_bytes(&frame).is_ok()
+                    }
+                    (None, _) => false,
+                };
+                w.sent += batch.len() as u64;
+                w.inflight.extend(batch);
+                if !sent {
+                    // The worker is gone or going: its sentinel will tell; the chunks are
+                    // accounted for in `inflight` until then.
+                    w.conn = None;
                 }
             }
         }
@@ -552,7 +599,9 @@ impl Dispatcher {
                         self.corrupt(i);
                         return;
                     };
+                    self.workers[i].answered += 1;
                     let Ok(record) = record else {
+                        self.workers[i].answered -= 1;
                         self.workers[i].inflight.push_front(chunk);
                         self.corrupt(i);
                         return;
@@ -575,7 +624,8 @@ impl Dispatcher {
         let outcome = match record.first() {
             Some(&OUTCOME_OK) if record.len() >= 9 => {
                 let nanos = u64::from_le_bytes(record[1..9].try_into().unwrap()) as f64;
-                self.chunk_nanos = if self.chunk_nanos.is_infinite() {
+                // Up at once (a long chunk must stop batching now), down slowly.
+                self.chunk_nanos = if self.chunk_nanos.is_infinite() || nanos > self.chunk_nanos {
                     nanos
                 } else {
                     0.8 * self.chunk_nanos + 0.2 * nanos
@@ -623,23 +673,39 @@ impl Dispatcher {
         let exitcode = w.process.exitcode().unwrap_or(-1);
         let _ = w.process.close();
         self.shared.lock().pids.retain(|p| *p != w.pid);
-        if let Some(running) = w.inflight.pop_front() {
-            let err = TaskError::WorkerDied { exitcode };
-            running
-                .sink
-                .finish(running.index, running.len, Outcome::Failed(err.clone()));
-            if self.cfg.on_death == OnWorkerDeath::BreakPool {
-                for c in w.inflight.drain(..) {
-                    c.sink.finish(c.index, c.len, Outcome::Failed(err.clone()));
-                }
-                self.break_pool(format!("a worker died: {err}"));
-                return;
-            }
-            // Not started: back to the head of the queue, in order.
+        // Chunks answered+1 ..= sent are unanswered, in `inflight` order; the worker had
+        // started `progress` chunks, so the one it was running (if any) is known exactly.
+        let started = w.progress.get();
+        let running_at = started
+            .checked_sub(w.answered + 1)
+            .map(|k| k as usize)
+            .filter(|k| *k < w.inflight.len());
+        let Some(at) = running_at else {
+            // It died between chunks: nothing it held had started.
             let mut st = self.shared.lock();
             for c in w.inflight.drain(..).rev() {
                 st.pending.push_front(c);
             }
+            return;
+        };
+        let running = w.inflight.remove(at).expect("index checked");
+        let err = TaskError::WorkerDied { exitcode };
+        running
+            .sink
+            .finish(running.index, running.len, Outcome::Failed(err.clone()));
+        if self.cfg.on_death == OnWorkerDeath::BreakPool {
+            for c in w.inflight.drain(..) {
+                c.sink.finish(c.index, c.len, Outcome::Failed(err.clone()));
+            }
+            self.break_pool(format!("a worker died: {err}"));
+            return;
+        }
+        // The others go back to the head of the queue, in order: those after the running
+        // one never started; those before it finished, but their results (batched, short
+        // chunks only) were lost with the worker, so they run again.
+        let mut st = self.shared.lock();
+        for c in w.inflight.drain(..).rev() {
+            st.pending.push_front(c);
         }
     }
 

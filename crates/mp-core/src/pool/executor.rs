@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::core::{self, Shared};
 use super::entry::Plain;
-use super::result::{self, Phase, Slot};
+use super::result::{MapSlot, Phase, Slot};
 use super::{OnWorkerDeath, PoolBuilder, PoolError, TaskError};
 use crate::Context;
 
@@ -173,13 +173,14 @@ impl ProcessPoolExecutor {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let part: Vec<A> = items.by_ref().take(chunksize).collect();
-            chunks.push_back(super::submit_map::<Plain<F>, A, R, _>(
+            let slot = Slot::new(None);
+            super::submit_map::<Plain<F>, A, R>(
                 &self.shared,
                 part,
                 chunksize,
-                result::each,
-                None,
-            )?);
+                MapSlot::Each(slot.clone()),
+            )?;
+            chunks.push_back(slot);
         }
         Ok(ExecutorMap {
             chunks,
@@ -319,9 +320,11 @@ impl<R> std::future::Future for TaskFuture<R> {
     }
 }
 
+type ChunkSlot<R> = Arc<Slot<Vec<Result<R, TaskError>>>>;
+
 /// The iterator of [`ProcessPoolExecutor::map`]: results in input order.
 pub struct ExecutorMap<R> {
-    chunks: VecDeque<Arc<Slot<Vec<Result<R, TaskError>>>>>,
+    chunks: VecDeque<ChunkSlot<R>>,
     current: VecDeque<Result<R, TaskError>>,
     deadline: Option<Instant>,
 }

@@ -55,7 +55,7 @@ use serde::Serialize;
 
 use self::core::{Chunk, Config, Shared, Sink};
 use self::entry::{Entry, Plain, Star, TaskFn};
-use self::result::{ApplySink, Finalize, MapSink, Slot};
+use self::result::{ApplySink, MapSink, MapSlot, Slot};
 use crate::{ChildPanic, Context, ProcessError};
 
 pub use self::core::OnWorkerDeath;
@@ -625,28 +625,28 @@ where
 }
 
 /// Submits a whole input as chunks whose results are gathered into one slot.
-pub(crate) fn submit_map<T, A, R, X>(
+pub(crate) fn submit_map<T, A, R>(
     shared: &Shared,
     items: Vec<A>,
     chunksize: usize,
-    finalize: Finalize<R, X>,
-    callbacks: Option<Callbacks<X>>,
-) -> Result<Arc<Slot<X>>, PoolError>
+    slot: MapSlot<R>,
+) -> Result<(), PoolError>
 where
     T: TaskFn<A, R>,
     A: Serialize + DeserializeOwned + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
-    X: Send + 'static,
 {
     shared.check_running()?;
-    let slot = Slot::new(callbacks);
     if items.is_empty() {
-        slot.complete(finalize(Vec::new()));
-        return Ok(slot);
+        match slot {
+            MapSlot::Values(s) => s.complete(Ok(Vec::new())),
+            MapSlot::Each(s) => s.complete(Ok(Vec::new())),
+        }
+        return Ok(());
     }
     let head = core::chunk_head(&Entry::chunk::<T, A, R>());
     let chunks = items.len().div_ceil(chunksize);
-    let sink: Arc<dyn Sink> = Arc::new(MapSink::<R, X>::new(chunks, slot.clone(), finalize));
+    let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(chunks, slot));
     let mut out = Vec::with_capacity(chunks);
     for (index, part) in items.chunks(chunksize).enumerate() {
         let frame = encode_chunk(&head, part).map_err(PoolError::Encode)?;
@@ -657,8 +657,7 @@ where
             frame,
         });
     }
-    shared.submit(out)?;
-    Ok(slot)
+    shared.submit(out)
 }
 
 impl<'p> Chunked<'p> {
@@ -667,24 +666,17 @@ impl<'p> Chunked<'p> {
             .unwrap_or_else(|| default_chunksize(len, self.pool.processes))
     }
 
-    fn map_job<T, A, R, X, I>(
-        &self,
-        iter: I,
-        finalize: Finalize<R, X>,
-        callbacks: Option<Callbacks<X>>,
-    ) -> Result<AsyncResult<X>, PoolError>
+    fn map_job<T, A, R, I>(&self, iter: I, slot: MapSlot<R>) -> Result<(), PoolError>
     where
         T: TaskFn<A, R>,
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
-        X: Send + 'static,
     {
         self.pool.shared.check_running()?;
         let items = collect_input(iter)?;
         let size = self.size(items.len());
-        let slot = submit_map::<T, A, R, X>(&self.pool.shared, items, size, finalize, callbacks)?;
-        Ok(AsyncResult { slot })
+        submit_map::<T, A, R>(&self.pool.shared, items, size, slot)
     }
 
     /// See [`Pool::map`].
@@ -711,8 +703,9 @@ impl<'p> Chunked<'p> {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let r = self.map_job::<Plain<F>, A, R, _, I>(iter, result::each, None)?;
-        Ok(r.get().unwrap_or_else(|e| vec![Err(e)]))
+        let slot = Slot::new(None);
+        self.map_job::<Plain<F>, A, R, I>(iter, MapSlot::Each(slot.clone()))?;
+        Ok(AsyncResult { slot }.get().unwrap_or_else(|e| vec![Err(e)]))
     }
 
     /// See [`Pool::map_async`].
@@ -740,7 +733,9 @@ impl<'p> Chunked<'p> {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        self.map_job::<Plain<F>, A, R, _, I>(iter, result::first_error, Some(callbacks))
+        let slot = Slot::new(Some(callbacks));
+        self.map_job::<Plain<F>, A, R, I>(iter, MapSlot::Values(slot.clone()))?;
+        Ok(AsyncResult { slot })
     }
 
     /// See [`Pool::starmap`].
@@ -767,7 +762,9 @@ impl<'p> Chunked<'p> {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        self.map_job::<Star<F>, Args, R, _, I>(iter, result::first_error, None)
+        let slot = Slot::new(None);
+        self.map_job::<Star<F>, Args, R, I>(iter, MapSlot::Values(slot.clone()))?;
+        Ok(AsyncResult { slot })
     }
 
     /// See [`Pool::imap`].

@@ -26,9 +26,12 @@ use super::TaskError;
 /// # drop(cb);
 /// ```
 pub struct Callbacks<T> {
-    success: Option<Box<dyn FnOnce(&T) + Send>>,
-    error: Option<Box<dyn FnOnce(&TaskError) + Send>>,
+    success: Option<OnSuccess<T>>,
+    error: Option<OnError>,
 }
+
+type OnSuccess<T> = Box<dyn FnOnce(&T) + Send>;
+type OnError = Box<dyn FnOnce(&TaskError) + Send>;
 
 impl<T> Default for Callbacks<T> {
     fn default() -> Self {
@@ -342,58 +345,118 @@ impl<R: DeserializeOwned + Send> Sink for ApplySink<R> {
     }
 }
 
-/// How a map's per-item results become the slot's value.
-pub(crate) type Finalize<R, T> = fn(Vec<Result<R, TaskError>>) -> Result<T, TaskError>;
+/// Where a map's results go: the values with the first error (in input order) winning, or
+/// every item's own outcome.
+pub(crate) enum MapSlot<R> {
+    Values(Arc<Slot<Vec<R>>>),
+    Each(Arc<Slot<Vec<Result<R, TaskError>>>>),
+}
+
+struct MapParts<R> {
+    values: Vec<Option<Vec<R>>>,
+    each: Vec<Option<Vec<Result<R, TaskError>>>>,
+    /// The first failed item, as (chunk, position in chunk).
+    first_error: Option<((usize, usize), TaskError)>,
+    remaining: usize,
+}
 
 /// The sink of a `map`: collects chunk results, completes the slot with the last one.
-pub(crate) struct MapSink<R, T> {
-    parts: Mutex<(Vec<Option<Vec<Result<R, TaskError>>>>, usize)>,
-    slot: Arc<Slot<T>>,
-    finalize: Finalize<R, T>,
+pub(crate) struct MapSink<R> {
+    parts: Mutex<MapParts<R>>,
+    slot: MapSlot<R>,
 }
 
-impl<R, T> MapSink<R, T> {
-    pub(crate) fn new(chunks: usize, slot: Arc<Slot<T>>, finalize: Finalize<R, T>) -> Self {
+impl<R> MapSink<R> {
+    pub(crate) fn new(chunks: usize, slot: MapSlot<R>) -> Self {
+        let each = matches!(slot, MapSlot::Each(_));
         Self {
-            parts: Mutex::new(((0..chunks).map(|_| None).collect(), chunks)),
+            parts: Mutex::new(MapParts {
+                values: if each {
+                    Vec::new()
+                } else {
+                    (0..chunks).map(|_| None).collect()
+                },
+                each: if each {
+                    (0..chunks).map(|_| None).collect()
+                } else {
+                    Vec::new()
+                },
+                first_error: None,
+                remaining: chunks,
+            }),
             slot,
-            finalize,
         }
     }
 }
 
-impl<R: DeserializeOwned + Send, T: Send> Sink for MapSink<R, T> {
+impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
     fn finish(&self, index: usize, len: usize, outcome: Outcome<'_>) {
-        let mut items = Vec::with_capacity(len);
-        decode_items::<R>(len, outcome, |r| items.push(r));
-        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
-        if parts.0[index].is_some() {
-            return;
+        match &self.slot {
+            MapSlot::Values(slot) => {
+                let mut values = Vec::with_capacity(len);
+                let mut error = None;
+                let mut pos = 0;
+                decode_items::<R>(len, outcome, |r| {
+                    match r {
+                        Ok(v) => values.push(v),
+                        Err(e) => {
+                            if error.is_none() {
+                                error = Some(((index, pos), e));
+                            }
+                        }
+                    }
+                    pos += 1;
+                });
+                let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+                if parts.values[index].is_some() {
+                    return;
+                }
+                parts.values[index] = Some(values);
+                if let Some((at, e)) = error {
+                    if parts.first_error.as_ref().is_none_or(|(old, _)| at < *old) {
+                        parts.first_error = Some((at, e));
+                    }
+                }
+                parts.remaining -= 1;
+                if parts.remaining > 0 {
+                    return;
+                }
+                let result = match parts.first_error.take() {
+                    Some((_, e)) => Err(e),
+                    None => {
+                        let chunks = std::mem::take(&mut parts.values);
+                        let total = chunks.iter().flatten().map(Vec::len).sum();
+                        let mut all = Vec::with_capacity(total);
+                        for c in chunks.into_iter().flatten() {
+                            all.extend(c);
+                        }
+                        Ok(all)
+                    }
+                };
+                drop(parts);
+                slot.complete(result);
+            }
+            MapSlot::Each(slot) => {
+                let mut items = Vec::with_capacity(len);
+                decode_items::<R>(len, outcome, |r| items.push(r));
+                let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+                if parts.each[index].is_some() {
+                    return;
+                }
+                parts.each[index] = Some(items);
+                parts.remaining -= 1;
+                if parts.remaining > 0 {
+                    return;
+                }
+                let all = std::mem::take(&mut parts.each)
+                    .into_iter()
+                    .flat_map(|p| p.unwrap_or_default())
+                    .collect();
+                drop(parts);
+                slot.complete(Ok(all));
+            }
         }
-        parts.0[index] = Some(items);
-        parts.1 -= 1;
-        if parts.1 > 0 {
-            return;
-        }
-        let all: Vec<Result<R, TaskError>> = std::mem::take(&mut parts.0)
-            .into_iter()
-            .flat_map(|p| p.unwrap_or_default())
-            .collect();
-        drop(parts);
-        self.slot.complete((self.finalize)(all));
     }
-}
-
-/// `Vec<Result<R>>` -> `Result<Vec<R>>`: the first error in input order.
-pub(crate) fn first_error<R>(all: Vec<Result<R, TaskError>>) -> Result<Vec<R>, TaskError> {
-    all.into_iter().collect()
-}
-
-/// Keeps every item's result.
-pub(crate) fn each<R>(
-    all: Vec<Result<R, TaskError>>,
-) -> Result<Vec<Result<R, TaskError>>, TaskError> {
-    Ok(all)
 }
 
 /// Results of `imap` chunks as they come.

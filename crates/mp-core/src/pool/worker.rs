@@ -30,7 +30,17 @@ pub(crate) struct WorkerArgs {
     pub(crate) init: Option<(Entry, Vec<u8>)>,
     /// Chunks to run before exiting (`maxtasksperchild`).
     pub(crate) max_tasks: Option<u64>,
+    /// How many chunks this worker has started: written before each chunk runs, read by
+    /// the parent when the worker dies, so it knows which chunk was running even when
+    /// results of short chunks travel in batches.
+    pub(crate) progress: crate::RawValue<u64>,
 }
+
+/// Results of a batch are sent at once after a chunk that ran longer than this (and at the
+/// end of the batch); shorter chunks' results are gathered into one message.
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_micros(200);
+/// ... or once this many bytes of results are waiting.
+const FLUSH_BYTES: usize = 256 * 1024;
 
 /// Splits `[u32 len][bytes]` records.
 pub(crate) fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], ()>> {
@@ -84,7 +94,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         }
     }
     let mut done: u64 = 0;
-    let mut out = Vec::new();
+    let mut out = vec![FRAME_RESULTS];
     loop {
         let Ok(frame) = conn.recv_bytes() else {
             // The pool closed our connection (or the parent is gone): we are done.
@@ -93,20 +103,30 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         if frame.first() != Some(&FRAME_TASKS) {
             continue;
         }
-        for chunk in records(&frame[1..]) {
-            out.clear();
-            out.push(FRAME_RESULTS);
+        let mut chunks = records(&frame[1..]).peekable();
+        while let Some(chunk) = chunks.next() {
+            args.progress.set(done + 1);
+            let start = Instant::now();
             push_record(&mut out, |out| run_chunk(chunk, out));
-            if conn.send_bytes(&out).is_err() {
-                return;
-            }
             done += 1;
-            if args.max_tasks.is_some_and(|m| done >= m) {
+            let quota_done = args.max_tasks.is_some_and(|m| done >= m);
+            if chunks.peek().is_none()
+                || quota_done
+                || start.elapsed() >= FLUSH_AFTER
+                || out.len() >= FLUSH_BYTES
+            {
+                if conn.send_bytes(&out).is_err() {
+                    return;
+                }
+                out.clear();
+                out.push(FRAME_RESULTS);
+            }
+            if quota_done {
                 return;
             }
         }
         if out.capacity() > 1 << 20 {
-            out = Vec::new();
+            out = vec![FRAME_RESULTS];
         }
     }
 }

@@ -1,0 +1,645 @@
+//! ProcessPoolExecutor behaviours (EXEC-* of the acceptance list), bounded in time.
+
+mod common;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use mp_core::pool::{OnWorkerDeath, ProcessPoolExecutor};
+use mp_core::{Context, PoolError, TaskError};
+
+fn executor(ctx: Context, n: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .context(ctx)
+        .build()
+        .unwrap()
+}
+
+fn pow(arg: (u64, u32)) -> u64 {
+    arg.0.pow(arg.1)
+}
+
+fn sleep_then(arg: (u64, u64)) -> u64 {
+    std::thread::sleep(Duration::from_millis(arg.1));
+    arg.0
+}
+
+fn my_pid(_: u64) -> u32 {
+    std::process::id()
+}
+
+/// EXEC-01: submit returns a future with the result.
+#[test]
+fn exec01_submit() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        assert_eq!(ex.submit(pow, (2, 8)).unwrap().result().unwrap(), 256);
+        assert_eq!(
+            ex.submit(|(a, b): (u64, u64)| a * b, (2, 8))
+                .unwrap()
+                .result()
+                .unwrap(),
+            16
+        );
+    });
+}
+
+/// EXEC-02: map equals the serial result, with several chunk sizes; chunksize 0 refused.
+#[test]
+fn exec02_map() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        let input: Vec<(u64, u32)> = (0..10).map(|i| (i, i as u32)).collect();
+        let serial: Vec<u64> = input.iter().copied().map(pow).collect();
+        let got: Vec<u64> = ex
+            .map(pow, input.clone())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, serial);
+        let got: Vec<u64> = ex
+            .map_chunked(pow, input, 3)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, serial);
+        let input: Vec<(u64, u32)> = (0..40).map(|i| (i, 2)).collect();
+        let serial: Vec<u64> = input.iter().copied().map(pow).collect();
+        for cs in [6, 40, 50] {
+            let got: Vec<u64> = ex
+                .map_chunked(pow, input.clone(), cs)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(got, serial);
+        }
+        assert!(matches!(
+            ex.map_chunked(pow, input, 0),
+            Err(PoolError::InvalidArgument(_))
+        ));
+    });
+}
+
+fn divmod(arg: (u64, u64)) -> (u64, u64) {
+    (arg.0 / arg.1, arg.0 % arg.1)
+}
+
+/// EXEC-03: map yields results, then the failing item's error.
+#[test]
+fn exec03_map_exception() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let mut it = ex.map(divmod, [(1, 2), (1, 3), (1, 0), (1, 5)]).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), (0, 1));
+        assert_eq!(it.next().unwrap().unwrap(), (0, 1));
+        let err = it.next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("divide by zero"), "{err}");
+    });
+}
+
+/// EXEC-04: map with a timeout yields what is ready, then Timeout at about the deadline.
+#[test]
+fn exec04_map_timeout() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(3).unwrap();
+        let t = Instant::now();
+        let mut it = ex
+            .map(sleep_then, [(1, 0), (2, 0), (3, 3000)])
+            .unwrap()
+            .with_timeout(Duration::from_millis(1500));
+        assert_eq!(it.next().unwrap().unwrap(), 1);
+        assert_eq!(it.next().unwrap().unwrap(), 2);
+        assert_eq!(it.next().unwrap(), Err(TaskError::Timeout));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(1480) && took < Duration::from_millis(2800),
+            "{took:?}"
+        );
+        assert!(it.next().is_none());
+    });
+}
+
+/// EXEC-05: zero workers refused.
+#[test]
+fn exec05_max_workers() {
+    assert!(matches!(
+        ProcessPoolExecutor::new(0),
+        Err(PoolError::InvalidArgument(_))
+    ));
+}
+
+/// EXEC-06: more tasks than workers, shutdown straight away: no hang, all done.
+#[test]
+fn exec06_shutdown_race() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        let it = ex.map(pow, (0..20).map(|i| (i, 2))).unwrap();
+        ex.shutdown(true, false);
+        assert_eq!(it.map(Result::unwrap).count(), 20);
+    });
+}
+
+#[cfg(unix)]
+fn kill_self(arg: (u64, i32)) -> u64 {
+    if arg.1 != 0 {
+        // SAFETY: signalling ourselves.
+        unsafe { libc::kill(libc::getpid(), arg.1) };
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    arg.0
+}
+
+/// EXEC-07: a worker killed while running a task fails that future only; the others
+/// complete and submit keeps working.
+#[cfg(unix)]
+#[test]
+fn exec07_killed_child() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        let futures: Vec<_> = (0..8)
+            .map(|i| {
+                let sig = if i == 2 { libc::SIGTERM } else { 0 };
+                ex.submit(kill_self, (i, sig)).unwrap()
+            })
+            .collect();
+        for (i, f) in futures.iter().enumerate() {
+            if i == 2 {
+                assert_eq!(f.result(), Err(TaskError::WorkerDied { exitcode: -15 }));
+            } else {
+                assert_eq!(f.result().unwrap(), i as u64);
+            }
+        }
+        assert_eq!(ex.submit(pow, (3, 2)).unwrap().result().unwrap(), 9);
+    });
+}
+
+fn exit_with(code: i32) -> u8 {
+    std::process::exit(code)
+}
+
+/// EXEC-08: a worker exiting with 99 names the code; each failed future has its own error.
+#[test]
+fn exec08_exit_code_named() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        let a = ex.submit(exit_with, 99).unwrap();
+        let b = ex.submit(exit_with, 99).unwrap();
+        let (ea, eb) = (a.result().unwrap_err(), b.result().unwrap_err());
+        assert_eq!(ea, TaskError::WorkerDied { exitcode: 99 });
+        assert_eq!(eb, TaskError::WorkerDied { exitcode: 99 });
+        assert!(ea.to_string().contains("died") && ea.to_string().contains("99"));
+    });
+}
+
+fn raises(_: ()) -> u8 {
+    panic!("RuntimeError(123)")
+}
+
+/// EXEC-09: a panic comes back with message and backtrace.
+#[test]
+fn exec09_traceback() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(1).unwrap();
+        let err = ex.submit(raises, ()).unwrap().result().unwrap_err();
+        let p = err.panic().unwrap();
+        assert_eq!(p.message, "RuntimeError(123)");
+        assert!(p.location.contains("executor.rs"));
+        assert!(p.backtrace.contains("raises"), "{}", p.backtrace);
+    });
+}
+
+/// EXEC-10: workers start on demand and are reused.
+#[test]
+fn exec10_saturation_and_reuse() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 3);
+        assert_eq!(ex.workers_started(), 0);
+        for _ in 0..3 {
+            ex.submit(pow, (2, 2)).unwrap().result().unwrap();
+        }
+        assert_eq!(ex.workers_started(), 1);
+        let fs: Vec<_> = (0..45)
+            .map(|i| ex.submit(sleep_then, (i, 20)).unwrap())
+            .collect();
+        for f in fs {
+            f.result().unwrap();
+        }
+        assert_eq!(ex.workers_started(), 3);
+    });
+}
+
+/// EXEC-11: max_tasks_per_child=3 with one worker: tasks 1-3 in one pid, task 4 in another;
+/// never more than one worker process.
+#[test]
+fn exec11_max_tasks_per_child() {
+    common::for_each_context(60, |ctx| {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(3)
+            .context(ctx)
+            .build()
+            .unwrap();
+        let mut pids = Vec::new();
+        for i in 0..4 {
+            pids.push(ex.submit(my_pid, i).unwrap().result().unwrap());
+            assert!(ex.worker_pids().len() <= 1);
+        }
+        assert_eq!(pids[0], pids[1]);
+        assert_eq!(pids[1], pids[2]);
+        assert_ne!(pids[2], pids[3]);
+    });
+}
+
+/// EXEC-12: recycling never stalls a backlog; early shutdown with max_tasks_per_child=1.
+#[test]
+fn exec12_recycling_backlog() {
+    common::for_each_context(60, |ctx| {
+        for (workers, per_child, tasks) in [(1, 2, 6), (2, 2, 8), (3, 1, 6)] {
+            let ex = ProcessPoolExecutor::builder()
+                .max_workers(workers)
+                .max_tasks_per_child(per_child)
+                .context(ctx)
+                .build()
+                .unwrap();
+            let fs: Vec<_> = (0..tasks)
+                .map(|i| ex.submit(pow, (i, 2)).unwrap())
+                .collect();
+            ex.shutdown(true, false);
+            for (i, f) in fs.iter().enumerate() {
+                assert_eq!(f.result().unwrap(), (i * i) as u64);
+            }
+        }
+    });
+}
+
+/// EXEC-13: shutdown(wait=false) with queued work and max_tasks_per_child=1: the remaining
+/// futures complete; dropping the executor resolves every future.
+#[test]
+fn exec13_shutdown_no_wait() {
+    common::for_each_context(60, |ctx| {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_tasks_per_child(1)
+            .context(ctx)
+            .build()
+            .unwrap();
+        let fs: Vec<_> = (1..=2)
+            .map(|i| ex.submit(sleep_then, (i, 50)).unwrap())
+            .collect();
+        ex.shutdown(false, false);
+        assert_eq!(fs[0].result().unwrap(), 1);
+        assert_eq!(fs[1].result().unwrap(), 2);
+        let ex = executor(ctx, 1);
+        let fs: Vec<_> = (0..3)
+            .map(|i| ex.submit(sleep_then, (i, 50)).unwrap())
+            .collect();
+        drop(ex);
+        assert!(fs.iter().all(|f| f.done()));
+    });
+}
+
+fn bad_init(_: ()) {
+    panic!("initializer failed");
+}
+
+/// EXEC-14/28: an initializer that panics breaks the executor: the future fails with
+/// Broken, later submits are refused.
+#[test]
+fn exec28_failing_initializer() {
+    common::for_each_context(60, |ctx| {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .initializer(bad_init, ())
+            .context(ctx)
+            .build()
+            .unwrap();
+        let err = ex.submit(pow, (1, 1)).unwrap().result().unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Broken(m) if m.contains("initializer failed")),
+            "{err:?}"
+        );
+        assert!(common::eventually(10, || matches!(
+            ex.submit(pow, (1, 1)),
+            Err(PoolError::Broken(_))
+        )));
+    });
+}
+
+static SEEN: AtomicUsize = AtomicUsize::new(0);
+fn init_seen(v: usize) {
+    SEEN.store(v, Ordering::SeqCst);
+}
+fn read_seen(_: ()) -> usize {
+    SEEN.load(Ordering::SeqCst)
+}
+
+/// EXEC-28: the initializer runs before tasks.
+#[test]
+fn exec28_initializer() {
+    common::for_each_context(60, |ctx| {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .initializer(init_seen, 7)
+            .context(ctx)
+            .build()
+            .unwrap();
+        assert_eq!(ex.submit(read_seen, ()).unwrap().result().unwrap(), 7);
+    });
+}
+
+/// EXEC-15: terminate_workers stops blocked tasks; submit is refused afterwards; twice is
+/// harmless, also before any worker started.
+#[test]
+fn exec15_terminate_workers() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        ex.terminate_workers();
+        let ex = executor(ctx, 2);
+        let f = ex.submit(sleep_then, (1, 60_000)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        ex.terminate_workers();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(f.result(), Err(TaskError::Terminated));
+        assert!(ex.submit(pow, (1, 1)).is_err());
+        ex.terminate_workers();
+    });
+}
+
+struct Unencodable;
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("no"))
+    }
+}
+impl<'de> serde::Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| Unencodable)
+    }
+}
+
+/// EXEC-16/19: encoding errors of the argument (at submit) and of the result (on the
+/// future) fail only their own task; nothing hangs.
+#[test]
+fn exec16_encode_decode_errors() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        assert!(matches!(
+            ex.submit(|_: Unencodable| 1u8, Unencodable),
+            Err(PoolError::Encode(_))
+        ));
+        let err = ex
+            .submit(|_: ()| Unencodable, ())
+            .unwrap()
+            .result()
+            .err()
+            .unwrap();
+        assert!(matches!(err, TaskError::Encode(_)));
+        assert_eq!(ex.submit(pow, (2, 2)).unwrap().result().unwrap(), 4);
+    });
+}
+
+#[cfg(unix)]
+fn segfault(_: ()) -> u8 {
+    // SAFETY: not safe: this is the crash under test.
+    unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+    0
+}
+
+/// EXEC-18: segfault, exit(1), panic while a task runs: each its own error.
+#[cfg(unix)]
+#[test]
+fn exec18_crash_exit_error_during_task() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        assert_eq!(
+            ex.submit(segfault, ()).unwrap().result(),
+            Err(TaskError::WorkerDied { exitcode: -11 })
+        );
+        assert_eq!(
+            ex.submit(exit_with, 1).unwrap().result(),
+            Err(TaskError::WorkerDied { exitcode: 1 })
+        );
+        assert!(matches!(
+            ex.submit(raises, ()).unwrap().result(),
+            Err(TaskError::Panicked(_))
+        ));
+        assert_eq!(ex.submit(pow, (5, 2)).unwrap().result().unwrap(), 25);
+    });
+}
+
+fn big_then_die(v: Vec<u8>) -> usize {
+    if v.len() > 10 {
+        std::process::abort();
+    }
+    v.len()
+}
+
+/// EXEC-21/22: a crash during shutdown(wait) fails its future and shutdown returns; a
+/// crash with a task larger than the pipe buffer does not deadlock; 100 quick submits.
+#[test]
+fn exec22_crash_big_data_and_shutdown() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        let f = ex.submit(big_then_die, vec![7u8; 8 << 20]).unwrap();
+        assert!(matches!(f.result(), Err(TaskError::WorkerDied { .. })));
+        let fs: Vec<_> = (0..100).map(|i| ex.submit(pow, (i, 1)).unwrap()).collect();
+        let crash = ex.submit(big_then_die, vec![1u8; 100]).unwrap();
+        ex.shutdown(true, false);
+        assert!(matches!(crash.result(), Err(TaskError::WorkerDied { .. })));
+        for (i, f) in fs.iter().enumerate() {
+            assert_eq!(f.result().unwrap(), i as u64);
+        }
+    });
+}
+
+/// EXEC-23: submit after shutdown is refused.
+#[test]
+fn exec23_submit_after_shutdown() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(1).unwrap();
+        ex.shutdown(true, false);
+        assert!(matches!(ex.submit(pow, (1, 1)), Err(PoolError::Closed)));
+    });
+}
+
+/// EXEC-24: dropping the executor waits for submitted work; 50 tasks then shutdown: all done.
+#[test]
+fn exec24_drop_waits() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let f = ex.submit(sleep_then, (5, 300)).unwrap();
+        drop(ex);
+        assert_eq!(f.result_timeout(Duration::ZERO).unwrap(), 5);
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let fs: Vec<_> = (0..50).map(|i| ex.submit(pow, (i, 1)).unwrap()).collect();
+        ex.shutdown(true, false);
+        assert!(fs.iter().all(|f| f.done()));
+    });
+}
+
+/// EXEC-25: shutdown(cancel_futures): most queued futures are cancelled, the others are
+/// done without error; cancel then shutdown returns quickly.
+#[test]
+fn exec25_cancel_futures() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 5);
+        let fs: Vec<_> = (0..50)
+            .map(|i| ex.submit(sleep_then, (i, 100)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        ex.shutdown(true, true);
+        let cancelled = fs.iter().filter(|f| f.cancelled()).count();
+        assert!(cancelled > 20, "{cancelled}");
+        assert!(fs.iter().all(|f| f.done()));
+        let ran = fs
+            .iter()
+            .filter(|f| !f.cancelled())
+            .map(|f| f.result().unwrap())
+            .count();
+        assert!(ran >= 1);
+
+        let ex = executor(ctx, 1);
+        let f = ex.submit(sleep_then, (1, 10)).unwrap();
+        let _ = f.cancel();
+        let t = Instant::now();
+        ex.shutdown(true, false);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    });
+}
+
+/// EXEC-26: after shutdown the workers are gone and earlier results are all there.
+#[test]
+fn exec26_processes_end() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 3);
+        let it = ex.map(|x: i64| x.abs(), -5..5).unwrap();
+        let pids: HashSet<u32> = ex.worker_pids().into_iter().collect();
+        ex.shutdown(true, false);
+        assert!(ex.worker_pids().is_empty());
+        let v: Vec<i64> = it.map(Result::unwrap).collect();
+        assert_eq!(v, [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]);
+        for pid in pids {
+            #[cfg(unix)]
+            // SAFETY: probing a pid with signal 0.
+            assert!(
+                unsafe { libc::kill(pid as i32, 0) } != 0,
+                "worker {pid} still alive"
+            );
+        }
+    });
+}
+
+/// EXEC-27: max_tasks_per_child=1, one task of three panics, shutdown(wait=false): no
+/// crash, no hang, first result collected.
+#[test]
+fn exec27_shutdown_no_wait_with_error() {
+    common::bounded(60, || {
+        for workers in [2, 4] {
+            let ex = ProcessPoolExecutor::builder()
+                .max_workers(workers)
+                .max_tasks_per_child(1)
+                .build()
+                .unwrap();
+            let a = ex.submit(pow, (1, 1)).unwrap();
+            let b = ex.submit(raises, ()).unwrap();
+            let c = ex.submit(pow, (2, 1)).unwrap();
+            ex.shutdown(false, false);
+            assert_eq!(a.result().unwrap(), 1);
+            assert!(b.result().is_err());
+            assert_eq!(c.result().unwrap(), 2);
+        }
+    });
+}
+
+/// EXEC-29: future states: cancel on pending succeeds (twice), fails on running/finished;
+/// result_timeout(0) on pending is Timeout; done callbacks run, also when added late.
+#[test]
+fn exec29_future_states() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(1).unwrap();
+        let running = ex.submit(sleep_then, (1, 500)).unwrap();
+        assert!(common::eventually(5, || running.running()));
+        let pending = ex.submit(sleep_then, (2, 10)).unwrap();
+        let pending2 = ex.submit(sleep_then, (3, 10)).unwrap();
+        assert_eq!(
+            pending2.result_timeout(Duration::ZERO),
+            Err(TaskError::Timeout)
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        pending.add_done_callback(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(pending.cancel());
+        assert!(pending.cancel());
+        assert!(pending.cancelled() && pending.done());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(pending.result(), Err(TaskError::Cancelled));
+        assert!(!running.cancel());
+        assert_eq!(running.result().unwrap(), 1);
+        assert_eq!(pending2.result().unwrap(), 3);
+        assert!(!pending2.cancel());
+        let c = calls.clone();
+        pending2.add_done_callback(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    });
+}
+
+struct Unpark(std::thread::Thread);
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark()
+    }
+}
+
+/// A minimal executor for the `.await` test: polls, parks until woken.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// Futures can be awaited from async code; the dispatcher wakes the waker.
+#[test]
+fn futures_await() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let a = ex.submit(sleep_then, (20, 200)).unwrap();
+        let b = ex.submit(pow, (2, 10)).unwrap();
+        let sum = block_on(async move { a.await.unwrap() + b.await.unwrap() });
+        assert_eq!(sum, 20 + 1024);
+    });
+}
+
+/// The "break the whole pool" policy gives Python's BrokenProcessPool behaviour.
+#[test]
+fn break_pool_policy() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .on_worker_death(OnWorkerDeath::BreakPool)
+            .build()
+            .unwrap();
+        let a = ex.submit(exit_with, 3).unwrap();
+        let b = ex.submit(pow, (2, 2)).unwrap();
+        assert_eq!(a.result(), Err(TaskError::WorkerDied { exitcode: 3 }));
+        assert!(matches!(b.result(), Err(TaskError::Broken(_))));
+        assert!(matches!(ex.submit(pow, (1, 1)), Err(PoolError::Broken(_))));
+    });
+}
