@@ -18,6 +18,8 @@
 mod manager;
 mod queues;
 mod shared;
+#[cfg(feature = "shm")]
+mod shm;
 
 fn main() {
     mp_core::main();
@@ -28,11 +30,13 @@ fn main() {
     let reps = if quick { 3 } else { 7 };
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     // The groups of the later areas, each in its own module.
-    let areas: &[(&str, fn(usize))] = &[
+    let mut areas: Vec<(&str, fn(usize))> = vec![
         ("queue", queues::run),
         ("shared", shared::run),
         ("manager", manager::run),
     ];
+    #[cfg(feature = "shm")]
+    areas.push(("shm", shm::run));
     match areas
         .iter()
         .find(|(name, _)| only.as_deref() == Some(*name))
@@ -40,7 +44,7 @@ fn main() {
         Some((_, run)) => run(reps),
         None => {
             #[cfg(unix)]
-            unix::run(only.is_none().then_some(&*areas));
+            unix::run(only.is_none().then_some(&areas[..]));
             #[cfg(not(unix))]
             eprintln!(
                 "mp-bench: the transport benchmarks use Unix sockets and fork; nothing to do here"
@@ -71,7 +75,8 @@ mod unix {
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
-    use mp_core::{get_context, pipe, Connection, Process, StartMethod};
+    use mp_core::connection::{pipe_with, Socket};
+    use mp_core::{get_context, Connection, Process, StartMethod};
 
     use crate::emit;
 
@@ -198,7 +203,7 @@ mod unix {
 
         // mp, echo in a child process (spawn: a fresh run of this binary).
         {
-            let (here, there) = pipe::<()>().expect("pipe");
+            let (here, there) = pipe_with::<(), Socket>().expect("pipe");
             let mut p = Process::new(mp_echo, there).with_context(spawn);
             p.start().expect("start");
             let s = rtt_batches(batches, per_batch, |m| {
@@ -239,7 +244,7 @@ mod unix {
         }
         // Same two, echo in a thread.
         {
-            let (here, there) = pipe::<()>().expect("pipe");
+            let (here, there) = pipe_with::<(), Socket>().expect("pipe");
             let t = std::thread::spawn(move || mp_echo(there));
             let s = rtt_batches(batches, per_batch, |m| {
                 here.send_bytes(m).expect("send");
@@ -351,7 +356,7 @@ mod unix {
             let bench = format!("tput.{label}");
             // mp, recv_bytes (a fresh Vec per message, as the API returns).
             {
-                let (here, there) = pipe::<()>().expect("pipe");
+                let (here, there) = pipe_with::<(), Socket>().expect("pipe");
                 let mut p = Process::new(mp_producer, there).with_context(spawn);
                 p.start().expect("start");
                 let s = tput_reps(reps, 2, count, size, |cmd| {
@@ -373,7 +378,7 @@ mod unix {
             }
             // mp, recv_bytes_into a reused buffer.
             {
-                let (here, there) = pipe::<()>().expect("pipe");
+                let (here, there) = pipe_with::<(), Socket>().expect("pipe");
                 let mut p = Process::new(mp_producer, there).with_context(spawn);
                 p.start().expect("start");
                 let mut buf = vec![0u8; size];

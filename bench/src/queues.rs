@@ -1,8 +1,9 @@
-//! Queue benchmarks: small-item throughput from a producer process, and round trips through
+//! Queue benchmarks (the socket backend's spool queue, whatever the default backend): small-item throughput from a producer process, and round trips through
 //! two queues between two processes. Same JSON lines as the rest of mp-bench.
 
 use std::time::Instant;
 
+use mp_core::connection::Socket;
 use mp_core::{Process, Queue};
 
 fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
@@ -29,7 +30,7 @@ pub fn run(reps: usize) {
     let n = 100_000u64;
     let mut rates = Vec::new();
     for _ in 0..reps {
-        let q = Queue::<u64>::new().unwrap();
+        let q = Queue::<u64>::with_backend::<Socket>(0).unwrap();
         let t = Instant::now();
         let mut p = Process::new(producer, (q.clone(), n));
         p.start().unwrap();
@@ -46,7 +47,10 @@ pub fn run(reps: usize) {
         &rates,
     );
 
-    let (there, back) = (Queue::<u64>::new().unwrap(), Queue::<u64>::new().unwrap());
+    let (there, back) = (
+        Queue::<u64>::with_backend::<Socket>(0).unwrap(),
+        Queue::<u64>::with_backend::<Socket>(0).unwrap(),
+    );
     let mut p = Process::new(echo, (there.clone(), back.clone()));
     p.start().unwrap();
     let batch = 2_000;

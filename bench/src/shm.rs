@@ -9,16 +9,11 @@ use mp_core::connection::{pipe_oneway_with, pipe_with, Shm};
 use mp_core::{Connection, Process, Queue, Writer};
 
 fn emit_as(bench: &str, imp: &str, unit: &str, note: &str, samples: &[f64]) {
-    let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
-    println!(
-        "{{\"bench\":\"{bench}\",\"impl\":\"{imp}\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
-        list.join(",")
-    );
-    eprintln!("  {bench:<16} {imp:<8} {} samples", samples.len());
+    crate::emit(bench, imp, unit, note, samples);
 }
 
 fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
-    emit_as(bench, "mp", unit, note, samples);
+    crate::emit(bench, "mp", unit, note, samples);
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -105,7 +105,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let started = Instant::now();
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "mp-bench"]);
+    build.args(["build", "--release", "-p", "mp-bench", "--features", "shm"]);
     run_cmd(build)?;
     let target_dir = metadata()?
         .get("target_directory")
@@ -343,7 +343,7 @@ const VS_PYTHON: &[(&str, f64, &str)] = &[
         "shm pipe round trip at least 8× faster than Python's Pipe",
     ),
     (
-        "shm.queue_small",
+        "shm.queue.small",
         15.0,
         "shm queue small items at least 15× Python's Queue",
     ),
@@ -364,7 +364,7 @@ const VS_REFERENCE: &[(&str, &str, f64, &str)] = &[
         "shared-memory read at least 80% of memcpy",
     ),
     (
-        "shm.tput1MiB",
+        "shm.1mib",
         "memcpy",
         0.6,
         "shm pipe 1 MiB one way at least 60% of memcpy",
@@ -380,7 +380,7 @@ const ABSOLUTE: &[(&str, f64, &str)] = &[
     ),
     ("shm.rtt8", 5e-6, "shm pipe round trip at most 5 µs"),
     (
-        "shm.queue_small",
+        "shm.queue.small",
         5e6,
         "shm queue at least 5 million messages/s",
     ),
@@ -562,10 +562,10 @@ const ROWS: &[Row] = &[
         "shm.rtt8",
         Some("raw"),
     ),
-    row("shm queue, small items", "shm.queue_small", None),
+    row("shm queue, small items", "shm.queue.small", None),
     row(
         "shm pipe 1 MiB one way (vs memcpy)",
-        "shm.tput1MiB",
+        "shm.1mib",
         Some("memcpy"),
     ),
 ];
