@@ -119,11 +119,7 @@ fn action_party(arg: (Barrier, Semaphore, u32)) {
 
 #[test]
 fn bar_03_the_action_runs_once_per_trip_before_release() {
-    // Under plain fork, run in parallel with the other tests of this file, a freshly forked
-    // party sometimes never reaches its first `wait` (all parties alive, none arrived: the
-    // child seems stuck before the target runs; it passes when run alone). Until that is
-    // understood, this test covers spawn and forkserver only.
-    for ctx in common::exec_contexts() {
+    for ctx in common::contexts() {
         common::bounded(60, move || bar_03_body(ctx));
     }
 }
@@ -333,8 +329,7 @@ fn thousand_party(arg: (Barrier, Lock, Writer<u32>, u32)) {
 
 #[test]
 fn bar_08_a_thousand_passes_in_order() {
-    // Spawn and forkserver only: see bar_03 about plain fork under parallel tests.
-    for ctx in common::exec_contexts() {
+    for ctx in common::contexts() {
         common::bounded(120, move || bar_08_body(ctx));
     }
 }

@@ -12,7 +12,8 @@
 
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Once;
 use std::thread::{self, ThreadId};
 
 use mp_ipc::Channel;
@@ -23,7 +24,19 @@ use crate::sys::{self, Chan};
 use crate::StartMethod;
 
 /// Where this child reports to, and which thread runs its target.
-static REPORT_TO: Mutex<Option<(Chan, ThreadId)>> = Mutex::new(None);
+/// Set once per child (never freed: a process has one), read by the panic hook. An atomic
+/// pointer rather than a lock, so that a fork can never copy it in a locked state.
+static REPORT_TO: AtomicPtr<Reporter> = AtomicPtr::new(std::ptr::null_mut());
+
+struct Reporter {
+    chan: Chan,
+    target_thread: ThreadId,
+}
+
+fn reporter() -> Option<&'static Reporter> {
+    // SAFETY: the pointer is null or a leaked Box that is never freed.
+    unsafe { REPORT_TO.load(Ordering::Acquire).as_ref() }
+}
 
 /// Runs the child's work if the boot variable is set; returns otherwise.
 pub(crate) fn boot_from_env() {
@@ -87,7 +100,18 @@ pub(crate) fn run_child(
 ) -> ! {
     start_watchdog(&chan, outlive_parent);
     install_panic_hook();
-    *REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()) = Some((chan, thread::current().id()));
+    let reporter = Box::new(Reporter {
+        chan,
+        target_thread: thread::current().id(),
+    });
+    // A forked grandchild replaces the reporter it inherited (its parent's, towards the
+    // grandparent) and closes its copy of that channel. This runs before the target starts,
+    // while nothing else in this process reads the pointer.
+    let old = REPORT_TO.swap(Box::into_raw(reporter), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: a leaked Box of the process we were forked from; nobody else holds it here.
+        drop(unsafe { Box::from_raw(old) });
+    }
     let code = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => 0,
         Ok(Err(msg)) => {
@@ -115,24 +139,19 @@ fn send_report(chan: &Chan, report: &Report) -> Result<(), mp_ipc::IpcError> {
 }
 
 fn report(r: &Report) {
-    if let Some((chan, _)) = REPORT_TO.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        let _ = send_report(chan, r);
+    if let Some(rep) = reporter() {
+        let _ = send_report(&rep.chan, r);
     }
 }
 
 /// Reports panics of the target's thread to the parent, then lets the default hook print.
-fn install_panic_hook() {
+pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let default_hook = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            let on_target_thread = REPORT_TO
-                .lock()
-                .map(|r| {
-                    r.as_ref()
-                        .is_some_and(|(_, t)| *t == thread::current().id())
-                })
-                .unwrap_or(false);
+            let on_target_thread =
+                reporter().is_some_and(|r| r.target_thread == thread::current().id());
             if on_target_thread {
                 let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
                     (*s).to_string()

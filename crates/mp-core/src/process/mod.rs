@@ -290,13 +290,15 @@ impl Process {
         let outlive = self.outlive_parent;
         let child_identity = identity.clone();
         let keep = task.handles();
+        // The panic hook is installed here, not in the child: installing it takes a lock that
+        // a panicking thread of this process could hold at the moment of the fork.
+        child::install_panic_hook();
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
         let forked = sys::fork_child(!outlive, move || {
-            registry::forget_parents_children(guard);
+            registry::become_forked_child(guard, child_identity, parent_pid, parent_name);
             sys::close_inherited(parent_end);
             crate::connection::close_inherited_connections_except(live, keep.as_deref());
-            registry::become_child(child_identity, parent_pid, parent_name);
             crate::context::inherit_start_method(StartMethod::Fork);
             child::run_child(boot_child, outlive, move || {
                 task.run();

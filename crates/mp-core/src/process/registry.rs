@@ -133,16 +133,40 @@ pub(crate) fn reap() -> Vec<ProcessInfo> {
         .collect()
 }
 
-/// Holds the registry across a fork so that no other thread holds it at that moment.
-pub(crate) fn lock_for_fork() -> MutexGuard<'static, Vec<Arc<Running>>> {
-    lock(&CHILDREN)
+/// Every registry lock, held across a fork (what an atfork "prepare" handler does): a lock
+/// held by another thread at that instant would stay locked for ever in the child.
+pub(crate) struct ForkGuard {
+    children: MutexGuard<'static, Vec<Arc<Running>>>,
+    identity: std::sync::RwLockWriteGuard<'static, Option<Identity>>,
+    parent: MutexGuard<'static, Option<(u32, String)>>,
+    parent_gone: MutexGuard<'static, bool>,
 }
 
-/// In a forked child: the parent's children are not ours; close their channels.
-pub(crate) fn forget_parents_children(mut guard: MutexGuard<'static, Vec<Arc<Running>>>) {
+/// Takes every registry lock, in one fixed order, before a fork.
+pub(crate) fn lock_for_fork() -> ForkGuard {
+    identity(); // the main identity exists before its lock is taken for writing
+    ForkGuard {
+        children: lock(&CHILDREN),
+        identity: IDENTITY.write().unwrap_or_else(|e| e.into_inner()),
+        parent: lock(&PARENT),
+        parent_gone: lock(&PARENT_GONE.0),
+    }
+}
+
+/// In a forked child, through the locks held across the fork: the parent's children are not
+/// ours (their channels are closed), and the child takes on its identity and parent.
+pub(crate) fn become_forked_child(
+    mut guard: ForkGuard,
+    identity: Identity,
+    parent_pid: u32,
+    parent_name: String,
+) {
     MY_PID.store(0, Ordering::Relaxed);
-    guard.clear();
     NEXT_CHILD.store(1, Ordering::Relaxed);
+    guard.children.clear();
+    *guard.identity = Some(identity);
+    *guard.parent = Some((parent_pid, parent_name));
+    *guard.parent_gone = false;
 }
 
 extern "C" fn finish_children_at_exit() {
