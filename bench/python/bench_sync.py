@@ -1,23 +1,21 @@
 #!/usr/bin/env python3
-"""The Python twin of `crates/mp-core/examples/bench_sync.rs`: uncontended Lock
-acquire+release, Event ping-pong between two processes, Barrier(2) wait across two processes,
-with the standard library's `multiprocessing` (default start method). Prints JSON lines
-{"name", "unit", "median", "p10", "p90"}; names end in `_python`.
-"""
+"""The Python twin of bench/src/sync.rs: uncontended Lock acquire+release, Event ping-pong
+between two processes, Barrier(2) wait across two processes, with the standard library's
+`multiprocessing` (default start method), in mp-bench's JSON-lines format."""
 
 import json
 import multiprocessing as mp
+import sys
 import time
 
-SAMPLES = 21
+SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 7
 ROUNDS = 2000
 
 
-def emit(name, unit, samples):
-    samples = sorted(samples)
-    at = lambda q: samples[round((len(samples) - 1) * q)]
-    print(json.dumps({"name": name + "_python", "unit": unit, "median": round(at(0.5), 3),
-                      "p10": round(at(0.1), 3), "p90": round(at(0.9), 3)}), flush=True)
+def emit(bench, note, samples):
+    print(json.dumps({"bench": bench, "impl": "python", "unit": "s", "note": note,
+                      "samples": samples}), flush=True)
+    print(f"  {bench:<16} python   {len(samples)} samples", file=sys.stderr, flush=True)
 
 
 def lock_uncontended():
@@ -30,7 +28,7 @@ def lock_uncontended():
         for _ in range(n):
             acquire()
             release()
-        out.append((time.perf_counter() - t) * 1e9 / n)
+        out.append((time.perf_counter() - t) / n)
     return out
 
 
@@ -53,7 +51,7 @@ def event_ping_pong():
             ping.set()
             pong.wait()
             pong.clear()
-        out.append((time.perf_counter() - t) * 1e6 / (ROUNDS - 1))
+        out.append((time.perf_counter() - t) / (ROUNDS - 1))
         p.join()
     return out
 
@@ -73,12 +71,13 @@ def barrier_wait():
         t = time.perf_counter()
         for _ in range(ROUNDS - 1):
             barrier.wait()
-        out.append((time.perf_counter() - t) * 1e6 / (ROUNDS - 1))
+        out.append((time.perf_counter() - t) / (ROUNDS - 1))
         p.join()
     return out
 
 
 if __name__ == "__main__":
-    emit("lock_uncontended", "ns/op", lock_uncontended())
-    emit("event_ping_pong", "us/roundtrip", event_ping_pong())
-    emit("barrier2_wait", "us/wait", barrier_wait())
+    emit("sync.lock_uncontended", "Lock acquire + release, one process", lock_uncontended())
+    emit("sync.event_pingpong", "two Events, set/wait/clear round trip with a child",
+         event_ping_pong())
+    emit("sync.barrier2", "Barrier(2).wait() with a child process, per wait", barrier_wait())

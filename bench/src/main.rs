@@ -16,10 +16,12 @@
 //! comes first in `main`.
 
 mod manager;
+mod pool;
 mod queues;
 mod shared;
 #[cfg(feature = "shm")]
 mod shm;
+mod sync;
 
 fn main() {
     mp_core::main();
@@ -32,7 +34,9 @@ fn main() {
     // The groups of the later areas, each in its own module.
     let mut areas: Vec<(&str, fn(usize))> = vec![
         ("queue", queues::run),
+        ("sync", sync::run),
         ("shared", shared::run),
+        ("pool", pool::run),
         ("manager", manager::run),
     ];
     #[cfg(feature = "shm")]

@@ -8,12 +8,7 @@ use std::time::Instant;
 use mp_core::Pool;
 
 fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
-    let list: Vec<String> = samples.iter().map(|s| format!("{s:e}")).collect();
-    println!(
-        "{{\"bench\":\"{bench}\",\"impl\":\"mp\",\"unit\":\"{unit}\",\"note\":\"{note}\",\"samples\":[{}]}}",
-        list.join(",")
-    );
-    eprintln!("  {bench:<18} mp       {} samples", samples.len());
+    crate::emit(bench, "mp", unit, note, samples);
 }
 
 fn square(x: u64) -> u64 {

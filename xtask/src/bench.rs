@@ -72,7 +72,7 @@ impl Series {
     }
 
     fn higher_is_better(&self) -> bool {
-        self.unit.ends_with("/s") || self.unit == "x"
+        self.unit.ends_with("/s") || self.unit == "x" || self.unit == "ratio"
     }
 }
 
@@ -580,7 +580,7 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "s" => format!("{:.1} µs", v * 1e6),
         "B/s" if v >= 1e9 => format!("{:.2} GB/s", v / 1e9),
         "B/s" => format!("{:.0} MB/s", v / 1e6),
-        "x" => format!("{v:.2}×"),
+        "x" | "ratio" => format!("{v:.2}×"),
         _ if unit.ends_with("/s") && v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
         _ if unit.ends_with("/s") && v >= 1e3 => format!("{:.0} k {unit}", v / 1e3),
         _ if v >= 1e-6 && v < 1e6 && unit.is_empty() => format!("{v:.3}"),

@@ -1,40 +1,28 @@
-//! Micro-benchmarks of the synchronisation primitives, printed as JSON lines
-//! `{"name", "unit", "median", "p10", "p90"}` (the Python twin is `bench/python/bench_sync.py`).
-//!
-//! Run with `cargo run --release -p mp-core --example bench_sync`.
+//! Synchronisation benchmarks: an uncontended `Lock` acquire + release in one process, an
+//! `Event` ping-pong between two processes (one round trip per sample step), and a
+//! `Barrier(2)` wait across two processes. Same JSON lines as the rest of mp-bench.
 
 use std::time::{Duration, Instant};
 
 use mp_core::{Barrier, Event, Lock, Process};
 
-const SAMPLES: usize = 21;
+use crate::emit;
 
-fn emit(name: &str, unit: &str, mut samples: Vec<f64>) {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "{{\"name\": \"{name}\", \"unit\": \"{unit}\", \"median\": {:.3}, \"p10\": {:.3}, \"p90\": {:.3}}}",
-        at(0.5),
-        at(0.1),
-        at(0.9)
-    );
-}
+const ROUNDS: u32 = 2000;
 
-fn lock_uncontended() -> Vec<f64> {
+fn lock_uncontended(reps: usize) -> Vec<f64> {
     let lock = Lock::new().unwrap();
     let n = 1_000_000;
-    (0..SAMPLES)
+    (0..reps)
         .map(|_| {
             let t = Instant::now();
             for _ in 0..n {
                 drop(std::hint::black_box(lock.acquire().unwrap()));
             }
-            t.elapsed().as_nanos() as f64 / n as f64
+            t.elapsed().as_secs_f64() / n as f64
         })
         .collect()
 }
-
-const ROUNDS: u32 = 2000;
 
 fn ponger(arg: (Event, Event, u32)) {
     let (ping, pong, rounds) = arg;
@@ -45,13 +33,12 @@ fn ponger(arg: (Event, Event, u32)) {
     }
 }
 
-fn event_ping_pong() -> Vec<f64> {
-    (0..SAMPLES)
+fn event_ping_pong(reps: usize) -> Vec<f64> {
+    (0..reps)
         .map(|_| {
             let (ping, pong) = (Event::new().unwrap(), Event::new().unwrap());
             let mut p = Process::new(ponger, (ping.clone(), pong.clone(), ROUNDS));
             p.start().unwrap();
-            // One warm-up round so that process start-up is not measured.
             ping.set();
             pong.wait();
             pong.clear();
@@ -61,9 +48,9 @@ fn event_ping_pong() -> Vec<f64> {
                 pong.wait();
                 pong.clear();
             }
-            let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS - 1);
+            let per = t.elapsed().as_secs_f64() / f64::from(ROUNDS - 1);
             p.join_timeout(Duration::from_secs(30)).unwrap();
-            us
+            per
         })
         .collect()
 }
@@ -74,8 +61,8 @@ fn barrier_party(arg: (Barrier, u32)) {
     }
 }
 
-fn barrier_wait() -> Vec<f64> {
-    (0..SAMPLES)
+fn barrier_wait(reps: usize) -> Vec<f64> {
+    (0..reps)
         .map(|_| {
             let barrier = Barrier::new(2).unwrap();
             let mut p = Process::new(barrier_party, (barrier.clone(), ROUNDS));
@@ -85,16 +72,34 @@ fn barrier_wait() -> Vec<f64> {
             for _ in 1..ROUNDS {
                 barrier.wait().unwrap();
             }
-            let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS - 1);
+            let per = t.elapsed().as_secs_f64() / f64::from(ROUNDS - 1);
             p.join_timeout(Duration::from_secs(30)).unwrap();
-            us
+            per
         })
         .collect()
 }
 
-fn main() {
-    mp_core::main();
-    emit("lock_uncontended", "ns/op", lock_uncontended());
-    emit("event_ping_pong", "us/roundtrip", event_ping_pong());
-    emit("barrier2_wait", "us/wait", barrier_wait());
+/// Runs the synchronisation benchmarks with `reps` repetitions.
+pub fn run(reps: usize) {
+    emit(
+        "sync.lock_uncontended",
+        "mp",
+        "s",
+        "Lock acquire + guard drop, one process, no contention",
+        &lock_uncontended(reps),
+    );
+    emit(
+        "sync.event_pingpong",
+        "mp",
+        "s",
+        "two Events, set/wait/clear round trip with a child process",
+        &event_ping_pong(reps),
+    );
+    emit(
+        "sync.barrier2",
+        "mp",
+        "s",
+        "Barrier(2).wait() with a child process, per wait",
+        &barrier_wait(reps),
+    );
 }
