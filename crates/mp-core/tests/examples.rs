@@ -253,6 +253,18 @@ fn py_workers() {
 }
 
 #[test]
+fn py_sync() {
+    run(
+        "py_sync",
+        &[
+            "setting the start event",
+            "passed the barrier",
+            "the producer set ready = 1",
+        ],
+    );
+}
+
+#[test]
 fn py_shared_memory() {
     run(
         "py_shared_memory",
