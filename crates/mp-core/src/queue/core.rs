@@ -10,18 +10,28 @@
 //! ring (`ring_cap == 0`) and use the spool only.
 //!
 //! ```text
-//! header (shared memory)              spool (anonymous file, read/written by offset)
-//! lock | head | tail | count | ...    ... [len][item] [len][item] [len][item] ...
-//!                                          ^head                          ^tail
+//! header (shared memory)                       spool (anonymous file, by offset)
+//! line 0: get lock | ring head | spool head    ... [len][item] [len][item] ...
+//! line 1: put lock | ring tail | spool tail         ^head               ^tail
+//! line 2: maxsize | unfinished | done_seq
+//! ring:   ... [len][item] [len][item] ...
 //! ```
 //!
-//! `put` appends a frame at `tail` and only then advances `tail` and `count`, under the lock;
-//! `get` reads the frame at `head` and advances it. Because the frame is written before it is
-//! published, a writer that dies mid-`put` leaves nothing visible. Sleepers wait on sequence
-//! words (futexes) that every `put` / `get` / `task_done` bumps.
+//! Producers serialise on the put lock, consumers on the get lock, so a producer and a
+//! consumer work at the same time. Each ring end is one 64-bit word: the byte position (low
+//! 40 bits) and the number of frames that passed it (high 24 bits). A `put` writes its frame
+//! past the tail and then publishes the new tail word with one store, a `get` reads the frame
+//! at the head and publishes the new head word: a process that dies in between leaves
+//! nothing half-visible, and the number of ring items is the difference of the two counters,
+//! so `qsize` is exact with no shared counter to repair. The spool is the slow path: a
+//! producer appends under the put lock; a consumer takes from it holding both locks (always
+//! get lock first), so whoever takes the put lock after a dead holder can recount it.
+//!
+//! Sleepers wait on sequence words (futexes) that are bumped only when someone sleeps.
 
+use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,31 +52,67 @@ const READ_AHEAD: usize = 4096;
 /// Consumed spool space is given back in steps of this size.
 const RELEASE_STEP: u64 = 1 << 20;
 
-#[repr(C)]
-struct Header {
+/// Ring words: the position in the low bits, the frame counter in the high bits.
+const POS_BITS: u32 = 40;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const CNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+
+fn word_pos(w: u64) -> u64 {
+    w & POS_MASK
+}
+
+fn word_cnt(w: u64) -> u64 {
+    w >> POS_BITS
+}
+
+/// The word after one more frame of `len` bytes.
+fn word_after(w: u64, len: u64) -> u64 {
+    (((word_cnt(w) + 1) & CNT_MASK) << POS_BITS) | ((w + len) & POS_MASK)
+}
+
+/// What consumers write.
+#[repr(C, align(64))]
+struct GetSide {
     lock: RawLock,
+    ring_head: AtomicU64,
+    /// Spool read offset (changed holding both locks).
+    head: AtomicU64,
+    /// Spool bytes below this offset have been given back.
+    released: AtomicU64,
+    /// Bumped by a get that saw a putter waiting (bounded putters sleep on it).
+    get_seq: AtomicU32,
+    putters_waiting: AtomicU32,
+}
+
+/// What producers write.
+#[repr(C, align(64))]
+struct PutSide {
+    lock: RawLock,
+    ring_tail: AtomicU64,
+    /// Spool write offset.
+    tail: AtomicU64,
+    /// Items stored in the spool.
+    spool_count: AtomicU32,
+    /// Bumped by a put that saw a getter waiting (getters sleep on it).
+    put_seq: AtomicU32,
+    getters_waiting: AtomicU32,
+}
+
+#[repr(C, align(64))]
+struct Common {
     /// 0 = unbounded.
     maxsize: AtomicU32,
-    count: AtomicU32,
-    /// Bumped by every put (getters sleep on it).
-    put_seq: AtomicU32,
-    /// Bumped by every get (bounded putters sleep on it).
-    get_seq: AtomicU32,
-    getters_waiting: AtomicU32,
-    putters_waiting: AtomicU32,
     /// Items put and not yet marked done (JoinableQueue).
     unfinished: AtomicU32,
     /// Bumped when `unfinished` reaches zero (joiners sleep on it).
     done_seq: AtomicU32,
-    head: AtomicU64,
-    tail: AtomicU64,
-    /// Spool bytes below this offset have been given back.
-    released: AtomicU64,
-    /// Ring positions (monotonic byte counts; `pos % ring_cap` is the offset).
-    ring_head: AtomicU64,
-    ring_tail: AtomicU64,
-    /// Items stored in the spool (the rest of `count` is in the ring).
-    spool_count: AtomicU32,
+}
+
+#[repr(C)]
+struct Header {
+    get: GetSide,
+    put: PutSide,
+    common: Common,
 }
 
 /// Where the ring starts in the header segment.
@@ -83,18 +129,28 @@ pub(crate) struct Core {
     ring_cap: usize,
 }
 
-/// What `put` needs from the frame: the encoded item.
-pub(crate) struct Frame(Vec<u8>);
+thread_local! {
+    /// The encoding buffer `put` reuses.
+    static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
-impl Frame {
-    /// Encodes an item into a frame (length prefix included); nothing is shared yet.
-    pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Self, postcard::Error> {
-        let buf = postcard::to_extend(item, vec![0u8; LEN])?;
-        let mut frame = buf;
-        let body = (frame.len() - LEN) as u64;
-        frame[..LEN].copy_from_slice(&body.to_le_bytes());
-        Ok(Self(frame))
+/// Encodes `item` as a frame (length prefix included) into a reused buffer and hands it to
+/// `f`; nothing is shared until `f` does it.
+pub(crate) fn with_frame<T: Serialize, R>(
+    item: &T,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, postcard::Error> {
+    let mut buf = ENCODE_BUF.with(|b| b.take());
+    buf.clear();
+    buf.extend_from_slice(&[0u8; LEN]);
+    let mut buf = postcard::to_extend(item, buf)?;
+    let body = (buf.len() - LEN) as u64;
+    buf[..LEN].copy_from_slice(&body.to_le_bytes());
+    let r = f(&buf);
+    if buf.capacity() <= 64 << 10 {
+        ENCODE_BUF.with(|b| *b.borrow_mut() = buf);
     }
+    Ok(r)
 }
 
 /// Spins while `ready()` is false, for at most [`SPIN_FOR`] and never past `deadline`; true
@@ -107,22 +163,40 @@ fn spin_until(ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
     let start = Instant::now();
     let stop = deadline.map_or(start + SPIN_FOR, |d| d.min(start + SPIN_FOR));
     let mut round = 0u32;
-    while Instant::now() < stop {
-        if ready() {
-            return true;
+    loop {
+        for _ in 0..16 {
+            if ready() {
+                return true;
+            }
+            if round < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            round += 1;
         }
-        if round < 64 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
+        if Instant::now() >= stop {
+            return ready();
         }
-        round += 1;
     }
-    ready()
+}
+
+/// A deadline that bounds nothing but the spin itself.
+fn far_future() -> Instant {
+    Instant::now() + SPIN_FOR
 }
 
 /// How long a getter looks for a new item before it sleeps.
 const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// A held lock, released when dropped (also if decoding panics).
+struct Held<'a>(&'a RawLock);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
 
 impl Core {
     /// A new queue; `ring_cap` (0, or a power of two) bytes of ring in shared memory.
@@ -139,50 +213,80 @@ impl Core {
             spool: sys::spool_create()?,
             ring_cap,
         };
-        core.h().maxsize.store(maxsize, Ordering::Relaxed);
+        core.h().common.maxsize.store(maxsize, Ordering::Relaxed);
         Ok(Arc::new(core))
     }
 
     fn h(&self) -> &Header {
-        // SAFETY: the segment is one Header long, page-aligned, and Header is all atomics.
+        // SAFETY: the segment is at least one Header long, page-aligned, and Header is all
+        // atomics.
         unsafe { self.header.at(0) }
     }
 
     pub(crate) fn maxsize(&self) -> u32 {
-        self.h().maxsize.load(Ordering::Relaxed)
+        self.h().common.maxsize.load(Ordering::Relaxed)
+    }
+
+    /// Items in the ring per its two words (garbage if they are damaged).
+    fn ring_items(&self) -> u64 {
+        let h = self.h();
+        let head = h.get.ring_head.load(Ordering::Acquire);
+        let tail = h.put.ring_tail.load(Ordering::Acquire);
+        word_cnt(tail).wrapping_sub(word_cnt(head)) & CNT_MASK
+    }
+
+    fn count(&self) -> u64 {
+        self.ring_items() + u64::from(self.h().put.spool_count.load(Ordering::Acquire))
     }
 
     pub(crate) fn qsize(&self) -> usize {
-        self.h().count.load(Ordering::Acquire) as usize
+        self.count() as usize
     }
 
     pub(crate) fn unfinished(&self) -> u32 {
-        self.h().unfinished.load(Ordering::Acquire)
+        self.h().common.unfinished.load(Ordering::Acquire)
     }
 
-    /// Takes the lock; if its holder died, first repairs what it may have left half-done.
-    fn lock(&self, deadline: Option<Instant>) -> Result<bool, io::Error> {
-        match self.h().lock.lock(deadline) {
-            Acquired::Clean => Ok(true),
+    /// Whether a get would find something (or find the header damaged).
+    fn has_items(&self) -> bool {
+        let h = self.h();
+        h.get.ring_head.load(Ordering::Relaxed) != h.put.ring_tail.load(Ordering::Relaxed)
+            || h.put.spool_count.load(Ordering::Relaxed) != 0
+    }
+
+    /// Takes the put lock; if its holder died, first recounts the spool.
+    fn lock_put(&self, deadline: Option<Instant>) -> io::Result<Option<Held<'_>>> {
+        let lock = &self.h().put.lock;
+        match lock.lock(deadline) {
+            Acquired::Clean => Ok(Some(Held(lock))),
             Acquired::OwnerDied => {
-                self.repair()?;
-                Ok(true)
+                let held = Held(lock);
+                self.repair_spool()?;
+                Ok(Some(held))
             }
-            Acquired::TimedOut => Ok(false),
+            Acquired::TimedOut => Ok(None),
         }
     }
 
-    fn unlock(&self) {
-        let _ = self.h().lock.unlock();
+    /// Takes the get lock. A consumer that died holding it left nothing to repair: its
+    /// ring take is published by one store, and its spool take (under the put lock too) is
+    /// repaired by the next put-lock holder.
+    fn lock_get(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
+        let lock = &self.h().get.lock;
+        match lock.lock(deadline) {
+            Acquired::Clean | Acquired::OwnerDied => Some(Held(lock)),
+            Acquired::TimedOut => None,
+        }
     }
 
-    /// After a holder died: recount the frames between head and tail, dropping a torn tail.
-    fn repair(&self) -> io::Result<()> {
+    /// After a put-lock holder died: recount the spool frames between head and tail,
+    /// dropping a torn tail. The spool cannot change meanwhile (taking from it needs the put
+    /// lock).
+    fn repair_spool(&self) -> io::Result<()> {
         let h = self.h();
-        let ring_items = self.repair_ring();
         let (mut at, tail) = (
-            h.head.load(Ordering::Relaxed),
-            h.tail.load(Ordering::Relaxed),
+            h.get.head.load(Ordering::Relaxed),
+            h.put.tail.load(Ordering::Relaxed),
         );
         let mut count = 0u32;
         let mut len = [0u8; LEN];
@@ -190,44 +294,16 @@ impl Core {
             if sys::spool_read_at(&self.spool, &mut len, at)? < LEN {
                 break;
             }
-            let next = at + LEN as u64 + u64::from_le_bytes(len);
+            let next = at.saturating_add(LEN as u64 + u64::from_le_bytes(len));
             if next > tail {
                 break;
             }
             at = next;
             count += 1;
         }
-        h.tail.store(at, Ordering::Relaxed);
-        h.spool_count.store(count, Ordering::Relaxed);
-        h.count.store(count + ring_items, Ordering::Release);
+        h.put.tail.store(at, Ordering::Relaxed);
+        h.put.spool_count.store(count, Ordering::Release);
         Ok(())
-    }
-
-    /// Counts the whole frames in the ring, dropping a torn or damaged tail.
-    fn repair_ring(&self) -> u32 {
-        if self.ring_cap == 0 {
-            return 0;
-        }
-        let h = self.h();
-        let head = h.ring_head.load(Ordering::Relaxed);
-        let tail = h.ring_tail.load(Ordering::Relaxed);
-        if tail.wrapping_sub(head) > self.ring_cap as u64 {
-            h.ring_tail.store(head, Ordering::Relaxed);
-            return 0;
-        }
-        let (mut at, mut n) = (head, 0u32);
-        while tail - at >= LEN as u64 {
-            let mut len = [0u8; LEN];
-            self.ring_read(at, &mut len);
-            let next = (at + LEN as u64).saturating_add(u64::from_le_bytes(len));
-            if next > tail {
-                break;
-            }
-            at = next;
-            n += 1;
-        }
-        h.ring_tail.store(at, Ordering::Relaxed);
-        n
     }
 
     fn ring_ptr(&self) -> *mut u8 {
@@ -235,12 +311,13 @@ impl Core {
         unsafe { self.header.as_ptr().add(RING_AT) }
     }
 
-    /// Copies `src` into the ring at position `pos`, wrapping around. Lock held.
+    /// Copies `src` into the ring at position `pos`, wrapping around. Put lock held, the
+    /// bytes are past the tail.
     fn ring_write(&self, pos: u64, src: &[u8]) {
         let cap = self.ring_cap;
         let off = pos as usize & (cap - 1);
         let first = src.len().min(cap - off);
-        // SAFETY: off + first <= cap, src.len() - first <= cap; the lock serialises access.
+        // SAFETY: off + first <= cap, src.len() - first <= cap; no one reads past the tail.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.ring_ptr().add(off), first);
             std::ptr::copy_nonoverlapping(
@@ -251,12 +328,13 @@ impl Core {
         }
     }
 
-    /// Copies out of the ring from position `pos`, wrapping around. Lock held.
+    /// Copies out of the ring from position `pos`, wrapping around. Get lock held, the
+    /// bytes are between head and tail.
     fn ring_read(&self, pos: u64, dst: &mut [u8]) {
         let cap = self.ring_cap;
         let off = pos as usize & (cap - 1);
         let first = dst.len().min(cap - off);
-        // SAFETY: as in ring_write.
+        // SAFETY: as in ring_write; no one writes between head and tail.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ring_ptr().add(off), dst.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(
@@ -267,46 +345,206 @@ impl Core {
         }
     }
 
+    /// Whether `frame` may go into the ring (ring present, spool empty, size at most a
+    /// quarter of the ring). Put lock held.
+    fn ring_fits(&self, frame: &[u8]) -> bool {
+        let cap = self.ring_cap as u64;
+        cap != 0
+            && frame.len() as u64 <= cap / 4
+            && self.h().put.spool_count.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether the ring has room for `frame` (or its words are damaged).
+    fn ring_room(&self, frame: &[u8]) -> bool {
+        let h = self.h();
+        let head = h.get.ring_head.load(Ordering::Relaxed);
+        let tail = h.put.ring_tail.load(Ordering::Relaxed);
+        let used = word_pos(tail).wrapping_sub(word_pos(head)) & POS_MASK;
+        used > self.ring_cap as u64 || self.ring_cap as u64 - used >= frame.len() as u64
+    }
+
     /// Puts `frame` into the ring if it belongs there (ring present, spool empty, room).
-    /// Lock held. Returns whether it did.
+    /// Put lock held. Returns whether it did.
     fn ring_put(&self, frame: &[u8]) -> bool {
         let h = self.h();
         let cap = self.ring_cap as u64;
-        if cap == 0 || frame.len() as u64 > cap / 4 || h.spool_count.load(Ordering::Relaxed) != 0 {
+        if cap == 0
+            || frame.len() as u64 > cap / 4
+            || h.put.spool_count.load(Ordering::Relaxed) != 0
+        {
             return false;
         }
-        let head = h.ring_head.load(Ordering::Relaxed);
-        let tail = h.ring_tail.load(Ordering::Relaxed);
-        let used = tail.wrapping_sub(head);
+        let head = h.get.ring_head.load(Ordering::Acquire);
+        let tail = h.put.ring_tail.load(Ordering::Relaxed);
+        let used = word_pos(tail).wrapping_sub(word_pos(head)) & POS_MASK;
         if used > cap || cap - used < frame.len() as u64 {
             return false;
         }
-        self.ring_write(tail, frame);
-        h.ring_tail
-            .store(tail + frame.len() as u64, Ordering::Release);
+        self.ring_write(word_pos(tail), frame);
+        h.put
+            .ring_tail
+            .store(word_after(tail, frame.len() as u64), Ordering::Release);
         true
     }
 
-    /// Takes the frame at the ring's head, if the ring holds one. Lock held.
-    fn ring_take(&self) -> Result<Option<Vec<u8>>, GetError> {
-        if self.ring_cap == 0 {
-            return Ok(None);
-        }
+    /// Appends `frame` (length prefix included), waiting for room in a bounded queue until
+    /// `deadline`.
+    pub(crate) fn put(
+        &self,
+        frame: &[u8],
+        deadline: Option<Instant>,
+        joinable: bool,
+    ) -> Result<(), QueueError> {
         let h = self.h();
-        let head = h.ring_head.load(Ordering::Relaxed);
-        let tail = h.ring_tail.load(Ordering::Relaxed);
-        let used = tail.wrapping_sub(head);
-        if used == 0 {
-            return Ok(None);
+        let held = loop {
+            let Some(held) = self.lock_put(deadline)? else {
+                return Err(QueueError::Full);
+            };
+            let max = u64::from(h.common.maxsize.load(Ordering::Relaxed));
+            if max == 0 || self.count() < max {
+                break held;
+            }
+            drop(held);
+            h.get.putters_waiting.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let seq = h.get.get_seq.load(Ordering::Acquire);
+            let in_time = self.count() < max || futex::wait_until(&h.get.get_seq, seq, deadline);
+            h.get.putters_waiting.fetch_sub(1, Ordering::Relaxed);
+            if !in_time {
+                return Err(QueueError::Full);
+            }
+        };
+        // A full ring whose reader is busy frees room within microseconds: wait that long
+        // rather than switch to the spool, where every item costs system calls until it
+        // drains (never past the spin limit, so `put` still does not wait for a reader).
+        let in_ring = self.ring_put(frame)
+            || (self.ring_fits(frame)
+                && spin_until(|| self.ring_room(frame), deadline.or(Some(far_future())))
+                && self.ring_put(frame));
+        if !in_ring {
+            let tail = h.put.tail.load(Ordering::Relaxed);
+            sys::spool_write_at(&self.spool, frame, tail)?;
+            h.put
+                .tail
+                .store(tail + frame.len() as u64, Ordering::Relaxed);
+            h.put.spool_count.fetch_add(1, Ordering::Release);
         }
-        if used > self.ring_cap as u64 || used < LEN as u64 {
+        if joinable {
+            h.common.unfinished.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(held);
+        // The item is published; a getter that registered before that store is woken, one
+        // that registers after it sees the item when it looks again.
+        fence(Ordering::SeqCst);
+        if h.put.getters_waiting.load(Ordering::Relaxed) > 0 {
+            h.put.put_seq.fetch_add(1, Ordering::Release);
+            futex::wake(&h.put.put_seq, 1);
+        }
+        Ok(())
+    }
+
+    /// Takes the oldest item and hands its bytes to `decode`, waiting for one until
+    /// `deadline`.
+    ///
+    /// A waiting getter registers in `getters_waiting`, then reads `put_seq`, then looks for
+    /// an item again before it sleeps, so a put that lands in between is never missed.
+    pub(crate) fn get<R>(
+        &self,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, GetError> {
+        let h = self.h();
+        let mut decode = decode;
+        let result = loop {
+            if self.has_items() {
+                let Some(held) = self.lock_get(deadline) else {
+                    return Err(GetError::Empty);
+                };
+                let taken = self.take_locked(decode, deadline);
+                drop(held);
+                match taken? {
+                    Ok(r) => break r,
+                    // Another consumer was first: look again.
+                    Err(d) => decode = d,
+                }
+                continue;
+            }
+            // A producer that is busy putting usually delivers within microseconds: look
+            // for a while before paying for a sleep and a wake-up.
+            if spin_until(|| self.has_items(), deadline) {
+                continue;
+            }
+            h.put.getters_waiting.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let seq = h.put.put_seq.load(Ordering::Acquire);
+            let in_time = self.has_items() || futex::wait_until(&h.put.put_seq, seq, deadline);
+            h.put.getters_waiting.fetch_sub(1, Ordering::Relaxed);
+            if !in_time {
+                return Err(GetError::Empty);
+            }
+        };
+        fence(Ordering::SeqCst);
+        if h.get.putters_waiting.load(Ordering::Relaxed) > 0 {
+            h.get.get_seq.fetch_add(1, Ordering::Release);
+            futex::wake(&h.get.get_seq, 1);
+        }
+        Ok(result)
+    }
+
+    /// Takes the oldest item if there is one (`Err(decode)` back if not). Get lock held.
+    #[allow(clippy::type_complexity)]
+    fn take_locked<R, F: FnOnce(&[u8]) -> R>(
+        &self,
+        decode: F,
+        deadline: Option<Instant>,
+    ) -> Result<Result<R, F>, GetError> {
+        let h = self.h();
+        let head = h.get.ring_head.load(Ordering::Relaxed);
+        if self.ring_cap != 0 {
+            let tail = h.put.ring_tail.load(Ordering::Acquire);
+            if head != tail {
+                return self.ring_take(head, tail, decode).map(Ok);
+            }
+        }
+        if h.put.spool_count.load(Ordering::Acquire) == 0 {
+            return Ok(Err(decode));
+        }
+        // The spool: under the put lock too, so its offsets and count hold still.
+        let Some(held) = self.lock_put(deadline)? else {
+            return Err(GetError::Empty);
+        };
+        if self.ring_cap != 0 {
+            let tail = h.put.ring_tail.load(Ordering::Acquire);
+            if head != tail {
+                drop(held);
+                return self.ring_take(head, tail, decode).map(Ok);
+            }
+        }
+        if h.put.spool_count.load(Ordering::Acquire) == 0 {
+            return Ok(Err(decode));
+        }
+        let buf = self.spool_take()?;
+        drop(held);
+        Ok(Ok(decode(&buf)))
+    }
+
+    /// Takes the frame at the ring's head (the ring words differ). Get lock held.
+    fn ring_take<R>(
+        &self,
+        head: u64,
+        tail: u64,
+        decode: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, GetError> {
+        let cap = self.ring_cap;
+        let used = word_pos(tail).wrapping_sub(word_pos(head)) & POS_MASK;
+        let items = word_cnt(tail).wrapping_sub(word_cnt(head)) & CNT_MASK;
+        if used > cap as u64 || items == 0 || items.saturating_mul(LEN as u64) > used {
             return Err(GetError::Corrupt(format!(
-                "ring positions {head}..{tail} do not fit a ring of {} bytes",
-                self.ring_cap
+                "ring words {head:#x}..{tail:#x} do not fit a ring of {cap} bytes"
             )));
         }
         let mut len = [0u8; LEN];
-        self.ring_read(head, &mut len);
+        self.ring_read(word_pos(head), &mut len);
         let len = u64::from_le_bytes(len);
         if len > used - LEN as u64 {
             return Err(GetError::Corrupt(format!(
@@ -314,115 +552,38 @@ impl Core {
                 used - LEN as u64
             )));
         }
-        let mut buf = vec![0u8; len as usize];
-        self.ring_read(head + LEN as u64, &mut buf);
-        h.ring_head
-            .store(head + LEN as u64 + len, Ordering::Release);
-        h.count.fetch_sub(1, Ordering::Release);
-        h.get_seq.fetch_add(1, Ordering::Release);
-        Ok(Some(buf))
+        let at = word_pos(head) + LEN as u64;
+        let off = at as usize & (cap - 1);
+        let n = len as usize;
+        let r = if off + n <= cap {
+            // SAFETY: off + n <= cap; the bytes are between head and tail, which no
+            // producer writes and no other consumer reads while we hold the get lock.
+            decode(unsafe { std::slice::from_raw_parts(self.ring_ptr().add(off), n) })
+        } else {
+            let mut buf = vec![0u8; n];
+            self.ring_read(at, &mut buf);
+            decode(&buf)
+        };
+        self.h()
+            .get
+            .ring_head
+            .store(word_after(head, LEN as u64 + len), Ordering::Release);
+        Ok(r)
     }
 
-    /// Appends `frame`, waiting for room in a bounded queue until `deadline`. On `Full`,
-    /// the frame comes back untouched.
-    pub(crate) fn put(
-        &self,
-        frame: &Frame,
-        deadline: Option<Instant>,
-        joinable: bool,
-    ) -> Result<(), QueueError> {
+    /// Reads and removes the frame at the spool's head. Both locks held, the spool holds
+    /// an item.
+    fn spool_take(&self) -> Result<Vec<u8>, GetError> {
         let h = self.h();
-        loop {
-            if !self.lock(deadline)? {
-                return Err(QueueError::Full);
-            }
-            let max = h.maxsize.load(Ordering::Relaxed);
-            if max == 0 || h.count.load(Ordering::Relaxed) < max {
-                break;
-            }
-            let seq = h.get_seq.load(Ordering::Acquire);
-            h.putters_waiting.fetch_add(1, Ordering::Relaxed);
-            self.unlock();
-            let in_time = futex::wait_until(&h.get_seq, seq, deadline);
-            h.putters_waiting.fetch_sub(1, Ordering::Relaxed);
-            if !in_time {
-                return Err(QueueError::Full);
-            }
-        }
-        if !self.ring_put(&frame.0) {
-            let tail = h.tail.load(Ordering::Relaxed);
-            if let Err(e) = sys::spool_write_at(&self.spool, &frame.0, tail) {
-                self.unlock();
-                return Err(e.into());
-            }
-            h.tail.store(tail + frame.0.len() as u64, Ordering::Relaxed);
-            h.spool_count.fetch_add(1, Ordering::Relaxed);
-        }
-        if joinable {
-            h.unfinished.fetch_add(1, Ordering::Relaxed);
-        }
-        h.count.fetch_add(1, Ordering::Release);
-        h.put_seq.fetch_add(1, Ordering::SeqCst);
-        let wake = h.getters_waiting.load(Ordering::SeqCst) > 0;
-        self.unlock();
-        if wake {
-            futex::wake(&h.put_seq, 1);
-        }
-        Ok(())
-    }
-
-    /// Takes the oldest item's bytes, waiting for one until `deadline`.
-    ///
-    /// A waiting getter registers in `getters_waiting` only after its spin, and re-checks
-    /// `put_seq` in the futex call itself, so a put that lands in between is never missed.
-    pub(crate) fn get(&self, deadline: Option<Instant>) -> Result<Vec<u8>, GetError> {
-        let h = self.h();
-        loop {
-            if !self.lock(deadline)? {
-                return Err(GetError::Empty);
-            }
-            if h.count.load(Ordering::Relaxed) > 0 {
-                break;
-            }
-            let seq = h.put_seq.load(Ordering::Acquire);
-            self.unlock();
-            // A producer that is busy putting usually delivers within microseconds: look
-            // for a while before paying for a sleep and a wake-up.
-            if spin_until(|| h.put_seq.load(Ordering::Relaxed) != seq, deadline) {
-                continue;
-            }
-            h.getters_waiting.fetch_add(1, Ordering::SeqCst);
-            let in_time = futex::wait_until(&h.put_seq, seq, deadline);
-            h.getters_waiting.fetch_sub(1, Ordering::Relaxed);
-            if !in_time {
-                return Err(GetError::Empty);
-            }
-        }
-        let result = self.take_locked();
-        let wake = h.putters_waiting.load(Ordering::Relaxed) > 0;
-        self.unlock();
-        if wake {
-            futex::wake(&h.get_seq, 1);
-        }
-        result
-    }
-
-    /// Reads and removes the frame at head. The lock is held and the queue is not empty.
-    fn take_locked(&self) -> Result<Vec<u8>, GetError> {
-        if let Some(item) = self.ring_take()? {
-            return Ok(item);
-        }
-        let h = self.h();
-        if h.spool_count.load(Ordering::Relaxed) == 0 {
-            return Err(GetError::Corrupt(
-                "the count says an item is there, but neither ring nor spool holds one".into(),
-            ));
-        }
         let (head, tail) = (
-            h.head.load(Ordering::Relaxed),
-            h.tail.load(Ordering::Relaxed),
+            h.get.head.load(Ordering::Relaxed),
+            h.put.tail.load(Ordering::Relaxed),
         );
-        let avail = tail - head;
+        let Some(avail) = tail.checked_sub(head).filter(|a| *a >= LEN as u64) else {
+            return Err(GetError::Corrupt(format!(
+                "spool offsets {head}..{tail} hold no frame"
+            )));
+        };
         let mut buf = vec![0u8; (avail as usize).min(READ_AHEAD)];
         let got = sys::spool_read_at(&self.spool, &mut buf, head)?;
         if got < LEN {
@@ -452,38 +613,39 @@ impl Core {
             buf.truncate(len);
         }
         let new_head = head + (LEN + len) as u64;
-        h.head.store(new_head, Ordering::Relaxed);
-        h.spool_count.fetch_sub(1, Ordering::Relaxed);
-        h.count.fetch_sub(1, Ordering::Release);
-        h.get_seq.fetch_add(1, Ordering::Release);
+        h.get.head.store(new_head, Ordering::Relaxed);
+        h.put.spool_count.fetch_sub(1, Ordering::Release);
         self.reclaim(new_head, tail)?;
         Ok(buf)
     }
 
-    /// Gives consumed spool memory back: all of it when the queue is empty, else whole steps.
+    /// Gives consumed spool memory back: all of it when the spool empties, else whole
+    /// steps. Both locks held.
     fn reclaim(&self, head: u64, tail: u64) -> io::Result<()> {
         let h = self.h();
         if head == tail {
-            h.head.store(0, Ordering::Relaxed);
-            h.tail.store(0, Ordering::Relaxed);
+            // Tail first: a holder dying in between leaves head > tail, which the repair
+            // reads as an empty spool.
+            h.put.tail.store(0, Ordering::Relaxed);
+            h.get.head.store(0, Ordering::Relaxed);
             if tail > RELEASE_STEP {
                 sys::spool_truncate(&self.spool, 0)?;
             }
-            h.released.store(0, Ordering::Relaxed);
+            h.get.released.store(0, Ordering::Relaxed);
             return Ok(());
         }
-        let released = h.released.load(Ordering::Relaxed);
+        let released = h.get.released.load(Ordering::Relaxed);
         let upto = head - head % RELEASE_STEP;
         if upto > released {
             sys::spool_release(&self.spool, released, upto - released);
-            h.released.store(upto, Ordering::Relaxed);
+            h.get.released.store(upto, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Marks one item done; an error if more were marked than were put.
     pub(crate) fn task_done(&self) -> Result<(), QueueError> {
-        let h = self.h();
+        let h = &self.h().common;
         let mut n = h.unfinished.load(Ordering::Acquire);
         loop {
             if n == 0 {
@@ -506,7 +668,7 @@ impl Core {
 
     /// Waits until every item put has been marked done, until `deadline`.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
-        let h = self.h();
+        let h = &self.h().common;
         loop {
             let seq = h.done_seq.load(Ordering::Acquire);
             if h.unfinished.load(Ordering::Acquire) == 0 {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use self::core::{Core, Frame};
+use self::core::{with_frame, Core};
 use crate::connection::{Backend, BackendKind, DefaultBackend};
 
 /// Why a `put` failed; the item comes back where it was not queued.
@@ -137,11 +137,11 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
         let Some(core) = &self.core else {
             return Err(PutError::Closed(item));
         };
-        let frame = match Frame::encode(&item) {
-            Ok(f) => f,
+        let put = match with_frame(&item, |frame| core.put(frame, deadline, joinable)) {
+            Ok(r) => r,
             Err(e) => return Err(PutError::Encode(item, e)),
         };
-        match core.put(&frame, deadline, joinable) {
+        match put {
             Ok(()) => Ok(()),
             Err(QueueError::Io(e)) => Err(PutError::Io(item, e)),
             Err(_) => Err(PutError::Full(item)),
@@ -150,8 +150,8 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
 
     fn get(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         let core = self.core.as_ref().ok_or(GetError::Closed)?;
-        let bytes = core.get(deadline)?;
-        postcard::from_bytes(&bytes).map_err(GetError::Decode)
+        core.get(deadline, |bytes| postcard::from_bytes(bytes))?
+            .map_err(GetError::Decode)
     }
 }
 
