@@ -18,21 +18,23 @@ fn in_active(p: &Process) -> bool {
 
 static USR1_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Starts a grandchild that sleeps, reports its pid, then sleeps itself.
+/// Starts a grandchild, then sleeps.
 fn parent_of_sleeper(arg: (bool, Writer<u32>)) {
     let (outlive, tx) = arg;
-    let mut g =
-        Process::new(grandchild, (outlive, tx.try_clone().unwrap())).with_outlive_parent(outlive);
+    let mut g = Process::new(grandchild, (outlive, tx)).with_outlive_parent(outlive);
     g.start().unwrap();
-    tx.send(&g.pid().unwrap()).unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Reports 1 when it sees its parent die (only reachable with the opt-out).
+/// Reports its pid once it has seen its parent alive (0 if it did not), then reports 1 when
+/// it sees its parent die (only reachable with the opt-out). The parent of the test kills
+/// the middle process only after the pid arrived, so the first check cannot race the kill.
 fn grandchild(arg: (bool, Writer<u32>)) {
     let (_, tx) = arg;
     let parent = parent_process().unwrap();
-    assert!(parent.is_alive());
+    let seen_alive = parent.is_alive();
+    tx.send(&if seen_alive { std::process::id() } else { 0 })
+        .unwrap();
     if parent.join_timeout(Duration::from_secs(30)) {
         tx.send(&1).unwrap();
     }
@@ -58,6 +60,7 @@ fn proc_06_children_die_with_their_parent() {
         let mut p = ctx.process(parent_of_sleeper, (false, tx));
         p.start().unwrap();
         let grandchild = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(grandchild, 0, "the grandchild saw its parent alive");
         assert!(pid_alive(grandchild));
         p.kill().unwrap();
         let _ = p.join_timeout(Duration::from_secs(10));
@@ -75,6 +78,7 @@ fn proc_06_opt_out_lets_a_child_see_its_parent_die() {
         let mut p = ctx.process(parent_of_sleeper, (true, tx));
         p.start().unwrap();
         let grandchild = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(grandchild, 0, "the grandchild saw its parent alive");
         p.kill().unwrap();
         let _ = p.join_timeout(Duration::from_secs(10));
         assert_eq!(

@@ -88,6 +88,12 @@ pub(crate) fn boot_chan_from_env(value: &str) -> io::Result<Chan> {
             format!("bad boot handle {value:?}"),
         )
     })?;
+    // The parent cleared close-on-exec so the descriptor survived exec; set it again, or
+    // every process this child starts would inherit its boot channel.
+    // SAFETY: fcntl on a descriptor number; a bad number is EBADF, reported below.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: the parent cleared close-on-exec on exactly this descriptor for us; nobody
     // else in this fresh process owns it.
     unsafe { Chan::from_raw_fd(fd) }
