@@ -171,12 +171,15 @@ pub(crate) fn serve(ctl: Chan) -> ! {
                 drop(children);
                 drop(status);
                 drop(ctl);
-                match Chan::from_fd(boot) {
+                // Never unwind back into the server's loop: that would make a second server.
+                let _ = std::panic::catch_unwind(move || match Chan::from_fd(boot) {
                     Ok(boot) => {
                         crate::process::child::run_spawned(boot, crate::StartMethod::ForkServer)
                     }
                     Err(_) => std::process::exit(1),
-                }
+                });
+                // SAFETY: ending a forked child whose setup panicked.
+                unsafe { libc::_exit(super::start::FORK_SETUP_FAILED) }
             }
             pid => {
                 drop(boot);

@@ -46,6 +46,9 @@ pub(crate) fn spawn_child(
     Ok((pid, Waiter::direct(pid)))
 }
 
+/// Exit code of a forked child that panicked while setting itself up.
+pub(crate) const FORK_SETUP_FAILED: i32 = 70;
+
 /// Forks; the child runs `body` and must not return (it is made to `_exit` if it does).
 pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Result<(u32, Waiter)> {
     use std::io::Write;
@@ -67,9 +70,18 @@ pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Resu
             if arm {
                 arm_parent_death_signal(parent);
             }
-            body();
+            // The child must never unwind into the parent's stack frames it inherited (it
+            // would go on running the parent's program): a panic outside the target's own
+            // guard ends the child with a distinct code instead.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
             // SAFETY: leaving a forked child without running the parent's exit hooks.
-            unsafe { libc::_exit(0) }
+            unsafe {
+                libc::_exit(if outcome.is_ok() {
+                    0
+                } else {
+                    FORK_SETUP_FAILED
+                })
+            }
         }
         pid => Ok((pid as u32, Waiter::direct(pid as u32))),
     }
