@@ -32,7 +32,7 @@ fn main() {
     let reps = if quick { 3 } else { 7 };
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     // The groups of the later areas, each in its own module.
-    let mut areas: Vec<(&str, fn(usize))> = vec![
+    let areas: Vec<Area> = vec![
         ("queue", queues::run),
         ("sync", sync::run),
         ("shared", shared::run),
@@ -56,6 +56,9 @@ fn main() {
         }
     }
 }
+
+/// A group of benchmarks of one area: its name and its runner (taking the repetitions).
+pub type Area = (&'static str, fn(usize));
 
 /// `--tag <suffix>`: appended to every benchmark name (e.g. `.cpu0` when xtask runs this
 /// pinned to one CPU).
@@ -100,7 +103,7 @@ mod unix {
     }
 
     /// Runs the transport groups (all of them, then the `areas` too, without `--only`).
-    pub fn run(areas: Option<&[(&str, fn(usize))]>) {
+    pub fn run(areas: Option<&[crate::Area]>) {
         let quick = std::env::args().any(|a| a == "--quick");
         let plan = Plan { quick };
         let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);

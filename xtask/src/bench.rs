@@ -583,7 +583,7 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "x" | "ratio" => format!("{v:.2}×"),
         _ if unit.ends_with("/s") && v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
         _ if unit.ends_with("/s") && v >= 1e3 => format!("{:.0} k {unit}", v / 1e3),
-        _ if v >= 1e-6 && v < 1e6 && unit.is_empty() => format!("{v:.3}"),
+        _ if (1e-6..1e6).contains(&v) && unit.is_empty() => format!("{v:.3}"),
         _ => format!("{v:.3} {unit}"),
     }
 }

@@ -27,8 +27,12 @@
 
 use mp_core::{Array, Process, RawValue, Value};
 
+/// The value Python's example writes: pi to 7 decimals.
+#[allow(clippy::approx_constant)]
+const PI_7: f64 = 3.1415927;
+
 fn f((n, a): (Value<f64>, Array<i32>)) {
-    n.set(3.1415927);
+    n.set(PI_7);
     // One lock acquisition for the whole loop (Python takes it per element).
     let mut a = a.lock().expect("lock");
     for x in a.iter_mut() {
@@ -48,7 +52,7 @@ fn main() {
 
     println!("{}", num.get());
     println!("{:?}", arr.to_vec());
-    assert_eq!(num.get(), 3.1415927);
+    assert_eq!(num.get(), PI_7);
     assert_eq!(arr.to_vec(), [0, -1, -2, -3, -4, -5, -6, -7, -8, -9]);
 
     // A read-modify-write holds the lock for its whole duration.

@@ -52,7 +52,7 @@ fn mgr_01_list_operations_and_nested_lists() {
 
         // A list of list proxies keeps referring to the same remote lists.
         let inner = m.list::<String>(&[]).unwrap();
-        let outer = m.list(&[inner.clone()]).unwrap();
+        let outer = m.list(std::slice::from_ref(&inner)).unwrap();
         outer.get(0).unwrap().append(&"hello".into()).unwrap();
         assert_eq!(inner.to_vec().unwrap(), vec!["hello".to_string()]);
         assert_eq!(outer.get(0).unwrap().get(0).unwrap(), "hello");
@@ -220,7 +220,7 @@ fn child_uses_containers(arg: (ListProxy<i32>, DictProxy<String, i32>, Namespace
 fn mgr_08_proxies_in_children_under_every_start_method() {
     common::for_each_context(60, |ctx| {
         let m = Manager::builder::<mp_core::manager::Builtins>()
-            .context(ctx.clone())
+            .context(ctx)
             .start()
             .unwrap();
         let l = m.list(&[2, 5, 3, 1]).unwrap();

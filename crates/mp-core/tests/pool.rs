@@ -179,11 +179,10 @@ fn pool05_empty_inputs() {
 
 /// An input iterator that panics at position `at`.
 fn failing_input(n: i64, at: i64) -> impl Iterator<Item = i64> {
-    (0..n).map(move |i| {
+    (0..n).inspect(move |&i| {
         if i == at {
             panic!("input fails at {at}");
         }
-        i
     })
 }
 
