@@ -725,7 +725,11 @@ fn break_pool_on_worker_death() {
             .map_results(exit_at, (0..200u64).map(|i| (i, 5)))
             .unwrap();
         assert_eq!(r[5], Err(TaskError::WorkerDied { exitcode: 99 }));
-        assert!(r.iter().any(|x| matches!(x, Err(TaskError::Broken(_)))));
+        // What the other worker finished before the pool broke is kept; the rest is Broken.
+        assert!(r
+            .iter()
+            .enumerate()
+            .all(|(i, x)| i == 5 || x.is_ok() || matches!(x, Err(TaskError::Broken(_)))));
         assert!(matches!(p.apply_async(sqr, 1), Err(PoolError::Broken(_))));
     });
 }
