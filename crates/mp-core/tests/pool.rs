@@ -725,11 +725,16 @@ fn break_pool_on_worker_death() {
             .map_results(exit_at, (0..200u64).map(|i| (i, 5)))
             .unwrap();
         assert_eq!(r[5], Err(TaskError::WorkerDied { exitcode: 99 }));
-        // What the other worker finished before the pool broke is kept; the rest is Broken.
-        assert!(r
-            .iter()
-            .enumerate()
-            .all(|(i, x)| i == 5 || x.is_ok() || matches!(x, Err(TaskError::Broken(_)))));
+        // Breaking the pool fails everything still pending (with the death, or Broken);
+        // what the other worker finished before that is kept.
+        assert!(r.iter().all(|x| matches!(
+            x,
+            Ok(_) | Err(TaskError::Broken(_)) | Err(TaskError::WorkerDied { exitcode: 99 })
+        )));
+        assert!(
+            r.iter().filter(|x| x.is_err()).count() > 1,
+            "pending tasks failed too"
+        );
         assert!(matches!(p.apply_async(sqr, 1), Err(PoolError::Broken(_))));
     });
 }
