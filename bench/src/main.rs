@@ -32,7 +32,8 @@ fn main() {
     let reps = if quick { 3 } else { 7 };
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     // The groups of the later areas, each in its own module.
-    let areas: Vec<Area> = vec![
+    #[allow(unused_mut)] // pushed to only with the shm feature
+    let mut areas: Vec<Area> = vec![
         ("queue", queues::run),
         ("sync", sync::run),
         ("shared", shared::run),
