@@ -41,6 +41,7 @@ def main():
     a, b = ctx.Pipe()
     p = ctx.Process(target=echo, args=(b,))
     p.start()
+    b.close()  # the child's end: closed here so the child sees EOF when `a` closes
     batch = 2000
     rtts = []
     for _ in range(reps + 1):
@@ -72,6 +73,7 @@ def main():
         a, b = ctx.Pipe()
         p = ctx.Process(target=sender, args=(b, count, size))
         p.start()
+        b.close()
         t = time.perf_counter()
         a.send_bytes(b"go")
         for _ in range(count):
