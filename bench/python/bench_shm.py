@@ -16,9 +16,8 @@ def emit(bench, unit, note, samples):
 
 def echo(conn):
     while True:
-        try:
-            m = conn.recv_bytes()
-        except EOFError:
+        m = conn.recv_bytes()
+        if m == b"stop":
             return
         conn.send_bytes(m)
 
@@ -50,7 +49,7 @@ def main():
             a.send_bytes(b"12345678")
             a.recv_bytes()
         rtts.append((time.perf_counter() - t) / batch)
-    a.close()
+    a.send_bytes(b"stop")
     p.join()
     emit("shm.rtt8", "s", "Pipe() send_bytes/recv_bytes, echo child (fork)", rtts[1:])
 
