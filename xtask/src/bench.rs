@@ -577,7 +577,8 @@ fn fmt_value(v: f64, unit: &str) -> String {
     match unit {
         "s" if v >= 1.0 => format!("{v:.2} s"),
         "s" if v >= 1e-3 => format!("{:.2} ms", v * 1e3),
-        "s" => format!("{:.1} µs", v * 1e6),
+        "s" if v >= 1e-6 => format!("{:.1} µs", v * 1e6),
+        "s" => format!("{:.1} ns", v * 1e9),
         "B/s" if v >= 1e9 => format!("{:.2} GB/s", v / 1e9),
         "B/s" => format!("{:.0} MB/s", v / 1e6),
         "x" | "ratio" => format!("{v:.2}×"),

@@ -47,8 +47,6 @@ use crate::sys;
 
 /// Frame header: the body length.
 const LEN: usize = 8;
-/// A get reads this much at once, so a small item costs one read.
-const READ_AHEAD: usize = 4096;
 /// Consumed spool space is given back in steps of this size.
 const RELEASE_STEP: u64 = 1 << 20;
 
@@ -79,6 +77,9 @@ struct GetSide {
     head: AtomicU64,
     /// Spool bytes below this offset have been given back.
     released: AtomicU64,
+    /// Bumped whenever the spool's offsets restart from 0, so that bytes a consumer read
+    /// ahead (see `SpoolCache`) are known to be stale.
+    spool_gen: AtomicU64,
     /// Bumped by a get that saw a putter waiting (bounded putters sleep on it).
     get_seq: AtomicU32,
     putters_waiting: AtomicU32,
@@ -127,7 +128,21 @@ pub(crate) struct Core {
     spool: OwnedHandle,
     /// The ring's size, derived from the segment's length (never read from shared memory).
     ring_cap: usize,
+    /// Spool bytes this process read ahead of the head (published frames never change until
+    /// the offsets restart, which `spool_gen` tells).
+    cache: std::sync::Mutex<SpoolCache>,
 }
+
+/// A copy of the spool from `start`, valid while the spool's generation is `gen`.
+#[derive(Default)]
+struct SpoolCache {
+    gen: u64,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+/// How much a consumer reads ahead of the spool's head at once.
+const SPOOL_READ_AHEAD: usize = 64 << 10;
 
 thread_local! {
     /// The encoding buffer `put` reuses.
@@ -212,6 +227,7 @@ impl Core {
             header,
             spool: sys::spool_create()?,
             ring_cap,
+            cache: Default::default(),
         };
         core.h().common.maxsize.store(maxsize, Ordering::Relaxed);
         Ok(Arc::new(core))
@@ -584,14 +600,27 @@ impl Core {
                 "spool offsets {head}..{tail} hold no frame"
             )));
         };
-        let mut buf = vec![0u8; (avail as usize).min(READ_AHEAD)];
-        let got = sys::spool_read_at(&self.spool, &mut buf, head)?;
-        if got < LEN {
-            return Err(GetError::Corrupt(format!(
-                "{got} bytes where a frame header was due"
-            )));
+        let gen = h.get.spool_gen.load(Ordering::Acquire);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = cache.gen == gen
+            && head >= cache.start
+            && head - cache.start + LEN as u64 <= cache.bytes.len() as u64;
+        if !cached {
+            // Read ahead: the frames after this one usually come in the same read.
+            let want = (avail as usize).min(SPOOL_READ_AHEAD);
+            cache.bytes.resize(want, 0);
+            let got = sys::spool_read_at(&self.spool, &mut cache.bytes, head)?;
+            cache.bytes.truncate(got);
+            cache.start = head;
+            cache.gen = gen;
+            if got < LEN {
+                return Err(GetError::Corrupt(format!(
+                    "{got} bytes where a frame header was due"
+                )));
+            }
         }
-        let len = u64::from_le_bytes(buf[..LEN].try_into().expect("8 bytes"));
+        let at = (head - cache.start) as usize;
+        let len = u64::from_le_bytes(cache.bytes[at..at + LEN].try_into().expect("8 bytes"));
         if len > avail - LEN as u64 {
             return Err(GetError::Corrupt(format!(
                 "a frame of {len} bytes announced with only {} stored",
@@ -599,18 +628,18 @@ impl Core {
             )));
         }
         let len = len as usize;
-        buf.truncate(got);
-        buf.drain(..LEN);
-        if buf.len() < len {
-            let have = buf.len();
+        let body = at + LEN;
+        let have = cache.bytes.len().saturating_sub(body).min(len);
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(&cache.bytes[body..body + have]);
+        drop(cache);
+        if have < len {
             buf.resize(len, 0);
             let more =
                 sys::spool_read_at(&self.spool, &mut buf[have..], head + (LEN + have) as u64)?;
             if have + more < len {
                 return Err(GetError::Corrupt("the spool ended inside a frame".into()));
             }
-        } else {
-            buf.truncate(len);
         }
         let new_head = head + (LEN + len) as u64;
         h.get.head.store(new_head, Ordering::Relaxed);
@@ -628,6 +657,7 @@ impl Core {
             // reads as an empty spool.
             h.put.tail.store(0, Ordering::Relaxed);
             h.get.head.store(0, Ordering::Relaxed);
+            h.get.spool_gen.fetch_add(1, Ordering::Release);
             if tail > RELEASE_STEP {
                 sys::spool_truncate(&self.spool, 0)?;
             }
@@ -716,6 +746,7 @@ impl<'de> Deserialize<'de> for Core {
             header,
             spool: spool.into_inner(),
             ring_cap,
+            cache: Default::default(),
         })
     }
 }
