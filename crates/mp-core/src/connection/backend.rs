@@ -42,6 +42,7 @@ impl Backend for Socket {
 /// a multi-producer multi-consumer frame ring that overflows into the spool file. On
 /// Windows, pipes of this backend are still named pipes (see `mp-shm`).
 #[cfg(feature = "shm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shm;
 #[cfg(feature = "shm")]
