@@ -186,15 +186,7 @@ pub(crate) fn install_task_panic_hook() {
             if !IN_TASK.with(|t| t.get()) {
                 return previous(info);
             }
-            let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "Box<dyn Any>".to_string()
-            };
-            let location = info.location().map(|l| l.to_string()).unwrap_or_default();
-            let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+            let (message, location, backtrace) = crate::process::child::describe_panic(info);
             LAST_PANIC.with(|p| {
                 *p.borrow_mut() = Some(WireError::Panicked {
                     message,

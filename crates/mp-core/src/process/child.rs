@@ -153,15 +153,7 @@ pub(crate) fn install_panic_hook() {
             let on_target_thread =
                 reporter().is_some_and(|r| r.target_thread == thread::current().id());
             if on_target_thread {
-                let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                    (*s).to_string()
-                } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                    s.clone()
-                } else {
-                    "Box<dyn Any>".to_string()
-                };
-                let location = info.location().map(|l| l.to_string()).unwrap_or_default();
-                let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+                let (message, location, backtrace) = describe_panic(info);
                 report(&Report::Panicked {
                     message,
                     location,
@@ -189,4 +181,19 @@ fn start_watchdog(chan: &Chan, outlive_parent: bool) {
                 sys::die_with_parent_now();
             }
         });
+}
+
+/// A panic's message (its payload when that is text), location and a backtrace captured
+/// whatever `RUST_BACKTRACE` says: what a parent is told about a child's panic.
+pub(crate) fn describe_panic(info: &panic::PanicHookInfo<'_>) -> (String, String, String) {
+    let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    };
+    let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+    let backtrace = std::backtrace::Backtrace::force_capture().to_string();
+    (message, location, backtrace)
 }
