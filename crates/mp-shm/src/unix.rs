@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -91,7 +91,7 @@ struct Mem {
 
 impl Mem {
     fn create(len: usize) -> io::Result<Self> {
-        let fd = anonymous_object()?;
+        let fd = mp_unix::memory::anonymous_object(c"mp-shm-pipe")?;
         // SAFETY: ftruncate on a descriptor we own.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(io::Error::last_os_error());
@@ -140,43 +140,6 @@ impl Drop for Mem {
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn anonymous_object() -> io::Result<OwnedFd> {
-    // SAFETY: memfd_create with a static name; returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"mp-shm-pipe".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn anonymous_object() -> io::Result<OwnedFd> {
-    use std::sync::atomic::AtomicUsize;
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = std::ffi::CString::new(format!(
-        "/mp-shm-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-    .expect("no interior NUL");
-    // SAFETY: shm_open/shm_unlink with a valid C string.
-    unsafe {
-        let fd = libc::shm_open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::shm_unlink(name.as_ptr());
-        let _ = libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        Ok(OwnedFd::from_raw_fd(fd))
     }
 }
 

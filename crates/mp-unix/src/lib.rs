@@ -11,6 +11,7 @@
 
 mod channel;
 pub mod fdpass;
+pub mod memory;
 pub mod poll;
 
 pub use channel::UnixChannel;

@@ -122,10 +122,3 @@ pub(crate) fn is_zombie(pid: u32) -> bool {
         false
     }
 }
-
-/// A number unique within this process, for names.
-#[allow(dead_code)]
-pub(crate) fn unique() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}

@@ -10,47 +10,12 @@ use std::time::Duration;
 /// A new anonymous shared-memory object of `len` bytes, zero-filled. The kernel frees it
 /// when the last process holding it closes it or dies: nothing can leak.
 pub(crate) fn shm_create(len: usize) -> io::Result<OwnedFd> {
-    let fd = anonymous_object()?;
+    let fd = mp_unix::memory::anonymous_object(c"mp-shared")?;
     // SAFETY: ftruncate on a descriptor we own.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn anonymous_object() -> io::Result<OwnedFd> {
-    // SAFETY: memfd_create with a static name; returns a new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(c"mp-shared".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn anonymous_object() -> io::Result<OwnedFd> {
-    let name = std::ffi::CString::new(format!(
-        "/mp-anon-{}-{}",
-        std::process::id(),
-        super::os::unique()
-    ))
-    .expect("no interior NUL");
-    // SAFETY: shm_open/shm_unlink with a valid C string.
-    unsafe {
-        let fd = libc::shm_open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::shm_unlink(name.as_ptr());
-        let _ = libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
 }
 
 /// Maps `len` bytes of a shared-memory object, shared and writable.
