@@ -313,8 +313,7 @@ fn bad_init(_: ()) {
 /// Broken, later submits are refused.
 #[test]
 fn exec28_failing_initializer() {
-    // KNOWN BUG: under plain fork the pool sometimes misses the worker's death and hangs.
-    common::for_each_exec_context(60, |ctx| {
+    common::for_each_context(60, |ctx| {
         let ex = ProcessPoolExecutor::builder()
             .max_workers(2)
             .initializer(bad_init, ())
@@ -418,8 +417,7 @@ fn segfault(_: ()) -> u8 {
 #[cfg(unix)]
 #[test]
 fn exec18_crash_exit_error_during_task() {
-    // KNOWN BUG: under plain fork the pool sometimes misses the worker's death and hangs.
-    common::for_each_exec_context(60, |ctx| {
+    common::for_each_context(60, |ctx| {
         let ex = executor(ctx, 2);
         assert_eq!(
             ex.submit(segfault, ()).unwrap().result(),
@@ -645,5 +643,141 @@ fn break_pool_policy() {
         assert_eq!(a.result(), Err(TaskError::WorkerDied { exitcode: 3 }));
         assert!(matches!(b.result(), Err(TaskError::Broken(_))));
         assert!(matches!(ex.submit(pow, (1, 1)), Err(PoolError::Broken(_))));
+    });
+}
+
+fn fail_after(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    panic!("failed on purpose")
+}
+
+/// EXEC-30: `wait` returns as soon as its condition holds (finished and cancelled futures
+/// count as completed), with a timeout only the finished ones, and a duplicate once.
+#[test]
+fn exec30_wait() {
+    use mp_core::pool::{wait, ReturnWhen};
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(1).unwrap();
+        // A long first task, so that the pool queues nothing behind a running one and
+        // `pending` stays cancellable.
+        let finished = ex.submit(sleep_then, (4, 300)).unwrap();
+        assert!(finished.wait_timeout(Duration::from_secs(20)));
+        let slow = ex.submit(sleep_then, (1, 3000)).unwrap();
+        assert!(common::eventually(10, || slow.running()));
+        let pending = ex.submit(pow, (3, 3)).unwrap();
+
+        let t = Instant::now();
+        let r = wait([&finished, &slow], ReturnWhen::FirstCompleted, None);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
+        assert!(std::ptr::eq(r.done[0], &finished) && std::ptr::eq(r.not_done[0], &slow));
+
+        // Cancelled while waited on: that completes the wait.
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(pending.cancel());
+            });
+            let r = wait([&slow, &pending], ReturnWhen::FirstCompleted, None);
+            assert!(r.done.len() == 1 && std::ptr::eq(r.done[0], &pending));
+        });
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+        let t = Instant::now();
+        let r = wait(
+            [&finished, &slow],
+            ReturnWhen::AllCompleted,
+            Some(Duration::from_millis(50)),
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
+
+        let r = wait(
+            [&finished, &finished, &slow],
+            ReturnWhen::FirstCompleted,
+            None,
+        );
+        assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
+
+        let r = wait([&finished, &slow, &pending], ReturnWhen::AllCompleted, None);
+        assert_eq!((r.done.len(), r.not_done.len()), (3, 0));
+        assert_eq!(slow.result().unwrap(), 1);
+        // The values were not taken by waiting.
+        assert_eq!(finished.result().unwrap(), 4);
+    });
+}
+
+/// EXEC-30: FIRST_EXCEPTION returns at the first failure with everything done so far, and
+/// waits for all when nothing fails.
+#[test]
+fn exec30_wait_first_exception() {
+    use mp_core::pool::{wait, ReturnWhen};
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let quick = ex.submit(pow, (2, 3)).unwrap();
+        assert!(quick.wait_timeout(Duration::from_secs(20)));
+        let bad = ex.submit(fail_after, 100).unwrap();
+        let long = ex.submit(sleep_then, (1, 5000)).unwrap();
+        let t = Instant::now();
+        let r = wait([&quick, &bad, &long], ReturnWhen::FirstException, None);
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        assert_eq!(r.done.len(), 2);
+        assert!(r.not_done.len() == 1 && std::ptr::eq(r.not_done[0], &long));
+        assert!(matches!(bad.result(), Err(TaskError::Panicked(_))));
+
+        let a = ex.submit(sleep_then, (5, 100)).unwrap();
+        let b = ex.submit(sleep_then, (6, 300)).unwrap();
+        let r = wait([&a, &b], ReturnWhen::FirstException, None);
+        assert_eq!((r.done.len(), r.not_done.len()), (2, 0));
+        assert_eq!(b.result().unwrap(), 6);
+        ex.shutdown(false, true);
+    });
+}
+
+/// EXEC-30: as_completed yields each distinct future once, finished ones first, then in
+/// completion order; on timeout it reports how many of how many are unfinished.
+#[test]
+fn exec30_as_completed() {
+    use mp_core::pool::{as_completed, WaitTimeout};
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let done1 = ex.submit(pow, (2, 1)).unwrap();
+        let done2 = ex.submit(pow, (2, 2)).unwrap();
+        assert!(done1.wait_timeout(Duration::from_secs(20)));
+        assert!(done2.wait_timeout(Duration::from_secs(20)));
+        let late = ex.submit(sleep_then, (7, 900)).unwrap();
+        let early = ex.submit(sleep_then, (8, 200)).unwrap();
+
+        let got: Vec<_> =
+            as_completed([&late, &done1, &early, &done2], Some(Duration::ZERO)).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(std::ptr::eq(*got[0].as_ref().unwrap(), &done1));
+        assert!(std::ptr::eq(*got[1].as_ref().unwrap(), &done2));
+        let err = got[2].as_ref().unwrap_err();
+        assert_eq!(
+            *err,
+            WaitTimeout {
+                unfinished: 2,
+                total: 4
+            }
+        );
+        assert_eq!(err.to_string(), "2 (of 4) futures unfinished");
+
+        let order: Vec<u64> = as_completed([&late, &early, &late, &done1], None)
+            .map(|f| {
+                let f = f.unwrap();
+                if std::ptr::eq(f, &done1) {
+                    0
+                } else if std::ptr::eq(f, &early) {
+                    8
+                } else {
+                    7
+                }
+            })
+            .collect();
+        assert_eq!(order, [0, 8, 7]);
+        assert_eq!(late.result().unwrap(), 7);
     });
 }

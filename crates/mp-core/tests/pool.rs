@@ -559,13 +559,7 @@ fn bad_init(_: ()) {
 /// the pool with a clear error instead of hanging.
 #[test]
 fn pool20_initializer() {
-    // KNOWN BUG, left open: under plain fork, with other tests loading the machine, the pool
-    // whose initializer panics sometimes never learns that its workers died and `apply`
-    // hangs (seen about 1 run in 3 under load; never alone). Spawn and fork server only
-    // until that is found; see the closing note.
-    for ctx in common::exec_contexts() {
-        common::bounded(60, move || pool20_body(ctx));
-    }
+    common::for_each_context(60, pool20_body);
 }
 
 fn pool20_body(ctx: mp_core::Context) {

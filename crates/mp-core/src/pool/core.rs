@@ -653,7 +653,10 @@ impl Dispatcher {
     /// A worker's sentinel fired: settle its chunks and replace it.
     fn reap_worker(&mut self, i: usize) {
         self.read_worker(i, true);
-        if let Status::Broken(msg) = self.shared.lock().status.clone() {
+        // Bound first: a guard in the `if let` scrutinee would live through the block,
+        // whose own `lock()` would then deadlock.
+        let status = self.shared.lock().status.clone();
+        if let Status::Broken(msg) = status {
             // Its initializer failed (or the pool broke otherwise): that is the story.
             let mut w = self.workers.remove(i);
             for c in w.inflight.drain(..) {

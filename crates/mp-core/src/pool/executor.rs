@@ -247,7 +247,7 @@ impl Drop for ProcessPoolExecutor {
 /// assert_eq!(value.unwrap(), 42);
 /// ```
 pub struct TaskFuture<R> {
-    slot: Arc<Slot<R>>,
+    pub(super) slot: Arc<Slot<R>>,
 }
 
 impl<R> std::fmt::Debug for TaskFuture<R> {

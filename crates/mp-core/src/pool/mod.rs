@@ -41,6 +41,7 @@
 mod core;
 mod entry;
 mod executor;
+mod futures;
 mod result;
 mod worker;
 
@@ -61,6 +62,7 @@ use crate::{ChildPanic, Context, ProcessError};
 pub use self::core::OnWorkerDeath;
 pub use self::entry::StarFn;
 pub use self::executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor, TaskFuture};
+pub use self::futures::{as_completed, wait, AsCompleted, DoneAndNotDone, ReturnWhen, WaitTimeout};
 pub use self::result::{AsyncResult, Callbacks, IMap};
 
 /// Why a task has no result. Python raises the task's own exception (chained to a remote

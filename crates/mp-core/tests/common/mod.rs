@@ -51,16 +51,6 @@ pub fn for_each_context(secs: u64, f: fn(Context)) {
     }
 }
 
-/// Runs `f` once per start method except plain fork, each run bounded. Only for the pool
-/// tests of the known open bug (a pool under fork sometimes misses a worker's death and
-/// hangs; see the closing note), so that the rest of the suite still covers fork.
-pub fn for_each_exec_context(secs: u64, f: fn(Context)) {
-    for ctx in exec_contexts() {
-        eprintln!("-- start method {:?}", ctx.start_method());
-        bounded(secs, move || f(ctx));
-    }
-}
-
 /// Asserts that `f` returns in less than 50 ms, and returns its result.
 pub fn immediate<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
