@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{bounded, eventually};
 use mp_core::listener::Address;
 use mp_core::manager::{
-    DictProxy, ListProxy, Manager, ManagerError, NamespaceProxy, Proxy, QueueProxy,
-    QueueProxyError, Registry, RemoteError, Service, Services,
+    ArrayProxy, DictProxy, ListProxy, Manager, ManagerError, NamespaceProxy, Proxy, QueueProxy,
+    QueueProxyError, Registry, RemoteError, Service, Services, ValueProxy,
 };
 use mp_core::{get_context, Process, StartMethod};
 use serde::{Deserialize, Serialize};
@@ -591,6 +591,34 @@ fn sync_types_through_a_manager() {
         let v = m.value(&String::from("a")).unwrap();
         assert_eq!(v.swap(&"b".into()).unwrap(), "a");
         assert_eq!(v.get().unwrap(), "b");
+    });
+}
+
+fn value_and_array_in_child(arg: (ValueProxy<i32>, ArrayProxy<i32>)) {
+    let (v, a) = arg;
+    assert_eq!(v.get().unwrap(), 1);
+    v.set(&2).unwrap();
+    assert_eq!(a.len().unwrap(), 2);
+    assert_eq!((a.get(0).unwrap(), a.get(-1).unwrap()), (0, 1));
+    assert_eq!(a.to_vec().unwrap(), [0, 1]);
+    a.set(1, &10).unwrap();
+}
+
+/// SHV-07: a manager Value and Array used from a child, under every start method.
+#[test]
+fn shv_07_manager_value_and_array() {
+    common::for_each_context(60, |ctx| {
+        let m = Manager::start().unwrap();
+        let v = m.value(&1i32).unwrap();
+        let a = m.array(&[0i32, 1]).unwrap();
+        let mut p =
+            Process::new(value_and_array_in_child, (v.clone(), a.clone())).with_context(ctx);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(v.get().unwrap(), 2);
+        assert_eq!(a.to_vec().unwrap(), [0, 10]);
+        assert_eq!(remote_kind(a.set(2, &0).unwrap_err()), "IndexError");
+        assert_eq!(remote_kind(a.get(-3).unwrap_err()), "IndexError");
     });
 }
 

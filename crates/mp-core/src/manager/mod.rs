@@ -8,13 +8,13 @@
 //! that already runs (Python's `BaseManager.connect`), and [`Server`] runs one in the current
 //! process ([`Server::serve_forever`]).
 //!
-//! Built-in types: [`dict`](Manager::dict), [`list`](Manager::list),
+//! Built-in types: [`dict`](Manager::dict), [`list`](Manager::list), [`array`](Manager::array),
 //! [`namespace`](Manager::namespace), [`value`](Manager::value), [`queue`](Manager::queue),
 //! [`lock`](Manager::lock), [`rlock`](Manager::rlock), [`event`](Manager::event),
 //! [`semaphore`](Manager::semaphore), [`bounded_semaphore`](Manager::bounded_semaphore),
 //! [`condition`](Manager::condition), [`barrier`](Manager::barrier). User types implement
 //! [`Service`] (a typed request/response interface over serde) and are registered by a
-//! [`Services`] type.
+//! [`Services`] type. [`SharedMemoryManager`] is Python's manager of shared-memory segments.
 //!
 //! How it differs from Python:
 //! - values live in the server in their encoded form, so the server needs no knowledge of
@@ -60,6 +60,7 @@ mod client;
 mod protocol;
 mod proxies;
 mod server;
+mod shm;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -71,10 +72,11 @@ use serde::{Deserialize, Serialize};
 use self::client::{decode_reply, encode_for_server, Pool, ProxyCore};
 use self::protocol::{Request, WireBlob};
 pub use self::proxies::{
-    BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard, NamespaceProxy,
-    Proxy, QueueProxy, QueueProxyError, SemaphoreProxy, ValueProxy,
+    ArrayProxy, BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard,
+    NamespaceProxy, Proxy, QueueProxy, QueueProxyError, SemaphoreProxy, ValueProxy,
 };
 pub use self::server::{Registry, Server};
+pub use self::shm::{SharedMemoryManager, SharedMemoryManagerError};
 use crate::listener::{Address, ListenerError};
 use crate::{ConnectionError, Context, Process, ProcessError};
 
@@ -220,6 +222,7 @@ where
     S: Services,
     F: Fn(A) + Copy + Send + 'static,
 {
+    crate::sys::ignore_interrupts();
     let server = match Server::bind::<S>(&args.address, &args.authkey) {
         Ok(s) => s,
         Err(e) => {
@@ -462,6 +465,11 @@ impl Manager {
             refs: Vec::new(),
         };
         Ok(ListProxy::from_core(self.create_raw("list", w)?))
+    }
+
+    /// A fixed-length array holding `items` (Python's `Manager().Array`).
+    pub fn array<T: Serialize>(&self, items: &[T]) -> Result<ArrayProxy<T>, ManagerError> {
+        Ok(ArrayProxy::from_core(self.list(items)?.into_core()))
     }
 
     /// An empty namespace.

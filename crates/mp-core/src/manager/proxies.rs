@@ -29,6 +29,11 @@ macro_rules! proxy_type {
                 Self { core, _t: PhantomData }
             }
 
+            #[allow(dead_code)]
+            pub(crate) fn into_core(self) -> ProxyCore {
+                self.core
+            }
+
             /// A second proxy for the same object (Python's proxies are copied this way
             /// when pickled).
             pub fn try_clone(&self) -> Result<Self, ManagerError> {
@@ -305,6 +310,44 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
             i += 1;
             Some(self.get(i - 1))
         })
+    }
+}
+
+proxy_type! {
+    /// A fixed-length array in a manager (Python's `Manager().Array(typecode, seq)`):
+    /// indexing and assignment, no resizing. Indices may be negative, as in Python. Unlike
+    /// Python's, the element type is any serde type, not only a C number type.
+    ///
+    /// ```
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let a = m.array(&[0i32, 1]).unwrap();
+    /// a.set(-1, &5).unwrap();
+    /// assert_eq!((a.len().unwrap(), a.to_vec().unwrap()), (2, vec![0, 5]));
+    /// ```
+    ArrayProxy<T>
+}
+
+impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
+    /// `len(a)`.
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        call(&self.core, &ListOp::Len)
+    }
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+    /// `a[i]`; out of range is a remote `IndexError`.
+    pub fn get(&self, i: i64) -> Result<T, ManagerError> {
+        decode_value(&call::<WireBlob, _>(&self.core, &ListOp::Get(i))?)
+    }
+    /// `a[i] = v`; out of range is a remote `IndexError`.
+    pub fn set(&self, i: i64, v: &T) -> Result<(), ManagerError> {
+        call(&self.core, &ListOp::Set(i, enc(&self.core, v)?))
+    }
+    /// A plain copy (Python's `list(a)`), in one call.
+    pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
+        let vs: Vec<WireBlob> = call(&self.core, &ListOp::All)?;
+        vs.iter().map(decode_value).collect()
     }
 }
 

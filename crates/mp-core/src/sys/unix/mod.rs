@@ -15,7 +15,9 @@ use mp_ipc::{Channel, IpcError};
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
-pub(crate) use os::{current_pid, die_with_parent_now, prepare_child_runtime, send_signal};
+pub(crate) use os::{
+    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
+};
 pub(crate) use shm::{
     futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
     shm_size, shm_track, shm_unlink_named, shm_unmap, shm_untrack,

@@ -73,6 +73,15 @@ pub(crate) fn prepare_child_runtime() {
     }
 }
 
+/// A server process (a manager) ignores Ctrl-C, which the terminal sends to the whole
+/// process group: its owner decides when it stops, as in Python.
+pub(crate) fn ignore_interrupts() {
+    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
 /// Converts a `waitpid` status into Python's exit code: the code, or minus the signal.
 pub(crate) fn exit_code(status: libc::c_int) -> i32 {
     if libc::WIFSIGNALED(status) {

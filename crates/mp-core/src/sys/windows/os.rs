@@ -87,3 +87,8 @@ pub(crate) fn die_with_parent_now() -> ! {
 /// A child booted before `main`: nothing to set up on Windows (no `SIGPIPE`; a write to a
 /// vanished peer is already an error).
 pub(crate) fn prepare_child_runtime() {}
+
+/// See the Unix twin: a console Ctrl-C does not stop a manager server either, which is left
+/// to its owner (nothing to set here: the server is started without a console of its own
+/// process group, and Rust installs no Ctrl-C handler).
+pub(crate) fn ignore_interrupts() {}
