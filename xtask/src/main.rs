@@ -295,7 +295,7 @@ fn test_windows(rest: &[String]) -> Result<()> {
     // wcargo builds with Debian's rustc; its doctests need the matching rustdoc, not the one
     // the PATH offers (a rustup toolchain of another version refuses the std it built).
     let mut script = String::from(
-        r#"source "$1" && { [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; true; } && wcargo test -p mp-core -p mp-windows"#,
+        r#"source "$1" && { [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; true; } && wcargo build -q -p mp-core --examples && MP_EXAMPLES_PREBUILT=1 wcargo test -p mp-core -p mp-windows"#,
     );
     for a in &extra {
         script.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));

@@ -46,6 +46,7 @@ fn f(name: String) {
     let parent = parent_process().expect("a child has a parent");
     #[cfg(unix)]
     assert_eq!(parent.pid, std::os::unix::process::parent_id());
+    assert_ne!(parent.pid, std::process::id());
     assert_eq!(current_process().name, "Process-1");
     println!("hello {name}");
 }

@@ -88,6 +88,7 @@ fn main() {
     shm_a.unlink().expect("unlink");
     a.shm().unlink().expect("unlink");
     floats.shm().unlink().expect("unlink");
+    #[cfg(unix)] // Windows has no names to remove: a segment ends with its last handle
     assert!(shm_a.unlink().is_err());
     println!("unlinked");
 }

@@ -6,7 +6,8 @@
 //! `cargo build --examples` into this test binary's own target directory and profile
 //! (`cargo test` releases its build lock before it runs test binaries, so this does not
 //! wait on the outer cargo), then each test runs its example binary directly, killing it
-//! after two minutes.
+//! after two minutes. With `MP_EXAMPLES_PREBUILT` set, the examples are taken as built
+//! already (`cargo xtask test-windows` does that: there is no cargo inside Wine).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ fn examples_dir() -> &'static Path {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let dir = profile_dir();
+        if std::env::var_os("MP_EXAMPLES_PREBUILT").is_some() {
+            // Built beforehand by the caller (`cargo xtask test-windows`: no cargo under Wine).
+            return Ok(dir.join("examples"));
+        }
         let target = dir.parent().expect("<target>/<profile>");
         let profile = match dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => "dev".to_string(),
