@@ -47,7 +47,10 @@ fn send_sequence(tx: Writer<()>) {
     }
 }
 
-fn reply_after(arg: (u64, Writer<u64>)) {
+/// Waits for `go` (so that slow process starts, as under Wine, do not reorder the
+/// replies), then sleeps `ms` and sends `ms`.
+fn reply_after(arg: (u64, Writer<u64>, mp_core::Event)) {
+    assert!(arg.2.wait_timeout(SECS));
     std::thread::sleep(Duration::from_millis(arg.0));
     arg.1.send(&arg.0).unwrap();
 }
@@ -156,13 +159,15 @@ fn polling_child_does_not_split<B: Backend>(ctx: Context) {
 fn wait_mixed<B: Backend>(ctx: Context) {
     let mut readers = Vec::new();
     let mut procs = Vec::new();
+    let go = mp_core::Event::new().unwrap();
     for ms in [300u64, 50, 150] {
         let (rx, tx) = pipe_oneway_with::<u64, B>().unwrap();
-        let mut p = ctx.process(reply_after, (ms, tx));
+        let mut p = ctx.process(reply_after, (ms, tx, go.clone()));
         p.start().unwrap();
         readers.push(rx);
         procs.push(p);
     }
+    go.set();
     let mut order = Vec::new();
     let mut left: Vec<usize> = (0..3).collect();
     while !left.is_empty() {
