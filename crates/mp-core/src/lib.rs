@@ -108,3 +108,20 @@ pub use wait::{wait, Sentinel, Waitable};
 pub fn main() {
     process::child::boot_from_env();
 }
+
+/// The guides' code blocks run as doctests, so that the guides cannot rot.
+#[cfg(doctest)]
+mod guides {
+    #[doc = include_str!("../../../docs/guide/processes.md")]
+    struct Processes;
+    #[doc = include_str!("../../../docs/guide/pipes-and-queues.md")]
+    struct PipesAndQueues;
+    #[doc = include_str!("../../../docs/guide/synchronisation.md")]
+    struct Synchronisation;
+    #[doc = include_str!("../../../docs/guide/shared-state.md")]
+    struct SharedState;
+    #[doc = include_str!("../../../docs/guide/pools.md")]
+    struct Pools;
+    #[doc = include_str!("../../../docs/guide/managers-and-remote.md")]
+    struct ManagersAndRemote;
+}
