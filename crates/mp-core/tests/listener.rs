@@ -1,6 +1,6 @@
 //! Listener, Client and authentication behaviours (NET-* of the CPython checklist), over TCP
-//! on 127.0.0.1, Unix socket paths and Linux abstract names, with real child processes.
-#![cfg(unix)]
+//! on 127.0.0.1 and the platform's local family (Unix socket paths and Linux abstract names;
+//! named pipes on Windows), with real child processes.
 
 mod common;
 
@@ -169,6 +169,34 @@ fn net_05_client_may_send_and_leave_before_accept() {
     let _ = say_hello_and_leave;
 }
 
+fn answer_on(c: Connection<String>) {
+    let m = c.recv_timeout(SECS).unwrap();
+    c.send(&format!("{m}!")).unwrap();
+}
+
+#[test]
+fn net_12_accepted_connection_works_in_a_child() {
+    // Python passes an accepted connection to a child like any pipe end; so do we (on
+    // Windows a TCP one is a socket handle, duplicated into the child).
+    for_each_context(60, |ctx| {
+        for family in families() {
+            let l = Listener::bind(&family, Some(KEY)).unwrap();
+            let addr = l.address().clone();
+            let t = std::thread::spawn(move || {
+                let c = Client::connect::<String>(&addr, Some(KEY)).unwrap();
+                c.send(&"hi".to_string()).unwrap();
+                c.recv_timeout(SECS)
+            });
+            let conn = l.accept_timeout::<String>(SECS).unwrap();
+            let mut p = ctx.process(answer_on, conn);
+            p.start().unwrap();
+            assert_eq!(t.join().unwrap().unwrap(), "hi!", "{family}");
+            p.join_timeout(SECS).unwrap();
+            assert_eq!(p.exitcode(), Some(0), "{family}");
+        }
+    });
+}
+
 fn say_hello_and_leave_noauth(addr: Address) {
     let c = Client::connect::<String>(&addr, None).unwrap();
     c.send(&"hello".to_string()).unwrap();
@@ -176,13 +204,20 @@ fn say_hello_and_leave_noauth(addr: Address) {
 
 #[test]
 fn net_06_invalid_family() {
-    let pipe: Address = r"\\.\pipe\mp-test".parse().unwrap();
+    // The other platform's local family.
+    let foreign: Address = if cfg!(windows) {
+        "/tmp/mp-test.sock"
+    } else {
+        r"\\.\pipe\mp-test"
+    }
+    .parse()
+    .unwrap();
     assert!(matches!(
-        Listener::bind(&pipe, None),
+        Listener::bind(&foreign, None),
         Err(ListenerError::InvalidFamily(_))
     ));
     assert!(matches!(
-        Client::connect::<()>(&pipe, None),
+        Client::connect::<()>(&foreign, None),
         Err(ListenerError::InvalidFamily(_))
     ));
 }
@@ -388,26 +423,50 @@ fn net_10_bad_handshake_input_is_bounded() {
 #[test]
 fn accept_and_connect_timeouts() {
     bounded(30, || {
-        let l = Listener::bind(&tcp(), Some(KEY)).unwrap();
-        about("accept_timeout", Duration::from_millis(300), || {
-            assert!(matches!(
-                l.accept_timeout::<i32>(Duration::from_millis(300)),
-                Err(ListenerError::Timeout)
-            ))
-        });
-        // A listener that never answers the handshake: the client gives up in time.
-        let addr = l.address().clone();
-        about("connect_timeout", Duration::from_millis(300), || {
-            assert!(matches!(
-                Client::connect_timeout::<i32>(&addr, Some(KEY), Duration::from_millis(300)),
-                Err(ListenerError::Authentication(AuthenticationError::Timeout))
-            ))
-        });
-        drop(l);
-        // Nobody listening: a prompt error, not a hang.
-        let t = Instant::now();
-        assert!(Client::connect_timeout::<i32>(&addr, Some(KEY), SECS).is_err());
-        assert!(t.elapsed() < Duration::from_secs(2));
+        for family in [tcp(), Address::unique_local()] {
+            let l = Listener::bind(&family, Some(KEY)).unwrap();
+            about("accept_timeout", Duration::from_millis(300), || {
+                assert!(matches!(
+                    l.accept_timeout::<i32>(Duration::from_millis(300)),
+                    Err(ListenerError::Timeout)
+                ))
+            });
+            // A listener that never answers the handshake: the client gives up in time.
+            let addr = l.address().clone();
+            about("connect_timeout", Duration::from_millis(300), || {
+                let r =
+                    Client::connect_timeout::<i32>(&addr, Some(KEY), Duration::from_millis(300));
+                assert!(
+                    matches!(
+                        r,
+                        Err(ListenerError::Authentication(AuthenticationError::Timeout))
+                    ),
+                    "{family}: {r:?}"
+                )
+            });
+            // The listener still serves: first the client that gave up (a failed
+            // handshake), then a real one.
+            let gave_up = l.accept_timeout::<i32>(SECS);
+            assert!(gave_up.is_err(), "{family}: {gave_up:?}");
+            let a = addr.clone();
+            let t = std::thread::spawn(move || {
+                Client::connect::<i32>(&a, Some(KEY))
+                    .unwrap()
+                    .send(&3)
+                    .unwrap()
+            });
+            let c = l.accept_timeout::<i32>(SECS).unwrap();
+            assert_eq!(c.recv_timeout(SECS).unwrap(), 3);
+            t.join().unwrap();
+            // (A pipe name lives while any of its instances is open: a client would find
+            // it busy, not absent.)
+            drop(c);
+            drop(l);
+            // Nobody listening: a prompt error, not a hang.
+            let t = Instant::now();
+            assert!(Client::connect_timeout::<i32>(&addr, Some(KEY), SECS).is_err());
+            assert!(t.elapsed() < Duration::from_secs(3), "{family}");
+        }
         let gone = Address::unique_local();
         assert!(Client::connect::<i32>(&gone, Some(KEY)).is_err());
     });

@@ -1,6 +1,5 @@
 //! Manager and proxy behaviours (MGR-* of the CPython checklist), with real server and client
 //! processes, over local sockets and TCP on 127.0.0.1.
-#![cfg(unix)]
 
 mod common;
 

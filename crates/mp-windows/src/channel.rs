@@ -1,6 +1,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -8,22 +9,24 @@ use std::time::{Duration, Instant};
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
 use mp_ipc::{Channel, IpcError};
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF, ERROR_NO_DATA, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
-    INVALID_HANDLE_VALUE,
+    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_CONNECTION_ABORTED, ERROR_GRACEFUL_DISCONNECT,
+    ERROR_HANDLE_EOF, ERROR_NETNAME_DELETED, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
+    ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
 };
+use windows_sys::Win32::Networking::WinSock::{WSAECONNABORTED, WSAECONNRESET, WSAESHUTDOWN};
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, GetFileType, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE,
     FILE_FLAG_OVERLAPPED, FILE_TYPE_PIPE, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
     SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, PeekNamedPipe, PIPE_READMODE_BYTE,
+    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeInfo, PeekNamedPipe, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
 };
 
 use crate::handle::duplicate_local;
 use crate::io::{overlapped, win_error};
+use crate::socket::{close_socket, duplicate_socket, socket_ready};
 
 /// Bytes the system reserves for each direction of a pipe (a quota, not a hard limit).
 const PIPE_BUFFER: u32 = 64 * 1024;
@@ -37,7 +40,9 @@ const COALESCE: usize = 64 * 1024;
 /// Source of pair ids and pipe-name counters within this process.
 static NEXT_PAIR: AtomicU64 = AtomicU64::new(1);
 
-/// One end of a connected named-pipe pair carrying length-prefixed frames.
+/// One end of a connected named-pipe pair carrying length-prefixed frames; or, made with
+/// [`from_handle`](Self::from_handle), a connected named pipe or stream socket (TCP) from
+/// elsewhere (a listener), which carries frames the same way.
 ///
 /// Both ends are opened for overlapped I/O: a thread blocked reading an end does not block
 /// another thread writing to the same pipe through a duplicate of the handle (synchronous
@@ -56,7 +61,9 @@ static NEXT_PAIR: AtomicU64 = AtomicU64::new(1);
 /// ```
 #[derive(Debug)]
 pub struct PipeChannel {
-    handle: OwnedHandle,
+    /// Closed by `Drop`: `CloseHandle` for a pipe, `closesocket` for a socket.
+    handle: ManuallyDrop<OwnedHandle>,
+    kind: Kind,
     /// Shared by the two ends made by one [`pair`](Self::pair) call (and their clones);
     /// zero for a channel made from a foreign handle.
     pair_id: u64,
@@ -139,36 +146,42 @@ impl PipeChannel {
             Err(e) => return Err(win_error(e)),
         }
         Ok((
-            Self {
-                handle: server,
-                pair_id: id,
-            },
-            Self {
-                handle: client,
-                pair_id: id,
-            },
+            Self::new(server, Kind::Pipe, id),
+            Self::new(client, Kind::Pipe, id),
         ))
     }
 
-    /// Wraps an owned handle, which must be a pipe: anything else is refused here rather
-    /// than failing later.
-    pub fn from_handle(handle: OwnedHandle) -> io::Result<Self> {
-        // SAFETY: GetFileType only inspects the handle.
-        let ty = unsafe { GetFileType(handle.as_raw_handle()) };
-        if ty != FILE_TYPE_PIPE {
-            let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error().unwrap_or(0) != 0 {
-                err
-            } else {
-                io::Error::new(io::ErrorKind::InvalidInput, "the handle is not a pipe")
-            });
+    fn new(handle: OwnedHandle, kind: Kind, pair_id: u64) -> Self {
+        Self {
+            handle: ManuallyDrop::new(handle),
+            kind,
+            pair_id,
         }
-        Ok(Self { handle, pair_id: 0 })
+    }
+
+    /// Wraps an owned handle, which must be a pipe or a connected stream socket opened for
+    /// overlapped I/O (as Rust's std opens them): anything else is refused here rather than
+    /// failing later.
+    pub fn from_handle(handle: OwnedHandle) -> io::Result<Self> {
+        match Kind::of(handle.as_raw_handle()) {
+            Some(kind) => Ok(Self::new(handle, kind, 0)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the handle is neither a pipe nor a socket",
+            )),
+        }
     }
 
     /// Gives up the channel, returning its handle.
     pub fn into_handle(self) -> OwnedHandle {
-        self.handle
+        let mut me = ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again, so the handle is moved out once.
+        unsafe { ManuallyDrop::take(&mut me.handle) }
+    }
+
+    /// Whether this channel is a socket rather than a pipe.
+    pub fn is_socket(&self) -> bool {
+        self.kind == Kind::Socket
     }
 
     /// Takes ownership of a raw handle.
@@ -181,10 +194,11 @@ impl PipeChannel {
 
     /// A second handle for the same pipe end (same pair id).
     pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(Self {
-            handle: duplicate_local(self.handle.as_raw_handle())?,
-            pair_id: self.pair_id,
-        })
+        let handle = match self.kind {
+            Kind::Pipe => duplicate_local(self.raw())?,
+            Kind::Socket => duplicate_socket(self.raw())?,
+        };
+        Ok(Self::new(handle, self.kind, self.pair_id))
     }
 
     /// The id shared by the two ends of one [`pair`](Self::pair) (and their clones), unique
@@ -251,9 +265,65 @@ impl PipeChannel {
     }
 }
 
-/// Errors that mean the peer closed its end.
-fn is_end_of_stream(e: u32) -> bool {
-    e == ERROR_BROKEN_PIPE || e == ERROR_PIPE_NOT_CONNECTED || e == ERROR_HANDLE_EOF
+impl Drop for PipeChannel {
+    fn drop(&mut self) {
+        match self.kind {
+            // SAFETY: dropped once, here; the handle is not used afterwards.
+            Kind::Pipe => unsafe { ManuallyDrop::drop(&mut self.handle) },
+            Kind::Socket => close_socket(self.raw()),
+        }
+    }
+}
+
+/// What a channel handle is: the I/O is the same, readiness and closing differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Pipe,
+    Socket,
+}
+
+impl Kind {
+    /// The kind of handle `h`; `None` for anything that is neither a pipe nor a socket
+    /// (a process, an event, a file).
+    pub(crate) fn of(h: HANDLE) -> Option<Self> {
+        // SAFETY: GetFileType only inspects the handle. Sockets are FILE_TYPE_PIPE too.
+        let ty = unsafe { GetFileType(h) };
+        if ty != FILE_TYPE_PIPE {
+            // A process, an event, a file (or not a handle: its wait reports that).
+            return None;
+        }
+        let (mut a, mut b, mut c, mut d) = (0u32, 0u32, 0u32, 0u32);
+        // SAFETY: GetNamedPipeInfo fills in four live integers. A pipe answers it (also
+        // once its peer is gone), a socket does not. (Asking Winsock instead would not do:
+        // Wine's does not know a socket handle duplicated into this process.)
+        if unsafe { GetNamedPipeInfo(h, &mut a, &mut b, &mut c, &mut d) } != 0 {
+            Some(Self::Pipe)
+        } else {
+            Some(Self::Socket)
+        }
+    }
+
+    /// Whether a read on `h` (of this kind) would not block, end of stream included.
+    pub(crate) fn ready(self, h: HANDLE) -> io::Result<bool> {
+        match self {
+            Self::Pipe => pipe_ready(h),
+            Self::Socket => socket_ready(h, Some(Duration::ZERO)),
+        }
+    }
+}
+
+/// Errors that mean the peer closed its end (a pipe), or closed, reset or shut down the
+/// connection (a socket).
+pub(crate) fn is_end_of_stream(e: u32) -> bool {
+    matches!(
+        e,
+        ERROR_BROKEN_PIPE
+            | ERROR_PIPE_NOT_CONNECTED
+            | ERROR_HANDLE_EOF
+            | ERROR_NETNAME_DELETED
+            | ERROR_CONNECTION_ABORTED
+            | ERROR_GRACEFUL_DISCONNECT
+    ) || matches!(e as i32, WSAECONNRESET | WSAECONNABORTED | WSAESHUTDOWN)
 }
 
 /// Whether a read on pipe handle `h` would not block: bytes are waiting, or the peer is gone
@@ -353,6 +423,9 @@ impl Channel for PipeChannel {
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
+        if self.kind == Kind::Socket {
+            return Ok(socket_ready(self.raw(), timeout)?);
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut backoff = Backoff::new();
         loop {

@@ -4,11 +4,14 @@ use std::cell::OnceCell;
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 
+use std::time::Duration;
+
 use windows_sys::Win32::Foundation::{
-    GetLastError, ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, HANDLE,
+    GetLastError, ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED,
+    ERROR_TIMEOUT, HANDLE, WAIT_FAILED, WAIT_TIMEOUT,
 };
-use windows_sys::Win32::System::Threading::CreateEventW;
-use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject, INFINITE};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 // The event this thread's overlapped calls complete on; one call at a time per thread.
 thread_local! {
@@ -32,26 +35,42 @@ pub(crate) fn overlapped<F: FnOnce(*mut OVERLAPPED) -> i32>(
     h: HANDLE,
     start: F,
 ) -> Result<u32, u32> {
+    overlapped_timeout(h, None, start)
+}
+
+/// Like [`overlapped`], giving up after `timeout` (`None`: never): the operation is then
+/// cancelled and, unless it completed meanwhile (its result is returned then), the error is
+/// `ERROR_TIMEOUT` (an `io::ErrorKind::TimedOut`).
+pub(crate) fn overlapped_timeout<F: FnOnce(*mut OVERLAPPED) -> i32>(
+    h: HANDLE,
+    timeout: Option<Duration>,
+    start: F,
+) -> Result<u32, u32> {
     let mut start = Some(start);
     let cached = IO_EVENT.try_with(|cell| {
         if cell.get().is_none() {
             let _ = cell.set(new_event().ok()?);
         }
         let event = cell.get()?.as_raw_handle();
-        Some(run(h, event, start.take()?))
+        Some(run(h, event, timeout, start.take()?))
     });
     match (cached, start.take()) {
         (Ok(Some(r)), _) => r,
         // No thread-local event (thread exiting, or creation failed): use a fresh one.
         (_, Some(start)) => {
             let event = new_event()?;
-            run(h, event.as_raw_handle(), start)
+            run(h, event.as_raw_handle(), timeout, start)
         }
         (_, None) => Err(ERROR_INVALID_PARAMETER),
     }
 }
 
-fn run<F: FnOnce(*mut OVERLAPPED) -> i32>(h: HANDLE, event: HANDLE, start: F) -> Result<u32, u32> {
+fn run<F: FnOnce(*mut OVERLAPPED) -> i32>(
+    h: HANDLE,
+    event: HANDLE,
+    timeout: Option<Duration>,
+    start: F,
+) -> Result<u32, u32> {
     // SAFETY: OVERLAPPED is plain data; all zeroes is its initial state.
     let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
     ov.hEvent = event;
@@ -62,13 +81,41 @@ fn run<F: FnOnce(*mut OVERLAPPED) -> i32>(h: HANDLE, event: HANDLE, start: F) ->
             return Err(err);
         }
     }
+    let mut timed_out = false;
+    if let Some(t) = timeout {
+        let ms = t.as_micros().div_ceil(1000).min(u128::from(INFINITE - 1)) as u32;
+        // SAFETY: waits on this call's event, which the operation signals when it completes.
+        match unsafe { WaitForSingleObject(event, ms) } {
+            WAIT_TIMEOUT => {
+                timed_out = true;
+                // SAFETY: cancels only this operation; completion is still awaited below.
+                unsafe { CancelIoEx(h, &ov) };
+            }
+            // SAFETY: reads the calling thread's last error. The operation still runs:
+            // cancel it, and wait for it below so `ov` outlives it.
+            WAIT_FAILED => unsafe {
+                let e = GetLastError();
+                CancelIoEx(h, &ov);
+                let mut n = 0u32;
+                GetOverlappedResult(h, &ov, &mut n, 1);
+                return Err(e);
+            },
+            _ => {}
+        }
+    }
     let mut n = 0u32;
     // SAFETY: `ov` is the structure the operation was started with; waiting for completion
     // (bWait) keeps it and the caller's buffer alive for the whole operation.
     if unsafe { GetOverlappedResult(h, &ov, &mut n, 1) } == 0 {
         // SAFETY: reads the calling thread's last error.
-        return Err(unsafe { GetLastError() });
+        let e = unsafe { GetLastError() };
+        return Err(if timed_out && e == ERROR_OPERATION_ABORTED {
+            ERROR_TIMEOUT
+        } else {
+            e
+        });
     }
+    // Completed before the cancellation took effect: the result stands.
     Ok(n)
 }
 

@@ -6,7 +6,9 @@
 //! [`handle`] moves handles into another process (`DuplicateHandle`) and sends them with a
 //! frame; [`poll`] waits for any of several pipes and process handles; [`spawn`] starts a
 //! process that inherits exactly the handles it is given; [`shm`] makes and maps anonymous
-//! shared memory.
+//! shared memory; [`named_pipe`] listens on and connects to named pipes (`\\.\pipe\name`),
+//! whose connected handles, like those of connected TCP sockets, become channels through
+//! [`PipeChannel::from_handle`].
 //!
 //! The crate uses `windows-sys` directly rather than `interprocess`: it needs the raw pipe
 //! handles for `DuplicateHandle`, `PeekNamedPipe` and overlapped I/O on duplicated handles,
@@ -22,8 +24,10 @@
 mod channel;
 pub mod handle;
 mod io;
+pub mod named_pipe;
 pub mod poll;
 pub mod shm;
+mod socket;
 pub mod spawn;
 
 pub use channel::PipeChannel;

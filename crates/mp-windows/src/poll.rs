@@ -1,11 +1,12 @@
-//! Waiting for any of several handles: pipe ends (ready when bytes wait or the peer is gone)
-//! and waitable objects such as process handles (ready when signalled).
+//! Waiting for any of several handles: pipe ends and connected sockets (ready when bytes wait
+//! or the peer is gone) and waitable objects such as process handles (ready when signalled).
 //!
 //! Windows has no single call that waits for "readable" on pipes, and
 //! `WaitForMultipleObjects` stops at 64 handles. So this polls: each round checks every
-//! handle without blocking (`PeekNamedPipe` for pipes, `WaitForSingleObject(h, 0)` for the
-//! rest), then sleeps, starting at 100 µs and doubling up to 5 ms. With no pipes among at
-//! most 64 handles it blocks in `WaitForMultipleObjects` instead.
+//! handle without blocking (`PeekNamedPipe` for pipes, `WSAPoll` for sockets,
+//! `WaitForSingleObject(h, 0)` for the rest), then sleeps, starting at 100 µs and doubling up
+//! to 5 ms. With only waitable objects, at most 64, it blocks in `WaitForMultipleObjects`
+//! instead.
 
 use std::io;
 use std::os::windows::io::RawHandle;
@@ -16,8 +17,7 @@ use windows_sys::Win32::System::Threading::{
     WaitForMultipleObjects, WaitForSingleObject, INFINITE,
 };
 
-use crate::channel::{pipe_ready, Backoff};
-use crate::handle::is_pipe;
+use crate::channel::{Backoff, Kind};
 
 /// Whether the waitable object `h` is signalled, without waiting.
 pub fn is_signalled(h: RawHandle) -> io::Result<bool> {
@@ -34,15 +34,14 @@ pub fn is_signalled(h: RawHandle) -> io::Result<bool> {
 /// Waits until any handle is ready; returns the ready indices (empty on timeout).
 pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let pipes: Vec<bool> = handles.iter().map(|&h| is_pipe(h)).collect();
+    let kinds: Vec<Option<Kind>> = handles.iter().map(|&h| Kind::of(h)).collect();
     let mut backoff = Backoff::new();
     loop {
         let mut ready = Vec::new();
-        for (i, (&h, &pipe)) in handles.iter().zip(&pipes).enumerate() {
-            let r = if pipe {
-                pipe_ready(h)?
-            } else {
-                is_signalled(h)?
+        for (i, (&h, &kind)) in handles.iter().zip(&kinds).enumerate() {
+            let r = match kind {
+                Some(k) => k.ready(h)?,
+                None => is_signalled(h)?,
             };
             if r {
                 ready.push(i);
@@ -51,7 +50,7 @@ pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result
         if !ready.is_empty() {
             return Ok(ready);
         }
-        if !handles.is_empty() && handles.len() <= 64 && !pipes.contains(&true) {
+        if !handles.is_empty() && handles.len() <= 64 && kinds.iter().all(Option::is_none) {
             // Only waitable objects: let the kernel wait.
             let ms = match deadline {
                 None => INFINITE,
@@ -79,4 +78,11 @@ pub fn millis_until(deadline: Instant) -> u32 {
     let left = deadline.saturating_duration_since(Instant::now());
     let ms = left.as_micros().div_ceil(1000);
     ms.min(u128::from(INFINITE - 1)) as u32
+}
+
+/// Waits at most `timeout` (`None`: as long as it takes) until socket `h` is readable: bytes
+/// or end of stream on a connected socket, a pending connection on a listening one. Blocks
+/// in `WSAPoll`, no polling rounds.
+pub fn wait_socket(h: RawHandle, timeout: Option<Duration>) -> io::Result<bool> {
+    crate::socket::socket_ready(h, timeout)
 }

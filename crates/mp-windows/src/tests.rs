@@ -232,3 +232,51 @@ fn shared_memory_views_see_each_others_writes() {
     // A view beyond the section is refused.
     assert!(shm::map(&section, size + 4096).is_err());
 }
+
+#[test]
+fn tcp_sockets_are_channels_too() {
+    use std::net::{TcpListener, TcpStream};
+    use std::os::windows::io::IntoRawSocket;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    // SAFETY: the sockets' ownership moves into the handles.
+    let a = unsafe { OwnedHandle::from_raw_handle(a.into_raw_socket() as _) };
+    let b = unsafe { OwnedHandle::from_raw_handle(b.into_raw_socket() as _) };
+    let a = PipeChannel::from_handle(a).unwrap();
+    let b = PipeChannel::from_handle(b).unwrap();
+    assert!(a.is_socket() && b.is_socket());
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    a.send_frame(&[b"over tcp"]).unwrap();
+    assert!(b.poll(Some(Duration::from_secs(5))).unwrap());
+    assert_eq!(recv(&b).unwrap(), b"over tcp");
+    // A clone (WSADuplicateSocket) and a plain duplicate (DuplicateHandle, as a handle
+    // travels to a child) both work.
+    let c = b.try_clone().unwrap();
+    a.send_frame(&[b"to the clone"]).unwrap();
+    assert_eq!(recv(&c).unwrap(), b"to the clone");
+    let d = PipeChannel::from_handle(crate::handle::duplicate_local(b.as_raw_handle()).unwrap())
+        .unwrap();
+    assert!(d.is_socket());
+    assert!(!d.poll(Some(Duration::from_millis(50))).unwrap());
+    a.send_frame(&[b"to the duplicate"]).unwrap();
+    assert!(d.poll(Some(Duration::from_secs(5))).unwrap());
+    assert_eq!(recv(&d).unwrap(), b"to the duplicate");
+    drop((b, c, d));
+    assert!(
+        a.poll(Some(Duration::from_secs(5))).unwrap(),
+        "end of stream is ready"
+    );
+    assert!(matches!(recv(&a), Err(IpcError::Eof)));
+}
+
+#[test]
+fn a_pipe_whose_peer_is_gone_is_still_a_pipe() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    drop(a);
+    let c = PipeChannel::from_handle(crate::handle::duplicate_local(b.as_raw_handle()).unwrap())
+        .unwrap();
+    assert!(!c.is_socket());
+    assert!(c.poll(Some(Duration::ZERO)).unwrap());
+    assert!(matches!(recv(&c), Err(IpcError::Eof)));
+}

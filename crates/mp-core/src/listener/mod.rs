@@ -1,8 +1,8 @@
 //! Connections between unrelated processes: Python's `multiprocessing.connection.Listener`,
 //! `Client` and `AuthenticationError`.
 //!
-//! A [`Listener`] binds an [`Address`] (TCP, a Unix socket path, or on Linux an abstract
-//! Unix socket name) and accepts connections; [`Client::connect`] connects to one. Both give
+//! A [`Listener`] binds an [`Address`] (TCP, a Unix socket path, on Linux an abstract
+//! Unix socket name, on Windows a named pipe) and accepts connections; [`Client::connect`] connects to one. Both give
 //! the same typed [`Connection<T>`](crate::Connection) as [`pipe`](crate::pipe), so
 //! everything a pipe end does (values, raw bytes, `poll`, [`wait`](crate::wait), passing it
 //! to a child) works on it.
@@ -23,11 +23,15 @@
 //! The traffic itself is not encrypted: over a network, use a tunnel (SSH, TLS, WireGuard)
 //! for confidentiality.
 //!
-//! Platforms: TCP and Unix sockets on Unix. On Windows named pipes (`\\.\pipe\name`) and TCP
-//! are recognised but not implemented yet ([`ListenerError::Unsupported`]).
+//! Platforms: TCP and Unix sockets on Unix; TCP and named pipes (`\\.\pipe\name`) on
+//! Windows, where a named pipe is the default local family ([`Address::unique_local`]), as
+//! `AF_PIPE` is for Python. A pipe listener accepts local clients only, and a second
+//! listener on a name in use fails with `AddrInUse`, as a socket address does. One
+//! difference: a pipe name exists while any of its instances is open, so after a pipe
+//! listener closes, a client finds the name busy (and waits for its timeout) rather than
+//! absent as long as connections the listener accepted are still open.
 //!
 //! ```
-//! # #[cfg(unix)] {
 //! use mp_core::listener::{Address, Client, Listener};
 //!
 //! let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), Some(b"secret")).unwrap();
@@ -39,7 +43,6 @@
 //! let conn = listener.accept::<String>().unwrap();
 //! assert_eq!(conn.recv().unwrap(), "hello");
 //! client.join().unwrap();
-//! # }
 //! ```
 
 mod auth;
@@ -94,7 +97,8 @@ pub enum Address {
 }
 
 impl Address {
-    /// A fresh Unix socket path in the temporary directory (Unix), unique to this call.
+    /// A fresh local address unique to this call: a Unix socket path in the temporary
+    /// directory (Unix), a named pipe `\\.\pipe\mp-...` (Windows).
     pub fn unique_local() -> Self {
         let mut r = [0u8; 8];
         let _ = getrandom::fill(&mut r);
@@ -278,7 +282,9 @@ impl Client {
     }
 
     /// Like [`connect`](Self::connect), bounding the TCP connection and the handshake by
-    /// `timeout` each (a Unix socket connects at once or fails at once).
+    /// `timeout` each (a Unix socket connects at once or fails at once; a named pipe whose
+    /// instances are all busy is waited for within `timeout`, and within 20 s by
+    /// [`connect`](Self::connect)).
     pub fn connect_timeout<T>(
         address: &Address,
         authkey: Option<&[u8]>,

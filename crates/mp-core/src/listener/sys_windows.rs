@@ -1,77 +1,229 @@
-//! Windows: not implemented yet. Named-pipe and TCP listeners need a channel type that
-//! wraps a socket (the Windows channel wraps pipe handles only); until then every
-//! operation fails with [`ListenerError::Unsupported`], and the types are uninhabited.
+//! Windows: named pipes (`\\.\pipe\name`, the default family, like Python's `AF_PIPE`) and
+//! TCP.
+//!
+//! A named-pipe listener is [`mp_windows::named_pipe::PipeListener`]; TCP uses std's
+//! sockets. Either way the connected handle becomes the same channel as a pipe end
+//! ([`mp_windows::PipeChannel`]), which reads and writes both with overlapped I/O and tells
+//! them apart for readiness (`PeekNamedPipe` or `WSAPoll`) and closing.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
-use std::time::Duration;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, IntoRawSocket, RawHandle};
+use std::time::{Duration, Instant};
 
 use mp_ipc::handle::OwnedHandle;
+use mp_windows::named_pipe::{self, PipeListener};
 
 use super::auth::TimedStream;
 use super::{Address, ListenerError};
 
-const UNSUPPORTED: &str = "Listener and Client are not implemented on Windows yet";
+/// A bound, listening socket or named pipe.
+pub(crate) enum SysListener {
+    /// Non-blocking, so an accept after a readiness wait never blocks.
+    Tcp(TcpListener),
+    Pipe(PipeListener),
+}
 
-pub(crate) enum SysListener {}
-
+/// A connected stream, before it becomes a connection.
 #[derive(Debug)]
-pub(crate) enum SysStream {}
+pub(crate) enum SysStream {
+    Tcp(TcpStream),
+    Pipe(PipeStream),
+}
+
+/// One end of a connected named-pipe instance.
+#[derive(Debug)]
+pub(crate) struct PipeStream {
+    handle: OwnedHandle,
+    /// The listener's end (which can disconnect the client), not the client's.
+    listener_end: bool,
+    /// The bound on each read and write (`None`: block).
+    timeout: Cell<Option<Duration>>,
+}
+
+impl PipeStream {
+    fn new(handle: OwnedHandle, listener_end: bool) -> Self {
+        Self {
+            handle,
+            listener_end,
+            timeout: Cell::new(None),
+        }
+    }
+}
+
+/// A malformed pipe name is a bad address, anything else an I/O error.
+fn pipe_error(e: io::Error) -> ListenerError {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        ListenerError::InvalidAddress(e.to_string())
+    } else {
+        e.into()
+    }
+}
+
+fn timeout_error(e: io::Error) -> ListenerError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        ListenerError::Timeout
+    } else {
+        e.into()
+    }
+}
 
 impl SysListener {
     pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
         match address {
-            Address::Pipe(_) | Address::Tcp(_) => Err(ListenerError::Unsupported(UNSUPPORTED)),
+            Address::Tcp(a) => {
+                let l = TcpListener::bind(a)?;
+                l.set_nonblocking(true)?;
+                let actual = Address::Tcp(l.local_addr()?);
+                Ok((Self::Tcp(l), actual))
+            }
+            Address::Pipe(name) => {
+                let l = PipeListener::bind(name).map_err(pipe_error)?;
+                Ok((Self::Pipe(l), address.clone()))
+            }
             other => Err(ListenerError::InvalidFamily(other.to_string())),
         }
     }
 
-    pub(crate) fn accept(&self, _timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
-        match *self {}
+    /// Accepts one stream, waiting at most `timeout`; `None` on timeout.
+    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
+        match self {
+            Self::Pipe(l) => Ok(l
+                .accept(timeout)?
+                .map(|h| SysStream::Pipe(PipeStream::new(h, true)))),
+            Self::Tcp(l) => {
+                let deadline = timeout.map(|t| Instant::now() + t);
+                let socket = l.as_raw_socket() as RawHandle;
+                loop {
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    if !mp_windows::poll::wait_socket(socket, left)? {
+                        return Ok(None);
+                    }
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            // An accepted socket inherits the listener's non-blocking mode.
+                            s.set_nonblocking(false)?;
+                            let _ = s.set_nodelay(true);
+                            return Ok(Some(SysStream::Tcp(s)));
+                        }
+                        // Taken by another accept, or the client gave up meanwhile.
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock
+                                    | io::ErrorKind::Interrupted
+                                    | io::ErrorKind::ConnectionReset
+                                    | io::ErrorKind::ConnectionAborted
+                            ) =>
+                        {
+                            if deadline.is_some_and(|d| Instant::now() >= d) {
+                                return Ok(None);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
     }
 }
 
 impl SysStream {
     pub(crate) fn connect(
         address: &Address,
-        _timeout: Option<Duration>,
+        timeout: Option<Duration>,
     ) -> Result<Self, ListenerError> {
         match address {
-            Address::Pipe(_) | Address::Tcp(_) => Err(ListenerError::Unsupported(UNSUPPORTED)),
+            Address::Tcp(a) => {
+                let s = match timeout {
+                    Some(t) => TcpStream::connect_timeout(a, t).map_err(timeout_error)?,
+                    None => TcpStream::connect(a)?,
+                };
+                let _ = s.set_nodelay(true);
+                Ok(Self::Tcp(s))
+            }
+            Address::Pipe(name) => {
+                let h = named_pipe::connect(name, timeout).map_err(|e| match e.kind() {
+                    io::ErrorKind::InvalidInput => pipe_error(e),
+                    _ => timeout_error(e),
+                })?;
+                Ok(Self::Pipe(PipeStream::new(h, false)))
+            }
             other => Err(ListenerError::InvalidFamily(other.to_string())),
         }
     }
 
     pub(crate) fn into_handle(self) -> OwnedHandle {
-        match self {}
+        match self {
+            // SAFETY: the socket's ownership moves into the handle; the channel made from it
+            // knows it is a socket and closes it with `closesocket`.
+            Self::Tcp(s) => unsafe { OwnedHandle::from_raw_handle(s.into_raw_socket() as _) },
+            Self::Pipe(p) => p.handle,
+        }
     }
 
     pub(crate) fn try_clone(&self) -> io::Result<Self> {
-        match *self {}
+        Ok(match self {
+            Self::Tcp(s) => Self::Tcp(s.try_clone()?),
+            Self::Pipe(p) => Self::Pipe(PipeStream {
+                handle: mp_windows::handle::duplicate_local(p.handle.as_raw_handle())?,
+                listener_end: p.listener_end,
+                timeout: Cell::new(p.timeout.get()),
+            }),
+        })
     }
 
+    /// Ends the connection: the peer sees end of stream (a TCP peer at once, a pipe client
+    /// when this is the listener's end), and our reads in progress return.
     pub(crate) fn shutdown(&self) {
-        match *self {}
+        match self {
+            Self::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+                named_pipe::shut_down(s.as_raw_socket() as RawHandle, false);
+            }
+            Self::Pipe(p) => named_pipe::shut_down(p.handle.as_raw_handle(), p.listener_end),
+        }
     }
 }
 
 impl Read for SysStream {
-    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
-        match *self {}
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Pipe(p) => {
+                named_pipe::read_timeout(p.handle.as_raw_handle(), buf, p.timeout.get())
+            }
+        }
     }
 }
 
 impl Write for SysStream {
-    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        match *self {}
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Pipe(p) => {
+                named_pipe::write_timeout(p.handle.as_raw_handle(), buf, p.timeout.get())
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match *self {}
+        Ok(())
     }
 }
 
 impl TimedStream for SysStream {
-    fn set_io_timeout(&self, _t: Option<Duration>) -> io::Result<()> {
-        match *self {}
+    fn set_io_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => {
+                s.set_read_timeout(t)?;
+                s.set_write_timeout(t)
+            }
+            Self::Pipe(p) => {
+                p.timeout.set(t);
+                Ok(())
+            }
+        }
     }
 }

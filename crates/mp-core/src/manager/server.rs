@@ -442,6 +442,13 @@ fn serve_client(shared: Arc<Shared>, stream: SysStream) {
         let reply = match postcard::from_bytes::<Request>(&bytes) {
             Ok(Request::Shutdown) => {
                 let _ = conn.send_bytes(&encode(&Reply::Ok(Vec::new())).unwrap_or_default());
+                // This client is not disconnected with the others: on Windows that
+                // (DisconnectNamedPipe) would discard the reply before the client reads it.
+                shared
+                    .clients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&me);
                 shared.stopping.store(true, Ordering::SeqCst);
                 // Wake the accept loop.
                 let _ = crate::listener::connect_raw(
