@@ -469,7 +469,7 @@ impl Manager {
 
     /// A fixed-length array holding `items` (Python's `Manager().Array`).
     pub fn array<T: Serialize>(&self, items: &[T]) -> Result<ArrayProxy<T>, ManagerError> {
-        Ok(ArrayProxy::from_core(self.list(items)?.into_core()))
+        Ok(ArrayProxy::from_list(self.list(items)?))
     }
 
     /// An empty namespace.

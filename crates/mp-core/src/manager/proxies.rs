@@ -29,11 +29,6 @@ macro_rules! proxy_type {
                 Self { core, _t: PhantomData }
             }
 
-            #[allow(dead_code)]
-            pub(crate) fn into_core(self) -> ProxyCore {
-                self.core
-            }
-
             /// A second proxy for the same object (Python's proxies are copied this way
             /// when pickled).
             pub fn try_clone(&self) -> Result<Self, ManagerError> {
@@ -313,41 +308,78 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 }
 
-proxy_type! {
-    /// A fixed-length array in a manager (Python's `Manager().Array(typecode, seq)`):
-    /// indexing and assignment, no resizing. Indices may be negative, as in Python. Unlike
-    /// Python's, the element type is any serde type, not only a C number type.
-    ///
-    /// ```
-    /// let m = mp_core::manager::Manager::start().unwrap();
-    /// let a = m.array(&[0i32, 1]).unwrap();
-    /// a.set(-1, &5).unwrap();
-    /// assert_eq!((a.len().unwrap(), a.to_vec().unwrap()), (2, vec![0, 5]));
-    /// ```
-    ArrayProxy<T>
+/// A fixed-length array in a manager (Python's `Manager().Array(typecode, seq)`): indexing
+/// and assignment, no resizing. Indices may be negative, as in Python. Unlike Python's, the
+/// element type is any serde type, not only a C number type. It is a list in the server,
+/// seen through fewer methods; like every proxy it can be cloned and passed to a child.
+///
+/// ```
+/// let m = mp_core::manager::Manager::start().unwrap();
+/// let a = m.array(&[0i32, 1]).unwrap();
+/// a.set(-1, &5).unwrap();
+/// assert_eq!((a.len().unwrap(), a.to_vec().unwrap()), (2, vec![0, 5]));
+/// ```
+pub struct ArrayProxy<T>(ListProxy<T>);
+
+impl<T> Clone for ArrayProxy<T> {
+    /// Panics only if the manager is gone, as [`ListProxy`]'s clone.
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Serialize for ArrayProxy<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for ArrayProxy<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ListProxy::deserialize(d).map(Self)
+    }
+}
+
+impl<T> ArrayProxy<T> {
+    pub(crate) fn from_list(list: ListProxy<T>) -> Self {
+        Self(list)
+    }
+    /// A second proxy for the same array.
+    pub fn try_clone(&self) -> Result<Self, ManagerError> {
+        self.0.try_clone().map(Self)
+    }
+    /// The object's id in its manager.
+    pub fn id(&self) -> u64 {
+        self.0.id()
+    }
+}
+
+impl<T> std::fmt::Debug for ArrayProxy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// `len(a)`.
     pub fn len(&self) -> Result<usize, ManagerError> {
-        call(&self.core, &ListOp::Len)
+        self.0.len()
     }
     /// Whether the array has no elements.
     pub fn is_empty(&self) -> Result<bool, ManagerError> {
-        Ok(self.len()? == 0)
+        self.0.is_empty()
     }
     /// `a[i]`; out of range is a remote `IndexError`.
     pub fn get(&self, i: i64) -> Result<T, ManagerError> {
-        decode_value(&call::<WireBlob, _>(&self.core, &ListOp::Get(i))?)
+        self.0.get(i)
     }
     /// `a[i] = v`; out of range is a remote `IndexError`.
     pub fn set(&self, i: i64, v: &T) -> Result<(), ManagerError> {
-        call(&self.core, &ListOp::Set(i, enc(&self.core, v)?))
+        self.0.set(i, v)
     }
     /// A plain copy (Python's `list(a)`), in one call.
     pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
-        let vs: Vec<WireBlob> = call(&self.core, &ListOp::All)?;
-        vs.iter().map(decode_value).collect()
+        self.0.to_vec()
     }
 }
 
