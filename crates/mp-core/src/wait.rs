@@ -6,7 +6,7 @@
 //! borrowing simple. There is no limit on the number of objects (Python's Windows version
 //! is limited to 63 per underlying call).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mp_ipc::handle::RawHandle;
 
@@ -23,6 +23,20 @@ pub trait Waitable {
     fn ready_in_process(&self) -> bool {
         false
     }
+
+    /// A second OS handle that makes the object ready (a shm connection on Windows: the
+    /// process holding its peer end, which its doorbell cannot report the death of).
+    /// Asked after [`ready_in_process`](Waitable::ready_in_process).
+    fn liveness_handle(&self) -> Option<RawHandle> {
+        None
+    }
+
+    /// After the OS reported the object ready: whether it really is, for objects whose
+    /// handle can be signalled spuriously (`None`: trust the OS). Checking prepares the
+    /// object for the next round of waiting.
+    fn recheck(&self) -> Option<bool> {
+        None
+    }
 }
 
 impl<T> Waitable for Connection<T> {
@@ -33,6 +47,14 @@ impl<T> Waitable for Connection<T> {
     fn ready_in_process(&self) -> bool {
         self.raw().has_buffered()
     }
+
+    fn liveness_handle(&self) -> Option<RawHandle> {
+        self.raw().liveness_handle()
+    }
+
+    fn recheck(&self) -> Option<bool> {
+        self.raw().recheck()
+    }
 }
 
 impl<T> Waitable for Reader<T> {
@@ -42,6 +64,14 @@ impl<T> Waitable for Reader<T> {
 
     fn ready_in_process(&self) -> bool {
         self.raw().has_buffered()
+    }
+
+    fn liveness_handle(&self) -> Option<RawHandle> {
+        self.raw().liveness_handle()
+    }
+
+    fn recheck(&self) -> Option<bool> {
+        self.raw().recheck()
     }
 }
 
@@ -77,7 +107,7 @@ impl Waitable for Sentinel<'_> {
 /// indices of the ready objects; empty on timeout.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// let (a, b) = mp_core::pipe::<u8>().unwrap();
 /// let (c, d) = mp_core::pipe::<u8>().unwrap();
 /// d.send(&1).unwrap();
@@ -90,11 +120,37 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
     for (i, o) in objects.iter().enumerate() {
         handles.push(o.wait_handle().ok_or(WaitError::Closed(i))?);
     }
-    let ready: Vec<usize> = (0..objects.len())
-        .filter(|&i| objects[i].ready_in_process())
-        .collect();
-    if !ready.is_empty() {
-        return Ok(ready);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let ready: Vec<usize> = (0..objects.len())
+            .filter(|&i| objects[i].ready_in_process())
+            .collect();
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
+        // Which object each handle belongs to: the first `objects.len()` are one each.
+        let mut all = handles.clone();
+        let mut owner: Vec<usize> = (0..objects.len()).collect();
+        for (i, o) in objects.iter().enumerate() {
+            if let Some(h) = o.liveness_handle() {
+                all.push(h);
+                owner.push(i);
+            }
+        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let reported = crate::sys::wait_readable(&all, left)?;
+        let mut ready: Vec<usize> = reported
+            .iter()
+            .filter_map(|&k| owner.get(k).copied())
+            .collect();
+        ready.sort_unstable();
+        ready.dedup();
+        ready.retain(|&i| objects[i].recheck().unwrap_or(true));
+        // Nothing reported: the time is up. Only spurious reports: wait again, if there is
+        // time left.
+        if !ready.is_empty() || reported.is_empty() || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return Ok(ready);
+        }
     }
-    Ok(crate::sys::wait_readable(&handles, timeout)?)
 }

@@ -41,6 +41,13 @@ fn hold_and_exit(conn: Connection<u8>) {
     drop(conn);
 }
 
+fn exit_holding(_conn: Connection<u8>) {
+    std::thread::sleep(Duration::from_millis(300));
+    // Exits without dropping the connection: only the system closes its handles, as after
+    // a crash.
+    std::process::exit(0);
+}
+
 fn send_sequence(tx: Writer<()>) {
     for m in ["hello", "", "a", "b", "", "bye", "", "lop"] {
         tx.send_bytes(m.as_bytes()).unwrap();
@@ -185,6 +192,19 @@ fn wait_mixed<B: Backend>(ctx: Context) {
     for p in &mut procs {
         p.join().unwrap();
     }
+}
+
+/// `wait` on a connection alone wakes when the process holding the peer end dies without
+/// closing it, and the connection then reads EOF.
+fn wait_sees_a_dead_peer<B: Backend>(ctx: Context) {
+    let (a, b) = pipe_with::<u8, B>().unwrap();
+    let mut p = ctx.process(exit_holding, b);
+    p.start().unwrap();
+    let t = Instant::now();
+    let ready = wait(&[&a], Some(SECS)).unwrap();
+    assert_eq!(ready, vec![0], "wait timed out after {:?}", t.elapsed());
+    assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
+    p.join().unwrap();
 }
 
 fn connection_inside_a_message<B: Backend>(ctx: Context) {
@@ -462,6 +482,10 @@ macro_rules! conformance {
             #[test]
             fn wait_sees_messages_in_arrival_order() {
                 for_each_context(30, wait_mixed::<B>);
+            }
+            #[test]
+            fn wait_sees_a_peer_that_died_holding_its_end() {
+                for_each_context(30, wait_sees_a_dead_peer::<B>);
             }
             /// Handle passing inside messages is Unix-only for now (see the connection docs).
             #[cfg(unix)]

@@ -2,31 +2,37 @@
 //!
 //! A [`ShmChannel`] is one end of a duplex, framed channel whose bytes move through two
 //! single-producer single-consumer byte rings (one per direction) in an anonymous
-//! shared-memory segment (`memfd_create` on Linux, an unlinked `shm_open` elsewhere), so a
-//! message between two processes is two `memcpy`s and no system call on the fast path.
+//! shared-memory segment, so a message between two processes is two `memcpy`s and no system
+//! call on the fast path. The rings, the frame format and the robustness rules are the same
+//! on every platform (module `ring`); a small platform module supplies the segment, the
+//! doorbell a sleeper waits on, and the liveness signal:
 //!
-//! Beside the rings each end holds one end of a Unix socket pair, the *companion*. It is
-//! never on the fast path; it gives the backend what shared memory alone cannot:
+//! | | Unix (`unix.rs`) | Windows (`windows.rs`) |
+//! |---|---|---|
+//! | segment | `memfd_create` (Linux), unlinked `shm_open` | pagefile-backed section |
+//! | doorbell | a frame on the companion socket | a manual-reset event per side |
+//! | liveness | companion socket pair at EOF | companion named pipe broken; the peer's process handle wakes sleepers |
+//! | handles in frames | `SCM_RIGHTS` on the companion | not supported (as with named pipes) |
 //!
-//! - **Liveness.** The kernel closes a dead process's descriptors, so a peer that exits or
-//!   crashes shows up as end-of-file on the companion: a reader gets `Eof` (or `Truncated`
-//!   in the middle of a streamed frame), a writer `BrokenPipe`, never a hang.
+//! - **Liveness.** The system closes a dead process's handles, so a peer that exits or
+//!   crashes shows up on the companion: a reader gets `Eof` (or `Truncated` in the middle
+//!   of a streamed frame), a writer `BrokenPipe`, never a hang.
 //! - **Sleeping.** A reader first spins (adaptively, for at most [`spin_limit`]); then it
-//!   *arms* the ring, re-checks, and sleeps in `poll` on the companion. A writer that finds
-//!   the ring armed sends one doorbell frame. The same descriptor is what
-//!   `mp_core::wait` polls, so waiting on many shm connections at once works like sockets.
-//! - **Handles.** Descriptors sent with a frame travel on the companion (`SCM_RIGHTS`)
-//!   ahead of the frame that announces them.
+//!   *arms* the ring, re-checks, and sleeps on its doorbell. A writer that finds the ring
+//!   armed rings the doorbell. The doorbell handle is what `mp_core::wait` waits on (with
+//!   the peer's process handle beside it on Windows), so waiting on many shm connections at
+//!   once works like sockets. A sleep inside the channel lasts at most 100 ms, after which
+//!   the sleeper re-checks the ring and the companion.
+//! - **Handles.** On Unix, descriptors sent with a frame travel on the companion
+//!   (`SCM_RIGHTS`) ahead of the frame that announces them.
 //!
 //! Frames of up to the ring capacity are published at once (the reader never sees half of
 //! one); longer frames stream through the ring in chunks, so size is never a limit. The
-//! segment is anonymous and travels to other processes as a descriptor: the kernel frees it
+//! segment is anonymous and travels to other processes as a handle: the system frees it
 //! when the last holder exits, so a crash leaks nothing. Everything read from the shared
 //! segment is validated (positions, lengths, magic); damage is an `InvalidData` error.
-//!
-//! On Windows the shm rings are not implemented yet: [`ShmChannel`] is a named-pipe channel
-//! with the same API, so programs using the `shm` backend build and run unchanged.
 
+mod ring;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]

@@ -1,86 +1,25 @@
-//! The Unix implementation: a `memfd` (or unlinked POSIX shm) segment with two SPSC byte
-//! rings, plus a companion Unix socket pair for liveness, sleeping and descriptor passing.
-//!
-//! ```text
-//! segment:  meta (magic, cap) | ring 0 header | ring 1 header | ... | data 0 | data 1
-//! ring header:   [writer line: pos, lock, busy] [reader line: pos, lock, busy]
-//!                [flags line: reader_armed, writer_armed, broken]
-//! ```
-//!
-//! Side `s` writes ring `s` and reads ring `1 - s`. Positions are monotonic byte counts;
-//! `pos % cap` is the offset. A frame is an 8-byte [`FrameHeader`] and its body, copied with
-//! wrap-around.
+//! The Unix implementation: a `memfd` (or unlinked POSIX shm) segment holding the two
+//! rings of [`crate::ring`], plus a companion Unix socket pair for liveness, sleeping and
+//! descriptor passing.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
+use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_unix::UnixChannel;
 
-const MAGIC: u64 = u64::from_le_bytes(*b"mpshmv01");
-const MIN_RING: usize = 4096;
-const MAX_RING: usize = 1 << 30;
-/// Where the data of ring 0 starts (one page of headers).
-const DATA_AT: usize = 4096;
-/// A streamed frame is published in pieces of at most `cap / STREAM_DIV` bytes, so that
-/// writer and reader copy at the same time.
-const STREAM_DIV: usize = 4;
-/// The longest single sleep: sleepers re-check everything this often (a safety net against
-/// a doorbell lost to another holder of the same end).
-const SLICE: Duration = Duration::from_millis(100);
-/// How often a writer that is not blocked asks the kernel whether the peer is still there.
-const LIVENESS_EVERY: Duration = Duration::from_millis(1);
+#[cfg(test)]
+use crate::ring::MIN_RING;
+use crate::ring::{corrupt, round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
+
 /// The body of the companion frame that carries a frame's descriptors.
 const HANDLES_MARK: &[u8] = b"H";
-
-#[repr(C, align(64))]
-struct Line<T>(T);
-
-#[repr(C)]
-struct Meta {
-    magic: AtomicU64,
-    cap: AtomicU64,
-}
-
-#[repr(C)]
-struct Side {
-    pos: AtomicU64,
-    /// Pid of the holder of this side (0: free): several handles on one end take turns.
-    lock: AtomicU32,
-    /// Set while a holder is in the middle of a streamed frame.
-    busy: AtomicU32,
-}
-
-#[repr(C)]
-struct Flags {
-    reader_armed: AtomicU32,
-    writer_armed: AtomicU32,
-    /// Set when a holder died in the middle of a frame: the stream is out of sync.
-    broken: AtomicU32,
-}
-
-#[repr(C)]
-struct RingHdr {
-    w: Line<Side>,
-    r: Line<Side>,
-    f: Line<Flags>,
-}
-
-const RING_HDRS_AT: usize = 64;
-const _: () = assert!(RING_HDRS_AT + 2 * std::mem::size_of::<RingHdr>() <= DATA_AT);
-
-fn corrupt(what: impl Into<String>) -> IpcError {
-    IpcError::Io(io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("shared-memory channel is corrupt: {}", what.into()),
-    ))
-}
 
 /// A mapped segment.
 struct Mem {
@@ -149,10 +88,6 @@ fn pid_alive(pid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn my_pid() -> u32 {
-    std::process::id()
-}
-
 /// One end of a shared-memory channel. `Send` and `Sync`; several handles on the same end
 /// (see [`try_clone`](ShmChannel::try_clone)) take turns through a per-side lock.
 ///
@@ -167,18 +102,12 @@ fn my_pid() -> u32 {
 /// assert!(matches!(b.recv_frame(&mut buf, 1024), Err(mp_ipc::IpcError::Eof)));
 /// ```
 pub struct ShmChannel {
+    /// Declared before `mem`: it points into the mapping.
+    ring: Ring,
     mem: Mem,
     bell: UnixChannel,
-    side: u8,
-    cap: usize,
-    peer_gone: AtomicBool,
-    /// Nanoseconds since `born` of the last liveness check by a writer.
-    last_check: AtomicU64,
-    born: Instant,
     /// Descriptor batches taken off the companion ahead of the frames that announce them.
     fds: Mutex<VecDeque<Vec<OwnedFd>>>,
-    /// The current adaptive spin budget, in nanoseconds.
-    spin_ns: AtomicU64,
 }
 
 // SAFETY: the mapping is plain shared memory accessed through atomics and bounds-checked
@@ -190,24 +119,11 @@ unsafe impl Sync for ShmChannel {}
 impl std::fmt::Debug for ShmChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmChannel")
-            .field("side", &self.side)
-            .field("cap", &self.cap)
+            .field("side", &self.ring.side)
+            .field("cap", &self.ring.cap)
             .field("segment", &self.mem.fd.as_raw_fd())
             .field("companion", &self.bell.as_raw_fd())
             .finish()
-    }
-}
-
-fn total_len(cap: usize) -> usize {
-    DATA_AT + 2 * cap
-}
-
-/// Holds one side's lock; released on drop.
-struct SideGuard<'a>(&'a AtomicU32);
-
-impl Drop for SideGuard<'_> {
-    fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
     }
 }
 
@@ -215,7 +131,7 @@ impl ShmChannel {
     /// A connected pair whose rings hold `cap` bytes each (rounded up to a power of two,
     /// at least 4 KiB).
     pub fn pair(cap: usize) -> io::Result<(Self, Self)> {
-        let cap = cap.clamp(MIN_RING, MAX_RING).next_power_of_two();
+        let cap = round_cap(cap);
         let mem = Mem::create(total_len(cap))?;
         let fd2 = mem.fd.try_clone()?;
         let (s0, s1) = UnixChannel::pair()?;
@@ -228,15 +144,11 @@ impl ShmChannel {
 
     fn wrap(mem: Mem, bell: UnixChannel, side: u8, cap: usize) -> Self {
         Self {
+            // SAFETY: the mapping is total_len(cap) bytes and lives in `mem` beside it.
+            ring: unsafe { Ring::new(mem.ptr.as_ptr(), side, cap) },
             mem,
             bell,
-            side,
-            cap,
-            peer_gone: AtomicBool::new(false),
-            last_check: AtomicU64::new(u64::MAX),
-            born: Instant::now(),
             fds: Mutex::new(VecDeque::new()),
-            spin_ns: AtomicU64::new(crate::spin_limit().as_nanos() as u64),
         }
     }
 
@@ -251,10 +163,16 @@ impl ShmChannel {
         self.bell.as_raw_fd()
     }
 
+    /// A second handle an outside wait should include: none on Unix, where the companion
+    /// socket signals the peer's end too.
+    pub fn liveness_handle(&self) -> Option<RawFd> {
+        None
+    }
+
     /// What a receiving process needs besides the handles: the side and the capacity.
     pub fn describe(&self) -> Vec<u8> {
-        let mut v = vec![self.side];
-        v.extend_from_slice(&(self.cap as u64).to_le_bytes());
+        let mut v = vec![self.ring.side];
+        v.extend_from_slice(&(self.ring.cap as u64).to_le_bytes());
         v
     }
 
@@ -267,16 +185,16 @@ impl ShmChannel {
         let [mem_fd, sock]: [OwnedFd; 2] = handles
             .try_into()
             .map_err(|_| bad("a shared-memory channel needs exactly two handles"))?;
-        if desc.len() != 9 || desc[0] > 1 {
+        let [side, c0, c1, c2, c3, c4, c5, c6, c7] = desc else {
+            return Err(bad("bad shared-memory channel description"));
+        };
+        if *side > 1 {
             return Err(bad("bad shared-memory channel description"));
         }
-        let cap = u64::from_le_bytes(desc[1..9].try_into().expect("8 bytes"));
-        let cap = usize::try_from(cap).map_err(|_| bad("ring too large"))?;
-        if !cap.is_power_of_two() || !(MIN_RING..=MAX_RING).contains(&cap) {
-            return Err(bad("bad shared-memory ring capacity"));
-        }
+        let cap = valid_cap(u64::from_le_bytes([*c0, *c1, *c2, *c3, *c4, *c5, *c6, *c7]))
+            .ok_or_else(|| bad("bad shared-memory ring capacity"))?;
         let mem = Mem::map(mem_fd, total_len(cap))?;
-        let ch = Self::wrap(mem, UnixChannel::from_fd(sock)?, desc[0], cap);
+        let ch = Self::wrap(mem, UnixChannel::from_fd(sock)?, *side, cap);
         if ch.meta().magic.load(Ordering::Acquire) != MAGIC
             || ch.meta().cap.load(Ordering::Acquire) != cap as u64
         {
@@ -289,422 +207,14 @@ impl ShmChannel {
 
     /// A second handle on the same end (duplicated descriptors, its own mapping).
     pub fn try_clone(&self) -> io::Result<Self> {
-        let mem = Mem::map(self.mem.fd.try_clone()?, total_len(self.cap))?;
-        Ok(Self::wrap(mem, self.bell.try_clone()?, self.side, self.cap))
+        let cap = self.ring.cap;
+        let mem = Mem::map(self.mem.fd.try_clone()?, total_len(cap))?;
+        Ok(Self::wrap(mem, self.bell.try_clone()?, self.ring.side, cap))
     }
 
     /// The ring capacity of each direction.
     pub fn capacity(&self) -> usize {
-        self.cap
-    }
-
-    fn meta(&self) -> &Meta {
-        // SAFETY: offset 0 is inside the mapping, page-aligned, and Meta is all atomics.
-        unsafe { &*self.mem.ptr.as_ptr().cast::<Meta>() }
-    }
-
-    fn hdr(&self, ring: u8) -> &RingHdr {
-        // SAFETY: both headers lie inside the first page (checked at compile time), aligned
-        // to 64, and are all atomics.
-        unsafe {
-            &*self
-                .mem
-                .ptr
-                .as_ptr()
-                .add(RING_HDRS_AT + ring as usize * std::mem::size_of::<RingHdr>())
-                .cast::<RingHdr>()
-        }
-    }
-
-    fn data(&self, ring: u8) -> *mut u8 {
-        // SAFETY: DATA_AT + 2 * cap is the mapping's length.
-        unsafe {
-            self.mem
-                .ptr
-                .as_ptr()
-                .add(DATA_AT + ring as usize * self.cap)
-        }
-    }
-
-    fn tx(&self) -> u8 {
-        self.side
-    }
-
-    fn rx(&self) -> u8 {
-        1 - self.side
-    }
-
-    /// Bytes readable in ring `ring`, validated against the capacity.
-    fn used(&self, ring: u8) -> Result<(u64, u64), IpcError> {
-        let h = self.hdr(ring);
-        let r = h.r.0.pos.load(Ordering::Acquire);
-        let w = h.w.0.pos.load(Ordering::Acquire);
-        let used = w.wrapping_sub(r);
-        if used > self.cap as u64 {
-            return Err(corrupt(format!(
-                "positions {r}..{w} span more than the ring's {} bytes",
-                self.cap
-            )));
-        }
-        Ok((r, used))
-    }
-
-    /// Copies `src` into ring `ring` at position `pos`, wrapping around.
-    fn copy_in(&self, ring: u8, pos: u64, src: &[u8]) {
-        let off = (pos as usize) & (self.cap - 1);
-        let first = src.len().min(self.cap - off);
-        let base = self.data(ring);
-        // SAFETY: off + first <= cap and src.len() - first <= cap; the region is not being
-        // read (the reader only reads below the published write position).
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(off), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), base, src.len() - first);
-        }
-    }
-
-    /// Copies out of ring `ring` from `pos` into `dst`, wrapping around.
-    fn copy_out(&self, ring: u8, pos: u64, dst: &mut [u8]) {
-        let off = (pos as usize) & (self.cap - 1);
-        let first = dst.len().min(self.cap - off);
-        let base = self.data(ring);
-        // SAFETY: as in copy_in; the writer does not touch published, unread bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(base.add(off), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), dst.len() - first);
-        }
-    }
-
-    /// Copies out into the spare capacity of `buf` (no zero-filling).
-    fn copy_out_vec(&self, ring: u8, pos: u64, buf: &mut Vec<u8>, n: usize) {
-        buf.reserve(n);
-        let have = buf.len();
-        // SAFETY: `n` bytes of spare capacity were reserved; copy_out initialises them all.
-        unsafe {
-            let spare = std::slice::from_raw_parts_mut(buf.as_mut_ptr().add(have), n);
-            self.copy_out(ring, pos, spare);
-            buf.set_len(have + n);
-        }
-    }
-
-    /// Takes one side's lock, waiting for another holder of the same end; steals it from a
-    /// holder that died (marking the stream broken if it died in the middle of a frame).
-    fn lock_side<'a>(&self, side: &'a Side, flags: &Flags) -> Result<SideGuard<'a>, IpcError> {
-        let me = my_pid();
-        let mut rounds = 0u32;
-        let mut last_look = Instant::now();
-        loop {
-            match side
-                .lock
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return Ok(SideGuard(&side.lock)),
-                Err(holder) => {
-                    rounds += 1;
-                    if rounds < 100 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
-                    if holder != me && last_look.elapsed() > Duration::from_millis(5) {
-                        last_look = Instant::now();
-                        if !pid_alive(holder)
-                            && side
-                                .lock
-                                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                                .is_ok()
-                        {
-                            if side.busy.swap(0, Ordering::AcqRel) != 0 {
-                                flags.broken.store(1, Ordering::Release);
-                            }
-                            return Ok(SideGuard(&side.lock));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn check_broken(&self, ring: u8) -> Result<(), IpcError> {
-        if self.hdr(ring).f.0.broken.load(Ordering::Acquire) != 0 {
-            return Err(corrupt(
-                "a process died in the middle of a message on this channel",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Reads whatever waits on the companion: doorbells are dropped, descriptor batches
-    /// kept for their frames, end of stream noted. One `poll` when nothing waits.
-    fn drain(&self) -> Result<(), IpcError> {
-        if self.peer_gone.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        while self.bell.poll(Some(Duration::ZERO))? {
-            let mut buf = Vec::new();
-            match self.bell.recv_frame_with_handles(&mut buf, 64) {
-                Ok(fds) => {
-                    if !fds.is_empty() || buf == HANDLES_MARK {
-                        self.fds
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push_back(fds);
-                    }
-                }
-                Err(IpcError::Eof | IpcError::Truncated { .. } | IpcError::BrokenPipe) => {
-                    self.peer_gone.store(true, Ordering::Release);
-                    return Ok(());
-                }
-                Err(IpcError::Io(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                    self.peer_gone.store(true, Ordering::Release);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn gone(&self) -> bool {
-        self.peer_gone.load(Ordering::Acquire)
-    }
-
-    /// A writer's cheap liveness check: at most one `poll` per millisecond.
-    fn check_peer(&self) -> Result<(), IpcError> {
-        let now = self.born.elapsed().as_nanos() as u64;
-        let last = self.last_check.load(Ordering::Relaxed);
-        if last == u64::MAX || now.saturating_sub(last) > LIVENESS_EVERY.as_nanos() as u64 {
-            self.last_check.store(now, Ordering::Relaxed);
-            self.drain()?;
-        }
-        if self.gone() {
-            return Err(IpcError::BrokenPipe);
-        }
-        Ok(())
-    }
-
-    /// Rings the doorbell if the other side armed `flag`.
-    fn notify(&self, flag: &AtomicU32) {
-        fence(Ordering::SeqCst);
-        if flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::AcqRel) != 0 {
-            let _ = self.bell.send_frame(&[]);
-        }
-    }
-
-    /// Waits until `ready()` or the peer is gone, until `deadline`: a short adaptive spin,
-    /// then sleeps on the companion with `flag` armed. Ok(true): ready or peer gone.
-    fn wait_for(
-        &self,
-        mut ready: impl FnMut() -> Result<bool, IpcError>,
-        flag: &AtomicU32,
-        deadline: Option<Instant>,
-    ) -> Result<bool, IpcError> {
-        if ready()? {
-            return Ok(true);
-        }
-        // Spin.
-        let budget = self.spin_ns.load(Ordering::Relaxed);
-        if budget > 0 && !matches!(deadline, Some(d) if d <= Instant::now()) {
-            let start = Instant::now();
-            let mut stop = start + Duration::from_nanos(budget);
-            if let Some(d) = deadline {
-                stop = stop.min(d);
-            }
-            let mut i = 0u32;
-            loop {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                }
-                if ready()? {
-                    // Worth it: spin as long as allowed next time.
-                    let limit = crate::spin_limit().as_nanos() as u64;
-                    self.spin_ns.store(limit, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                i += 1;
-                if i & 15 == 0 && Instant::now() >= stop {
-                    break;
-                }
-            }
-            // Spun in vain: halve the budget (down to 1 us), regrown by the next success.
-            self.spin_ns
-                .store((budget / 2).max(1_000), Ordering::Relaxed);
-        }
-        // Sleep.
-        loop {
-            self.drain()?;
-            if self.gone() {
-                flag.store(0, Ordering::Relaxed);
-                return Ok(true);
-            }
-            flag.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if ready()? {
-                flag.store(0, Ordering::Relaxed);
-                return Ok(true);
-            }
-            let slice = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        flag.store(0, Ordering::Relaxed);
-                        return Ok(false);
-                    }
-                    left.min(SLICE)
-                }
-                None => SLICE,
-            };
-            mp_unix::poll::poll_readable(self.bell.as_raw_fd(), Some(slice))?;
-        }
-    }
-
-    /// Whether a frame (or its start) can be read from the rx ring now.
-    fn readable(&self) -> Result<bool, IpcError> {
-        Ok(self.used(self.rx())?.1 >= HEADER_LEN as u64)
-    }
-
-    /// Writes one frame (header + parts) into the tx ring. The side lock is held.
-    fn write_frame(&self, header: FrameHeader, parts: &[&[u8]]) -> Result<(), IpcError> {
-        let ring = self.tx();
-        let h = self.hdr(ring);
-        self.check_broken(ring)?;
-        let len = header.len as usize;
-        let total = HEADER_LEN + len;
-        let cap = self.cap as u64;
-        let hbytes = header.encode();
-        if total <= self.cap {
-            // Whole frame at once: the reader never sees part of it.
-            let mut used = self.used(ring)?.1;
-            if cap - used < total as u64 {
-                self.wait_for(
-                    || Ok(cap - self.used(ring)?.1 >= total as u64),
-                    &h.f.0.writer_armed,
-                    None,
-                )?;
-                used = self.used(ring)?.1;
-                if cap - used < total as u64 {
-                    return Err(IpcError::BrokenPipe);
-                }
-            }
-            let w = h.w.0.pos.load(Ordering::Relaxed);
-            self.copy_in(ring, w, &hbytes);
-            let mut at = w + HEADER_LEN as u64;
-            for p in parts {
-                self.copy_in(ring, at, p);
-                at += p.len() as u64;
-            }
-            h.w.0.pos.store(at, Ordering::Release);
-            self.notify(&h.f.0.reader_armed);
-            return Ok(());
-        }
-        // Stream: publish in pieces as room appears.
-        h.w.0.busy.store(1, Ordering::Relaxed);
-        let chunk_max = (self.cap / STREAM_DIV) as u64;
-        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-        pieces.push(&hbytes);
-        pieces.extend_from_slice(parts);
-        for piece in pieces {
-            let mut done = 0usize;
-            while done < piece.len() {
-                let mut free = cap - self.used(ring)?.1;
-                if free == 0 {
-                    self.wait_for(|| Ok(self.used(ring)?.1 < cap), &h.f.0.writer_armed, None)?;
-                    free = cap - self.used(ring)?.1;
-                    if free == 0 {
-                        return Err(IpcError::BrokenPipe);
-                    }
-                    self.check_broken(ring)?;
-                }
-                let n = (piece.len() - done).min(free.min(chunk_max) as usize);
-                let w = h.w.0.pos.load(Ordering::Relaxed);
-                self.copy_in(ring, w, &piece[done..done + n]);
-                h.w.0.pos.store(w + n as u64, Ordering::Release);
-                self.notify(&h.f.0.reader_armed);
-                done += n;
-            }
-        }
-        h.w.0.busy.store(0, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Waits for a frame header in the rx ring and returns it (not consumed). The side
-    /// lock is held.
-    fn next_header(&self) -> Result<FrameHeader, IpcError> {
-        let ring = self.rx();
-        let h = self.hdr(ring);
-        self.check_broken(ring)?;
-        let (_, used) = self.used(ring)?;
-        if used < HEADER_LEN as u64 {
-            self.wait_for(|| self.readable(), &h.f.0.reader_armed, None)?;
-            let (_, used) = self.used(ring)?;
-            if used == 0 {
-                self.check_broken(ring)?;
-                return Err(IpcError::Eof);
-            }
-            if used < HEADER_LEN as u64 {
-                return Err(IpcError::Truncated {
-                    got: used,
-                    expected: HEADER_LEN as u64,
-                });
-            }
-        }
-        let r = h.r.0.pos.load(Ordering::Relaxed);
-        let mut hb = [0u8; HEADER_LEN];
-        self.copy_out(ring, r, &mut hb);
-        Ok(FrameHeader::decode(hb))
-    }
-
-    /// Reads the body of a frame whose header `len` was checked, into `buf` (cleared).
-    fn read_body(&self, len: usize, buf: &mut Vec<u8>) -> Result<(), IpcError> {
-        let ring = self.rx();
-        let h = self.hdr(ring);
-        let total = HEADER_LEN + len;
-        let r = h.r.0.pos.load(Ordering::Relaxed);
-        buf.clear();
-        if total <= self.cap {
-            // Published whole: it must all be there.
-            let (_, used) = self.used(ring)?;
-            if used < total as u64 {
-                return Err(corrupt(format!(
-                    "a frame of {len} bytes announced with only {} stored",
-                    used - HEADER_LEN as u64
-                )));
-            }
-            self.copy_out_vec(ring, r + HEADER_LEN as u64, buf, len);
-            h.r.0.pos.store(r + total as u64, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
-            return Ok(());
-        }
-        h.r.0.busy.store(1, Ordering::Relaxed);
-        let mut at = r + HEADER_LEN as u64;
-        h.r.0.pos.store(at, Ordering::Release);
-        while buf.len() < len {
-            let mut used = self.used(ring)?.1;
-            if used == 0 {
-                self.wait_for(|| Ok(self.used(ring)?.1 > 0), &h.f.0.reader_armed, None)?;
-                used = self.used(ring)?.1;
-                if used == 0 {
-                    self.check_broken(ring)?;
-                    h.r.0.busy.store(0, Ordering::Relaxed);
-                    h.f.0.broken.store(1, Ordering::Release);
-                    return Err(IpcError::Truncated {
-                        got: buf.len() as u64,
-                        expected: len as u64,
-                    });
-                }
-            }
-            let have = buf.len();
-            let n = (used as usize).min(len - have);
-            if buf.capacity() < have + n {
-                let want = next_capacity(have, len).max(have + n);
-                buf.reserve_exact(want - have);
-            }
-            self.copy_out_vec(ring, at, buf, n);
-            at += n as u64;
-            h.r.0.pos.store(at, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
-        }
-        h.r.0.busy.store(0, Ordering::Relaxed);
-        Ok(())
+        self.ring.cap
     }
 
     /// The descriptors of a frame announced with handles: taken off the companion, where
@@ -727,7 +237,7 @@ impl ShmChannel {
                 Ok(fds) if !fds.is_empty() || buf == HANDLES_MARK => return Ok(fds),
                 Ok(_) => {}
                 Err(IpcError::Eof) => {
-                    self.peer_gone.store(true, Ordering::Release);
+                    self.ring.set_gone();
                     return Err(corrupt("a frame announced handles that never came"));
                 }
                 Err(e) => return Err(e),
@@ -743,20 +253,57 @@ impl ShmChannel {
     /// true if a frame (or end of stream) is already there; otherwise arms the doorbell so
     /// the next frame makes the handle readable.
     pub fn prepare_wait(&self) -> bool {
-        if self.readable().unwrap_or(true) {
-            return true;
+        self.arm_for_outside_wait()
+    }
+}
+
+impl RingEnd for ShmChannel {
+    fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    fn pid_alive(&self, pid: u32) -> bool {
+        pid_alive(pid)
+    }
+
+    /// Reads whatever waits on the companion: doorbells are dropped, descriptor batches
+    /// kept for their frames, end of stream noted. One `poll` when nothing waits.
+    fn drain(&self) -> Result<(), IpcError> {
+        if self.ring.is_gone() {
+            return Ok(());
         }
-        if self.drain().is_err() || self.gone() {
-            return true;
+        while self.bell.poll(Some(Duration::ZERO))? {
+            let mut buf = Vec::new();
+            match self.bell.recv_frame_with_handles(&mut buf, 64) {
+                Ok(fds) => {
+                    if !fds.is_empty() || buf == HANDLES_MARK {
+                        self.fds
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push_back(fds);
+                    }
+                }
+                Err(IpcError::Eof | IpcError::Truncated { .. } | IpcError::BrokenPipe) => {
+                    self.ring.set_gone();
+                    return Ok(());
+                }
+                Err(IpcError::Io(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                    self.ring.set_gone();
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let f = &self.hdr(self.rx()).f.0;
-        f.reader_armed.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.readable().unwrap_or(true) {
-            f.reader_armed.store(0, Ordering::Relaxed);
-            return true;
-        }
-        false
+        Ok(())
+    }
+
+    fn ring_bell(&self) {
+        let _ = self.bell.send_frame(&[]);
+    }
+
+    fn sleep(&self, slice: Duration) -> Result<(), IpcError> {
+        mp_unix::poll::poll_readable(self.bell.as_raw_fd(), Some(slice))?;
+        Ok(())
     }
 }
 
@@ -774,17 +321,7 @@ impl Channel for ShmChannel {
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let h = self.hdr(self.rx());
-        if self.readable()? {
-            return Ok(true);
-        }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            self.drain()?;
-            return Ok(self.gone() || self.readable()?);
-        }
-        let ok = self.wait_for(|| self.readable(), &h.f.0.reader_armed, deadline)?;
-        Ok(ok && (self.gone() || self.readable()?) || self.readable()?)
+        self.poll_rx(timeout)
     }
 
     fn send_frame_with_handles(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), IpcError> {
@@ -843,46 +380,7 @@ impl Channel for ShmChannel {
             self.read_body(len, &mut v)?;
             return Ok(Err(v));
         }
-        let total = HEADER_LEN + len;
-        let r = h.r.0.pos.load(Ordering::Relaxed);
-        if total <= self.cap {
-            let (_, used) = self.used(ring)?;
-            if used < total as u64 {
-                return Err(corrupt("a frame announced more bytes than are stored"));
-            }
-            self.copy_out(ring, r + HEADER_LEN as u64, &mut out[..len]);
-            h.r.0.pos.store(r + total as u64, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
-            return Ok(Ok(len));
-        }
-        // Streamed straight into the caller's buffer.
-        h.r.0.busy.store(1, Ordering::Relaxed);
-        let mut at = r + HEADER_LEN as u64;
-        h.r.0.pos.store(at, Ordering::Release);
-        let mut have = 0usize;
-        while have < len {
-            let mut used = self.used(ring)?.1;
-            if used == 0 {
-                self.wait_for(|| Ok(self.used(ring)?.1 > 0), &h.f.0.reader_armed, None)?;
-                used = self.used(ring)?.1;
-                if used == 0 {
-                    h.r.0.busy.store(0, Ordering::Relaxed);
-                    h.f.0.broken.store(1, Ordering::Release);
-                    return Err(IpcError::Truncated {
-                        got: have as u64,
-                        expected: len as u64,
-                    });
-                }
-            }
-            let n = (used as usize).min(len - have);
-            self.copy_out(ring, at, &mut out[have..have + n]);
-            at += n as u64;
-            have += n;
-            h.r.0.pos.store(at, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
-        }
-        h.r.0.busy.store(0, Ordering::Relaxed);
-        Ok(Ok(len))
+        self.read_body_into(len, out).map(Ok)
     }
 }
 

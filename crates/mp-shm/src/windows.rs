@@ -1,88 +1,510 @@
-//! Windows: not implemented with rings yet. [`ShmChannel`] is a named-pipe channel with the
-//! same API as the Unix one, so the `shm` backend builds and behaves the same (at socket
-//! speed). A ring version needs a pollable doorbell (an event object that `mp_core::wait`
-//! can wait on) and is planned.
+//! The Windows implementation: the two rings of [`crate::ring`] in a pagefile-backed section
+//! (`CreateFileMappingW`), two manual-reset event objects as doorbells, and a companion
+//! named-pipe pair that carries nothing and only tells whether the peer end still exists.
+//!
+//! - **Doorbells.** Each side sleeps on its own event ([`ShmChannel::wait_handle`]). A
+//!   sleeper resets its event, arms its flag in the ring header, re-checks the ring and
+//!   waits; a writer (or a reader freeing room) that finds the flag armed sets the peer's
+//!   event. The event is a waitable object, so `mp_core::wait` waits on it like on a
+//!   process handle, and a sleeper wakes with no polling.
+//! - **Liveness.** The system closes a dead process's handles, so once every holder of the
+//!   peer end is gone the companion pipe reports a broken pipe (`PeekNamedPipe`): the
+//!   reader gets `Eof` (`Truncated` inside a streamed frame), the writer `BrokenPipe`. A
+//!   pipe is not a waitable object, so to wake a sleeper at once each side records in the
+//!   segment the pid of the process that last took it up; the peer waits on that process
+//!   too ([`ShmChannel::liveness_handle`]) and, when it ends, looks at the pipe. An end
+//!   dropped normally sets the peer's event after closing its pipe handle. Anything the
+//!   hint misses (an end held by several processes) is caught by the pipe check every
+//!   sleeper makes at least every 100 ms.
+//! - **Handles.** An end is four handles (section, own event, peer's event, companion
+//!   pipe) that travel to a spawned child like any other. Frames carry no handles on
+//!   Windows (neither do the named-pipe channels'): `send_frame_with_handles` with handles
+//!   is `Unsupported`.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::windows::io::{AsRawHandle, OwnedHandle, RawHandle};
-use std::time::Duration;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
+use mp_windows::event::{self, Event};
 use mp_windows::PipeChannel;
 
-/// One end of a channel of the `shm` backend (on Windows: a named-pipe pair).
-#[derive(Debug)]
+#[cfg(test)]
+use crate::ring::MIN_RING;
+use crate::ring::{round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
+
+/// How long a sleeper woken by the end of the peer's process waits for the system to close
+/// that process's handles (and so break the companion pipe) before it concludes that the
+/// peer end lives on elsewhere.
+const EXIT_GRACE: Duration = Duration::from_millis(20);
+
+/// A mapped view of a section.
+struct View {
+    section: OwnedHandle,
+    ptr: NonNull<u8>,
+}
+
+impl View {
+    fn map(section: OwnedHandle, len: usize) -> io::Result<Self> {
+        let have = mp_windows::shm::size(&section)?;
+        if have < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a shared-memory channel of {len} bytes was announced, the section has {have}"
+                ),
+            ));
+        }
+        let ptr = mp_windows::shm::map(&section, len)?;
+        Ok(Self { section, ptr })
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: the view came from `map` and dies with self (the Ring pointing into it is
+        // dropped with the same channel, and used only through it).
+        unsafe { mp_windows::shm::unmap(self.ptr) };
+    }
+}
+
+/// The peer's process as last seen in the segment.
+#[derive(Default)]
+struct PeerWatch {
+    /// The pid the handle below belongs to (0: none yet).
+    pid: u32,
+    /// Its process handle; `None` if it could not be opened, is this process, or ended
+    /// without taking the peer end with it.
+    proc: Option<Arc<OwnedHandle>>,
+}
+
+/// One end of a channel of the `shm` backend. `Send` and `Sync`; several handles on the same
+/// end (see [`try_clone`](ShmChannel::try_clone)) take turns through a per-side lock.
+///
+/// ```
+/// use mp_ipc::Channel;
+/// let (a, b) = mp_shm::ShmChannel::pair(mp_shm::DEFAULT_RING).unwrap();
+/// a.send_frame(&[b"hello"]).unwrap();
+/// let mut buf = Vec::new();
+/// b.recv_frame(&mut buf, 1024).unwrap();
+/// assert_eq!(buf, b"hello");
+/// drop(a);
+/// assert!(matches!(b.recv_frame(&mut buf, 1024), Err(mp_ipc::IpcError::Eof)));
+/// ```
 pub struct ShmChannel {
-    pipe: PipeChannel,
+    ring: Ring,
+    view: View,
+    /// This side's doorbell: what it sleeps on.
+    mine: Event,
+    /// The peer's doorbell: what this side sets when the peer armed a flag.
+    theirs: Event,
+    /// The companion pipe: never written, broken once the peer end is gone. Closed before
+    /// the peer is woken on drop.
+    link: ManuallyDrop<PipeChannel>,
+    peer: Mutex<PeerWatch>,
+}
+
+// SAFETY: the view is plain shared memory accessed through atomics and bounds-checked
+// copies; every other field is thread-safe.
+unsafe impl Send for ShmChannel {}
+// SAFETY: as above.
+unsafe impl Sync for ShmChannel {}
+
+impl std::fmt::Debug for ShmChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmChannel")
+            .field("side", &self.ring.side)
+            .field("cap", &self.ring.cap)
+            .field("section", &self.view.section.as_raw_handle())
+            .field("event", &self.mine.as_raw_handle())
+            .finish()
+    }
 }
 
 impl ShmChannel {
-    /// A connected pair; `cap` is ignored on Windows.
-    pub fn pair(_cap: usize) -> io::Result<(Self, Self)> {
-        let (a, b) = PipeChannel::pair()?;
-        Ok((Self { pipe: a }, Self { pipe: b }))
+    /// A connected pair whose rings hold `cap` bytes each (rounded up to a power of two,
+    /// at least 4 KiB).
+    pub fn pair(cap: usize) -> io::Result<(Self, Self)> {
+        let cap = round_cap(cap);
+        let section = mp_windows::shm::create(total_len(cap))?;
+        let section2 = mp_windows::handle::duplicate_local(section.as_raw_handle())?;
+        let (e0, e1) = (Event::new()?, Event::new()?);
+        let (e0b, e1b) = (e0.try_clone()?, e1.try_clone()?);
+        let (p0, p1) = PipeChannel::pair()?;
+        let a = Self::wrap(View::map(section, total_len(cap))?, e0, e1, p0, 0, cap);
+        a.meta().magic.store(MAGIC, Ordering::Relaxed);
+        a.meta().cap.store(cap as u64, Ordering::Release);
+        let b = Self::wrap(View::map(section2, total_len(cap))?, e1b, e0b, p1, 1, cap);
+        a.register();
+        b.register();
+        Ok((a, b))
     }
 
-    /// The handles that make up this end.
-    pub fn handles(&self) -> [RawHandle; 1] {
-        [self.pipe.as_raw_handle()]
+    fn wrap(
+        view: View,
+        mine: Event,
+        theirs: Event,
+        link: PipeChannel,
+        side: u8,
+        cap: usize,
+    ) -> Self {
+        Self {
+            // SAFETY: the view is total_len(cap) bytes and lives in `view` beside it.
+            ring: unsafe { Ring::new(view.ptr.as_ptr(), side, cap) },
+            view,
+            mine,
+            theirs,
+            link: ManuallyDrop::new(link),
+            peer: Mutex::new(PeerWatch::default()),
+        }
     }
 
-    /// The handle an outside wait polls.
+    /// Records this process as the holder of this side (the hint the peer watches).
+    fn register(&self) {
+        self.meta().holder[self.ring.side as usize].store(std::process::id(), Ordering::Release);
+    }
+
+    /// The handles that make up this end: the section, this side's event, the peer's
+    /// event, the companion pipe.
+    pub fn handles(&self) -> [RawHandle; 4] {
+        [
+            self.view.section.as_raw_handle(),
+            self.mine.as_raw_handle(),
+            self.theirs.as_raw_handle(),
+            self.link.as_raw_handle(),
+        ]
+    }
+
+    /// The event that is set when this end should look again (a doorbell after
+    /// [`prepare_wait`](ShmChannel::prepare_wait), or the peer end dropped).
     pub fn wait_handle(&self) -> RawHandle {
-        self.pipe.as_raw_handle()
+        self.mine.as_raw_handle()
     }
 
-    /// Nothing beyond the handle is needed on Windows.
+    /// The process handle an outside wait should include besides
+    /// [`wait_handle`](ShmChannel::wait_handle): the process that last took up the peer end,
+    /// whose end may be the peer's (`None` when there is none to watch). Valid until the
+    /// next call on this end.
+    pub fn liveness_handle(&self) -> Option<RawHandle> {
+        self.watch().map(|p| p.as_raw_handle())
+    }
+
+    /// What a receiving process needs besides the handles: the side and the capacity.
     pub fn describe(&self) -> Vec<u8> {
-        Vec::new()
+        let mut v = vec![self.ring.side];
+        v.extend_from_slice(&(self.ring.cap as u64).to_le_bytes());
+        v
     }
 
-    /// Rebuilds an end from its handle.
-    pub fn from_parts(handles: Vec<OwnedHandle>, _desc: &[u8]) -> io::Result<Self> {
-        let [h]: [OwnedHandle; 1] = handles.try_into().map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, "expected exactly one handle")
-        })?;
-        Ok(Self {
-            pipe: PipeChannel::from_handle(h)?,
-        })
+    /// Rebuilds an end from [`handles`](ShmChannel::handles) (owned copies, same order) and
+    /// [`describe`](ShmChannel::describe). Anything inconsistent (wrong count, a capacity
+    /// that is not a power of two, a section smaller than announced, a bad magic) is an
+    /// `InvalidData` error, never a bad mapping.
+    pub fn from_parts(handles: Vec<OwnedHandle>, desc: &[u8]) -> io::Result<Self> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+        let [section, mine, theirs, link]: [OwnedHandle; 4] = handles
+            .try_into()
+            .map_err(|_| bad("a shared-memory channel needs exactly four handles"))?;
+        let [side, c0, c1, c2, c3, c4, c5, c6, c7] = desc else {
+            return Err(bad("bad shared-memory channel description"));
+        };
+        if *side > 1 {
+            return Err(bad("bad shared-memory channel description"));
+        }
+        let cap = valid_cap(u64::from_le_bytes([*c0, *c1, *c2, *c3, *c4, *c5, *c6, *c7]))
+            .ok_or_else(|| bad("bad shared-memory ring capacity"))?;
+        let view = View::map(section, total_len(cap))?;
+        let ch = Self::wrap(
+            view,
+            Event::from_handle(mine)?,
+            Event::from_handle(theirs)?,
+            PipeChannel::from_handle(link)?,
+            *side,
+            cap,
+        );
+        if ch.meta().magic.load(Ordering::Acquire) != MAGIC
+            || ch.meta().cap.load(Ordering::Acquire) != cap as u64
+        {
+            return Err(bad(
+                "the section is not a shared-memory channel of this size",
+            ));
+        }
+        ch.register();
+        // A peer already asleep re-reads the hint and watches this process from now on.
+        ch.theirs.set();
+        Ok(ch)
     }
 
-    /// A second handle on the same end.
+    /// A second handle on the same end (duplicated handles, its own view).
     pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(Self {
-            pipe: self.pipe.try_clone()?,
-        })
+        let cap = self.ring.cap;
+        let section = mp_windows::handle::duplicate_local(self.view.section.as_raw_handle())?;
+        Ok(Self::wrap(
+            View::map(section, total_len(cap))?,
+            self.mine.try_clone()?,
+            self.theirs.try_clone()?,
+            self.link.try_clone()?,
+            self.ring.side,
+            cap,
+        ))
     }
 
-    /// Whether a message waits (the pipe's own state).
+    /// The ring capacity of each direction.
+    pub fn capacity(&self) -> usize {
+        self.ring.cap
+    }
+
+    /// Sets this end up for an outside wait on [`wait_handle`](ShmChannel::wait_handle)
+    /// (and [`liveness_handle`](ShmChannel::liveness_handle)): true if a frame (or end of
+    /// stream) is already there; otherwise arms the doorbell so the next frame sets the
+    /// event.
     pub fn prepare_wait(&self) -> bool {
-        self.pipe.has_buffered()
+        if self.arm_for_outside_wait() {
+            return true;
+        }
+        // Settles the watch (a peer process that ended without the peer end going away
+        // must not keep an outside wait spinning).
+        let _ = self.watch();
+        if self.gone() {
+            self.hdr(self.rx())
+                .f
+                .0
+                .reader_armed
+                .store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// The process to watch for the peer's end, brought up to date with the segment's hint.
+    /// A watched process that has ended is checked against the companion pipe (with a grace
+    /// for the system to close its handles) and then dropped if the peer end survived it.
+    fn watch(&self) -> Option<Arc<OwnedHandle>> {
+        let mut w = self.peer.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = self.meta().holder[self.rx() as usize].load(Ordering::Acquire);
+        if pid != w.pid {
+            w.pid = pid;
+            w.proc = if pid == 0 || pid == std::process::id() {
+                None
+            } else {
+                event::open_process(pid).ok().map(Arc::new)
+            };
+        }
+        let ended = w
+            .proc
+            .as_ref()
+            .is_some_and(|p| mp_windows::poll::is_signalled(p.as_raw_handle()).unwrap_or(true));
+        if ended {
+            drop(w);
+            let until = Instant::now() + EXIT_GRACE;
+            loop {
+                let _ = self.drain();
+                if self.gone() || Instant::now() >= until {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut w = self.peer.lock().unwrap_or_else(|e| e.into_inner());
+            if w.pid == pid {
+                w.proc = None;
+            }
+            return None;
+        }
+        w.proc.clone()
+    }
+}
+
+impl RingEnd for ShmChannel {
+    fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    fn pid_alive(&self, pid: u32) -> bool {
+        event::pid_alive(pid)
+    }
+
+    /// The companion pipe carries nothing: if it is readable, the peer end is gone (or the
+    /// peer broke the protocol, which ends the channel the same way).
+    fn drain(&self) -> Result<(), IpcError> {
+        if self.ring.is_gone() {
+            return Ok(());
+        }
+        if self.link.poll(Some(Duration::ZERO)).unwrap_or(true) {
+            self.ring.set_gone();
+        }
+        Ok(())
+    }
+
+    fn ring_bell(&self) {
+        self.theirs.set();
+    }
+
+    fn before_arm(&self) {
+        self.mine.reset();
+    }
+
+    fn sleep(&self, slice: Duration) -> Result<(), IpcError> {
+        let proc = self.watch();
+        let mut hs = vec![self.mine.as_raw_handle()];
+        if let Some(p) = &proc {
+            hs.push(p.as_raw_handle());
+        }
+        event::wait_any(&hs, slice)?;
+        Ok(())
     }
 }
 
 impl Channel for ShmChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
-        self.pipe.send_frame(parts)
+        let h = self.hdr(self.tx());
+        let _g = self.lock_side(&h.w.0, &h.f.0)?;
+        self.check_peer()?;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.write_frame(FrameHeader::new(len), parts)
     }
 
     fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        self.pipe.recv_frame(buf, max_len)
+        let h = self.hdr(self.rx());
+        let _g = self.lock_side(&h.r.0, &h.f.0)?;
+        let header = self.next_header()?;
+        if header.has_handles {
+            return Err(crate::ring::corrupt(
+                "a frame announced handles, which this platform does not pass",
+            ));
+        }
+        let len = header.check(max_len)?;
+        self.read_body(len, buf)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
-        self.pipe.poll(timeout)
+        self.poll_rx(timeout)
     }
 
     fn has_buffered(&self) -> bool {
-        self.pipe.has_buffered()
+        self.prepare_wait()
     }
 
-    fn buffered(&self) -> Vec<u8> {
-        self.pipe.buffered()
+    fn recv_frame_into(
+        &self,
+        out: &mut [u8],
+        max_len: u64,
+    ) -> Result<Result<usize, Vec<u8>>, IpcError> {
+        let h = self.hdr(self.rx());
+        let _g = self.lock_side(&h.r.0, &h.f.0)?;
+        let header = self.next_header()?;
+        if header.has_handles {
+            return Err(crate::ring::corrupt(
+                "a frame announced handles, which this platform does not pass",
+            ));
+        }
+        let len = header.check(max_len)?;
+        if len > out.len() {
+            let mut v = Vec::new();
+            self.read_body(len, &mut v)?;
+            return Ok(Err(v));
+        }
+        self.read_body_into(len, out).map(Ok)
+    }
+}
+
+impl Drop for ShmChannel {
+    fn drop(&mut self) {
+        // Close the companion pipe first, then wake the peer: if this was the last handle on
+        // this end, the peer finds the pipe broken when it looks.
+        // SAFETY: `link` is never used again.
+        unsafe { ManuallyDrop::drop(&mut self.link) };
+        self.theirs.set();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_of_every_size_cross_the_ring() {
+        let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
+        let t = std::thread::spawn(move || {
+            for n in [0usize, 1, 7, 8, 100, 4088, 4089, 4096, 10_000, 1 << 20] {
+                let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                a.send_frame(&[&v[..n / 2], &v[n / 2..]]).unwrap();
+            }
+            a
+        });
+        for n in [0usize, 1, 7, 8, 100, 4088, 4089, 4096, 10_000, 1 << 20] {
+            let mut buf = Vec::new();
+            b.recv_frame(&mut buf, u64::MAX).unwrap();
+            assert_eq!(buf.len(), n);
+            assert!(buf.iter().enumerate().all(|(i, &x)| x == (i % 251) as u8));
+        }
+        let a = t.join().unwrap();
+        assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+        drop(a);
+        assert!(b.poll(Some(Duration::ZERO)).unwrap());
+        let mut buf = Vec::new();
+        assert!(matches!(b.recv_frame(&mut buf, 10), Err(IpcError::Eof)));
+        assert!(matches!(b.send_frame(&[b"x"]), Err(IpcError::BrokenPipe)));
     }
 
-    fn unread(&self, bytes: &[u8]) {
-        self.pipe.unread(bytes)
+    #[test]
+    fn a_blocked_reader_wakes_when_the_writer_drops() {
+        let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
+        let t = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let start = Instant::now();
+            let r = b.recv_frame(&mut buf, 10);
+            (r, start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(a);
+        let (r, took) = t.join().unwrap();
+        assert!(matches!(r, Err(IpcError::Eof)), "{r:?}");
+        assert!(took < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_event_is_set_by_a_frame_after_prepare_wait() {
+        let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
+        assert!(!b.prepare_wait());
+        assert!(!mp_windows::poll::is_signalled(b.wait_handle()).unwrap());
+        a.send_frame(&[b"x"]).unwrap();
+        assert!(mp_windows::poll::is_signalled(b.wait_handle()).unwrap());
+        assert!(b.prepare_wait());
+    }
+
+    #[test]
+    fn a_clone_and_rebuilt_ends_work() {
+        let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
+        let owned: Vec<OwnedHandle> = b
+            .handles()
+            .iter()
+            .map(|&h| mp_windows::handle::duplicate_local(h).unwrap())
+            .collect();
+        let b2 = ShmChannel::from_parts(owned, &b.describe()).unwrap();
+        drop(b);
+        let a2 = a.try_clone().unwrap();
+        a2.send_frame(&[b"via clone"]).unwrap();
+        let mut buf = Vec::new();
+        b2.recv_frame(&mut buf, 100).unwrap();
+        assert_eq!(buf, b"via clone");
+        assert!(ShmChannel::from_parts(Vec::new(), &b2.describe()).is_err());
+        drop(a);
+        drop(a2);
+        assert!(matches!(b2.recv_frame(&mut buf, 10), Err(IpcError::Eof)));
+    }
+
+    #[test]
+    fn scribbled_positions_are_an_error() {
+        let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
+        a.send_frame(&[b"abc"]).unwrap();
+        a.hdr(0).w.0.pos.store(1 << 40, Ordering::Relaxed);
+        let mut buf = Vec::new();
+        let e = b.recv_frame(&mut buf, 100).unwrap_err();
+        assert!(matches!(e, IpcError::Io(ref e) if e.kind() == io::ErrorKind::InvalidData));
     }
 }

@@ -6,7 +6,8 @@
 //! [`handle`] moves handles into another process (`DuplicateHandle`) and sends them with a
 //! frame; [`poll`] waits for any of several pipes and process handles; [`spawn`] starts a
 //! process that inherits exactly the handles it is given; [`shm`] makes and maps anonymous
-//! shared memory; [`named_pipe`] listens on and connects to named pipes (`\\.\pipe\name`),
+//! shared memory; [`event`] wraps the event objects and process handles the shared-memory
+//! backend sleeps on; [`named_pipe`] listens on and connects to named pipes (`\\.\pipe\name`),
 //! whose connected handles, like those of connected TCP sockets, become channels through
 //! [`PipeChannel::from_handle`].
 //!
@@ -22,6 +23,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod channel;
+pub mod event;
 pub mod handle;
 mod io;
 pub mod named_pipe;

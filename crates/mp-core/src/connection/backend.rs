@@ -40,7 +40,8 @@ impl Backend for Socket {
 /// The shared-memory backend (crate `mp-shm`): pipes are two single-producer
 /// single-consumer byte rings plus a companion socket for liveness and sleeping; queues are
 /// a multi-producer multi-consumer frame ring that overflows into the spool file. On
-/// Windows, pipes of this backend are still named pipes (see `mp-shm`).
+/// Windows the companion is a named pipe and the doorbells are event objects (see
+/// `mp-shm`).
 #[cfg(feature = "shm")]
 #[cfg_attr(docsrs, doc(cfg(feature = "shm")))]
 #[derive(Debug, Clone, Copy, Default)]
@@ -111,6 +112,27 @@ impl AnyChan {
             Self::Socket(c) => crate::sys::chan_raw_handle(c),
             #[cfg(feature = "shm")]
             Self::Shm(c) => c.wait_handle(),
+        }
+    }
+
+    /// After the OS reported this end ready: whether it really is (`None`: the OS knows).
+    /// An shm end's doorbell may ring for other reasons (a frame already taken by another
+    /// holder, a peer process coming or going); checking re-arms it.
+    pub(crate) fn recheck(&self) -> Option<bool> {
+        match self {
+            Self::Socket(_) => None,
+            #[cfg(feature = "shm")]
+            Self::Shm(c) => Some(c.prepare_wait()),
+        }
+    }
+
+    /// A second handle `wait` includes, which becomes ready when the peer may have gone
+    /// (shm on Windows: the peer's process; its doorbell event cannot tell).
+    pub(crate) fn liveness_handle(&self) -> Option<RawHandle> {
+        match self {
+            Self::Socket(_) => None,
+            #[cfg(feature = "shm")]
+            Self::Shm(c) => c.liveness_handle(),
         }
     }
 

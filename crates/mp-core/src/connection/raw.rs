@@ -114,6 +114,17 @@ impl RawConnection {
         self.chan.as_ref().map(AnyChan::wait_handle)
     }
 
+    /// See [`AnyChan::recheck`].
+    pub(crate) fn recheck(&self) -> Option<bool> {
+        self.chan.as_ref().and_then(AnyChan::recheck)
+    }
+
+    /// The second handle `wait` includes, if the backend has one (see
+    /// [`AnyChan::liveness_handle`]).
+    pub(crate) fn liveness_handle(&self) -> Option<RawHandle> {
+        self.chan.as_ref().and_then(AnyChan::liveness_handle)
+    }
+
     /// The backend of this end, if open.
     pub(crate) fn kind(&self) -> Option<BackendKind> {
         self.chan.as_ref().map(AnyChan::kind)
