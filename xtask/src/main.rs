@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask test-all-backends [--backend <b>]...   tests (all targets, then doctests) per backend
 //! cargo xtask lint [--no-fmt] [--backend <b>]...     rustfmt --check, clippy -D warnings
-//! cargo xtask test-windows [-- <args>]               mp-core's tests for Windows, under Wine
+//! cargo xtask test-windows [--backend b] [-- <args>]  mp-core's tests for Windows, under Wine
 //! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
 //! ```
 //!
@@ -29,7 +29,9 @@ usage: cargo xtask <command> [options]
 commands:
   test-all-backends [--backend <b>]...  cargo test (all targets, then --doc) once per backend
   lint [--no-fmt] [--backend <b>]...    cargo fmt --check; cargo clippy --all-targets -D warnings
-  test-windows [-- <cargo test args>]   mp-core's tests cross-compiled for Windows, run in Wine
+  test-windows [--backend <b>]... [-- <cargo test args>]
+                                        mp-core's tests cross-compiled for Windows, run in Wine,
+                                        once per backend
                                         (needs $MP_WINDOWS_ENV or ../shared/windows/env.sh)
   bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
                                         writes docs/benchmarks.md and docs/benchmarks.svg
@@ -272,9 +274,8 @@ fn lint(fmt: bool, backends: &[&str]) -> Result<()> {
 
 fn test_windows(rest: &[String]) -> Result<()> {
     let extra: Vec<&String> = rest.iter().skip_while(|a| *a != "--").skip(1).collect();
-    if let Some(bad) = rest.iter().take_while(|a| *a != "--").next() {
-        bail!("unknown option {bad:?}\n\n{USAGE}");
-    }
+    let options: Vec<String> = rest.iter().take_while(|a| *a != "--").cloned().collect();
+    let backends = parse_backends(&options)?;
     // $MP_WINDOWS_ENV, when set, is the only candidate (so it can also point elsewhere).
     let candidates: Vec<PathBuf> = match std::env::var_os("MP_WINDOWS_ENV") {
         Some(p) => vec![PathBuf::from(p)],
@@ -292,13 +293,29 @@ fn test_windows(rest: &[String]) -> Result<()> {
         eprintln!("  (the GitHub workflow runs the tests on a real Windows runner instead)");
         return Ok(());
     };
+    let quoted_extra: String = extra
+        .iter()
+        .map(|a| format!(" '{}'", a.replace('\'', r"'\''")))
+        .collect();
     // wcargo builds with Debian's rustc; its doctests need the matching rustdoc, not the one
     // the PATH offers (a rustup toolchain of another version refuses the std it built).
+    // There is no cargo inside Wine, so the examples are built first for tests/examples.rs.
+    // One run per backend; each backend crate's own tests run with its backend.
     let mut script = String::from(
-        r#"source "$1" && { [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; true; } && wcargo build -q -p mp-core --examples && MP_EXAMPLES_PREBUILT=1 wcargo test -p mp-core -p mp-windows"#,
+        r#"source "$1" && { [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; true; }"#,
     );
-    for a in &extra {
-        script.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
+    for b in &backends {
+        let features = format!("--no-default-features --features mp-core/{b}");
+        let own = match *b {
+            "socket" => " -p mp-windows",
+            "shm" => " -p mp-shm",
+            _ => "",
+        };
+        script.push_str(&format!(
+            " && echo '==== backend {b} (Windows, Wine) ====' \
+             && wcargo build -q -p mp-core {features} --examples \
+             && MP_EXAMPLES_PREBUILT=1 wcargo test -p mp-core{own} {features}{quoted_extra}"
+        ));
     }
     let mut cmd = Command::new("bash");
     cmd.current_dir(root())
