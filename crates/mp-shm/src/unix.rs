@@ -421,6 +421,40 @@ mod tests {
     }
 
     #[test]
+    fn streamed_frames_of_many_parts_arrive_whole() {
+        // Parts of every size, empty ones too, straddling the piece boundaries of a small
+        // ring (pieces of 1 KiB), read both into a vector and into a caller's buffer.
+        let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
+        let sizes = [0usize, 1, 1023, 0, 1025, 4096, 7, 0, 10_000, 3];
+        let body: Vec<u8> = (0..sizes.iter().sum::<usize>())
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let expect = body.clone();
+        let t = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let mut parts = Vec::new();
+                let mut at = 0;
+                for n in sizes {
+                    parts.push(&body[at..at + n]);
+                    at += n;
+                }
+                a.send_frame(&parts).unwrap();
+            }
+            a
+        });
+        let mut buf = Vec::new();
+        b.recv_frame(&mut buf, u64::MAX).unwrap();
+        assert!(buf == expect);
+        let mut out = vec![0u8; expect.len() + 5];
+        assert_eq!(
+            b.recv_frame_into(&mut out, u64::MAX).unwrap().unwrap(),
+            expect.len()
+        );
+        assert!(out[..expect.len()] == expect[..]);
+        drop(t.join().unwrap());
+    }
+
+    #[test]
     fn scribbled_positions_are_an_error() {
         let (a, b) = ShmChannel::pair(MIN_RING).unwrap();
         a.send_frame(&[b"abc"]).unwrap();

@@ -1,20 +1,30 @@
 //! The engine under every queue: items as length-prefixed frames in a ring in shared memory
 //! (shm backend) or in a spool file, indexed by a header in shared memory.
 //!
-//! With the shm backend the header segment also holds a ring of `ring_cap` bytes. A `put`
-//! whose frame fits (at most a quarter of the ring) goes into the ring, with no system
-//! call, as long as the spool holds nothing; otherwise it goes to the spool, so an unbounded
-//! queue's `put` never waits for a reader whatever the item's size. Because the ring is only
-//! used while the spool is empty, every ring item is older than every spool item and `get`
-//! takes from the ring first: FIFO holds across both. The socket backend's queues have no
-//! ring (`ring_cap == 0`) and use the spool only.
+//! With the shm backend the header segment also holds a ring of `ring_cap` bytes and a
+//! staging area of `STAGE` bytes. A `put` whose frame fits (at most a quarter of the ring)
+//! goes into the ring, with no system call, as long as the spool and the staging area hold
+//! nothing; otherwise it overflows, so an unbounded queue's `put` never waits for a reader
+//! whatever the item's size. Overflowing frames are appended to the staging area (shared
+//! memory, published with one store), which moves to the spool's end in one write when it
+//! is full: a burst that overflows the ring (a consumer descheduled for a few milliseconds)
+//! costs a system call per 64 KiB instead of one per item. Order of age: ring, then spool,
+//! then staging area; a put uses the ring only when the other two are empty and `get` takes
+//! in that order, so FIFO holds across all three. A consumer that finds the ring empty
+//! refills it with a batch of the oldest overflow frames (from the spool's read-ahead copy,
+//! or the whole staging area once the spool is empty, then with no system call), so the gets
+//! that follow run at ring speed without the producers' lock, and the producers return to
+//! the ring as soon as the overflow is empty. The socket backend's queues have neither ring
+//! nor staging area (`ring_cap == 0`) and use the spool only.
 //!
 //! ```text
 //! header (shared memory)                       spool (anonymous file, by offset)
 //! line 0: get lock | ring head | spool head    ... [len][item] [len][item] ...
 //! line 1: put lock | ring tail | spool tail         ^head               ^tail
+//!         | stage word | flush_to
 //! line 2: maxsize | unfinished | done_seq
 //! ring:   ... [len][item] [len][item] ...
+//! stage:  [len][item] [len][item] ...   (bytes and frames per the stage word)
 //! ```
 //!
 //! Producers serialise on the put lock, consumers on the get lock, so a producer and a
@@ -25,7 +35,15 @@
 //! nothing half-visible, and the number of ring items is the difference of the two counters,
 //! so `qsize` is exact with no shared counter to repair. The spool is the slow path: a
 //! producer appends under the put lock; a consumer takes from it holding both locks (always
-//! get lock first), so whoever takes the put lock after a dead holder can recount it.
+//! get lock first), so whoever takes the put lock after a dead holder can recount it. The
+//! staging area changes under the put lock only; a flush writes the staged bytes past the
+//! spool's tail, then records the new tail in `flush_to`, then publishes tail, count and an
+//! empty stage, then clears `flush_to`, so a holder dying anywhere leaves either the stage
+//! untouched or a `flush_to` from which the repair finishes the move. A refill of the ring
+//! writes the frames past the ring's tail, records the tail word that will publish them and
+//! where they came from (`move_ring`, `move_head`), publishes the tail, then drops the frames
+//! from the spool or staging area: the repair compares the ring's tail with `move_ring` to
+//! tell whether the move was published.
 //!
 //! Sleepers wait on sequence words (futexes) that are bumped only when someone sleeps.
 
@@ -94,6 +112,17 @@ struct PutSide {
     tail: AtomicU64,
     /// Items stored in the spool.
     spool_count: AtomicU32,
+    /// The staging area's word (shm queues): bytes staged (low 40 bits) and frames staged
+    /// (high 24 bits), published with one store.
+    stage: AtomicU64,
+    /// Nonzero while the staging area is moved into the spool: the spool tail once it is
+    /// (its bytes are already written), so a put-lock holder that takes over can finish.
+    flush_to: AtomicU64,
+    /// Nonzero while a consumer moves spool frames into the empty ring: the spool head once
+    /// they are moved; `move_ring` is the ring tail word that publishes them (see
+    /// `repair_spool`).
+    move_head: AtomicU64,
+    move_ring: AtomicU64,
     /// Bumped by a put that saw a getter waiting (getters sleep on it).
     put_seq: AtomicU32,
     getters_waiting: AtomicU32,
@@ -118,6 +147,11 @@ struct Header {
 
 /// Where the ring starts in the header segment.
 const RING_AT: usize = (std::mem::size_of::<Header>() + 63) & !63;
+/// The staging area of shm queues, after the ring: items that overflow the ring gather
+/// here and reach the spool in one write per area, not one system call per item.
+const STAGE: usize = 64 << 10;
+/// `move_head` while the staging area (not the spool) moves into the ring.
+const MOVED_STAGE: u64 = u64::MAX;
 /// The ring of shm-backend queues.
 #[cfg(feature = "shm")]
 pub(crate) const SHM_RING: usize = 256 << 10;
@@ -220,7 +254,7 @@ impl Core {
         let len = if ring_cap == 0 {
             std::mem::size_of::<Header>()
         } else {
-            RING_AT + ring_cap
+            RING_AT + ring_cap + STAGE
         };
         let header = Segment::create(len)?;
         let core = Self {
@@ -252,7 +286,10 @@ impl Core {
     }
 
     fn count(&self) -> u64 {
-        self.ring_items() + u64::from(self.h().put.spool_count.load(Ordering::Acquire))
+        let h = self.h();
+        self.ring_items()
+            + u64::from(h.put.spool_count.load(Ordering::Acquire))
+            + word_cnt(h.put.stage.load(Ordering::Acquire))
     }
 
     pub(crate) fn qsize(&self) -> usize {
@@ -268,6 +305,15 @@ impl Core {
         let h = self.h();
         h.get.ring_head.load(Ordering::Relaxed) != h.put.ring_tail.load(Ordering::Relaxed)
             || h.put.spool_count.load(Ordering::Relaxed) != 0
+            || h.put.stage.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the spool and the staging area are empty: only then may a put use the ring
+    /// (everything in the ring is older than everything in the spool, which is older than
+    /// everything staged).
+    fn overflow_empty(&self) -> bool {
+        let h = self.h();
+        h.put.spool_count.load(Ordering::Relaxed) == 0 && h.put.stage.load(Ordering::Relaxed) == 0
     }
 
     /// Takes the put lock; if its holder died, first recounts the spool.
@@ -300,6 +346,27 @@ impl Core {
     /// lock).
     fn repair_spool(&self) -> io::Result<()> {
         let h = self.h();
+        // A flush that wrote the staged bytes to the spool may have died before it published
+        // them: finish it (the recount below counts them).
+        let flushed = h.put.flush_to.load(Ordering::Relaxed);
+        if flushed != 0 {
+            h.put.tail.store(flushed, Ordering::Relaxed);
+            h.put.stage.store(0, Ordering::Relaxed);
+            h.put.flush_to.store(0, Ordering::Relaxed);
+        }
+        // A move of spool frames into the ring: if its ring tail was published (nobody
+        // changed the ring tail since, that needs this lock), the frames left the spool.
+        let moved = h.put.move_head.load(Ordering::Relaxed);
+        if moved != 0 {
+            if h.put.ring_tail.load(Ordering::Relaxed) == h.put.move_ring.load(Ordering::Relaxed) {
+                if moved == MOVED_STAGE {
+                    h.put.stage.store(0, Ordering::Relaxed);
+                } else {
+                    h.get.head.store(moved, Ordering::Relaxed);
+                }
+            }
+            h.put.move_head.store(0, Ordering::Relaxed);
+        }
         let (mut at, tail) = (
             h.get.head.load(Ordering::Relaxed),
             h.put.tail.load(Ordering::Relaxed),
@@ -365,9 +432,7 @@ impl Core {
     /// quarter of the ring). Put lock held.
     fn ring_fits(&self, frame: &[u8]) -> bool {
         let cap = self.ring_cap as u64;
-        cap != 0
-            && frame.len() as u64 <= cap / 4
-            && self.h().put.spool_count.load(Ordering::Relaxed) == 0
+        cap != 0 && frame.len() as u64 <= cap / 4 && self.overflow_empty()
     }
 
     /// Whether the ring has room for `frame` (or its words are damaged).
@@ -384,10 +449,7 @@ impl Core {
     fn ring_put(&self, frame: &[u8]) -> bool {
         let h = self.h();
         let cap = self.ring_cap as u64;
-        if cap == 0
-            || frame.len() as u64 > cap / 4
-            || h.put.spool_count.load(Ordering::Relaxed) != 0
-        {
+        if cap == 0 || frame.len() as u64 > cap / 4 || !self.overflow_empty() {
             return false;
         }
         let head = h.get.ring_head.load(Ordering::Acquire);
@@ -401,6 +463,91 @@ impl Core {
             .ring_tail
             .store(word_after(tail, frame.len() as u64), Ordering::Release);
         true
+    }
+
+    fn stage_ptr(&self) -> *mut u8 {
+        // SAFETY: the segment is RING_AT + ring_cap + STAGE long when ring_cap > 0.
+        unsafe { self.header.as_ptr().add(RING_AT + self.ring_cap) }
+    }
+
+    /// Appends `frame` to the spool's end, past anything already there. Put lock held.
+    fn spool_append(&self, frame: &[u8]) -> io::Result<()> {
+        let h = self.h();
+        let tail = h.put.tail.load(Ordering::Relaxed);
+        sys::spool_write_at(&self.spool, frame, tail)?;
+        h.put
+            .tail
+            .store(tail + frame.len() as u64, Ordering::Relaxed);
+        h.put.spool_count.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stores a frame that does not go into the ring: behind whatever overflowed before it.
+    /// Shm queues gather such frames in the staging area (shared memory, published with one
+    /// store) and move the area into the spool with one write when it is full, so a burst
+    /// that overflows the ring costs a system call per 64 KiB rather than per item. Put
+    /// lock held.
+    fn overflow_put(&self, frame: &[u8]) -> io::Result<()> {
+        if self.ring_cap == 0 {
+            return self.spool_append(frame);
+        }
+        let stage = &self.h().put.stage;
+        let mut w = stage.load(Ordering::Relaxed);
+        if word_pos(w) as usize + frame.len() > STAGE {
+            self.stage_flush()?;
+            w = 0;
+        }
+        if frame.len() > STAGE {
+            return self.spool_append(frame);
+        }
+        let at = word_pos(w) as usize;
+        // SAFETY: at + frame.len() <= STAGE (checked above, and w is 0 or was checked); the
+        // bytes past the published word are read by no one.
+        unsafe {
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), self.stage_ptr().add(at), frame.len());
+        }
+        stage.store(word_after(w, frame.len() as u64), Ordering::Release);
+        Ok(())
+    }
+
+    /// Moves the staging area's frames to the end of the spool. Put lock held (by a
+    /// producer whose frame does not fit, or by a consumer that found nothing older).
+    ///
+    /// The bytes are written first; `flush_to` then says they are there, so a holder dying
+    /// anywhere after it leaves the repair (see `repair_spool`) a consistent state to finish.
+    fn stage_flush(&self) -> io::Result<()> {
+        let h = self.h();
+        let w = h.put.stage.load(Ordering::Acquire);
+        let (n, k) = (word_pos(w), word_cnt(w));
+        if w == 0 {
+            return Ok(());
+        }
+        if n as usize > STAGE || k == 0 || k.saturating_mul(LEN as u64) > n {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a staging word {w:#x} for {STAGE} bytes"),
+            ));
+        }
+        let tail = h.put.tail.load(Ordering::Relaxed);
+        // SAFETY: n <= STAGE bytes of the staging area, which only the put-lock holder
+        // (us) changes.
+        let bytes = unsafe { std::slice::from_raw_parts(self.stage_ptr(), n as usize) };
+        sys::spool_write_at(&self.spool, bytes, tail)?;
+        h.put.flush_to.store(tail + n, Ordering::Relaxed);
+        h.put.tail.store(tail + n, Ordering::Relaxed);
+        // Counted in the spool before the stage empties: a lock-free look (`has_items`)
+        // never sees the items missing.
+        let total = u64::from(h.put.spool_count.load(Ordering::Relaxed)) + k;
+        let total = u32::try_from(total).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more than 2^32 items in the spool",
+            )
+        })?;
+        h.put.spool_count.store(total, Ordering::Release);
+        h.put.stage.store(0, Ordering::Release);
+        h.put.flush_to.store(0, Ordering::Release);
+        Ok(())
     }
 
     /// Appends `frame` (length prefix included), waiting for room in a bounded queue until
@@ -438,12 +585,7 @@ impl Core {
                 && spin_until(|| self.ring_room(frame), deadline.or(Some(far_future())))
                 && self.ring_put(frame));
         if !in_ring {
-            let tail = h.put.tail.load(Ordering::Relaxed);
-            sys::spool_write_at(&self.spool, frame, tail)?;
-            h.put
-                .tail
-                .store(tail + frame.len() as u64, Ordering::Relaxed);
-            h.put.spool_count.fetch_add(1, Ordering::Release);
+            self.overflow_put(frame)?;
         }
         if joinable {
             h.common.unfinished.fetch_add(1, Ordering::Relaxed);
@@ -522,7 +664,9 @@ impl Core {
                 return self.ring_take(head, tail, decode).map(Ok);
             }
         }
-        if h.put.spool_count.load(Ordering::Acquire) == 0 {
+        if h.put.spool_count.load(Ordering::Acquire) == 0
+            && h.put.stage.load(Ordering::Acquire) == 0
+        {
             return Ok(Err(decode));
         }
         // The spool: under the put lock too, so its offsets and count hold still.
@@ -537,7 +681,29 @@ impl Core {
             }
         }
         if h.put.spool_count.load(Ordering::Acquire) == 0 {
-            return Ok(Err(decode));
+            // Nothing older than the staged frames: move them into the empty ring (no
+            // system call; the producers then find the overflow empty and use the ring
+            // again), or to the spool if the ring is too small for them (one write).
+            if h.put.stage.load(Ordering::Acquire) == 0 {
+                return Ok(Err(decode));
+            }
+            if self.ring_cap != 0 && self.stage_to_ring()? {
+                drop(held);
+                let tail = h.put.ring_tail.load(Ordering::Acquire);
+                return self.ring_take(head, tail, decode).map(Ok);
+            }
+            self.stage_flush().map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => GetError::Corrupt(e.to_string()),
+                _ => GetError::Io(e),
+            })?;
+        }
+        // The ring is empty and holds still (both locks held): move a batch of the oldest
+        // frames into it, so the gets that follow take them at ring speed, without the put
+        // lock the producers want.
+        if self.ring_cap != 0 && self.spool_to_ring()? {
+            drop(held);
+            let tail = h.put.ring_tail.load(Ordering::Acquire);
+            return self.ring_take(head, tail, decode).map(Ok);
         }
         let buf = self.spool_take()?;
         drop(held);
@@ -587,20 +753,14 @@ impl Core {
         Ok(r)
     }
 
-    /// Reads and removes the frame at the spool's head. Both locks held, the spool holds
-    /// an item.
-    fn spool_take(&self) -> Result<Vec<u8>, GetError> {
-        let h = self.h();
-        let (head, tail) = (
-            h.get.head.load(Ordering::Relaxed),
-            h.put.tail.load(Ordering::Relaxed),
-        );
-        let Some(avail) = tail.checked_sub(head).filter(|a| *a >= LEN as u64) else {
-            return Err(GetError::Corrupt(format!(
-                "spool offsets {head}..{tail} hold no frame"
-            )));
-        };
-        let gen = h.get.spool_gen.load(Ordering::Acquire);
+    /// The read-ahead copy of the spool, holding at least a frame header at `head` (`avail`
+    /// bytes are stored from there). Both locks held.
+    fn spool_cache(
+        &self,
+        head: u64,
+        avail: u64,
+    ) -> Result<std::sync::MutexGuard<'_, SpoolCache>, GetError> {
+        let gen = self.h().get.spool_gen.load(Ordering::Acquire);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let cached = cache.gen == gen
             && head >= cache.start
@@ -619,6 +779,112 @@ impl Core {
                 )));
             }
         }
+        Ok(cache)
+    }
+
+    /// Moves the whole frames at the spool's head that are in the read-ahead copy (up to a
+    /// ring's worth, none larger than a ring item may be) into the empty ring. Both locks
+    /// held, the ring empty, the spool holding an item. Returns whether it moved any.
+    ///
+    /// The frames are copied past the ring's tail (invisible), `move_head`/`move_ring` say
+    /// what the move will publish, the ring tail word publishes them, then the spool's head
+    /// and count drop them and the mark is cleared: a holder dying before the ring store
+    /// leaves the spool as it was, after it the repair drops the moved frames from the spool.
+    fn spool_to_ring(&self) -> Result<bool, GetError> {
+        let h = self.h();
+        let (head, tail) = (
+            h.get.head.load(Ordering::Relaxed),
+            h.put.tail.load(Ordering::Relaxed),
+        );
+        let Some(avail) = tail.checked_sub(head).filter(|a| *a >= LEN as u64) else {
+            return Err(GetError::Corrupt(format!(
+                "spool offsets {head}..{tail} hold no frame"
+            )));
+        };
+        let cache = self.spool_cache(head, avail)?;
+        let start = (head - cache.start) as usize;
+        let end = cache.bytes.len().min(start + avail as usize);
+        let (cap, max_item) = (self.ring_cap, self.ring_cap / 4);
+        let (mut at, mut frames) = (start, 0u64);
+        while at + LEN <= end && at - start < cap {
+            let len = u64::from_le_bytes(cache.bytes[at..at + LEN].try_into().expect("8 bytes"));
+            let next = (at + LEN).saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+            if (LEN as u64).saturating_add(len) > max_item as u64
+                || next > end
+                || next - start > cap
+            {
+                break;
+            }
+            at = next;
+            frames += 1;
+        }
+        if frames == 0 {
+            return Ok(false);
+        }
+        let bytes = (at - start) as u64;
+        let ring_tail = h.put.ring_tail.load(Ordering::Relaxed);
+        self.ring_write(word_pos(ring_tail), &cache.bytes[start..at]);
+        drop(cache);
+        let new_tail = (((word_cnt(ring_tail) + frames) & CNT_MASK) << POS_BITS)
+            | (ring_tail.wrapping_add(bytes) & POS_MASK);
+        let new_head = head + bytes;
+        h.put.move_ring.store(new_tail, Ordering::Relaxed);
+        h.put.move_head.store(new_head, Ordering::Relaxed);
+        h.put.ring_tail.store(new_tail, Ordering::Release);
+        h.get.head.store(new_head, Ordering::Relaxed);
+        let count = u64::from(h.put.spool_count.load(Ordering::Relaxed));
+        h.put
+            .spool_count
+            .store(count.saturating_sub(frames) as u32, Ordering::Release);
+        self.reclaim(new_head, tail)?;
+        h.put.move_head.store(0, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Moves the staged frames into the empty ring if they fit. Both locks held, the ring
+    /// and the spool empty, the staging area not. Returns whether it moved them. Published
+    /// like `spool_to_ring`, with `move_head` = `MOVED_STAGE`.
+    fn stage_to_ring(&self) -> Result<bool, GetError> {
+        let h = self.h();
+        let w = h.put.stage.load(Ordering::Acquire);
+        let (n, k) = (word_pos(w), word_cnt(w));
+        if n as usize > STAGE || k == 0 || k.saturating_mul(LEN as u64) > n {
+            return Err(GetError::Corrupt(format!(
+                "a staging word {w:#x} for {STAGE} bytes"
+            )));
+        }
+        if n as usize > self.ring_cap {
+            return Ok(false);
+        }
+        // SAFETY: n <= STAGE bytes of the staging area, which changes only under the put
+        // lock (held).
+        let bytes = unsafe { std::slice::from_raw_parts(self.stage_ptr(), n as usize) };
+        let ring_tail = h.put.ring_tail.load(Ordering::Relaxed);
+        self.ring_write(word_pos(ring_tail), bytes);
+        let new_tail = (((word_cnt(ring_tail) + k) & CNT_MASK) << POS_BITS)
+            | (ring_tail.wrapping_add(n) & POS_MASK);
+        h.put.move_ring.store(new_tail, Ordering::Relaxed);
+        h.put.move_head.store(MOVED_STAGE, Ordering::Relaxed);
+        h.put.ring_tail.store(new_tail, Ordering::Release);
+        h.put.stage.store(0, Ordering::Release);
+        h.put.move_head.store(0, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Reads and removes the frame at the spool's head. Both locks held, the spool holds
+    /// an item.
+    fn spool_take(&self) -> Result<Vec<u8>, GetError> {
+        let h = self.h();
+        let (head, tail) = (
+            h.get.head.load(Ordering::Relaxed),
+            h.put.tail.load(Ordering::Relaxed),
+        );
+        let Some(avail) = tail.checked_sub(head).filter(|a| *a >= LEN as u64) else {
+            return Err(GetError::Corrupt(format!(
+                "spool offsets {head}..{tail} hold no frame"
+            )));
+        };
+        let cache = self.spool_cache(head, avail)?;
         let at = (head - cache.start) as usize;
         let len = u64::from_le_bytes(cache.bytes[at..at + LEN].try_into().expect("8 bytes"));
         if len > avail - LEN as u64 {
@@ -735,8 +1001,14 @@ impl<'de> Deserialize<'de> for Core {
         if header.len() < std::mem::size_of::<Header>() {
             return Err(D::Error::custom("a queue header segment is too small"));
         }
-        let ring_cap = header.len().saturating_sub(RING_AT);
-        let ring_cap = if header.len() <= RING_AT { 0 } else { ring_cap };
+        let ring_cap = if header.len() <= RING_AT {
+            0
+        } else {
+            header.len().saturating_sub(RING_AT + STAGE)
+        };
+        if header.len() > RING_AT && ring_cap == 0 {
+            return Err(D::Error::custom("a queue header segment of a bad size"));
+        }
         if ring_cap != 0 && !ring_cap.is_power_of_two() {
             return Err(D::Error::custom(
                 "a queue ring of a size that is not a power of two",
@@ -748,5 +1020,258 @@ impl<'de> Deserialize<'de> for Core {
             ring_cap,
             cache: Default::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn put<T: Serialize>(c: &Core, v: &T) {
+        with_frame(v, |f| c.put(f, None, false)).unwrap().unwrap();
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(c: &Core) -> T {
+        let soon = Some(Instant::now() + Duration::from_secs(1));
+        c.get(soon, |b| postcard::from_bytes::<T>(b).unwrap())
+            .unwrap()
+    }
+
+    fn overflow_empty_and_idle(c: &Core) -> bool {
+        let h = c.h();
+        c.overflow_empty() && h.put.flush_to.load(Ordering::Relaxed) == 0
+    }
+
+    #[test]
+    fn an_overflowing_burst_keeps_fifo_through_ring_stage_and_spool() {
+        // A small ring: the burst goes ring -> staging area -> spool, many flushes.
+        let c = Core::new(0, 4096).unwrap();
+        let n = 60_000u32;
+        let mut next = 0u32;
+        for i in 0..n {
+            put(&c, &i);
+            if i % 7 == 0 {
+                assert_eq!(get::<u32>(&c), next);
+                next += 1;
+            }
+        }
+        assert_eq!(c.qsize() as u32, n - next);
+        while next < n {
+            assert_eq!(get::<u32>(&c), next);
+            next += 1;
+        }
+        assert_eq!(c.qsize(), 0);
+        assert!(overflow_empty_and_idle(&c));
+        // Drained: the next item goes into the ring again.
+        put(&c, &5u32);
+        assert!(c.overflow_empty() && c.ring_items() == 1);
+        assert_eq!(get::<u32>(&c), 5);
+    }
+
+    #[test]
+    fn items_larger_than_the_staging_area_keep_their_place() {
+        let c = Core::new(0, 4096).unwrap();
+        let sizes = [10usize, 3000, 70_000, 5, 200_000, 900, 1, 65_536, 65_520, 2];
+        for round in 0..3u8 {
+            for (i, &n) in sizes.iter().enumerate() {
+                put(&c, &vec![round.wrapping_mul(31).wrapping_add(i as u8); n]);
+            }
+        }
+        for round in 0..3u8 {
+            for (i, &n) in sizes.iter().enumerate() {
+                let v: Vec<u8> = get(&c);
+                assert_eq!(v.len(), n);
+                assert!(v
+                    .iter()
+                    .all(|&b| b == round.wrapping_mul(31).wrapping_add(i as u8)));
+            }
+        }
+        assert_eq!(c.qsize(), 0);
+    }
+
+    /// Stages `n` items behind a full ring; returns the staged byte count.
+    fn stage_some(c: &Core, n: u32) -> u64 {
+        for i in 0..n {
+            put(c, &i);
+        }
+        let w = c.h().put.stage.load(Ordering::Relaxed);
+        assert!(w != 0 && c.h().put.spool_count.load(Ordering::Relaxed) == 0);
+        word_pos(w)
+    }
+
+    #[test]
+    fn a_flush_cut_short_after_its_write_is_finished_by_the_repair() {
+        let c = Core::new(0, 4096).unwrap();
+        let staged = stage_some(&c, 2000);
+        // A holder that wrote the staged bytes to the spool, marked it, published the tail
+        // and died before the count and the staging word.
+        let h = c.h();
+        let tail = h.put.tail.load(Ordering::Relaxed);
+        // SAFETY: the staged bytes are inside the staging area.
+        let bytes = unsafe { std::slice::from_raw_parts(c.stage_ptr(), staged as usize) };
+        sys::spool_write_at(&c.spool, bytes, tail).unwrap();
+        h.put.flush_to.store(tail + staged, Ordering::Relaxed);
+        h.put.tail.store(tail + staged, Ordering::Relaxed);
+        c.repair_spool().unwrap();
+        assert_eq!(c.qsize(), 2000);
+        for i in 0..2000u32 {
+            assert_eq!(get::<u32>(&c), i);
+        }
+        assert_eq!(c.qsize(), 0);
+        assert!(overflow_empty_and_idle(&c));
+    }
+
+    #[test]
+    fn a_flush_cut_short_before_its_mark_leaves_the_items_staged() {
+        let c = Core::new(0, 4096).unwrap();
+        stage_some(&c, 2000);
+        // A holder died in the middle of the write: junk past the spool's tail.
+        let tail = c.h().put.tail.load(Ordering::Relaxed);
+        sys::spool_write_at(&c.spool, &[0xee; 300], tail).unwrap();
+        c.repair_spool().unwrap();
+        assert_eq!(c.qsize(), 2000);
+        for i in 0..2000u32 {
+            assert_eq!(get::<u32>(&c), i);
+        }
+        assert_eq!(c.qsize(), 0);
+    }
+
+    /// Puts `n` items behind a full ring, drains the ring and moves the staged items to the
+    /// spool; returns how many items were taken.
+    fn spool_some(c: &Core, n: u32) -> u32 {
+        stage_some(c, n);
+        let mut next = 0u32;
+        while c.ring_items() > 0 {
+            assert_eq!(get::<u32>(c), next);
+            next += 1;
+        }
+        c.stage_flush().unwrap();
+        assert!(c.h().put.spool_count.load(Ordering::Relaxed) > 0);
+        next
+    }
+
+    #[test]
+    fn a_move_to_the_ring_cut_short_after_its_publication_is_finished_by_the_repair() {
+        let c = Core::new(0, 4096).unwrap();
+        let next = spool_some(&c, 2000);
+        let h = c.h();
+        let (head, count) = (
+            h.get.head.load(Ordering::Relaxed),
+            h.put.spool_count.load(Ordering::Relaxed),
+        );
+        assert!(c.spool_to_ring().unwrap());
+        // Undo what came after the ring's publication: as if the mover died right there.
+        let moved_to = h.get.head.load(Ordering::Relaxed);
+        h.put
+            .move_ring
+            .store(h.put.ring_tail.load(Ordering::Relaxed), Ordering::Relaxed);
+        h.put.move_head.store(moved_to, Ordering::Relaxed);
+        h.get.head.store(head, Ordering::Relaxed);
+        h.put.tail.store(
+            h.put.tail.load(Ordering::Relaxed).max(head),
+            Ordering::Relaxed,
+        );
+        h.put.spool_count.store(count, Ordering::Relaxed);
+        c.repair_spool().unwrap();
+        assert_eq!(c.qsize() as u32, 2000 - next);
+        for i in next..2000 {
+            assert_eq!(get::<u32>(&c), i);
+        }
+        assert_eq!(c.qsize(), 0);
+    }
+
+    #[test]
+    fn a_move_to_the_ring_cut_short_before_its_publication_leaves_the_spool() {
+        let c = Core::new(0, 4096).unwrap();
+        let next = spool_some(&c, 2000);
+        let h = c.h();
+        // A mover that marked its move and died before publishing the ring tail.
+        let ring_tail = h.put.ring_tail.load(Ordering::Relaxed);
+        h.put
+            .move_ring
+            .store(word_after(ring_tail, 40), Ordering::Relaxed);
+        h.put
+            .move_head
+            .store(h.get.head.load(Ordering::Relaxed) + 40, Ordering::Relaxed);
+        c.repair_spool().unwrap();
+        assert_eq!(c.qsize() as u32, 2000 - next);
+        for i in next..2000 {
+            assert_eq!(get::<u32>(&c), i);
+        }
+        assert_eq!(c.qsize(), 0);
+        assert!(overflow_empty_and_idle(&c));
+    }
+
+    /// A queue whose ring holds the staging area: `n` items staged behind a full ring, the
+    /// ring then drained. Returns how many items were taken.
+    fn staged_behind_an_empty_ring(c: &Core, n: u32) -> u32 {
+        let mut next = 0u32;
+        for i in 0..n {
+            put(c, &i);
+        }
+        assert!(c.h().put.stage.load(Ordering::Relaxed) != 0);
+        while c.ring_items() > 0 {
+            assert_eq!(get::<u32>(c), next);
+            next += 1;
+        }
+        next
+    }
+
+    #[test]
+    fn a_stage_move_cut_short_after_its_publication_is_finished_by_the_repair() {
+        let c = Core::new(0, 64 << 10).unwrap();
+        let next = staged_behind_an_empty_ring(&c, 8000);
+        let h = c.h();
+        let stage = h.put.stage.load(Ordering::Relaxed);
+        assert!(c.stage_to_ring().unwrap());
+        // As if the mover died right after publishing the ring tail.
+        h.put
+            .move_ring
+            .store(h.put.ring_tail.load(Ordering::Relaxed), Ordering::Relaxed);
+        h.put.move_head.store(MOVED_STAGE, Ordering::Relaxed);
+        h.put.stage.store(stage, Ordering::Relaxed);
+        c.repair_spool().unwrap();
+        assert_eq!(c.qsize() as u32, 8000 - next);
+        for i in next..8000 {
+            assert_eq!(get::<u32>(&c), i);
+        }
+        assert_eq!(c.qsize(), 0);
+        assert!(overflow_empty_and_idle(&c));
+    }
+
+    #[test]
+    fn a_stage_move_cut_short_before_its_publication_leaves_the_stage() {
+        let c = Core::new(0, 64 << 10).unwrap();
+        let next = staged_behind_an_empty_ring(&c, 8000);
+        let h = c.h();
+        let ring_tail = h.put.ring_tail.load(Ordering::Relaxed);
+        h.put
+            .move_ring
+            .store(word_after(ring_tail, 40), Ordering::Relaxed);
+        h.put.move_head.store(MOVED_STAGE, Ordering::Relaxed);
+        c.repair_spool().unwrap();
+        assert_eq!(c.qsize() as u32, 8000 - next);
+        for i in next..8000 {
+            assert_eq!(get::<u32>(&c), i);
+        }
+        assert_eq!(c.qsize(), 0);
+        assert!(overflow_empty_and_idle(&c));
+    }
+
+    #[test]
+    fn a_damaged_staging_word_is_an_error_not_a_panic() {
+        let c = Core::new(0, 4096).unwrap();
+        stage_some(&c, 2000);
+        // Drain the ring, then scribble the staging word.
+        while c.ring_items() > 0 {
+            let _: u32 = get(&c);
+        }
+        c.h().put.stage.store(u64::MAX, Ordering::Relaxed);
+        let soon = Some(Instant::now() + Duration::from_millis(100));
+        assert!(matches!(c.get(soon, |_| ()), Err(GetError::Corrupt(_))));
+        assert!(with_frame(&1u32, |f| c.put(f, None, false))
+            .unwrap()
+            .is_err());
     }
 }
