@@ -363,3 +363,127 @@ fn a_process_killed_while_using_the_queue_does_not_break_it() {
         assert!(seen.iter().all(|v| [1, 2, 3].contains(v)), "{seen:?}");
     });
 }
+
+/// A consumer that blocks in `get` on an empty queue until it is shut down, then checks
+/// that every operation says so from this process too.
+fn blocked_getter_sees_shutdown(arg: (JoinableQueue<u32>, mp_core::Writer<String>)) {
+    let (q, report) = arg;
+    let got = q.get_timeout(SECS);
+    let after = (
+        matches!(q.put(1), Err(PutError::ShutDown(1))),
+        matches!(q.put_nowait(1), Err(PutError::ShutDown(1))),
+        matches!(q.get_nowait(), Err(GetError::ShutDown)),
+    );
+    report.send(&format!("{got:?} {after:?}")).unwrap();
+}
+
+/// QUEUE-11: shutting down an empty queue wakes a getter blocked in another process with
+/// ShutDown; afterwards put and get fail with ShutDown everywhere; size stays 0; a joiner
+/// returns.
+#[test]
+fn queue_11_shutdown_empty() {
+    for_each_context(30, |ctx| {
+        let q = JoinableQueue::<u32>::new().unwrap();
+        let (rx, tx) = mp_core::pipe_oneway::<String>().unwrap();
+        let mut p = ctx.process(blocked_getter_sees_shutdown, (q.clone(), tx));
+        p.start().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(q.shutdown(false).unwrap(), 0);
+        let said = rx.recv_timeout(SECS).unwrap();
+        assert_eq!(said, "Err(ShutDown) (true, true, true)");
+        p.join().unwrap();
+        assert!(q.is_shut_down());
+        assert_eq!(q.qsize(), 0);
+        assert!(matches!(q.put_nowait(3), Err(PutError::ShutDown(3))));
+        assert!(matches!(q.get_timeout(SECS), Err(GetError::ShutDown)));
+        immediate("join after shutdown", || q.join().unwrap());
+    });
+}
+
+fn take_one(arg: (JoinableQueue<u32>, mp_core::Writer<u32>)) {
+    let v = arg.0.get_timeout(SECS).unwrap();
+    arg.1.send(&v).unwrap();
+    assert!(matches!(arg.0.get_nowait(), Err(GetError::ShutDown)));
+}
+
+/// QUEUE-12: a graceful shutdown keeps what is queued: size 1, another process can still
+/// take it; then put and get fail; a joiner waits for the outstanding task_done.
+#[test]
+fn queue_12_shutdown_nonempty() {
+    for_each_context(30, |ctx| {
+        let q = JoinableQueue::<u32>::new().unwrap();
+        q.put(7).unwrap();
+        q.shutdown(false).unwrap();
+        assert_eq!(q.qsize(), 1);
+        let (rx, tx) = mp_core::pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(take_one, (q.clone(), tx));
+        p.start().unwrap();
+        assert_eq!(rx.recv_timeout(SECS).unwrap(), 7);
+        p.join().unwrap();
+        assert!(matches!(q.put(8), Err(PutError::ShutDown(8))));
+        assert!(matches!(q.get_nowait(), Err(GetError::ShutDown)));
+        // The item was taken, not yet marked done: a joiner waits for it.
+        assert!(matches!(
+            q.join_timeout(Duration::from_millis(200)),
+            Err(QueueError::Timeout)
+        ));
+        q.task_done().unwrap();
+        immediate("join once done", || q.join().unwrap());
+    });
+}
+
+/// QUEUE-13: an immediate shutdown discards what is queued (size 0); joiners are released,
+/// except for an item already taken and not yet done; a further task_done is an error.
+#[test]
+fn queue_13_shutdown_immediate() {
+    bounded(30, || {
+        let q = JoinableQueue::<u32>::new().unwrap();
+        for i in 0..4 {
+            q.put(i).unwrap();
+        }
+        assert_eq!(q.get().unwrap(), 0); // taken, not done
+        let joiner = {
+            let q = q.clone();
+            std::thread::spawn(move || q.join_timeout(SECS))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(q.shutdown(true).unwrap(), 3);
+        assert_eq!(q.qsize(), 0);
+        assert!(matches!(q.get_nowait(), Err(GetError::ShutDown)));
+        assert!(matches!(q.put(9), Err(PutError::ShutDown(9))));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!joiner.is_finished(), "the joiner waits for the taken item");
+        q.task_done().unwrap();
+        joiner.join().unwrap().unwrap();
+        assert!(matches!(
+            q.task_done(),
+            Err(QueueError::TaskDoneTooManyTimes)
+        ));
+
+        // A plain queue too, with a getter blocked in a thread.
+        let q = Queue::<u32>::new().unwrap();
+        let getter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.get_timeout(SECS))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        q.shutdown(true).unwrap();
+        assert!(matches!(getter.join().unwrap(), Err(GetError::ShutDown)));
+        // A putter blocked on a full bounded queue wakes too.
+        let q = Queue::<u32>::bounded(1).unwrap();
+        q.put(1).unwrap();
+        let putter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.put_timeout(2, SECS))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        q.shutdown(false).unwrap();
+        assert!(matches!(putter.join().unwrap(), Err(PutError::ShutDown(2))));
+        assert_eq!(q.get().unwrap(), 1);
+
+        let s = SimpleQueue::<u32>::new().unwrap();
+        s.put(1).unwrap();
+        assert_eq!(s.shutdown(true).unwrap(), 1);
+        assert!(s.empty());
+    });
+}

@@ -136,6 +136,8 @@ struct Common {
     unfinished: AtomicU32,
     /// Bumped when `unfinished` reaches zero (joiners sleep on it).
     done_seq: AtomicU32,
+    /// Non-zero once `shutdown` was called, by any process.
+    shut: AtomicU32,
 }
 
 #[repr(C)]
@@ -560,9 +562,15 @@ impl Core {
     ) -> Result<(), QueueError> {
         let h = self.h();
         let held = loop {
+            if self.is_shut_down() {
+                return Err(QueueError::ShutDown);
+            }
             let Some(held) = self.lock_put(deadline)? else {
                 return Err(QueueError::Full);
             };
+            if self.is_shut_down() {
+                return Err(QueueError::ShutDown);
+            }
             let max = u64::from(h.common.maxsize.load(Ordering::Relaxed));
             if max == 0 || self.count() < max {
                 break held;
@@ -571,7 +579,9 @@ impl Core {
             h.get.putters_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let seq = h.get.get_seq.load(Ordering::Acquire);
-            let in_time = self.count() < max || futex::wait_until(&h.get.get_seq, seq, deadline);
+            let in_time = self.count() < max
+                || self.is_shut_down()
+                || futex::wait_until(&h.get.get_seq, seq, deadline);
             h.get.putters_waiting.fetch_sub(1, Ordering::Relaxed);
             if !in_time {
                 return Err(QueueError::Full);
@@ -627,15 +637,21 @@ impl Core {
                 }
                 continue;
             }
+            // After a shutdown, what is queued can still be taken; then nothing more comes.
+            if self.is_shut_down() {
+                return Err(GetError::ShutDown);
+            }
             // A producer that is busy putting usually delivers within microseconds: look
             // for a while before paying for a sleep and a wake-up.
-            if spin_until(|| self.has_items(), deadline) {
+            if spin_until(|| self.has_items() || self.is_shut_down(), deadline) {
                 continue;
             }
             h.put.getters_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let seq = h.put.put_seq.load(Ordering::Acquire);
-            let in_time = self.has_items() || futex::wait_until(&h.put.put_seq, seq, deadline);
+            let in_time = self.has_items()
+                || self.is_shut_down()
+                || futex::wait_until(&h.put.put_seq, seq, deadline);
             h.put.getters_waiting.fetch_sub(1, Ordering::Relaxed);
             if !in_time {
                 return Err(GetError::Empty);
@@ -960,6 +976,36 @@ impl Core {
             futex::wake(&h.done_seq, u32::MAX);
         }
         Ok(())
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called, here or in another process.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.h().common.shut.load(Ordering::Acquire) != 0
+    }
+
+    /// Python's `Queue.shutdown(immediate)`: from now on `put` fails with `ShutDown`, and
+    /// `get` too once the queue is empty; every waiter wakes. `immediate` also discards
+    /// what is queued, marking each discarded item done if `joinable` (so joiners wait only
+    /// for items already taken). Returns how many items were discarded.
+    pub(crate) fn shutdown(&self, immediate: bool, joinable: bool) -> usize {
+        let h = self.h();
+        h.common.shut.store(1, Ordering::SeqCst);
+        let mut discarded = 0;
+        if immediate {
+            // Items taken by other consumers meanwhile are theirs; what is left goes.
+            while self.get(Some(Instant::now()), |_: &[u8]| ()).is_ok() {
+                discarded += 1;
+                if joinable {
+                    let _ = self.task_done();
+                }
+            }
+        }
+        fence(Ordering::SeqCst);
+        h.put.put_seq.fetch_add(1, Ordering::Release);
+        futex::wake(&h.put.put_seq, u32::MAX);
+        h.get.get_seq.fetch_add(1, Ordering::Release);
+        futex::wake(&h.get.get_seq, u32::MAX);
+        discarded
     }
 
     /// Waits until every item put has been marked done, until `deadline`.

@@ -37,6 +37,9 @@ pub enum PutError<T> {
     /// This handle was closed.
     #[error("the queue is closed")]
     Closed(T),
+    /// The queue was shut down (Python: `queue.ShutDown`).
+    #[error("the queue was shut down")]
+    ShutDown(T),
     /// The item could not be serialized; nothing was queued.
     #[error("could not serialize the item: {1}")]
     Encode(T, postcard::Error),
@@ -49,7 +52,11 @@ impl<T> PutError<T> {
     /// The item that was not queued.
     pub fn into_inner(self) -> T {
         match self {
-            Self::Full(t) | Self::Closed(t) | Self::Encode(t, _) | Self::Io(t, _) => t,
+            Self::Full(t)
+            | Self::Closed(t)
+            | Self::ShutDown(t)
+            | Self::Encode(t, _)
+            | Self::Io(t, _) => t,
         }
     }
 }
@@ -63,6 +70,9 @@ pub enum GetError {
     /// This handle was closed.
     #[error("the queue is closed")]
     Closed,
+    /// The queue was shut down and is empty (Python: `queue.ShutDown`).
+    #[error("the queue was shut down")]
+    ShutDown,
     /// An item was taken but is not a valid `T`; it is consumed, the queue goes on.
     #[error("could not decode the item: {0}")]
     Decode(postcard::Error),
@@ -89,6 +99,9 @@ pub enum QueueError {
     /// `join` timed out.
     #[error("timed out")]
     Timeout,
+    /// The queue was shut down.
+    #[error("the queue was shut down")]
+    ShutDown,
     /// I/O error on the queue's storage.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -144,6 +157,7 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
         match put {
             Ok(()) => Ok(()),
             Err(QueueError::Io(e)) => Err(PutError::Io(item, e)),
+            Err(QueueError::ShutDown) => Err(PutError::ShutDown(item)),
             Err(_) => Err(PutError::Full(item)),
         }
     }
@@ -221,6 +235,31 @@ macro_rules! queue_methods {
             /// Whether [`close`](Self::close) was called on this handle.
             pub fn is_closed(&self) -> bool {
                 self.handle.core.is_none()
+            }
+
+            /// Shuts the queue down for every handle, in every process (Python 3.13's
+            /// `shutdown(immediate)`): `put` then fails with `ShutDown`, and `get` too once
+            /// the queue is empty; blocked callers wake. `immediate` discards what is queued
+            /// (a joinable queue counts each discarded item done). Returns how many items
+            /// were discarded.
+            ///
+            /// ```
+            /// use mp_core::{GetError, PutError};
+            #[doc = concat!("let q = mp_core::", stringify!($ty), "::<u8>::new().unwrap();")]
+            /// q.put(1).unwrap();
+            /// q.shutdown(false).unwrap();
+            /// assert!(matches!(q.put(2), Err(PutError::ShutDown(2))));
+            /// assert_eq!(q.get().unwrap(), 1); // what was queued can still be taken
+            /// assert!(matches!(q.get(), Err(GetError::ShutDown)));
+            /// ```
+            pub fn shutdown(&self, immediate: bool) -> Result<usize, QueueError> {
+                let core = self.handle.core().ok_or(QueueError::Closed)?;
+                Ok(core.shutdown(immediate, $joinable))
+            }
+
+            /// Whether the queue was shut down (by any handle, in any process).
+            pub fn is_shut_down(&self) -> bool {
+                self.handle.core().is_some_and(Core::is_shut_down)
             }
         }
 
