@@ -301,8 +301,9 @@ fn test_windows(rest: &[String]) -> Result<()> {
     // the PATH offers (a rustup toolchain of another version refuses the std it built).
     // There is no cargo inside Wine, so the examples are built first for tests/examples.rs.
     // One run per backend; each backend crate's own tests run with its backend.
+    // Every backend runs even if an earlier one failed; the exit status says if any did.
     let mut script = String::from(
-        r#"source "$1" && { [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; true; }"#,
+        r#"source "$1" || exit 1; [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; failed="""#,
     );
     for b in &backends {
         let features = format!("--no-default-features --features mp-core/{b}");
@@ -312,11 +313,13 @@ fn test_windows(rest: &[String]) -> Result<()> {
             _ => "",
         };
         script.push_str(&format!(
-            " && echo '==== backend {b} (Windows, Wine) ====' \
-             && wcargo build -q -p mp-core {features} --examples \
-             && MP_EXAMPLES_PREBUILT=1 wcargo test -p mp-core{own} {features}{quoted_extra}"
+            "; echo '==== backend {b} (Windows, Wine) ====' \
+             ; {{ wcargo build -q -p mp-core {features} --examples \
+             && MP_EXAMPLES_PREBUILT=1 wcargo test -p mp-core{own} {features}{quoted_extra}; }} \
+             || failed=\"$failed {b}\""
         ));
     }
+    script.push_str(r#"; [ -z "$failed" ] || { echo "test-windows: failed:$failed"; exit 1; }"#);
     let mut cmd = Command::new("bash");
     cmd.current_dir(root())
         .args(["-c", &script, "xtask-test-windows"])
