@@ -267,3 +267,48 @@ fn serialized_handles_are_tickets_valid_once_in_this_process() {
         );
     });
 }
+
+/// QUEUE-11/12/13 on threads: shutdown wakes blocked getters and putters, keeps or
+/// discards what is queued, and a joinable queue counts discarded items done.
+#[test]
+fn queue_shutdown_on_threads() {
+    use mp_core::{PutError, QueueError};
+    bounded(30, || {
+        let q = Queue::<u32>::new().unwrap();
+        let getter = {
+            let q = q.clone();
+            std::thread::spawn(move || q.get_timeout(Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(q.shutdown(false).unwrap(), 0);
+        assert!(matches!(getter.join().unwrap(), Err(GetError::ShutDown)));
+        assert!(q.is_shut_down());
+        assert!(matches!(q.put(1), Err(PutError::ShutDown(1))));
+
+        let full = Queue::<u32>::bounded(1).unwrap();
+        full.put(1).unwrap();
+        let putter = {
+            let q = full.clone();
+            std::thread::spawn(move || q.put_timeout(2, Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        full.shutdown(false).unwrap();
+        assert!(matches!(putter.join().unwrap(), Err(PutError::ShutDown(2))));
+        assert_eq!(full.get().unwrap(), 1); // kept by a graceful shutdown
+        assert!(matches!(full.get_nowait(), Err(GetError::ShutDown)));
+
+        let jq = JoinableQueue::<u32>::new().unwrap();
+        for i in 0..3 {
+            jq.put(i).unwrap();
+        }
+        assert_eq!(jq.get().unwrap(), 0);
+        assert_eq!(jq.shutdown(true).unwrap(), 2);
+        assert_eq!(jq.qsize(), 0);
+        assert!(matches!(
+            jq.join_timeout(Duration::from_millis(100)),
+            Err(QueueError::Timeout)
+        ));
+        jq.task_done().unwrap();
+        immediate("join once the taken item is done", || jq.join().unwrap());
+    });
+}

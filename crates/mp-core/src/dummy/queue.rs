@@ -4,7 +4,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::queue::{GetError, PutError, QueueError};
@@ -16,6 +16,10 @@ struct Core<T> {
     /// Items put on a joinable queue and not yet marked done.
     unfinished: Mutex<u32>,
     all_done: Condvar,
+    /// Dropped by `shutdown`: `stopped` then reports disconnection, which wakes every
+    /// blocked `put` and `get` (they wait on it beside the items channel).
+    stop: Mutex<Option<Sender<()>>>,
+    stopped: Receiver<()>,
 }
 
 impl<T> Core<T> {
@@ -25,12 +29,15 @@ impl<T> Core<T> {
         } else {
             crossbeam_channel::bounded(maxsize as usize)
         };
+        let (stop, stopped) = crossbeam_channel::bounded(0);
         Arc::new(Self {
             tx,
             rx,
             maxsize,
             unfinished: Mutex::new(0),
             all_done: Condvar::new(),
+            stop: Mutex::new(Some(stop)),
+            stopped,
         })
     }
 
@@ -38,22 +45,60 @@ impl<T> Core<T> {
         self.unfinished.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn is_shut_down(&self) -> bool {
+        self.stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
+    /// See [`crate::Queue::shutdown`]; returns how many items were discarded.
+    fn shutdown(&self, immediate: bool, joinable: bool) -> usize {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut discarded = 0;
+        while immediate && self.rx.try_recv().is_ok() {
+            discarded += 1;
+            if joinable {
+                let _ = self.task_done();
+            }
+        }
+        discarded
+    }
+
     /// `None`: wait for room; `Some(d)`: until `d` (a past `d`: only if there is room now).
     fn put(&self, item: T, deadline: Option<Instant>, joinable: bool) -> Result<(), PutError<T>> {
+        if self.is_shut_down() {
+            return Err(PutError::ShutDown(item));
+        }
         if joinable {
             // Counted before it is visible, so a quick consumer's task_done finds it.
             *self.unfinished() += 1;
         }
         let r = match deadline {
-            None => self.tx.send(item).map_err(|e| PutError::Closed(e.0)),
             Some(d) if d <= Instant::now() => self.tx.try_send(item).map_err(|e| match e {
                 TrySendError::Full(t) => PutError::Full(t),
                 TrySendError::Disconnected(t) => PutError::Closed(t),
             }),
-            Some(d) => self.tx.send_deadline(item, d).map_err(|e| match e {
-                SendTimeoutError::Timeout(t) => PutError::Full(t),
-                SendTimeoutError::Disconnected(t) => PutError::Closed(t),
-            }),
+            _ => {
+                let mut sel = Select::new();
+                let send = sel.send(&self.tx);
+                let stop = sel.recv(&self.stopped);
+                let op = match deadline {
+                    None => Ok(sel.select()),
+                    Some(d) => sel.select_deadline(d),
+                };
+                match op {
+                    Err(_) => Err(PutError::Full(item)),
+                    Ok(op) if op.index() == send => op
+                        .send(&self.tx, item)
+                        .map_err(|e| PutError::Closed(e.into_inner())),
+                    Ok(op) => {
+                        debug_assert_eq!(op.index(), stop);
+                        let _ = op.recv(&self.stopped);
+                        Err(PutError::ShutDown(item))
+                    }
+                }
+            }
         };
         if r.is_err() && joinable {
             self.task_done().ok();
@@ -62,17 +107,31 @@ impl<T> Core<T> {
     }
 
     fn get(&self, deadline: Option<Instant>) -> Result<T, GetError> {
-        // The core holds a sender itself, so the channel never disconnects.
-        match deadline {
-            None => self.rx.recv().map_err(|_| GetError::Closed),
-            Some(d) if d <= Instant::now() => self.rx.try_recv().map_err(|e| match e {
-                crossbeam_channel::TryRecvError::Empty => GetError::Empty,
-                crossbeam_channel::TryRecvError::Disconnected => GetError::Closed,
-            }),
-            Some(d) => self.rx.recv_deadline(d).map_err(|e| match e {
-                crossbeam_channel::RecvTimeoutError::Timeout => GetError::Empty,
-                crossbeam_channel::RecvTimeoutError::Disconnected => GetError::Closed,
-            }),
+        // The core holds a sender itself, so the items channel never disconnects; after a
+        // shutdown, what is queued can still be taken.
+        if let Ok(item) = self.rx.try_recv() {
+            return Ok(item);
+        }
+        if self.is_shut_down() {
+            return Err(GetError::ShutDown);
+        }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(GetError::Empty);
+        }
+        let mut sel = Select::new();
+        let items = sel.recv(&self.rx);
+        sel.recv(&self.stopped);
+        let op = match deadline {
+            None => Ok(sel.select()),
+            Some(d) => sel.select_deadline(d),
+        };
+        match op {
+            Err(_) => Err(GetError::Empty),
+            Ok(op) if op.index() == items => op.recv(&self.rx).map_err(|_| GetError::Closed),
+            Ok(op) => {
+                let _ = op.recv(&self.stopped);
+                self.rx.try_recv().map_err(|_| GetError::ShutDown)
+            }
         }
     }
 
@@ -187,6 +246,27 @@ macro_rules! queue_methods {
             /// Whether [`close`](Self::close) was called on this handle.
             pub fn is_closed(&self) -> bool {
                 self.core.is_none()
+            }
+
+            /// Shuts the queue down for every handle (as [`crate::Queue::shutdown`]):
+            /// `put` then fails with `ShutDown`, and `get` too once the queue is empty;
+            /// blocked callers wake; `immediate` discards what is queued. Returns how many
+            /// items were discarded.
+            ///
+            /// ```
+            #[doc = concat!("let q = mp_core::dummy::", stringify!($ty), "::<u8>::new().unwrap();")]
+            /// q.put(1).unwrap();
+            /// assert_eq!(q.shutdown(true).unwrap(), 1);
+            /// assert!(q.get().is_err() && q.put(2).is_err());
+            /// ```
+            pub fn shutdown(&self, immediate: bool) -> Result<usize, QueueError> {
+                let core = self.core().ok_or(QueueError::Closed)?;
+                Ok(core.shutdown(immediate, $joinable))
+            }
+
+            /// Whether the queue was shut down (by any handle).
+            pub fn is_shut_down(&self) -> bool {
+                self.core().is_some_and(Core::is_shut_down)
             }
         }
 
