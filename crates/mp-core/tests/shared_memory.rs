@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, for_each_context};
+use common::for_each_context;
 use mp_core::{pipe_oneway, Context, ShareableList, SharedError, SharedMemory, ShortStr, Writer};
 
 fn unique(tag: &str) -> String {
@@ -189,7 +189,7 @@ fn shm_09_17_segments_of_a_killed_creator_are_reclaimed() {
         p.kill().unwrap();
         p.join().unwrap_err();
         assert!(
-            eventually(5, || matches!(
+            common::eventually(5, || matches!(
                 SharedMemory::open(&name),
                 Err(SharedError::NotFound(_))
             )),
@@ -203,7 +203,7 @@ fn shm_09_17_segments_of_a_killed_creator_are_reclaimed() {
         let mut p = ctx.process(create_and_exit, name.clone());
         p.start().unwrap();
         p.join().unwrap();
-        assert!(eventually(5, || matches!(
+        assert!(common::eventually(5, || matches!(
             SharedMemory::open(&name),
             Err(SharedError::NotFound(_))
         )));
