@@ -33,6 +33,8 @@
 //! segment is validated (positions, lengths, magic); damage is an `InvalidData` error.
 
 mod ring;
+#[cfg(test)]
+mod tests;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
