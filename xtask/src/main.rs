@@ -81,8 +81,14 @@ fn run() -> Result<()> {
 }
 
 /// The workspace root (the parent of this crate's directory).
+///
+/// `cargo run` (and so `cargo xtask`) sets `CARGO_MANIFEST_DIR` for the run; it is read at
+/// run time first, so an xtask binary built in another checkout sharing this target dir
+/// still works on this one.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest_dir)
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()

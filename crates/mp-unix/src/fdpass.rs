@@ -65,11 +65,13 @@ pub(crate) fn send_with_rights(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result
     }
 }
 
-/// Receives up to `buf.len()` bytes and whatever descriptors come with them.
+/// Receives up to `buf.len()` bytes and whatever descriptors come with them. With `flags`
+/// `MSG_DONTWAIT` it fails with `WouldBlock` instead of waiting.
 pub(crate) fn recv_with_rights(
     fd: RawFd,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
+    flags: libc::c_int,
 ) -> Result<usize, IpcError> {
     // Room for MAX_FDS descriptors, aligned for cmsghdr. Left uninitialised: the kernel
     // writes what it returns and sets msg_controllen to match.
@@ -86,7 +88,7 @@ pub(crate) fn recv_with_rights(
     msg.msg_controllen = std::mem::size_of::<[u64; 130]>() as _;
     let n = loop {
         // SAFETY: msg describes live buffers.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
         if n >= 0 {
             break n as usize;
         }
