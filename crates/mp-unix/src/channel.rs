@@ -3,7 +3,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
 use mp_ipc::{Channel, IpcError};
@@ -43,12 +43,6 @@ const SMALL_FRAME: usize = 512;
 
 /// How much one receive asks the kernel for.
 const READ_AHEAD: usize = 64 << 10;
-
-/// How long a receive that finds nothing keeps asking (without blocking, yielding the CPU
-/// between tries) before it sleeps in the kernel. A reply that comes within this window is
-/// picked up without the cost of a sleep and a wake-up (tens of microseconds between CPUs
-/// on a VM); a longer wait costs at most this much CPU time.
-const SPIN: Duration = Duration::from_micros(20);
 
 impl ReadAhead {
     fn pending(&self) -> &[u8] {
@@ -174,19 +168,23 @@ impl UnixChannel {
     }
 }
 
-/// One read-ahead receive: tries without blocking for up to [`SPIN`], yielding the CPU
-/// between tries (so a peer on the same CPU gets to run and answer), then blocks.
+/// One read-ahead receive: tries without blocking for up to [`SPIN`](crate::spin::SPIN),
+/// then blocks.
 fn recv_spinning(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, IpcError> {
-    let start = Instant::now();
-    loop {
-        match crate::fdpass::recv_with_rights(fd, buf, fds, libc::MSG_DONTWAIT) {
-            Err(IpcError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            done => return done,
-        }
-        if start.elapsed() >= SPIN {
-            return crate::fdpass::recv_with_rights(fd, buf, fds, 0);
-        }
-        std::thread::yield_now();
+    let quick = crate::spin::spin(crate::spin::SPIN, || match crate::fdpass::recv_with_rights(
+        fd,
+        buf,
+        fds,
+        libc::MSG_DONTWAIT,
+    ) {
+        Ok(n) => Ok(Some(Ok(n))),
+        Err(IpcError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Ok(Some(Err(e))),
+    })
+    .map_err(IpcError::Io)?;
+    match quick {
+        Some(done) => done,
+        None => crate::fdpass::recv_with_rights(fd, buf, fds, 0),
     }
 }
 

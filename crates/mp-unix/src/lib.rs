@@ -6,6 +6,8 @@
 //! and never a `SIGPIPE` that kills the writer. [`fdpass`] sends descriptors along with a
 //! frame (`SCM_RIGHTS`), which is how handles reach spawned and fork-server children.
 //!
+//! Receives and polls spin briefly before they block ([`spin`]).
+//!
 //! On non-Unix targets the crate is empty.
 #![cfg(unix)]
 
@@ -13,5 +15,6 @@ mod channel;
 pub mod fdpass;
 pub mod memory;
 pub mod poll;
+pub mod spin;
 
 pub use channel::UnixChannel;

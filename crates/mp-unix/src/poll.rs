@@ -19,7 +19,8 @@ fn to_millis(left: Option<Duration>) -> libc::c_int {
 
 /// Waits until any of `fds` is readable (data, end of stream or error), for at most
 /// `timeout`. Returns the indices of the ready descriptors, empty on timeout.
-/// There is no limit on the number of descriptors.
+/// There is no limit on the number of descriptors. The first
+/// [`SPIN`](crate::spin::SPIN) (or the whole timeout, if shorter) polls without blocking.
 pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut pfds: Vec<libc::pollfd> = fds
@@ -30,6 +31,13 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
             revents: 0,
         })
         .collect();
+    let window = timeout.map_or(crate::spin::SPIN, |t| t.min(crate::spin::SPIN));
+    if let Some(ready) = crate::spin::spin(window, || {
+        let ready = poll_now(&mut pfds)?;
+        Ok((!ready.is_empty()).then_some(ready))
+    })? {
+        return Ok(ready);
+    }
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // SAFETY: pfds is a live array of pollfd of the given length.
@@ -47,16 +55,7 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
             }
             return Err(err);
         }
-        if let Some(bad) = pfds.iter().find(|p| p.revents & libc::POLLNVAL != 0) {
-            let _ = bad;
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
-        }
-        let ready: Vec<usize> = pfds
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.revents != 0)
-            .map(|(i, _)| i)
-            .collect();
+        let ready = ready_of(&pfds)?;
         if !ready.is_empty() || rc == 0 && left.is_some_and(|l| l.is_zero()) {
             return Ok(ready);
         }
@@ -66,6 +65,34 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
             }
         }
     }
+}
+
+/// One `poll` that does not block: the indices of the descriptors ready now.
+fn poll_now(pfds: &mut [libc::pollfd]) -> io::Result<Vec<usize>> {
+    loop {
+        // SAFETY: pfds is a live array of pollfd of the given length.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
+        if rc >= 0 {
+            return ready_of(pfds);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The indices of the descriptors `poll` marked; an invalid descriptor is `EBADF`.
+fn ready_of(pfds: &[libc::pollfd]) -> io::Result<Vec<usize>> {
+    if pfds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// Whether `fd` becomes readable within `timeout`.
