@@ -182,6 +182,52 @@ mod unix {
         }
     }
 
+    /// The raw reference with the receive strategy mp's Unix channel uses: try without
+    /// blocking (yielding between tries) for up to 20 µs, then block. It shows how much of
+    /// mp's round trip is the waiting strategy and how much is mp's own work.
+    fn read_spinning(s: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<()> {
+        const SPIN: Duration = Duration::from_micros(20);
+        let mut have = 0;
+        while have < buf.len() {
+            let start = Instant::now();
+            loop {
+                match s.read(&mut buf[have..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => {
+                        have += n;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if start.elapsed() >= SPIN {
+                    s.set_nonblocking(false)?;
+                    let n = s.read(&mut buf[have..]);
+                    s.set_nonblocking(true)?;
+                    match n? {
+                        0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        n => have += n,
+                    }
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+
+    fn raw_echo_spinning(mut s: UnixStream) {
+        let mut buf = [0u8; RTT_MSG];
+        if s.set_nonblocking(true).is_err() {
+            return;
+        }
+        while read_spinning(&mut s, &mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    }
+
     /// Mean round trip of each of `batches` batches of `per_batch` round trips.
     fn rtt_batches(
         batches: usize,
@@ -225,7 +271,7 @@ mod unix {
                 "rtt8.process",
                 "mp",
                 "s",
-                "send_bytes/recv_bytes, echo child started by spawn",
+                "send_bytes/recv_bytes (a receive spins up to 20 µs before it blocks), echo child started by spawn",
                 &s,
             );
         }
@@ -247,6 +293,28 @@ mod unix {
                 "raw",
                 "s",
                 "UnixStream::pair, write_all/read_exact, echo in a forked child",
+                &s,
+            );
+        }
+        // Raw socketpair again, both ends receiving as mp's channel does (spin, then block).
+        {
+            let (mut here, there) = UnixStream::pair().expect("socketpair");
+            let mut p =
+                Process::from_closure(move || raw_echo_spinning(there)).with_context(fork);
+            p.start().expect("start");
+            here.set_nonblocking(true).expect("nonblocking");
+            let mut buf = [0u8; RTT_MSG];
+            let s = rtt_batches(batches, per_batch, |m| {
+                here.write_all(m).expect("write");
+                read_spinning(&mut here, &mut buf).expect("read");
+            });
+            here.shutdown(Shutdown::Both).expect("shutdown");
+            p.join().expect("join");
+            emit(
+                "rtt8.process",
+                "raw_spin",
+                "s",
+                "UnixStream::pair, reads spin up to 20 µs (yielding) before blocking, as mp's do; echo in a forked child",
                 &s,
             );
         }

@@ -437,6 +437,13 @@ const ROWS: &[Row] = &[
         python: Some(("rtt8.process", "python")),
     },
     Row {
+        title: "round trip 8 B, echo child process, vs a raw socket that spins as mp does",
+        bench: "rtt8.process",
+        mp: "mp",
+        raw: Some("raw_spin"),
+        python: Some(("rtt8.process", "python")),
+    },
+    Row {
         title: "round trip 8 B, echo thread",
         bench: "rtt8.thread",
         mp: "mp",
@@ -448,6 +455,13 @@ const ROWS: &[Row] = &[
         bench: "rtt8.process.cpu0",
         mp: "mp",
         raw: Some("raw"),
+        python: Some(("rtt8.process.cpu0", "python")),
+    },
+    Row {
+        title: "round trip 8 B, echo child process, one CPU, vs a spinning raw socket",
+        bench: "rtt8.process.cpu0",
+        mp: "mp",
+        raw: Some("raw_spin"),
         python: Some(("rtt8.process.cpu0", "python")),
     },
     Row {
@@ -797,6 +811,24 @@ impl Report<'_> {
                     line(Some(ok), format!("{text}: {}", fmt_value(v, &m.unit)))
                 }
                 None => line(None, text.into()),
+            }
+        }
+        // Not a goal: how much of the round trip is the waiting strategy.
+        for bench in ["rtt8.process", "rtt8.process.cpu0"] {
+            if let (Some(m), Some(r), Some(s)) = (
+                self.get(bench, "mp"),
+                self.get(bench, "raw"),
+                self.get(bench, "raw_spin"),
+            ) {
+                let _ = writeln!(
+                    out,
+                    "- *context* ({bench}): mp's receives spin up to 20 µs (yielding the CPU) \
+                     before they block; the raw reference blocks at once. A raw socket that \
+                     spins the same way: {}, against mp {} and blocking raw {}.",
+                    fmt_value(s.median(), "s"),
+                    fmt_value(m.median(), "s"),
+                    fmt_value(r.median(), "s"),
+                );
             }
         }
         out
