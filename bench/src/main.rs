@@ -299,8 +299,7 @@ mod unix {
         // Raw socketpair again, both ends receiving as mp's channel does (spin, then block).
         {
             let (mut here, there) = UnixStream::pair().expect("socketpair");
-            let mut p =
-                Process::from_closure(move || raw_echo_spinning(there)).with_context(fork);
+            let mut p = Process::from_closure(move || raw_echo_spinning(there)).with_context(fork);
             p.start().expect("start");
             here.set_nonblocking(true).expect("nonblocking");
             let mut buf = [0u8; RTT_MSG];

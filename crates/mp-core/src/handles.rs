@@ -3,7 +3,8 @@
 //! While a value is serialized by mp (a process argument, or a message sent on a
 //! connection), a thread-local *outbox* is active: each connection or [`OsHandle`] inside it
 //! records its raw handle there and serializes only its index. The handles then travel beside
-//! the bytes (`SCM_RIGHTS` on Unix; duplicated into the child on Windows). On the receiving
+//! the bytes (`SCM_RIGHTS` on Unix; on Windows duplicated into a spawned child, or taken out
+//! of the sender by the receiver of a message). On the receiving
 //! side, the handles fill a thread-local *inbox*, and each object being deserialized takes its
 //! handle back by index. Serialized any other way (say, to a file), a handle-owning object
 //! refuses, rather than writing a number that means nothing elsewhere.
@@ -82,14 +83,12 @@ pub(crate) fn deserialize_handle<'de, D: Deserializer<'de>>(d: D) -> Result<Owne
 /// `recv_handle`, as a value.
 ///
 /// ```
-/// # #[cfg(unix)] {
 /// use mp_core::{pipe, OsHandle};
 /// let (a, b) = pipe::<OsHandle>().unwrap();
 /// let file = std::fs::File::open("Cargo.toml").unwrap();
-/// a.send(&OsHandle::from(std::os::fd::OwnedFd::from(file))).unwrap();
-/// let copy = std::fs::File::from(b.recv().unwrap().into_inner());
+/// a.send(&OsHandle::from(file)).unwrap();
+/// let copy = std::fs::File::from(b.recv().unwrap());
 /// assert!(copy.metadata().unwrap().len() > 0);
-/// # }
 /// ```
 #[derive(Debug)]
 pub struct OsHandle(OwnedHandle);
@@ -104,6 +103,18 @@ impl OsHandle {
 impl From<OwnedHandle> for OsHandle {
     fn from(h: OwnedHandle) -> Self {
         Self(h)
+    }
+}
+
+impl From<std::fs::File> for OsHandle {
+    fn from(f: std::fs::File) -> Self {
+        Self(f.into())
+    }
+}
+
+impl From<OsHandle> for std::fs::File {
+    fn from(h: OsHandle) -> Self {
+        h.0.into()
     }
 }
 

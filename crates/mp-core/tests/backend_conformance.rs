@@ -487,8 +487,6 @@ macro_rules! conformance {
             fn wait_sees_a_peer_that_died_holding_its_end() {
                 for_each_context(30, wait_sees_a_dead_peer::<B>);
             }
-            /// Handle passing inside messages is Unix-only for now (see the connection docs).
-            #[cfg(unix)]
             #[test]
             fn a_connection_travels_inside_a_message() {
                 for_each_context(30, connection_inside_a_message::<B>);

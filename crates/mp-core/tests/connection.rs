@@ -310,3 +310,58 @@ fn a_connection_serialized_outside_mp_is_refused() {
     );
     let _ = Process::new(hold_and_exit, a);
 }
+
+/// Receives a file handle and writes through it.
+fn write_through_received_file(conn: Connection<mp_core::OsHandle>) {
+    let mut file = std::fs::File::from(conn.recv().unwrap());
+    std::io::Write::write_all(&mut file, b"foo").unwrap();
+    conn.send_bytes(b"done").unwrap();
+}
+
+#[test]
+fn conn_17_a_file_handle_travels_over_a_connection() {
+    for_each_context(30, |ctx| {
+        let path = std::env::temp_dir().join(format!(
+            "mp-conn17-{}-{:?}",
+            std::process::id(),
+            ctx.start_method()
+        ));
+        let file = std::fs::File::create(&path).unwrap();
+        let (a, b) = pipe::<mp_core::OsHandle>().unwrap();
+        let mut p = ctx.process(write_through_received_file, b);
+        p.start().unwrap();
+        a.send(&mp_core::OsHandle::from(file)).unwrap();
+        assert_eq!(a.recv_bytes_timeout(SECS).unwrap(), b"done");
+        p.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "foo");
+        std::fs::remove_file(path).unwrap();
+    });
+    // A message without the handle it needs is an error, not garbage.
+    let (a, b) = pipe::<mp_core::OsHandle>().unwrap();
+    a.send_bytes(&[0]).unwrap(); // index 0, but no handle attached
+    assert!(matches!(b.recv(), Err(ConnectionError::Decode(_))));
+}
+
+/// Gets one end of a one-way pipe over a connection and uses it.
+fn use_received_ends(conn: Connection<(mp_core::Writer<String>, mp_core::Reader<String>)>) {
+    let (writer, reader) = conn.recv().unwrap();
+    writer.send(&"all is well".to_string()).unwrap();
+    let s = reader.recv().unwrap();
+    writer.send(&s.repeat(2)).unwrap();
+}
+
+#[test]
+fn conn_18_connections_travel_over_connections() {
+    for_each_context(30, |ctx| {
+        let (a, b) = pipe().unwrap();
+        let mut p = ctx.process(use_received_ends, b);
+        p.start().unwrap();
+        let (from_child, to_parent) = mp_core::pipe_oneway::<String>().unwrap();
+        let (from_parent, to_child) = mp_core::pipe_oneway::<String>().unwrap();
+        a.send(&(to_parent, from_parent)).unwrap();
+        assert_eq!(from_child.recv_timeout(SECS).unwrap(), "all is well");
+        to_child.send(&"foobar".to_string()).unwrap();
+        assert_eq!(from_child.recv_timeout(SECS).unwrap(), "foobarfoobar");
+        p.join().unwrap();
+    });
+}

@@ -227,8 +227,6 @@ fn shv_06_n_processes_times_m_locked_increments_lose_nothing() {
     });
 }
 
-/// Handles inside messages are Unix-only for now (Windows: `Unsupported`, documented).
-#[cfg(unix)]
 #[test]
 fn an_array_travels_inside_a_message() {
     let a = Array::<u8>::zeroed(4).unwrap();

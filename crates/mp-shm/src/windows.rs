@@ -17,9 +17,10 @@
 //!   hint misses (an end held by several processes) is caught by the pipe check every
 //!   sleeper makes at least every 100 ms.
 //! - **Handles.** An end is four handles (section, own event, peer's event, companion
-//!   pipe) that travel to a spawned child like any other. Frames carry no handles on
-//!   Windows (neither do the named-pipe channels'): `send_frame_with_handles` with handles
-//!   is `Unsupported`.
+//!   pipe) that travel to a spawned child like any other. A frame carries handles as the
+//!   named-pipe channels' do: its body starts with the sender's pid and the values of
+//!   private duplicates, which the receiver takes over
+//!   ([`mp_windows::handle::handle_prefix`]).
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_windows::event::{self, Event};
+use mp_windows::handle::{handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX};
 use mp_windows::PipeChannel;
 
 #[cfg(test)]
@@ -369,16 +371,46 @@ impl Channel for ShmChannel {
     }
 
     fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
+        // Handles nobody asked for are closed here.
+        self.recv_frame_with_handles(buf, max_len).map(drop)
+    }
+
+    fn send_frame_with_handles(
+        &self,
+        parts: &[&[u8]],
+        handles: &[RawHandle],
+    ) -> Result<(), IpcError> {
+        if handles.is_empty() {
+            return self.send_frame(parts);
+        }
+        let (prefix, values) = handle_prefix(handles)?;
+        let mut all = Vec::with_capacity(parts.len() + 1);
+        all.push(&prefix[..]);
+        all.extend_from_slice(parts);
+        let h = self.hdr(self.tx());
+        let _g = self.lock_side(&h.w.0, &h.f.0)?;
+        let len: usize = all.iter().map(|p| p.len()).sum();
+        self.check_peer()
+            .and_then(|()| self.write_frame(FrameHeader::new(len).with_handles(), &all))
+            .inspect_err(|_| unexport(&values))
+    }
+
+    fn recv_frame_with_handles(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
         let h = self.hdr(self.rx());
         let _g = self.lock_side(&h.r.0, &h.f.0)?;
         let header = self.next_header()?;
-        if header.has_handles {
-            return Err(crate::ring::corrupt(
-                "a frame announced handles, which this platform does not pass",
-            ));
+        if !header.has_handles {
+            return self
+                .read_body(header.check(max_len)?, buf)
+                .map(|()| Vec::new());
         }
-        let len = header.check(max_len)?;
-        self.read_body(len, buf)
+        let len = header.check(max_len.saturating_add(HANDLE_PREFIX_MAX))?;
+        self.read_body(len, buf)?;
+        take_handle_prefix(buf, max_len)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
@@ -398,9 +430,11 @@ impl Channel for ShmChannel {
         let _g = self.lock_side(&h.r.0, &h.f.0)?;
         let header = self.next_header()?;
         if header.has_handles {
-            return Err(crate::ring::corrupt(
-                "a frame announced handles, which this platform does not pass",
-            ));
+            let len = header.check(max_len.saturating_add(HANDLE_PREFIX_MAX))?;
+            let mut v = Vec::new();
+            self.read_body(len, &mut v)?;
+            drop(take_handle_prefix(&mut v, max_len)?);
+            return Ok(Err(v));
         }
         let len = header.check(max_len)?;
         if len > out.len() {

@@ -24,7 +24,9 @@ use windows_sys::Win32::System::Pipes::{
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
 };
 
-use crate::handle::duplicate_local;
+use crate::handle::{
+    duplicate_local, handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX,
+};
 use crate::io::{overlapped, win_error};
 use crate::socket::{close_socket, duplicate_socket, socket_ready};
 
@@ -407,6 +409,43 @@ impl Channel for PipeChannel {
     }
 
     fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
+        // Handles nobody asked for are closed here.
+        self.recv_frame_with_handles(buf, max_len).map(drop)
+    }
+
+    /// A frame with handles: the header (handles flag set), then a body that starts with
+    /// the [`handle_prefix`] (the sender's pid and the values to import from it). Only pipes
+    /// carry handles: a socket may lead to another machine.
+    fn send_frame_with_handles(
+        &self,
+        parts: &[&[u8]],
+        handles: &[RawHandle],
+    ) -> Result<(), IpcError> {
+        if handles.is_empty() {
+            return self.send_frame(parts);
+        }
+        if self.kind == Kind::Socket {
+            return Err(IpcError::Io(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "handles travel over pipes, not sockets",
+            )));
+        }
+        let (prefix, values) = handle_prefix(handles)?;
+        let len = prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut frame = Vec::with_capacity(HEADER_LEN + len);
+        frame.extend_from_slice(&FrameHeader::new(len).with_handles().encode());
+        frame.extend_from_slice(&prefix);
+        for p in parts {
+            frame.extend_from_slice(p);
+        }
+        self.write_all(&frame).inspect_err(|_| unexport(&values))
+    }
+
+    fn recv_frame_with_handles(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
         let mut header = [0u8; HEADER_LEN];
         match self.read_full(&mut header)? {
             0 => return Err(IpcError::Eof),
@@ -418,8 +457,21 @@ impl Channel for PipeChannel {
                 })
             }
         }
-        let want = FrameHeader::decode(header).check(max_len)?;
-        recv_body(self, buf, want)
+        let header = FrameHeader::decode(header);
+        if !header.has_handles {
+            return recv_body(self, buf, header.check(max_len)?).map(|()| Vec::new());
+        }
+        let want = header.check(max_len.saturating_add(HANDLE_PREFIX_MAX))?;
+        recv_body(self, buf, want)?;
+        // The whole frame is read before the handles are taken, so the stream stays in
+        // step whatever becomes of them.
+        if self.kind == Kind::Socket {
+            return Err(IpcError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handles announced on a socket, where they cannot travel",
+            )));
+        }
+        take_handle_prefix(buf, max_len)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {

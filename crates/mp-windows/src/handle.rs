@@ -10,16 +10,28 @@
 //!
 //! [`recv_with_handles`] strips that prefix and takes ownership of the values. The
 //! duplicates are non-inheritable, like every handle `mp` makes.
+//!
+//! That needs the receiving process up front, which a spawned child's boot channel has and
+//! an established connection does not (its ends move between processes). Frames on a
+//! connection therefore use the other direction, as Python's `DupHandle` without a pid
+//! does: the sender [`export`]s a private duplicate of each handle and sends its value with
+//! its own process id; the receiver [`import`]s each one, duplicating it out of the sender
+//! with `DUPLICATE_CLOSE_SOURCE`. The sender must still be running when the frame is read
+//! (a closed process has no handles left to take), and a frame never read leaves its
+//! duplicates open in the sender until it exits.
 
 use std::io;
-use std::os::windows::io::{FromRawHandle, OwnedHandle, RawHandle};
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 
 use mp_ipc::{Channel, IpcError};
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, GetHandleInformation, DUPLICATE_SAME_ACCESS, HANDLE,
+    CloseHandle, DuplicateHandle, GetHandleInformation, DUPLICATE_CLOSE_SOURCE,
+    DUPLICATE_SAME_ACCESS, HANDLE,
 };
 use windows_sys::Win32::Storage::FileSystem::{GetFileType, FILE_TYPE_PIPE};
-use windows_sys::Win32::System::Threading::GetCurrentProcess;
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
+};
 
 use crate::PipeChannel;
 
@@ -57,6 +69,138 @@ pub fn duplicate_into(target: RawHandle, h: RawHandle) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(out as usize as u64)
+}
+
+/// Makes a private duplicate of each handle for a receiver to [`import`] from this
+/// process: returns this process's id and the duplicates' values. Their ownership passes
+/// to the frame that carries them; [`unexport`] takes them back if it is never sent.
+pub fn export(handles: &[RawHandle]) -> io::Result<(u32, Vec<u64>)> {
+    let mut values = Vec::with_capacity(handles.len());
+    for &h in handles {
+        match duplicate_local(h) {
+            Ok(dup) => values
+                .push(std::os::windows::io::IntoRawHandle::into_raw_handle(dup) as usize as u64),
+            Err(e) => {
+                unexport(&values);
+                return Err(e);
+            }
+        }
+    }
+    // SAFETY: no preconditions.
+    Ok((unsafe { GetCurrentProcessId() }, values))
+}
+
+/// Closes duplicates made by [`export`] whose frame was not sent.
+pub fn unexport(values: &[u64]) {
+    for &v in values {
+        // SAFETY: each value is a handle of this process that `export` made and nobody owns.
+        unsafe { CloseHandle(v as usize as HANDLE) };
+    }
+}
+
+/// Takes the handles `values` that process `pid` [`export`]ed, closing them there: the
+/// returned handles are this process's own (non-inheritable). Fails if the sender has
+/// ended, or a value names no handle of it; the handles taken before the failure are closed.
+pub fn import(pid: u32, values: &[u64]) -> io::Result<Vec<OwnedHandle>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: OpenProcess has no memory preconditions; a failure returns null.
+    let source = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
+    if source.is_null() {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot take handles from process {pid} (has it ended?): {e}"),
+        ));
+    }
+    // SAFETY: a fresh process handle this function owns.
+    let source = unsafe { OwnedHandle::from_raw_handle(source) };
+    // SAFETY: the pseudo handle of the current process is always valid.
+    let me = unsafe { GetCurrentProcess() };
+    let mut out = Vec::with_capacity(values.len());
+    for &v in values {
+        let Ok(v) = usize::try_from(v) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad handle value",
+            ));
+        };
+        let mut h: HANDLE = std::ptr::null_mut();
+        // SAFETY: DuplicateHandle writes the new handle into `h`; the source value is only
+        // interpreted in the source process's handle table.
+        let ok = unsafe {
+            DuplicateHandle(
+                source.as_raw_handle(),
+                v as HANDLE,
+                me,
+                &mut h,
+                0,
+                0,
+                DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh handle nobody else owns.
+        out.push(unsafe { OwnedHandle::from_raw_handle(h) });
+    }
+    Ok(out)
+}
+
+/// Room a frame body may take beyond its payload for the handle prefix.
+pub const HANDLE_PREFIX_MAX: u64 = 8 + 8 * MAX_HANDLES as u64;
+
+/// The start of the body of a frame that carries `handles` on a connection:
+/// `count: u32 | sender pid: u32 | count x value: u64`, all little-endian, the values
+/// [`export`]ed for the receiver to [`import`]. Returns the prefix and the values (to
+/// [`unexport`] if the frame is not sent).
+pub fn handle_prefix(handles: &[RawHandle]) -> io::Result<(Vec<u8>, Vec<u64>)> {
+    if handles.len() > MAX_HANDLES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("at most {MAX_HANDLES} handles can travel with one message"),
+        ));
+    }
+    let (pid, values) = export(handles)?;
+    let mut prefix = Vec::with_capacity(8 + 8 * values.len());
+    prefix.extend_from_slice(&(values.len() as u32).to_le_bytes());
+    prefix.extend_from_slice(&pid.to_le_bytes());
+    for v in &values {
+        prefix.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok((prefix, values))
+}
+
+/// Strips the [`handle_prefix`] off a received body and imports its handles. A payload
+/// over `max` is [`IpcError::FrameTooLarge`]; a malformed prefix is `InvalidData`.
+pub fn take_handle_prefix(body: &mut Vec<u8>, max: u64) -> Result<Vec<OwnedHandle>, IpcError> {
+    let bad =
+        |what: &str| IpcError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
+    let Some(meta) = body.get(..8) else {
+        return Err(bad("a message with handles is too short for their count"));
+    };
+    let count = u32::from_le_bytes(meta[..4].try_into().expect("4 bytes")) as usize;
+    let pid = u32::from_le_bytes(meta[4..].try_into().expect("4 bytes"));
+    let end = 8 + 8 * count;
+    if count > MAX_HANDLES || body.len() < end {
+        return Err(bad("bad handle count"));
+    }
+    let values: Vec<u64> = body[8..end]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    body.drain(..end);
+    // Taken even when the payload is refused, so the sender's duplicates are not left open.
+    let handles = import(pid, &values)?;
+    if body.len() as u64 > max {
+        return Err(IpcError::FrameTooLarge {
+            len: body.len() as u64,
+            max,
+        });
+    }
+    Ok(handles)
 }
 
 /// Sends `payload` as one frame, with `handles` duplicated into the process `target`. With

@@ -176,6 +176,67 @@ fn malformed_handle_prefixes_are_errors() {
 }
 
 #[test]
+fn handles_travel_on_a_connection_whoever_receives() {
+    let (a, b) = PipeChannel::pair().unwrap();
+    let (x, y) = PipeChannel::pair().unwrap();
+    a.send_frame_with_handles(&[b"pay", b"load"], &[y.as_raw_handle()])
+        .unwrap();
+    // The sender may close its own handle at once: the frame holds a private duplicate.
+    drop(y);
+    let mut buf = Vec::new();
+    let mut handles = b.recv_frame_with_handles(&mut buf, 1024).unwrap();
+    assert_eq!((buf.as_slice(), handles.len()), (&b"payload"[..], 1));
+    let y2 = PipeChannel::from_handle(handles.pop().unwrap()).unwrap();
+    x.send_frame(&[b"through the copy"]).unwrap();
+    assert_eq!(recv(&y2).unwrap(), b"through the copy");
+    // A plain receive of a frame with handles closes them and keeps the stream in step.
+    let (x3, y3) = PipeChannel::pair().unwrap();
+    a.send_frame_with_handles(&[b"dropped"], &[y3.as_raw_handle()])
+        .unwrap();
+    drop(y3);
+    a.send_frame(&[b"next"]).unwrap();
+    assert_eq!(recv(&b).unwrap(), b"dropped");
+    assert_eq!(recv(&b).unwrap(), b"next");
+    assert!(matches!(x3.send_frame(&[b"x"]), Err(IpcError::BrokenPipe)));
+}
+
+#[test]
+fn bad_handle_frames_are_errors_and_the_stream_stays_in_step() {
+    use mp_ipc::FrameHeader;
+    let (a, b) = PipeChannel::pair().unwrap();
+    let mut buf = Vec::new();
+    let me = std::process::id();
+    let frames: [Vec<u8>; 3] = [
+        vec![1, 2, 3],                                      // too short for the count
+        [5000u32.to_le_bytes(), me.to_le_bytes()].concat(), // too many handles
+        [1u32.to_le_bytes(), me.to_le_bytes(), [0xf0, 0x7f, 0, 0]].concat(), // short value
+    ];
+    for body in &frames {
+        a.write_all(&FrameHeader::new(body.len()).with_handles().encode())
+            .unwrap();
+        a.write_all(body).unwrap();
+        a.send_frame(&[b"after"]).unwrap();
+        assert!(b.recv_frame_with_handles(&mut buf, 1024).is_err());
+        assert_eq!(recv(&b).unwrap(), b"after");
+    }
+    // A value that names no handle of the sender.
+    let body = [1u32.to_le_bytes(), me.to_le_bytes()].concat();
+    a.write_all(&FrameHeader::new(body.len() + 8).with_handles().encode())
+        .unwrap();
+    a.write_all(&body).unwrap();
+    a.write_all(&0x7ff0u64.to_le_bytes()).unwrap();
+    assert!(b.recv_frame_with_handles(&mut buf, 1024).is_err());
+    // A payload over the receiver's limit, however large the prefix may be.
+    let (_x, y) = PipeChannel::pair().unwrap();
+    a.send_frame_with_handles(&[&[7u8; 100]], &[y.as_raw_handle()])
+        .unwrap();
+    assert!(matches!(
+        b.recv_frame_with_handles(&mut buf, 99),
+        Err(IpcError::FrameTooLarge { len: 100, max: 99 })
+    ));
+}
+
+#[test]
 fn only_pipes_make_channels() {
     assert!(PipeChannel::from_handle(event()).is_err());
 }

@@ -17,9 +17,11 @@
 //!
 //! A connection passed inside a process argument is handed to the child whatever the start
 //! method; the parent's copy is closed when the `Process` drops its argument after `start`.
-//! A connection (or an [`OsHandle`](crate::OsHandle)) sent inside a message on a Unix
-//! connection reaches the receiver as its own copy, as Python's pickled connections do (on
-//! Windows this is not supported yet and is an `Unsupported` I/O error).
+//! A connection (or an [`OsHandle`](crate::OsHandle)) sent inside a message reaches the
+//! receiver as its own copy, as Python's pickled connections do. On Windows the receiver
+//! takes the handle out of the sending process, as Python's `DupHandle` does, so the sender
+//! must still be running when the message is read; a TCP connection (a socket channel)
+//! carries no handles there (`Unsupported`).
 
 mod backend;
 mod raw;

@@ -102,6 +102,32 @@ pub fn echo_back<T: Serialize + DeserializeOwned>(arg: (T, Writer<T>)) {
     arg.1.send(&arg.0).unwrap();
 }
 
+/// Whether a process with this pid exists (a reaped child does not).
+#[cfg(unix)]
+pub fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only probes.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Whether a process with this pid still runs.
+#[cfg(windows)]
+pub fn pid_alive(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+    // SAFETY: a process handle opened, waited on with a zero timeout and closed here.
+    unsafe {
+        let h = OpenProcess(PROCESS_SYNCHRONIZE, 0, pid);
+        if h.is_null() {
+            return false;
+        }
+        let alive = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
+        CloseHandle(h);
+        alive
+    }
+}
+
 /// Kills a process by pid (test clean-up after a hang).
 #[cfg(unix)]
 pub fn kill_pid(pid: u32) {
