@@ -571,11 +571,14 @@ const ROWS: &[Row] = &[
     ),
     row("manager dict set + get", "mgr.dict_setget", None),
     row("manager serving 8 clients", "mgr.clients8", None),
-    row(
-        "shm pipe round trip 8 B (vs raw socket)",
-        "shm.rtt8",
-        Some("raw"),
-    ),
+    row("shm pipe round trip 8 B", "shm.rtt8", None),
+    Row {
+        title: "shm pipe round trip 8 B, spin disabled (what the spin buys)",
+        bench: "shm.rtt8.nospin",
+        mp: "mp",
+        raw: None,
+        python: Some(("shm.rtt8", "python")),
+    },
     row("shm queue, small items", "shm.queue.small", None),
     row(
         "shm pipe 1 MiB one way (vs memcpy)",

@@ -373,6 +373,64 @@ fn exec15_terminate_workers() {
     });
 }
 
+/// EXEC-15: kill_workers, the same with SIGKILL.
+#[test]
+fn exec15_kill_workers() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 2);
+        ex.kill_workers();
+        let ex = executor(ctx, 2);
+        let f = ex.submit(sleep_then, (1, 60_000)).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let pids = ex.worker_pids();
+        ex.kill_workers();
+        assert_eq!(f.result(), Err(TaskError::Terminated));
+        assert!(ex.submit(pow, (1, 1)).is_err());
+        for pid in pids {
+            assert!(!common::pid_alive(pid), "worker {pid} still alive");
+        }
+        ex.kill_workers();
+    });
+}
+
+/// Ignores SIGTERM, says so by creating the file `arg.0`, then sleeps: only SIGKILL ends it
+/// at once.
+#[cfg(unix)]
+fn sleep_ignoring_sigterm(arg: (String, u64)) {
+    // SAFETY: changing this worker's disposition of SIGTERM.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    std::fs::write(&arg.0, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(arg.1));
+}
+
+/// EXEC-15: kill_workers ends a task that ignores SIGTERM at once (terminate_workers would
+/// wait out its grace period before killing it).
+#[cfg(unix)]
+#[test]
+fn exec15_kill_workers_ends_a_task_that_ignores_sigterm() {
+    common::for_each_context(60, |ctx| {
+        let ex = executor(ctx, 1);
+        let marker = std::env::temp_dir().join(format!(
+            "mp-exec15-{}-{:?}",
+            std::process::id(),
+            ctx.start_method()
+        ));
+        let _ = std::fs::remove_file(&marker);
+        let path = marker.to_string_lossy().into_owned();
+        let f = ex.submit(sleep_ignoring_sigterm, (path, 60_000)).unwrap();
+        assert!(common::eventually(20, || marker.exists()));
+        let t = Instant::now();
+        ex.kill_workers();
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(f.result(), Err(TaskError::Terminated));
+        std::fs::remove_file(&marker).unwrap();
+    });
+}
+
 struct Unencodable;
 impl serde::Serialize for Unencodable {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {

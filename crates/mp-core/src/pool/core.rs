@@ -97,11 +97,22 @@ pub(crate) struct Config {
     pub(crate) name: &'static str,
 }
 
+/// How the dispatcher ends the workers when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Close,
+    Terminate,
+    Kill,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Status {
     Running,
     Closed,
-    Terminating,
+    /// Stopping now: the workers get `SIGTERM` (or `SIGKILL` if `kill`).
+    Terminating {
+        kill: bool,
+    },
     Broken(String),
 }
 
@@ -142,7 +153,7 @@ impl Shared {
         match status {
             Status::Running => None,
             Status::Closed => Some(PoolError::Closed),
-            Status::Terminating => Some(PoolError::Terminated),
+            Status::Terminating { .. } => Some(PoolError::Terminated),
             Status::Broken(m) => Some(PoolError::Broken(m.clone())),
         }
     }
@@ -177,9 +188,15 @@ impl Shared {
 
     /// Stop now: workers are terminated, outstanding work fails.
     pub(crate) fn terminate(&self) {
+        self.stop_now(false);
+    }
+
+    /// Like [`terminate`](Self::terminate), with `SIGKILL` if `kill` (`TerminateProcess`
+    /// either way on Windows).
+    pub(crate) fn stop_now(&self, kill: bool) {
         let mut st = self.lock();
         if matches!(st.status, Status::Running | Status::Closed) {
-            st.status = Status::Terminating;
+            st.status = Status::Terminating { kill };
         }
         self.wake_if_asleep(&mut st);
     }
@@ -259,7 +276,7 @@ pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle
     if !d.cfg.lazy {
         for _ in 0..d.cfg.processes {
             if let Err(e) = d.start_worker() {
-                d.stop_workers(true);
+                d.stop_workers(Stop::Terminate);
                 return Err(PoolError::Start(e));
             }
         }
@@ -356,14 +373,14 @@ impl Dispatcher {
         loop {
             let status = self.shared.lock().status.clone();
             match status {
-                Status::Terminating => {
+                Status::Terminating { kill } => {
                     self.fail_all(TaskError::Terminated);
-                    self.stop_workers(true);
+                    self.stop_workers(if kill { Stop::Kill } else { Stop::Terminate });
                     break;
                 }
                 Status::Broken(msg) => {
                     self.fail_all(TaskError::Broken(msg));
-                    self.stop_workers(true);
+                    self.stop_workers(Stop::Terminate);
                     break;
                 }
                 _ => {}
@@ -373,7 +390,7 @@ impl Dispatcher {
             self.dispatch();
             let idle = self.workers.iter().all(|w| w.inflight.is_empty());
             if status == Status::Closed && idle && self.shared.lock().pending.is_empty() {
-                self.stop_workers(false);
+                self.stop_workers(Stop::Close);
                 break;
             }
             let ready = match self.wait_ready(&status) {
@@ -498,7 +515,7 @@ impl Dispatcher {
 
     fn break_pool(&mut self, msg: String) {
         let mut st = self.shared.lock();
-        if !matches!(st.status, Status::Terminating | Status::Broken(_)) {
+        if !matches!(st.status, Status::Terminating { .. } | Status::Broken(_)) {
             st.status = Status::Broken(msg);
         }
     }
@@ -724,17 +741,20 @@ impl Dispatcher {
         }
     }
 
-    /// Ends every worker: `force` terminates them, otherwise their connection is closed and
-    /// they exit on their own (killed if they have not within a few seconds).
-    fn stop_workers(&mut self, force: bool) {
+    /// Ends every worker: their connection is closed, so they exit on their own when their
+    /// work is done (`Stop::Close`), or they are sent `SIGTERM` or `SIGKILL`; one still
+    /// alive after a grace period is killed.
+    fn stop_workers(&mut self, how: Stop) {
         for w in &mut self.workers {
             w.conn = None;
-            if force {
-                let _ = w.process.terminate();
-            }
+            let _ = match how {
+                Stop::Close => Ok(()),
+                Stop::Terminate => w.process.terminate(),
+                Stop::Kill => w.process.kill(),
+            };
         }
         for mut w in self.workers.drain(..) {
-            let grace = if force { 2 } else { 10 };
+            let grace = if how == Stop::Close { 10 } else { 2 };
             if w.process.join_timeout(Duration::from_secs(grace)).is_err() && w.process.is_alive() {
                 let _ = w.process.kill();
                 let _ = w.process.join_timeout(Duration::from_secs(5));

@@ -213,6 +213,23 @@ impl ProcessPoolExecutor {
         self.shared.terminate();
         self.shared.wait_stopped(Some(Duration::from_secs(15)));
     }
+
+    /// Like [`terminate_workers`](Self::terminate_workers) with `SIGKILL`, which a worker
+    /// cannot catch or ignore (Python 3.14's `kill_workers`; on Windows both end the
+    /// process at once).
+    ///
+    /// ```
+    /// use mp_core::pool::TaskError;
+    /// let ex = mp_core::pool::ProcessPoolExecutor::new(1).unwrap();
+    /// let f = ex.submit(|ms: u64| std::thread::sleep(std::time::Duration::from_millis(ms)), 60_000).unwrap();
+    /// ex.kill_workers();
+    /// assert_eq!(f.result(), Err(TaskError::Terminated));
+    /// assert!(ex.submit(|x: u8| x, 1).is_err());
+    /// ```
+    pub fn kill_workers(&self) {
+        self.shared.stop_now(true);
+        self.shared.wait_stopped(Some(Duration::from_secs(15)));
+    }
 }
 
 impl Drop for ProcessPoolExecutor {
