@@ -153,6 +153,41 @@ fn net_05_children_connect_and_send() {
     });
 }
 
+/// `last_accepted`: the TCP peer of the last accept (a new one each time), nothing for a
+/// local client (an unnamed Unix socket, a named pipe), nothing before the first accept.
+#[test]
+fn last_accepted_names_the_tcp_peer() {
+    bounded(60, || {
+        for family in families() {
+            let l = Listener::bind(&family, Some(KEY)).unwrap();
+            assert_eq!(l.last_accepted(), None);
+            let mut peers = Vec::new();
+            for _ in 0..2 {
+                let address = l.address().clone();
+                let t = std::thread::spawn(move || {
+                    Client::connect::<String>(&address, Some(KEY)).unwrap()
+                });
+                let _conn = l.accept_timeout::<String>(SECS).unwrap();
+                peers.push(l.last_accepted());
+                drop(t.join().unwrap());
+            }
+            match &family {
+                Address::Tcp(_) => {
+                    let ports: Vec<u16> = peers
+                        .iter()
+                        .map(|p| match p {
+                            Some(Address::Tcp(a)) if a.ip().is_loopback() => a.port(),
+                            other => panic!("expected a loopback TCP peer, got {other:?}"),
+                        })
+                        .collect();
+                    assert_ne!(ports[0], ports[1]);
+                }
+                _ => assert_eq!(peers, [None, None], "{family:?}"),
+            }
+        }
+    });
+}
+
 #[test]
 fn net_05_client_may_send_and_leave_before_accept() {
     bounded(30, || {

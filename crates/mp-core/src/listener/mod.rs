@@ -60,6 +60,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,7 @@ pub struct Listener {
     address: Address,
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
+    last_accepted: Mutex<Option<Address>>,
 }
 
 impl Listener {
@@ -170,12 +172,35 @@ impl Listener {
             address,
             authkey: authkey.map(<[u8]>::to_vec),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            last_accepted: Mutex::new(None),
         })
     }
 
     /// The address clients connect to (with the real port when bound to port 0).
     pub fn address(&self) -> &Address {
         &self.address
+    }
+
+    /// The address of the last client accepted (Python's `last_accepted`): the peer's
+    /// address for TCP, its socket path for a Unix client bound to one; `None` before the
+    /// first accept, for an unnamed Unix client and for a named-pipe client.
+    ///
+    /// ```
+    /// use mp_core::listener::{Address, Client, Listener};
+    /// let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap(), None).unwrap();
+    /// let address = listener.address().clone();
+    /// assert_eq!(listener.last_accepted(), None);
+    /// let t = std::thread::spawn(move || Client::connect::<u8>(&address, None).unwrap());
+    /// let _conn = listener.accept::<u8>().unwrap();
+    /// let Some(Address::Tcp(peer)) = listener.last_accepted() else { panic!() };
+    /// assert!(peer.ip().is_loopback());
+    /// t.join().unwrap();
+    /// ```
+    pub fn last_accepted(&self) -> Option<Address> {
+        self.last_accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Bounds how long an accepted client may take to complete the handshake.
@@ -208,7 +233,11 @@ impl Listener {
         timeout: Option<Duration>,
     ) -> Result<Option<SysStream>, ListenerError> {
         let inner = self.inner.as_ref().ok_or(ListenerError::Closed)?;
-        Ok(inner.accept(timeout)?)
+        let stream = inner.accept(timeout)?;
+        if let Some(s) = &stream {
+            *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = s.peer_address();
+        }
+        Ok(stream)
     }
 
     /// Stops listening. Later `accept`s fail with [`ListenerError::Closed`].

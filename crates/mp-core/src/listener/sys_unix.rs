@@ -91,6 +91,17 @@ impl Drop for SysListener {
 }
 
 impl SysStream {
+    /// The peer's address, if it has one a client could be told about.
+    pub(crate) fn peer_address(&self) -> Option<Address> {
+        match self {
+            Self::Tcp(s) => s.peer_addr().ok().map(Address::Tcp),
+            Self::Unix(s) => s
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| Address::Unix(p.to_path_buf()))),
+        }
+    }
+
     pub(crate) fn connect(
         address: &Address,
         timeout: Option<Duration>,

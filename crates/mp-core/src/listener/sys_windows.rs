@@ -130,6 +130,15 @@ impl SysListener {
 }
 
 impl SysStream {
+    /// The peer's address, if it has one a client could be told about (TCP only: a
+    /// named-pipe client has none).
+    pub(crate) fn peer_address(&self) -> Option<Address> {
+        match self {
+            Self::Tcp(s) => s.peer_addr().ok().map(Address::Tcp),
+            Self::Pipe(_) => None,
+        }
+    }
+
     pub(crate) fn connect(
         address: &Address,
         timeout: Option<Duration>,
