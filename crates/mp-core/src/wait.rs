@@ -1,7 +1,8 @@
 //! Waiting on several connections and processes at once: Python's
 //! `multiprocessing.connection.wait`.
 //!
-//! Objects are anything [`Waitable`]: the connection ends and process [`Sentinel`]s. The
+//! Objects are anything [`Waitable`]: the connection ends, process [`Sentinel`]s and
+//! sockets (`TcpStream`, `TcpListener`; on Unix `UnixStream`, `UnixListener`). The
 //! result is the indices of the ready objects rather than the objects, which keeps
 //! borrowing simple. There is no limit on the number of objects (Python's Windows version
 //! is limited to 63 per underlying call).
@@ -81,6 +82,21 @@ impl<T> Waitable for Writer<T> {
     }
 }
 
+/// A TCP socket (Python's `wait` takes sockets too): ready when a read would not block,
+/// end of stream included.
+impl Waitable for std::net::TcpStream {
+    fn wait_handle(&self) -> Option<RawHandle> {
+        Some(crate::sys::socket_handle(self))
+    }
+}
+
+/// A listening TCP socket: ready when a client waits to be accepted.
+impl Waitable for std::net::TcpListener {
+    fn wait_handle(&self) -> Option<RawHandle> {
+        Some(crate::sys::socket_handle(self))
+    }
+}
+
 /// A process's sentinel: ready once the child has exited (Python's `Process.sentinel`).
 /// Obtained from [`Process::sentinel`](crate::Process::sentinel).
 #[derive(Debug, Clone, Copy)]
@@ -102,8 +118,8 @@ impl Waitable for Sentinel<'_> {
     }
 }
 
-/// Waits until at least one object is ready (a message or end of stream to read, or a
-/// process that has exited), for at most `timeout` (`None`: without limit). Returns the
+/// Waits until at least one object is ready (a message or end of stream to read, a client
+/// to accept, or a process that has exited), for at most `timeout` (`None`: without limit). Returns the
 /// indices of the ready objects; empty on timeout.
 ///
 /// ```

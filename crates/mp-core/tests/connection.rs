@@ -280,6 +280,37 @@ fn wait_over_connections_and_sentinels() {
     });
 }
 
+/// Connects to `address` from a child and writes one byte after `arg.1` ms.
+fn tcp_write_after(arg: (std::net::SocketAddr, u64)) {
+    let mut s = std::net::TcpStream::connect(arg.0).unwrap();
+    std::thread::sleep(Duration::from_millis(arg.1));
+    std::io::Write::write_all(&mut s, b"x").unwrap();
+}
+
+/// Python's `wait` takes sockets too: a listening socket is ready when a client waits to
+/// be accepted, a stream when a read would not block (end of stream included), and they
+/// mix with connections.
+#[test]
+fn wait_over_tcp_sockets() {
+    for_each_context(30, |ctx| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (idle, _keep) = pipe::<u8>().unwrap();
+        let short = Some(Duration::from_millis(30));
+        assert!(wait(&[&listener, &idle], short).unwrap().is_empty());
+        let mut p = ctx.process(tcp_write_after, (listener.local_addr().unwrap(), 300));
+        p.start().unwrap();
+        assert_eq!(wait(&[&idle, &listener], Some(SECS)).unwrap(), vec![1]);
+        let (stream, _) = listener.accept().unwrap();
+        assert!(wait(&[&stream], short).unwrap().is_empty());
+        assert_eq!(wait(&[&idle, &stream], Some(SECS)).unwrap(), vec![1]);
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut &stream, &mut byte).unwrap();
+        p.join().unwrap();
+        // The child is gone and its socket closed: end of stream is ready too.
+        assert_eq!(wait(&[&stream], Some(SECS)).unwrap(), vec![0]);
+    });
+}
+
 #[test]
 fn wait_is_not_limited_to_64_objects() {
     let pipes: Vec<_> = (0..200).map(|_| pipe::<u8>().unwrap()).collect();

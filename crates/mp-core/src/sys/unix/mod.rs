@@ -69,6 +69,25 @@ pub(crate) fn recv_with_handles(
     c.recv_frame_with_handles(buf, max)
 }
 
+/// The handle [`wait`](crate::wait) watches for a socket: its descriptor.
+pub(crate) fn socket_handle(s: &impl AsRawFd) -> RawFd {
+    s.as_raw_fd()
+}
+
+/// Unix domain sockets are waitable like TCP ones (Python's `wait` takes any socket).
+impl crate::Waitable for std::os::unix::net::UnixStream {
+    fn wait_handle(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
+/// A listening Unix socket is ready when a client waits to be accepted.
+impl crate::Waitable for std::os::unix::net::UnixListener {
+    fn wait_handle(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
 /// Waits until any handle is readable; returns the ready indices.
 pub(crate) fn wait_readable(
     handles: &[RawFd],

@@ -78,6 +78,12 @@ pub(crate) fn recv_with_handles(
     mp_windows::handle::recv_with_handles(c, buf, max)
 }
 
+/// The handle [`wait`](crate::wait) watches for a socket: the `SOCKET`, which the Windows
+/// wait recognises and polls with `WSAPoll`.
+pub(crate) fn socket_handle(s: &impl std::os::windows::io::AsRawSocket) -> RawHandle {
+    s.as_raw_socket() as usize as RawHandle
+}
+
 /// Waits until any handle is ready (a pipe with bytes or at end of stream, a process that
 /// has ended); returns the ready indices. Polls with backoff: see [`mp_windows::poll`].
 pub(crate) fn wait_readable(
