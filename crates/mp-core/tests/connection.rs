@@ -352,20 +352,7 @@ fn write_through_received_file(conn: Connection<mp_core::OsHandle>) {
 #[test]
 fn conn_17_a_file_handle_travels_over_a_connection() {
     for_each_context(30, |ctx| {
-        let path = std::env::temp_dir().join(format!(
-            "mp-conn17-{}-{:?}",
-            std::process::id(),
-            ctx.start_method()
-        ));
-        let file = std::fs::File::create(&path).unwrap();
-        let (a, b) = pipe::<mp_core::OsHandle>().unwrap();
-        let mut p = ctx.process(write_through_received_file, b);
-        p.start().unwrap();
-        a.send(&mp_core::OsHandle::from(file)).unwrap();
-        assert_eq!(a.recv_bytes_timeout(SECS).unwrap(), b"done");
-        p.join().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "foo");
-        std::fs::remove_file(path).unwrap();
+        common::file_handle_round_trip(ctx, write_through_received_file, "plain")
     });
     // A message without the handle it needs is an error, not garbage.
     let (a, b) = pipe::<mp_core::OsHandle>().unwrap();

@@ -142,3 +142,28 @@ pub fn kill_pid(pid: u32) {
         .args(["/F", "/PID", &pid.to_string()])
         .output();
 }
+
+/// CONN-17's parent side: sends the handle of a fresh file to a child running `child`,
+/// which must write "foo" through it and answer "done"; then checks the file.
+pub fn file_handle_round_trip<F>(ctx: Context, child: F, tag: &str)
+where
+    F: Fn(mp_core::Connection<mp_core::OsHandle>) + Copy + Send + 'static,
+{
+    let path = std::env::temp_dir().join(format!(
+        "mp-conn17-{tag}-{}-{:?}",
+        std::process::id(),
+        ctx.start_method()
+    ));
+    let file = std::fs::File::create(&path).unwrap();
+    let (a, b) = mp_core::pipe::<mp_core::OsHandle>().unwrap();
+    let mut p = ctx.process(child, b);
+    p.start().unwrap();
+    a.send(&mp_core::OsHandle::from(file)).unwrap();
+    assert_eq!(
+        a.recv_bytes_timeout(Duration::from_secs(10)).unwrap(),
+        b"done"
+    );
+    p.join().unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "foo");
+    std::fs::remove_file(path).unwrap();
+}
