@@ -275,6 +275,31 @@ mod unix {
                 &s,
             );
         }
+        // The same with the spin disabled on both sides: every receive sleeps in the kernel,
+        // as the raw reference below does.
+        {
+            let old = mp_core::connection::socket_spin_limit();
+            mp_core::connection::set_socket_spin_limit(Duration::ZERO);
+            std::env::set_var("MP_SPIN_US", "0");
+            let (here, there) = pipe_with::<(), Socket>().expect("pipe");
+            let mut p = Process::new(mp_echo, there).with_context(spawn);
+            p.start().expect("start");
+            let s = rtt_batches(batches, per_batch, |m| {
+                here.send_bytes(m).expect("send");
+                here.recv_bytes().expect("recv");
+            });
+            drop(here);
+            p.join().expect("join");
+            std::env::remove_var("MP_SPIN_US");
+            mp_core::connection::set_socket_spin_limit(old);
+            emit(
+                "rtt8.process",
+                "mp_nospin",
+                "s",
+                "as mp with the spin disabled (MP_SPIN_US=0 in both processes)",
+                &s,
+            );
+        }
         // Raw socketpair, echo in a forked child (the fd reaches it by fork).
         {
             let (mut here, there) = UnixStream::pair().expect("socketpair");

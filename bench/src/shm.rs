@@ -33,10 +33,14 @@ fn echo(conn: Connection<()>) {
 /// Median round trip of 8-byte messages, one sample per batch of `per_batch`.
 fn rtt(reps: usize, spin: Option<Duration>) -> Vec<f64> {
     let old = mp_core::connection::shm_spin_limit();
+    let old_socket = mp_core::connection::socket_spin_limit();
     if let Some(s) = spin {
+        // The shm rings' spin, and the spin of the companion socket's poll under it.
         mp_core::connection::set_shm_spin_limit(s);
-        // The child reads its limit from the environment at its first wait.
+        mp_core::connection::set_socket_spin_limit(s);
+        // The child reads its limits from the environment at its first wait.
         std::env::set_var("MP_SHM_SPIN_US", s.as_micros().to_string());
+        std::env::set_var("MP_SPIN_US", s.as_micros().to_string());
     }
     let (here, there) = pipe_with::<(), Shm>().unwrap();
     let mut p = Process::new(echo, there);
@@ -63,7 +67,9 @@ fn rtt(reps: usize, spin: Option<Duration>) -> Vec<f64> {
     drop(here);
     p.join().unwrap();
     std::env::remove_var("MP_SHM_SPIN_US");
+    std::env::remove_var("MP_SPIN_US");
     mp_core::connection::set_shm_spin_limit(old);
+    mp_core::connection::set_socket_spin_limit(old_socket);
     samples
 }
 
@@ -92,7 +98,7 @@ pub fn run(reps: usize) {
     emit(
         "shm.rtt8.nospin",
         "s",
-        "as shm.rtt8 with the spin disabled: every wait sleeps (poll on the companion socket)",
+        "as shm.rtt8 with every spin disabled (the rings' and the companion socket's): every wait sleeps",
         &rtt(reps, Some(Duration::ZERO)),
     );
 

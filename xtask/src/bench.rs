@@ -437,6 +437,13 @@ const ROWS: &[Row] = &[
         python: Some(("rtt8.process", "python")),
     },
     Row {
+        title: "round trip 8 B, echo child process, mp's spin disabled (vs blocking raw)",
+        bench: "rtt8.process",
+        mp: "mp_nospin",
+        raw: Some("raw"),
+        python: Some(("rtt8.process", "python")),
+    },
+    Row {
         title: "round trip 8 B, echo child process, vs a raw socket that spins as mp does",
         bench: "rtt8.process",
         mp: "mp",
@@ -454,6 +461,13 @@ const ROWS: &[Row] = &[
         title: "round trip 8 B, echo child process, one CPU",
         bench: "rtt8.process.cpu0",
         mp: "mp",
+        raw: Some("raw"),
+        python: Some(("rtt8.process.cpu0", "python")),
+    },
+    Row {
+        title: "round trip 8 B, echo child process, one CPU, mp's spin disabled",
+        bench: "rtt8.process.cpu0",
+        mp: "mp_nospin",
         raw: Some("raw"),
         python: Some(("rtt8.process.cpu0", "python")),
     },
@@ -818,18 +832,20 @@ impl Report<'_> {
         }
         // Not a goal: how much of the round trip is the waiting strategy.
         for bench in ["rtt8.process", "rtt8.process.cpu0"] {
-            if let (Some(m), Some(r), Some(s)) = (
+            if let (Some(m), Some(r), Some(s), Some(n)) = (
                 self.get(bench, "mp"),
                 self.get(bench, "raw"),
                 self.get(bench, "raw_spin"),
+                self.get(bench, "mp_nospin"),
             ) {
                 let _ = writeln!(
                     out,
                     "- *context* ({bench}): mp's receives spin up to 20 µs (yielding the CPU) \
-                     before they block; the raw reference blocks at once. A raw socket that \
-                     spins the same way: {}, against mp {} and blocking raw {}.",
-                    fmt_value(s.median(), "s"),
+                     before they block; the raw reference blocks at once. Both spinning: mp {} \
+                     vs raw {}. Both blocking: mp {} vs raw {}.",
                     fmt_value(m.median(), "s"),
+                    fmt_value(s.median(), "s"),
+                    fmt_value(n.median(), "s"),
                     fmt_value(r.median(), "s"),
                 );
             }

@@ -168,19 +168,17 @@ impl UnixChannel {
     }
 }
 
-/// One read-ahead receive: tries without blocking for up to [`SPIN`](crate::spin::SPIN),
+/// One read-ahead receive: tries without blocking for up to [`limit`](crate::spin::limit),
 /// then blocks.
 fn recv_spinning(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, IpcError> {
-    let quick = crate::spin::spin(crate::spin::SPIN, || match crate::fdpass::recv_with_rights(
-        fd,
-        buf,
-        fds,
-        libc::MSG_DONTWAIT,
-    ) {
-        Ok(n) => Ok(Some(Ok(n))),
-        Err(IpcError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Ok(Some(Err(e))),
-    })
+    let quick = crate::spin::spin(
+        crate::spin::limit(),
+        || match crate::fdpass::recv_with_rights(fd, buf, fds, libc::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(Ok(n))),
+            Err(IpcError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Ok(Some(Err(e))),
+        },
+    )
     .map_err(IpcError::Io)?;
     match quick {
         Some(done) => done,

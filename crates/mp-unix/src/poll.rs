@@ -20,7 +20,7 @@ fn to_millis(left: Option<Duration>) -> libc::c_int {
 /// Waits until any of `fds` is readable (data, end of stream or error), for at most
 /// `timeout`. Returns the indices of the ready descriptors, empty on timeout.
 /// There is no limit on the number of descriptors. The first
-/// [`SPIN`](crate::spin::SPIN) (or the whole timeout, if shorter) polls without blocking.
+/// [`limit`](crate::spin::limit) (or the whole timeout, if shorter) polls without blocking.
 pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut pfds: Vec<libc::pollfd> = fds
@@ -31,7 +31,8 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
             revents: 0,
         })
         .collect();
-    let window = timeout.map_or(crate::spin::SPIN, |t| t.min(crate::spin::SPIN));
+    let spin = crate::spin::limit();
+    let window = timeout.map_or(spin, |t| t.min(spin));
     if let Some(ready) = crate::spin::spin(window, || {
         let ready = poll_now(&mut pfds)?;
         Ok((!ready.is_empty()).then_some(ready))

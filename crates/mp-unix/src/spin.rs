@@ -4,20 +4,55 @@
 //! A message between processes on different CPUs costs a sleep and a wake-up when the
 //! receiver blocks: tens of microseconds on a VM, most of a round trip. A peer that answers
 //! within the spin window is seen without that cost. Yielding between tries lets a peer on
-//! the same CPU run and answer at once. A longer wait costs at most [`SPIN`] of CPU time.
+//! the same CPU run and answer at once. A longer wait costs at most [`limit`] of CPU time.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a wait keeps trying without blocking before it sleeps.
-pub const SPIN: Duration = Duration::from_micros(20);
+/// The default of [`limit`].
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// The limit in nanoseconds once known; `u64::MAX` until first asked or set.
+static LIMIT_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// How long a wait keeps trying without blocking before it sleeps (process-wide):
+/// [`DEFAULT_SPIN`], or `MP_SPIN_US` (microseconds) from the environment, or what
+/// [`set_limit`] set. Zero: sleep at once.
+///
+/// ```
+/// mp_unix::spin::set_limit(std::time::Duration::from_micros(5));
+/// assert_eq!(mp_unix::spin::limit(), std::time::Duration::from_micros(5));
+/// ```
+pub fn limit() -> Duration {
+    let ns = LIMIT_NS.load(Ordering::Relaxed);
+    if ns != u64::MAX {
+        return Duration::from_nanos(ns);
+    }
+    let d = std::env::var("MP_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(DEFAULT_SPIN, Duration::from_micros);
+    set_limit(d);
+    d
+}
+
+/// Sets [`limit`] for this process (children read `MP_SPIN_US` instead).
+pub fn set_limit(limit: Duration) {
+    let ns = limit.as_nanos().min(u128::from(u64::MAX - 1)) as u64;
+    LIMIT_NS.store(ns, Ordering::Relaxed);
+}
 
 /// Calls `attempt` until it returns `Some`, for at most `limit` (yielding the CPU between
-/// calls). `None` means the window passed without success: the caller blocks next.
+/// calls). `None` means the window passed without success: the caller blocks next. A zero
+/// `limit` makes no attempt.
 pub(crate) fn spin<T>(
     limit: Duration,
     mut attempt: impl FnMut() -> io::Result<Option<T>>,
 ) -> io::Result<Option<T>> {
+    if limit.is_zero() {
+        return Ok(None);
+    }
     let start = Instant::now();
     loop {
         if let Some(done) = attempt()? {

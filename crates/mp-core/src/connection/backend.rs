@@ -245,6 +245,25 @@ impl Channel for AnyChan {
     }
 }
 
+/// The longest a socket-backend receive or [`wait`](crate::wait) keeps asking without
+/// blocking before it sleeps (process-wide; 20 µs unless `MP_SPIN_US` says otherwise).
+/// Windows channels do not spin: zero there.
+///
+/// ```
+/// use std::time::Duration;
+/// mp_core::connection::set_socket_spin_limit(Duration::ZERO); // sleep at once
+/// assert_eq!(mp_core::connection::socket_spin_limit(), Duration::ZERO);
+/// ```
+pub fn socket_spin_limit() -> Duration {
+    crate::sys::socket_spin_limit()
+}
+
+/// Sets [`socket_spin_limit`] for this process (zero: sleep at once; no effect on
+/// Windows). Children read `MP_SPIN_US` from their environment instead.
+pub fn set_socket_spin_limit(limit: Duration) {
+    crate::sys::set_socket_spin_limit(limit)
+}
+
 /// The longest an shm waiter spins before it sleeps (process-wide; see `mp_shm`).
 #[cfg(feature = "shm")]
 pub fn shm_spin_limit() -> Duration {

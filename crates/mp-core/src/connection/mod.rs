@@ -35,6 +35,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::ConnectionError;
 #[cfg(feature = "shm")]
 pub use backend::{set_shm_spin_limit, shm_spin_limit, Shm};
+pub use backend::{set_socket_spin_limit, socket_spin_limit};
 pub use backend::{Backend, BackendKind, DefaultBackend, Socket};
 pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawConnection};
 

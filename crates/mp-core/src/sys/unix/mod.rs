@@ -69,6 +69,16 @@ pub(crate) fn recv_with_handles(
     c.recv_frame_with_handles(buf, max)
 }
 
+/// How long socket receives and waits spin before they sleep (see `mp_unix::spin`).
+pub(crate) fn socket_spin_limit() -> Duration {
+    mp_unix::spin::limit()
+}
+
+/// Sets [`socket_spin_limit`] for this process.
+pub(crate) fn set_socket_spin_limit(limit: Duration) {
+    mp_unix::spin::set_limit(limit)
+}
+
 /// The handle [`wait`](crate::wait) watches for a socket: its descriptor.
 pub(crate) fn socket_handle(s: &impl AsRawFd) -> RawFd {
     s.as_raw_fd()

@@ -78,6 +78,14 @@ pub(crate) fn recv_with_handles(
     mp_windows::handle::recv_with_handles(c, buf, max)
 }
 
+/// Windows channels do not spin before they sleep.
+pub(crate) fn socket_spin_limit() -> Duration {
+    Duration::ZERO
+}
+
+/// Nothing to set: Windows channels do not spin.
+pub(crate) fn set_socket_spin_limit(_limit: Duration) {}
+
 /// The handle [`wait`](crate::wait) watches for a socket: the `SOCKET`, which the Windows
 /// wait recognises and polls with `WSAPoll`.
 pub(crate) fn socket_handle(s: &impl std::os::windows::io::AsRawSocket) -> RawHandle {
