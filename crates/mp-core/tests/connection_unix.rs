@@ -148,16 +148,18 @@ fn conn_17_a_received_descriptor_may_have_a_high_number() {
 #[test]
 fn wait_over_unix_sockets() {
     use std::os::unix::net::{UnixListener, UnixStream};
-    let path = std::env::temp_dir().join(format!("mp-wait-unix-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).unwrap();
-    let short = Some(Duration::from_millis(20));
-    assert!(mp_core::wait(&[&listener], short).unwrap().is_empty());
-    let mut client = UnixStream::connect(&path).unwrap();
-    assert_eq!(mp_core::wait(&[&listener], Some(SECS)).unwrap(), vec![0]);
-    let (server, _) = listener.accept().unwrap();
-    assert!(mp_core::wait(&[&server], short).unwrap().is_empty());
-    client.write_all(b"x").unwrap();
-    assert_eq!(mp_core::wait(&[&server], Some(SECS)).unwrap(), vec![0]);
-    std::fs::remove_file(path).unwrap();
+    common::bounded(30, || {
+        let path = std::env::temp_dir().join(format!("mp-wait-unix-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let short = Some(Duration::from_millis(20));
+        assert!(mp_core::wait(&[&listener], short).unwrap().is_empty());
+        let mut client = UnixStream::connect(&path).unwrap();
+        assert_eq!(mp_core::wait(&[&listener], Some(SECS)).unwrap(), vec![0]);
+        let (server, _) = listener.accept().unwrap();
+        assert!(mp_core::wait(&[&server], short).unwrap().is_empty());
+        client.write_all(b"x").unwrap();
+        assert_eq!(mp_core::wait(&[&server], Some(SECS)).unwrap(), vec![0]);
+        std::fs::remove_file(path).unwrap();
+    });
 }

@@ -7,12 +7,14 @@
 //! - [`frame`]: the length header every stream transport writes before a payload, and the
 //!   limits that keep a corrupt header from allocating without bound;
 //! - [`IpcError`]: the transport-level errors, which `mp-core` maps onto its public ones;
-//! - [`handle`]: the OS handle type of the platform, the unit of inheritance between processes.
+//! - [`handle`]: the OS handle type of the platform, the unit of inheritance between processes;
+//! - [`spin`]: the process-wide setting of how long a waiter spins before it sleeps.
 //!
 //! Users depend on `mp-core`, not on this crate.
 
 pub mod frame;
 pub mod handle;
+pub mod spin;
 
 use std::time::Duration;
 

@@ -45,7 +45,6 @@ mod windows;
 #[cfg(windows)]
 pub use windows::ShmChannel;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The name under which this backend reports itself.
@@ -62,38 +61,22 @@ pub const DEFAULT_RING: usize = 256 << 10;
 /// machine (~20 us), the classic bound that keeps spinning within 2x of the best choice.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
-static SPIN_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+static SPIN: mp_ipc::spin::SpinLimit =
+    mp_ipc::spin::SpinLimit::new("MP_SHM_SPIN_US", DEFAULT_SPIN).off_on_one_cpu();
 
 /// The longest a waiter spins before it sleeps (process-wide). `MP_SHM_SPIN_US` in the
-/// environment overrides the default; [`set_spin_limit`] overrides both.
+/// environment overrides the default; [`set_spin_limit`] overrides both. On a machine with
+/// one CPU it is zero unless set.
 ///
 /// ```
 /// mp_shm::set_spin_limit(std::time::Duration::from_micros(10));
 /// assert_eq!(mp_shm::spin_limit(), std::time::Duration::from_micros(10));
 /// ```
 pub fn spin_limit() -> Duration {
-    let ns = SPIN_NS.load(Ordering::Relaxed);
-    if ns != u64::MAX {
-        return Duration::from_nanos(ns);
-    }
-    let d = std::env::var("MP_SHM_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(DEFAULT_SPIN, Duration::from_micros);
-    // On one CPU a spinning waiter only delays the peer it waits for.
-    let d = if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        d
-    } else {
-        Duration::ZERO
-    };
-    SPIN_NS.store(d.as_nanos() as u64, Ordering::Relaxed);
-    d
+    SPIN.get()
 }
 
 /// Sets [`spin_limit`] for this process (zero: sleep at once).
 pub fn set_spin_limit(limit: Duration) {
-    SPIN_NS.store(
-        limit.as_nanos().min(u64::MAX as u128 - 1) as u64,
-        Ordering::Relaxed,
-    );
+    SPIN.set(limit)
 }

@@ -7,14 +7,12 @@
 //! the same CPU run and answer at once. A longer wait costs at most [`limit`] of CPU time.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The default of [`limit`].
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
-/// The limit in nanoseconds once known; `u64::MAX` until first asked or set.
-static LIMIT_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+static LIMIT: mp_ipc::spin::SpinLimit = mp_ipc::spin::SpinLimit::new("MP_SPIN_US", DEFAULT_SPIN);
 
 /// How long a wait keeps trying without blocking before it sleeps (process-wide):
 /// [`DEFAULT_SPIN`], or `MP_SPIN_US` (microseconds) from the environment, or what
@@ -25,22 +23,12 @@ static LIMIT_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// assert_eq!(mp_unix::spin::limit(), std::time::Duration::from_micros(5));
 /// ```
 pub fn limit() -> Duration {
-    let ns = LIMIT_NS.load(Ordering::Relaxed);
-    if ns != u64::MAX {
-        return Duration::from_nanos(ns);
-    }
-    let d = std::env::var("MP_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(DEFAULT_SPIN, Duration::from_micros);
-    set_limit(d);
-    d
+    LIMIT.get()
 }
 
 /// Sets [`limit`] for this process (children read `MP_SPIN_US` instead).
 pub fn set_limit(limit: Duration) {
-    let ns = limit.as_nanos().min(u128::from(u64::MAX - 1)) as u64;
-    LIMIT_NS.store(ns, Ordering::Relaxed);
+    LIMIT.set(limit)
 }
 
 /// Calls `attempt` until it returns `Some`, for at most `limit` (yielding the CPU between
