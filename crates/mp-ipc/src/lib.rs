@@ -8,10 +8,12 @@
 //!   limits that keep a corrupt header from allocating without bound;
 //! - [`IpcError`]: the transport-level errors, which `mp-core` maps onto its public ones;
 //! - [`handle`]: the OS handle type of the platform, the unit of inheritance between processes;
-//! - [`spin`]: the process-wide setting of how long a waiter spins before it sleeps.
+//! - [`spin`]: the process-wide setting of how long a waiter spins before it sleeps;
+//! - [`deadline`]: when a wait ends, saturating (a huge timeout means "for ever").
 //!
 //! Users depend on `mp-core`, not on this crate.
 
+pub mod deadline;
 pub mod frame;
 pub mod handle;
 pub mod spin;
