@@ -637,7 +637,7 @@ mod threads {
     /// the threads backend copies through `postcard` (its inherent `send` clones instead).
     fn owned<T: Portable>(value: &T) -> Result<T, ConnectionError> {
         let bytes = postcard::to_stdvec(value).map_err(ConnectionError::Encode)?;
-        postcard::from_bytes(&bytes).map_err(ConnectionError::Decode)
+        crate::codec::decode(&bytes).map_err(ConnectionError::Decode)
     }
 
     impl<T: Portable> SendApi<T> for dummy::Connection<T> {

@@ -119,16 +119,25 @@ pub enum ConnectionError {
         /// Bytes announced.
         expected: u64,
     },
-    /// An earlier framing error (`TooLarge`, `Truncated`) left the stream unreadable.
+    /// The peer broke the protocol (descriptors it did not announce, a malformed handle
+    /// prefix) or the connection's shared memory is damaged. Whatever came with the bad
+    /// message was closed; the connection can no longer be read from ([`Broken`] from now
+    /// on), and nothing else is affected.
+    ///
+    /// [`Broken`]: ConnectionError::Broken
+    #[error("the connection is corrupt: {0}")]
+    Corrupt(String),
+    /// An earlier framing error (`TooLarge`, `Truncated`, `Corrupt`) left the stream
+    /// unreadable.
     #[error("the connection's stream is out of sync after an earlier framing error")]
     Broken,
     /// The value could not be serialized; nothing was sent.
     #[error("could not serialize the message: {0}")]
     Encode(postcard::Error),
-    /// A whole message arrived but is not a valid `T`; it was consumed, the connection stays
-    /// usable.
+    /// A whole message arrived but is not a valid `T` (or breaks a decoding limit); it was
+    /// consumed, the connection stays usable.
     #[error("could not decode the message: {0}")]
-    Decode(postcard::Error),
+    Decode(DecodeError),
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -143,9 +152,49 @@ impl From<mp_ipc::IpcError> for ConnectionError {
             E::BrokenPipe => Self::BrokenPipe,
             E::FrameTooLarge { len, max } => Self::TooLarge { len, max },
             E::Timeout => Self::Timeout,
+            E::Corrupt(why) => Self::Corrupt(why),
             E::Io(e) => Self::Io(e),
         }
     }
+}
+
+/// Why bytes from another process did not decode as the type expected. Decoding is
+/// postcard's, bounded so that no message can exhaust the receiver's stack or CPU: see
+/// [`MAX_DECODE_DEPTH`](crate::codec::MAX_DECODE_DEPTH). Nothing was allocated beyond what
+/// the message itself holds.
+///
+/// ```
+/// use mp_core::{pipe, ConnectionError, DecodeError};
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// enum Tree { Leaf, Node(Box<Tree>) }
+///
+/// let (a, b) = pipe::<Tree>().unwrap();
+/// // Ten thousand levels: refused with a typed error, the receiver's stack untouched.
+/// a.send_bytes(&vec![1u8; 10_000]).unwrap();
+/// assert!(matches!(
+///     b.recv(),
+///     Err(ConnectionError::Decode(DecodeError::TooDeep { .. }))
+/// ));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The bytes are not a valid encoding of the type (postcard's reason).
+    #[error("{0}")]
+    Invalid(postcard::Error),
+    /// Compound values nest deeper than `limit` levels.
+    #[error("the message nests deeper than {limit} levels")]
+    TooDeep {
+        /// The limit, [`MAX_DECODE_DEPTH`](crate::codec::MAX_DECODE_DEPTH).
+        limit: usize,
+    },
+    /// The sequences and maps of the message announce more elements than its bytes can hold
+    /// (beyond [`MAX_EMPTY_ELEMENTS`](crate::codec::MAX_EMPTY_ELEMENTS) zero-sized ones).
+    #[error("the message announces more than {limit} elements")]
+    TooManyElements {
+        /// The most elements a message of this size may hold.
+        limit: usize,
+    },
 }
 
 /// Errors of start-method selection (Python: `ValueError`, `RuntimeError`).

@@ -36,9 +36,9 @@ pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
 pub(crate) fn decode_with_handles<T: DeserializeOwned>(
     bytes: &[u8],
     handles: Vec<OwnedHandle>,
-) -> Result<T, postcard::Error> {
+) -> Result<T, crate::DecodeError> {
     INBOX.with(|i| *i.borrow_mut() = Some(handles.into_iter().map(Some).collect()));
-    let value = postcard::from_bytes(bytes);
+    let value = crate::codec::decode(bytes);
     INBOX.with(|i| i.borrow_mut().take());
     value
 }

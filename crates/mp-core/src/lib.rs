@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod codec;
 pub mod connection;
 mod context;
 #[cfg(feature = "threads")]
@@ -73,7 +74,7 @@ pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
 pub use context::{
     get_all_start_methods, get_context, get_start_method, set_start_method, Context, StartMethod,
 };
-pub use error::{ChildPanic, ConnectionError, ContextError, ProcessError, WaitError};
+pub use error::{ChildPanic, ConnectionError, ContextError, DecodeError, ProcessError, WaitError};
 pub use handles::OsHandle;
 pub use listener::{Address, AuthenticationError, Client, Listener, ListenerError};
 pub use pool::{AsyncResult, Pool, PoolError, TaskError};

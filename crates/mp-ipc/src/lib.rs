@@ -49,9 +49,15 @@ pub enum IpcError {
         /// The receiver's limit.
         max: u64,
     },
-    /// Nothing arrived within the timeout.
+    /// Nothing arrived within the timeout. A receive that timed out in the middle of a
+    /// frame kept what it had: the next receive continues the frame.
     #[error("timed out")]
     Timeout,
+    /// The peer broke the protocol (descriptors it did not announce, a malformed handle
+    /// prefix) or the channel's shared state is damaged. The channel can no longer be read
+    /// from; nothing else is affected.
+    #[error("the channel is corrupt: {0}")]
+    Corrupt(String),
     /// Any other operating-system error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -133,5 +139,23 @@ pub trait Channel: Send + Sized {
         max_len: u64,
     ) -> Result<Vec<handle::OwnedHandle>, IpcError> {
         self.recv_frame(buf, max_len).map(|()| Vec::new())
+    }
+
+    /// [`recv_frame_with_handles`](Channel::recv_frame_with_handles) that gives up at
+    /// `deadline` with [`IpcError::Timeout`], also in the middle of a frame whose header
+    /// arrived but whose body stalls. A stream transport keeps the part it received (and
+    /// its handles) and the next receive continues it, so a timeout loses nothing.
+    ///
+    /// The default waits for the start of a frame only; the transports of mp override it.
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: deadline::Deadline,
+    ) -> Result<Vec<handle::OwnedHandle>, IpcError> {
+        if !self.poll(deadline.remaining())? {
+            return Err(IpcError::Timeout);
+        }
+        self.recv_frame_with_handles(buf, max_len)
     }
 }

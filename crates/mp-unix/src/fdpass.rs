@@ -1,9 +1,13 @@
 //! Descriptors that travel with a frame (`SCM_RIGHTS`).
 //!
 //! A frame with descriptors has the handles flag set in its header, a 4-byte descriptor count
-//! after it, and the descriptors attached to the header's first byte. Every header is read
-//! with `recvmsg` and room for descriptors, so none is ever lost; the receiver gets them
-//! close-on-exec. A count that does not match the descriptors that arrived is an error.
+//! after it, and the descriptors attached to that prefix. Every receive is a `recvmsg` with
+//! room for the most descriptors one message may carry, so none is ever lost; the receiver
+//! gets them close-on-exec. The kernel ends a receive right after the bytes descriptors came
+//! with, which is how the receiver ties descriptors to the prefix that announces them: a
+//! count that does not match, descriptors with a frame that announced none, or a receive
+//! whose control buffer overflowed (`MSG_CTRUNC`) closes what arrived and breaks the
+//! channel ([`IpcError::Corrupt`]).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -66,7 +70,9 @@ pub(crate) fn send_with_rights(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result
 }
 
 /// Receives up to `buf.len()` bytes and whatever descriptors come with them. With `flags`
-/// `MSG_DONTWAIT` it fails with `WouldBlock` instead of waiting.
+/// `MSG_DONTWAIT` it fails with `WouldBlock` instead of waiting. If the kernel had more
+/// control data than fit (`MSG_CTRUNC`: descriptors were dropped), the descriptors that did
+/// arrive are closed and the error is [`IpcError::Corrupt`]: the bytes are gone with them.
 pub(crate) fn recv_with_rights(
     fd: RawFd,
     buf: &mut [u8],
@@ -86,6 +92,7 @@ pub(crate) fn recv_with_rights(
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of::<[u64; 130]>() as _;
+    let first = fds.len();
     let n = loop {
         // SAFETY: msg describes live buffers.
         let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
@@ -112,9 +119,10 @@ pub(crate) fn recv_with_rights(
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(IpcError::Io(io::Error::other(
-            "more handles arrived than one message may carry",
-        )));
+        fds.truncate(first);
+        return Err(IpcError::Corrupt(
+            "more handles arrived than one message may carry, or this process may open".into(),
+        ));
     }
     Ok(n)
 }

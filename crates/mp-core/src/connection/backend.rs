@@ -243,6 +243,15 @@ impl Channel for AnyChan {
     ) -> Result<Vec<OwnedHandle>, IpcError> {
         dispatch!(self, c => c.recv_frame_with_handles(buf, max_len))
     }
+
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: mp_ipc::deadline::Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        dispatch!(self, c => c.recv_frame_until(buf, max_len, deadline))
+    }
 }
 
 /// The longest a socket-backend receive or [`wait`](crate::wait) keeps asking without

@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::handle::{OwnedHandle, RawHandle};
 use mp_ipc::{Channel, DEFAULT_MAX_FRAME};
 use serde::de::DeserializeOwned;
@@ -174,45 +175,43 @@ impl RawConnection {
         Ok(self.chan()?.poll(timeout)?)
     }
 
-    /// Fails unless a frame can be read: closed, broken, or nothing within `timeout`.
-    fn check_readable(
-        &self,
-        chan: &AnyChan,
-        timeout: Option<Duration>,
-    ) -> Result<(), ConnectionError> {
+    /// Fails if an earlier framing error left the stream unreadable.
+    fn check_readable(&self) -> Result<(), ConnectionError> {
         if self.broken.get() {
             return Err(ConnectionError::Broken);
-        }
-        if let Some(t) = timeout {
-            if !chan.poll(Some(t))? {
-                return Err(ConnectionError::Timeout);
-            }
         }
         Ok(())
     }
 
-    /// A frame that is too large or cut short leaves the stream position unknown.
+    /// A frame that is too large, cut short or corrupt leaves the stream position unknown.
     fn note_framing_error(&self, e: ConnectionError) -> ConnectionError {
         if matches!(
             e,
-            ConnectionError::TooLarge { .. } | ConnectionError::Truncated { .. }
+            ConnectionError::TooLarge { .. }
+                | ConnectionError::Truncated { .. }
+                | ConnectionError::Corrupt(_)
         ) {
             self.broken.set(true);
         }
         e
     }
 
-    /// Receives one frame into `buf`, after waiting for it up to `timeout`.
+    /// Receives one frame and its handles into `buf`, giving up after `timeout` (also in
+    /// the middle of a frame: the part received waits in the channel for the next receive).
     fn recv_frame(
         &self,
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
         max_len: Option<u64>,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<Vec<OwnedHandle>, ConnectionError> {
         let chan = self.chan()?;
-        self.check_readable(chan, timeout)?;
-        chan.recv_frame(buf, max_len.unwrap_or(self.max_len))
-            .map_err(|e| self.note_framing_error(e.into()))
+        self.check_readable()?;
+        let max_len = max_len.unwrap_or(self.max_len);
+        match timeout {
+            None => chan.recv_frame_with_handles(buf, max_len),
+            Some(t) => chan.recv_frame_until(buf, max_len, Deadline::after(t)),
+        }
+        .map_err(|e| self.note_framing_error(e.into()))
     }
 
     pub(crate) fn recv_bytes(
@@ -221,13 +220,14 @@ impl RawConnection {
         max_len: Option<u64>,
     ) -> Result<Vec<u8>, ConnectionError> {
         let mut buf = Vec::new();
+        // Handles nobody asked for are closed here.
         self.recv_frame(&mut buf, timeout, max_len)?;
         Ok(buf)
     }
 
     pub(crate) fn recv_bytes_into(&self, out: &mut [u8]) -> Result<usize, ConnectionError> {
         let chan = self.chan()?;
-        self.check_readable(chan, None)?;
+        self.check_readable()?;
         match chan
             .recv_frame_into(out, self.max_len)
             .map_err(|e| self.note_framing_error(e.into()))?
@@ -249,12 +249,8 @@ impl RawConnection {
         &self,
         timeout: Option<Duration>,
     ) -> Result<T, ConnectionError> {
-        let chan = self.chan()?;
-        self.check_readable(chan, timeout)?;
         let mut buf = self.scratch.borrow_mut();
-        let handles = chan
-            .recv_frame_with_handles(&mut buf, self.max_len)
-            .map_err(|e| self.note_framing_error(e.into()))?;
+        let handles = self.recv_frame(&mut buf, timeout, None)?;
         let value =
             crate::handles::decode_with_handles(&buf, handles).map_err(ConnectionError::Decode);
         if buf.capacity() > SCRATCH_KEEP {

@@ -26,7 +26,9 @@ enum Msg<T> {
 /// A value where raw bytes were expected, or the reverse: consumed, and reported as a message
 /// that does not decode.
 fn mismatch() -> ConnectionError {
-    ConnectionError::Decode(postcard::Error::DeserializeBadEncoding)
+    ConnectionError::Decode(crate::DecodeError::Invalid(
+        postcard::Error::DeserializeBadEncoding,
+    ))
 }
 
 /// The receiving half of an end: the channel plus one message read ahead by `poll`.

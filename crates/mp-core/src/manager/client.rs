@@ -113,7 +113,7 @@ impl Pool {
                 idle.1.push(conn);
             }
         }
-        match postcard::from_bytes::<Reply>(&reply).map_err(ManagerError::Decode)? {
+        match crate::codec::decode::<Reply>(&reply).map_err(ManagerError::Decode)? {
             Reply::Ok(v) => Ok(v),
             Reply::Err(e) => Err(ManagerError::Remote(e)),
         }
@@ -150,7 +150,7 @@ pub(crate) fn spin_until_readable(conn: &RawConnection) {
 }
 
 pub(crate) fn decode_reply<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
-    postcard::from_bytes(bytes).map_err(ManagerError::Decode)
+    crate::codec::decode(bytes).map_err(ManagerError::Decode)
 }
 
 thread_local! {
@@ -187,7 +187,7 @@ pub(crate) fn encode_for_server<T: Serialize + ?Sized>(
 
 /// Decodes a value whose proxies each carry a reference this process takes over.
 pub(crate) fn decode_value<T: DeserializeOwned>(w: &WireBlob) -> Result<T, ManagerError> {
-    postcard::from_bytes(&w.bytes).map_err(ManagerError::Decode)
+    crate::codec::decode(&w.bytes).map_err(ManagerError::Decode)
 }
 
 /// In the server: takes a reference for each proxy listed, then decodes (the decoded
@@ -199,7 +199,7 @@ pub(crate) fn decode_adopting<T: DeserializeOwned>(
     for id in &w.refs {
         ctx.table.incref(*id)?;
     }
-    postcard::from_bytes(&w.bytes).map_err(|e| RemoteError::new("DecodeError", e.to_string()))
+    crate::codec::decode(&w.bytes).map_err(|e| RemoteError::new("DecodeError", e.to_string()))
 }
 
 /// A counted reference to one object of a manager. Dropping it releases the reference.

@@ -121,7 +121,7 @@ pub enum ManagerError {
     Encode(postcard::Error),
     /// A reply could not be decoded as the expected type.
     #[error("cannot decode the reply: {0}")]
-    Decode(postcard::Error),
+    Decode(crate::DecodeError),
     /// The server process could not be started or stopped.
     #[error(transparent)]
     Process(#[from] ProcessError),

@@ -126,7 +126,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         let v: Option<(Vec<u8>, WireBlob)> = call(&self.core, &DictOp::PopItem)?;
         v.map(|(k, w)| {
             Ok((
-                postcard::from_bytes(&k).map_err(ManagerError::Decode)?,
+                crate::codec::decode(&k).map_err(ManagerError::Decode)?,
                 decode_value(&w)?,
             ))
         })
@@ -159,7 +159,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
         let ks: Vec<Vec<u8>> = call(&self.core, &DictOp::Keys)?;
         ks.iter()
-            .map(|k| postcard::from_bytes(k).map_err(ManagerError::Decode))
+            .map(|k| crate::codec::decode(k).map_err(ManagerError::Decode))
             .collect()
     }
     /// The values, in insertion order (a snapshot).
@@ -173,7 +173,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         vs.iter()
             .map(|(k, w)| {
                 Ok((
-                    postcard::from_bytes(k).map_err(ManagerError::Decode)?,
+                    crate::codec::decode(k).map_err(ManagerError::Decode)?,
                     decode_value(w)?,
                 ))
             })

@@ -222,7 +222,7 @@ pub(crate) trait Object: Send + Sync {
 }
 
 pub(crate) fn decode_op<T: serde::de::DeserializeOwned>(op: &[u8]) -> Result<T, RemoteError> {
-    postcard::from_bytes(op).map_err(|e| {
+    crate::codec::decode(op).map_err(|e| {
         RemoteError::new(
             "RemoteError",
             format!("unknown method or bad arguments: {e}"),
@@ -439,7 +439,7 @@ fn serve_client(shared: Arc<Shared>, stream: SysStream) {
         super::client::spin_until_readable(&conn);
         conn.recv_bytes(None, None)
     } {
-        let reply = match postcard::from_bytes::<Request>(&bytes) {
+        let reply = match crate::codec::decode::<Request>(&bytes) {
             Ok(Request::Shutdown) => {
                 let _ = conn.send_bytes(&encode(&Reply::Ok(Vec::new())).unwrap_or_default());
                 // This client is not disconnected with the others: on Windows that

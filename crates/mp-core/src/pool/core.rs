@@ -627,7 +627,7 @@ impl Dispatcher {
                 }
             }
             Some(&FRAME_INIT_FAILED) => {
-                let msg = match postcard::from_bytes::<WireError>(&frame[1..]) {
+                let msg = match crate::codec::decode::<WireError>(&frame[1..]) {
                     Ok(e) => TaskError::from(e).to_string(),
                     Err(e) => format!("undecodable error: {e}"),
                 };
@@ -649,7 +649,7 @@ impl Dispatcher {
                 };
                 Outcome::Encoded(&record[9..])
             }
-            Some(&OUTCOME_FAILED) => match postcard::from_bytes::<WireError>(&record[1..]) {
+            Some(&OUTCOME_FAILED) => match crate::codec::decode::<WireError>(&record[1..]) {
                 Ok(e) => Outcome::Failed(e.into()),
                 Err(e) => Outcome::Failed(TaskError::Decode(format!(
                     "undecodable error from the worker: {e}"

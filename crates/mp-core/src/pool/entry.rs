@@ -277,7 +277,7 @@ where
     // bytes, so conjuring it re-creates the caller's fn item or capture-free closure.
     let f: T = unsafe { std::mem::zeroed() };
     for _ in 0..count {
-        let (arg, rest) = postcard::take_from_bytes::<A>(items)
+        let (arg, rest) = crate::codec::take::<A>(items)
             .map_err(|e| WireError::Decode(format!("cannot decode a task argument: {e}")))?;
         items = rest;
         match run_caught(move || f.call_task(arg)) {
@@ -305,7 +305,7 @@ where
 {
     type_check(type_name, std::any::type_name::<(F, A)>())?;
     const { assert!(std::mem::size_of::<F>() == 0) };
-    let arg: A = postcard::from_bytes(arg)
+    let arg: A = crate::codec::decode(arg)
         .map_err(|e| WireError::Decode(format!("cannot decode the initializer argument: {e}")))?;
     // SAFETY: as in `chunk_trampoline`.
     let f: F = unsafe { std::mem::zeroed() };

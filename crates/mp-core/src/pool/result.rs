@@ -298,7 +298,7 @@ pub(crate) fn decode_items<R: DeserializeOwned>(
         }
         Outcome::Encoded(mut bytes) => {
             for n in 0..len {
-                match postcard::take_from_bytes::<Result<R, WireError>>(bytes) {
+                match crate::codec::take::<Result<R, WireError>>(bytes) {
                     Ok((r, rest)) => {
                         bytes = rest;
                         push(r.map_err(TaskError::from));

@@ -158,8 +158,7 @@ fn run_chunk_items(chunk: Result<&[u8], ()>, out: &mut Vec<u8>) -> Result<(), Wi
         return Err(corrupt());
     }
     let count = u32::from_le_bytes(chunk[..4].try_into().unwrap());
-    let (head, items) =
-        postcard::take_from_bytes::<Head<'_>>(&chunk[4..]).map_err(|_| corrupt())?;
+    let (head, items) = crate::codec::take::<Head<'_>>(&chunk[4..]).map_err(|_| corrupt())?;
     let entry = Entry {
         offset: head.offset,
         type_name: String::new(),

@@ -73,7 +73,7 @@ pub(crate) fn run_spawned(chan: Chan, method: StartMethod) -> ! {
         Err(mp_ipc::IpcError::Eof) => std::process::exit(1),
         Err(e) => fail_boot(&format!("cannot receive the child's work: {e}")),
     };
-    let boot: Boot = match postcard::from_bytes(&buf) {
+    let boot: Boot = match crate::codec::decode(&buf) {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("cannot decode the child's work: {e}");

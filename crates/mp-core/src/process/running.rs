@@ -106,7 +106,7 @@ impl Running {
             if self.boot.recv_frame(&mut buf, 1 << 24).is_err() {
                 break;
             }
-            match postcard::from_bytes::<Report>(&buf) {
+            match crate::codec::decode::<Report>(&buf) {
                 Ok(Report::Panicked {
                     message,
                     location,

@@ -75,7 +75,7 @@ pub enum GetError {
     ShutDown,
     /// An item was taken but is not a valid `T`; it is consumed, the queue goes on.
     #[error("could not decode the item: {0}")]
-    Decode(postcard::Error),
+    Decode(crate::DecodeError),
     /// The queue's shared state is damaged (someone wrote over it).
     #[error("the queue is corrupt: {0}")]
     Corrupt(String),
@@ -164,7 +164,7 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
 
     fn get(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         let core = self.core.as_ref().ok_or(GetError::Closed)?;
-        core.get(deadline, |bytes| postcard::from_bytes(bytes))?
+        core.get(deadline, |bytes| crate::codec::decode(bytes))?
             .map_err(GetError::Decode)
     }
 }
