@@ -9,15 +9,24 @@
 //!                [flags line: reader_armed, writer_armed, broken]
 //! ```
 //!
-//! Side `s` writes ring `s` and reads ring `1 - s`. Positions are monotonic byte counts;
-//! `pos % cap` is the offset. A frame is an 8-byte [`FrameHeader`] and its body, copied with
-//! wrap-around.
+//! Side `s` writes ring `s` and reads ring `1 - s`. Positions are byte counts that wrap at
+//! 2^64; `pos % cap` is the offset. A frame is an 8-byte [`FrameHeader`] and its body,
+//! copied with wrap-around.
+//!
+//! The peer can write anything anywhere in the segment. Every value read from it goes
+//! through the pure checks of [`check`] before it is used: positions more than a ring apart,
+//! a lock word that names no process (or this very thread), lengths beyond what is stored
+//! are a [`corrupt`] error that breaks this channel only; arithmetic on positions wraps, so
+//! no value can make it panic or index out of the ring. Every wait has a deadline or ends
+//! when the peer is gone.
 
-use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
+use mp_ipc::handle::OwnedHandle;
 use mp_ipc::IpcError;
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"mpshmv01");
@@ -33,6 +42,10 @@ const STREAM_DIV: usize = 4;
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 /// How often a writer that is not blocked asks the kernel whether the peer is still there.
 const LIVENESS_EVERY: Duration = Duration::from_millis(1);
+/// How often a waiter for a side lock asks whether its holder is alive.
+const HOLDER_LOOK: Duration = Duration::from_millis(5);
+/// How often it asks whether a live holder has the segment mapped at all.
+const PARTICIPANT_LOOK: Duration = Duration::from_millis(200);
 
 #[repr(C, align(64))]
 pub(crate) struct Line<T>(pub(crate) T);
@@ -53,6 +66,11 @@ pub(crate) struct Side {
     pub(crate) lock: AtomicU32,
     /// Set while a holder is in the middle of a streamed frame.
     pub(crate) busy: AtomicU32,
+    /// The holder's thread (0: not known, or held across calls by a receive that timed
+    /// out in the middle of a frame): a lock word naming this process with this field
+    /// naming the very thread that wants the lock, or a thread that no longer exists, was
+    /// not written by a holder.
+    pub(crate) tid: AtomicU32,
 }
 
 #[repr(C)]
@@ -74,11 +92,112 @@ pub(crate) const RING_HDRS_AT: usize = 64;
 const _: () = assert!(std::mem::size_of::<Meta>() <= RING_HDRS_AT);
 const _: () = assert!(RING_HDRS_AT + 2 * std::mem::size_of::<RingHdr>() <= DATA_AT);
 
+/// Damage to the segment, found by a check: breaks this channel.
 pub(crate) fn corrupt(what: impl Into<String>) -> IpcError {
-    IpcError::Io(io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("shared-memory channel is corrupt: {}", what.into()),
-    ))
+    IpcError::Corrupt(format!("shared-memory segment: {}", what.into()))
+}
+
+/// The checks on values read from the shared segment, as pure functions (what a model
+/// checker or a fuzzer drives directly). Each says what is wrong, for [`corrupt`].
+pub(crate) mod check {
+    use mp_ipc::frame::HEADER_LEN;
+
+    /// Bytes stored in a ring of `cap` bytes whose reader is at `r` and writer at `w`
+    /// (positions wrap at 2^64): at most `cap`, or the positions are damaged.
+    pub(crate) fn used(r: u64, w: u64, cap: u64) -> Result<u64, String> {
+        let used = w.wrapping_sub(r);
+        if used > cap {
+            return Err(format!(
+                "positions {r}..{w} span more than the ring's {cap} bytes"
+            ));
+        }
+        Ok(used)
+    }
+
+    /// Whether a frame of `len` body bytes is published whole (it fits the ring with its
+    /// header) rather than streamed in pieces.
+    pub(crate) fn whole(len: u64, cap: u64) -> bool {
+        len.saturating_add(HEADER_LEN as u64) <= cap
+    }
+
+    /// A frame published whole must be stored whole: `used` bytes are readable.
+    pub(crate) fn stored_whole(len: u64, used: u64) -> Result<(), String> {
+        if used < len.saturating_add(HEADER_LEN as u64) {
+            return Err(format!(
+                "a frame of {len} bytes announced with only {} stored",
+                used.saturating_sub(HEADER_LEN as u64)
+            ));
+        }
+        Ok(())
+    }
+
+    /// What a side-lock word says.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Holder {
+        /// 0: nobody holds it.
+        Free,
+        /// A number that can name a process.
+        Pid(u32),
+    }
+
+    /// Reads a side-lock word; `plausible` says whether a number can name a process on this
+    /// system. Anything else (negative as a pid, beyond the largest pid) was not written by
+    /// a holder.
+    pub(crate) fn holder(word: u32, plausible: impl Fn(u32) -> bool) -> Result<Holder, String> {
+        match word {
+            0 => Ok(Holder::Free),
+            pid if plausible(pid) => Ok(Holder::Pid(pid)),
+            bad => Err(format!("a lock word names {bad:#x}, which is no process")),
+        }
+    }
+
+    /// A lock word naming this process (`me`): `tid` is what the holder recorded as its
+    /// thread, `mine` the thread asking, `alive` whether a thread of this process exists.
+    /// The asking thread cannot hold the lock (it is asking), and a thread of this process
+    /// that ended cannot either (a holder releases on every way out): both mean damage.
+    /// 0 says nothing.
+    pub(crate) fn own_holder(
+        tid: u32,
+        mine: u32,
+        alive: impl Fn(u32) -> bool,
+    ) -> Result<(), String> {
+        if tid != 0 && mine != 0 && (tid == mine || !alive(tid)) {
+            return Err(format!(
+                "a lock word names this process and thread {tid}, which does not hold it"
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn positions_are_checked_with_wrapping_arithmetic() {
+            assert_eq!(used(10, 20, 4096), Ok(10));
+            assert_eq!(used(u64::MAX - 5, 4, 4096), Ok(10));
+            assert!(used(20, 10, 4096).is_err()); // write position flipped backwards
+            assert!(used(0, 4097, 4096).is_err());
+            assert!(whole(4088, 4096) && !whole(4089, 4096) && !whole(u64::MAX, 4096));
+            assert!(stored_whole(100, 50).is_err() && stored_whole(100, 108).is_ok());
+            assert!(stored_whole(u64::MAX, 3).is_err());
+        }
+
+        #[test]
+        fn lock_words_that_name_no_holder_are_refused() {
+            let plausible = |p: u32| (p as i32) > 0 && p <= 4 << 20;
+            assert_eq!(holder(0, plausible), Ok(Holder::Free));
+            assert_eq!(holder(42, plausible), Ok(Holder::Pid(42)));
+            for bad in [u32::MAX, 0x8000_0000, (4 << 20) + 1] {
+                assert!(holder(bad, plausible).is_err(), "{bad:#x}");
+            }
+            assert!(own_holder(7, 7, |_| true).is_err());
+            assert!(own_holder(8, 7, |_| false).is_err());
+            assert!(own_holder(8, 7, |_| true).is_ok());
+            assert!(own_holder(0, 7, |_| false).is_ok());
+        }
+    }
 }
 
 pub(crate) fn total_len(cap: usize) -> usize {
@@ -97,12 +216,36 @@ pub(crate) fn round_cap(cap: usize) -> usize {
 }
 
 /// Holds one side's lock; released on drop.
-pub(crate) struct SideGuard<'a>(&'a AtomicU32);
+pub(crate) struct SideGuard<'a>(&'a Side);
+
+impl SideGuard<'_> {
+    /// Keeps the lock held after the guard is gone (a receive that timed out in the middle
+    /// of a frame): [`release_side`] ends it.
+    fn keep(self) {
+        self.0.tid.store(0, Ordering::Relaxed);
+        std::mem::forget(self);
+    }
+}
+
+/// Releases a side lock.
+fn release_side(side: &Side) {
+    side.tid.store(0, Ordering::Relaxed);
+    side.lock.store(0, Ordering::Release);
+}
 
 impl Drop for SideGuard<'_> {
     fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
+        release_side(self.0);
     }
+}
+
+/// A frame whose receive timed out in the middle of its streamed body: the rx side lock
+/// stays held, and the next receive on this end continues it.
+pub(crate) struct Partial {
+    len: usize,
+    has_handles: bool,
+    body: Vec<u8>,
+    handles: Vec<OwnedHandle>,
 }
 
 /// The per-end state the ring logic needs: where the mapping is, which side this end is,
@@ -117,6 +260,9 @@ pub(crate) struct Ring {
     born: Instant,
     /// The current adaptive spin budget, in nanoseconds.
     spin_ns: AtomicU64,
+    partial: Mutex<Option<Partial>>,
+    /// Whether `partial` holds a frame (read without the lock by readiness checks).
+    in_part: AtomicBool,
 }
 
 impl Ring {
@@ -132,7 +278,25 @@ impl Ring {
             last_check: AtomicU64::new(u64::MAX),
             born: Instant::now(),
             spin_ns: AtomicU64::new(crate::spin_limit().as_nanos() as u64),
+            partial: Mutex::new(None),
+            in_part: AtomicBool::new(false),
         }
+    }
+
+    /// Takes the frame kept in part, if any.
+    fn take_partial(&self) -> Option<Partial> {
+        let p = self
+            .partial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.in_part.store(false, Ordering::Relaxed);
+        p
+    }
+
+    fn keep_partial(&self, p: Partial) {
+        *self.partial.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        self.in_part.store(true, Ordering::Relaxed);
     }
 
     /// Notes that the peer is gone for good.
@@ -151,6 +315,17 @@ pub(crate) trait RingEnd {
     fn ring(&self) -> &Ring;
     /// Whether process `pid` exists (for taking over a side lock from a dead holder).
     fn pid_alive(&self, pid: u32) -> bool;
+    /// Whether `pid` can name a process on this system at all.
+    fn pid_plausible(&self, pid: u32) -> bool;
+    /// Whether live process `pid` has this segment mapped (`None`: cannot tell). A holder
+    /// that does not is no holder: its pid was reused, or written by someone else.
+    fn pid_participates(&self, _pid: u32) -> Option<bool> {
+        None
+    }
+    /// The calling thread's id (0 if unknown).
+    fn current_tid(&self) -> u32;
+    /// Whether `tid` is a live thread of this process.
+    fn thread_alive(&self, tid: u32) -> bool;
     /// Takes in whatever waits on the liveness/doorbell object without blocking, and marks
     /// the peer gone ([`Ring::set_gone`]) if it is.
     fn drain(&self) -> Result<(), IpcError>;
@@ -204,40 +379,39 @@ pub(crate) trait RingEnd {
         let h = self.hdr(ring);
         let r = h.r.0.pos.load(Ordering::Acquire);
         let w = h.w.0.pos.load(Ordering::Acquire);
-        let used = w.wrapping_sub(r);
-        if used > self.ring().cap as u64 {
-            return Err(corrupt(format!(
-                "positions {r}..{w} span more than the ring's {} bytes",
-                self.ring().cap
-            )));
-        }
+        let used = check::used(r, w, self.ring().cap as u64).map_err(corrupt)?;
         Ok((r, used))
     }
 
     /// Copies `src` into ring `ring` at position `pos`, wrapping around.
     fn copy_in(&self, ring: u8, pos: u64, src: &[u8]) {
         let cap = self.ring().cap;
+        debug_assert!(src.len() <= cap);
         let off = (pos as usize) & (cap - 1);
         let first = src.len().min(cap - off);
+        let rest = (src.len() - first).min(off);
         let base = self.data(ring);
-        // SAFETY: off + first <= cap and src.len() - first <= cap; the region is not being
-        // read (the reader only reads below the published write position).
+        // SAFETY: off + first <= cap and rest <= off < cap; the region is not being read
+        // (the reader only reads below the published write position).
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(off), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), base, src.len() - first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), base, rest);
         }
     }
 
     /// Copies out of ring `ring` from `pos` into `dst`, wrapping around.
     fn copy_out(&self, ring: u8, pos: u64, dst: &mut [u8]) {
         let cap = self.ring().cap;
+        debug_assert!(dst.len() <= cap);
         let off = (pos as usize) & (cap - 1);
         let first = dst.len().min(cap - off);
+        let rest = (dst.len() - first).min(off);
         let base = self.data(ring);
-        // SAFETY: as in copy_in; the writer does not touch published, unread bytes.
+        // SAFETY: as in copy_in; the writer does not touch published, unread bytes. Callers
+        // never ask for more than a ring (`rest` only guards that).
         unsafe {
             std::ptr::copy_nonoverlapping(base.add(off), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), dst.len() - first);
+            std::ptr::copy_nonoverlapping(base, dst.as_mut_ptr().add(first), rest);
         }
     }
 
@@ -245,7 +419,8 @@ pub(crate) trait RingEnd {
     fn copy_out_vec(&self, ring: u8, pos: u64, buf: &mut Vec<u8>, n: usize) {
         buf.reserve(n);
         let have = buf.len();
-        // SAFETY: `n` bytes of spare capacity were reserved; copy_out initialises them all.
+        // SAFETY: `n` bytes of spare capacity were reserved; copy_out initialises them all
+        // (callers ask for at most a ring).
         unsafe {
             let spare = std::slice::from_raw_parts_mut(buf.as_mut_ptr().add(have), n);
             self.copy_out(ring, pos, spare);
@@ -253,40 +428,77 @@ pub(crate) trait RingEnd {
         }
     }
 
-    /// Takes one side's lock, waiting for another holder of the same end; steals it from a
-    /// holder that died (marking the stream broken if it died in the middle of a frame).
-    fn lock_side<'a>(&self, side: &'a Side, flags: &Flags) -> Result<SideGuard<'a>, IpcError> {
+    /// Takes one side's lock until `deadline`, waiting for another holder of the same end;
+    /// takes it over from a holder that died or does not have the segment mapped (marking
+    /// the stream broken if it was in the middle of a frame). A lock word that no holder
+    /// can have written is a [`corrupt`] error.
+    fn lock_side<'a>(
+        &self,
+        side: &'a Side,
+        flags: &Flags,
+        deadline: Deadline,
+    ) -> Result<SideGuard<'a>, IpcError> {
         let me = std::process::id();
+        let tid = self.current_tid();
         let mut rounds = 0u32;
-        let mut last_look = Instant::now();
+        let start = Instant::now();
+        let (mut last_look, mut last_participant) = (start, start);
         loop {
-            match side
-                .lock
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return Ok(SideGuard(&side.lock)),
-                Err(holder) => {
-                    rounds += 1;
-                    if rounds < 100 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(50));
+            let holder =
+                match side
+                    .lock
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        side.tid.store(tid, Ordering::Relaxed);
+                        return Ok(SideGuard(side));
                     }
-                    if holder != me && last_look.elapsed() > Duration::from_millis(5) {
-                        last_look = Instant::now();
-                        if !self.pid_alive(holder)
-                            && side
-                                .lock
-                                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                                .is_ok()
-                        {
-                            if side.busy.swap(0, Ordering::AcqRel) != 0 {
-                                flags.broken.store(1, Ordering::Release);
-                            }
-                            return Ok(SideGuard(&side.lock));
+                    Err(word) => word,
+                };
+            if let check::Holder::Pid(holder) =
+                check::holder(holder, |p| self.pid_plausible(p)).map_err(corrupt)?
+            {
+                if holder == me {
+                    let t = side.tid.load(Ordering::Relaxed);
+                    // Only if the word still names this process: the holder may have
+                    // released (and another thread taken it) between the two loads.
+                    if side.lock.load(Ordering::Acquire) == me {
+                        check::own_holder(t, tid, |t| self.thread_alive(t)).map_err(corrupt)?;
+                    }
+                } else if last_look.elapsed() > HOLDER_LOOK {
+                    last_look = Instant::now();
+                    let mut gone = !self.pid_alive(holder);
+                    if !gone && last_participant.elapsed() > PARTICIPANT_LOOK {
+                        last_participant = Instant::now();
+                        gone = self.pid_participates(holder) == Some(false);
+                    }
+                    // The holder's thread id is cleared first: for an instant the word names
+                    // this process, and the dead holder's thread is none of ours.
+                    if gone {
+                        side.tid.store(0, Ordering::Relaxed);
+                    }
+                    if gone
+                        && side
+                            .lock
+                            .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        side.tid.store(tid, Ordering::Relaxed);
+                        if side.busy.swap(0, Ordering::AcqRel) != 0 {
+                            flags.broken.store(1, Ordering::Release);
                         }
+                        return Ok(SideGuard(side));
                     }
                 }
+            }
+            if deadline.expired() {
+                return Err(IpcError::Timeout);
+            }
+            rounds += 1;
+            if rounds < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
@@ -294,10 +506,15 @@ pub(crate) trait RingEnd {
     fn check_broken(&self, ring: u8) -> Result<(), IpcError> {
         if self.hdr(ring).f.0.broken.load(Ordering::Acquire) != 0 {
             return Err(corrupt(
-                "a process died in the middle of a message on this channel",
+                "a process died in the middle of a message on this channel, or broke its rules",
             ));
         }
         Ok(())
+    }
+
+    /// Marks ring `ring` broken for every holder of either end.
+    fn set_broken(&self, ring: u8) {
+        self.hdr(ring).f.0.broken.store(1, Ordering::Release);
     }
 
     /// A writer's cheap liveness check: at most one look per millisecond.
@@ -329,7 +546,7 @@ pub(crate) trait RingEnd {
         &self,
         mut ready: impl FnMut() -> Result<bool, IpcError>,
         flag: &AtomicU32,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<bool, IpcError> {
         if ready()? {
             return Ok(true);
@@ -337,12 +554,8 @@ pub(crate) trait RingEnd {
         // Spin.
         let spin_ns = &self.ring().spin_ns;
         let budget = spin_ns.load(Ordering::Relaxed);
-        if budget > 0 && !matches!(deadline, Some(d) if d <= Instant::now()) {
-            let start = Instant::now();
-            let mut stop = start + Duration::from_nanos(budget);
-            if let Some(d) = deadline {
-                stop = stop.min(d);
-            }
+        if budget > 0 && !deadline.expired() {
+            let stop = Deadline::after(Duration::from_nanos(budget)).min(deadline);
             let mut i = 0u32;
             loop {
                 for _ in 0..32 {
@@ -355,7 +568,7 @@ pub(crate) trait RingEnd {
                     return Ok(true);
                 }
                 i += 1;
-                if i & 15 == 0 && Instant::now() >= stop {
+                if i & 15 == 0 && stop.expired() {
                     break;
                 }
             }
@@ -376,24 +589,23 @@ pub(crate) trait RingEnd {
                 flag.store(0, Ordering::Relaxed);
                 return Ok(true);
             }
-            let slice = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        flag.store(0, Ordering::Relaxed);
-                        return Ok(false);
-                    }
-                    left.min(SLICE)
-                }
-                None => SLICE,
-            };
-            self.sleep(slice)?;
+            if deadline.expired() {
+                flag.store(0, Ordering::Relaxed);
+                return Ok(false);
+            }
+            self.sleep(deadline.remaining_capped(SLICE))?;
         }
     }
 
-    /// Whether a frame (or its start) can be read from the rx ring now.
+    /// Whether a frame (or its start, or the rest of a frame received in part) can be
+    /// read from the rx ring now.
     fn readable(&self) -> Result<bool, IpcError> {
-        Ok(self.used(self.rx())?.1 >= HEADER_LEN as u64)
+        let want = if self.ring().in_part.load(Ordering::Relaxed) {
+            1
+        } else {
+            HEADER_LEN as u64
+        };
+        Ok(self.used(self.rx())?.1 >= want)
     }
 
     /// Writes one frame (header + parts) into the tx ring. The side lock is held.
@@ -402,30 +614,24 @@ pub(crate) trait RingEnd {
         let h = self.hdr(ring);
         self.check_broken(ring)?;
         let ring_cap = self.ring().cap;
-        let len = header.len as usize;
-        let total = HEADER_LEN + len;
         let cap = ring_cap as u64;
         let hbytes = header.encode();
-        if total <= ring_cap {
+        if check::whole(header.len, cap) {
             // Whole frame at once: the reader never sees part of it.
-            let mut used = self.used(ring)?.1;
-            if cap - used < total as u64 {
-                self.wait_for(
-                    || Ok(cap - self.used(ring)?.1 >= total as u64),
-                    &h.f.0.writer_armed,
-                    None,
-                )?;
-                used = self.used(ring)?.1;
-                if cap - used < total as u64 {
+            let total = HEADER_LEN as u64 + header.len;
+            let room = |me: &Self| Ok(cap - me.used(ring)?.1 >= total);
+            if !room(self)? {
+                self.wait_for(|| room(self), &h.f.0.writer_armed, Deadline::NEVER)?;
+                if !room(self)? {
                     return Err(IpcError::BrokenPipe);
                 }
             }
             let w = h.w.0.pos.load(Ordering::Relaxed);
             self.copy_in(ring, w, &hbytes);
-            let mut at = w + HEADER_LEN as u64;
+            let mut at = w.wrapping_add(HEADER_LEN as u64);
             for p in parts {
                 self.copy_in(ring, at, p);
-                at += p.len() as u64;
+                at = at.wrapping_add(p.len() as u64);
             }
             h.w.0.pos.store(at, Ordering::Release);
             self.notify(&h.f.0.reader_armed);
@@ -442,7 +648,11 @@ pub(crate) trait RingEnd {
             while done < piece.len() {
                 let mut free = cap - self.used(ring)?.1;
                 if free == 0 {
-                    self.wait_for(|| Ok(self.used(ring)?.1 < cap), &h.f.0.writer_armed, None)?;
+                    self.wait_for(
+                        || Ok(self.used(ring)?.1 < cap),
+                        &h.f.0.writer_armed,
+                        Deadline::NEVER,
+                    )?;
                     free = cap - self.used(ring)?.1;
                     if free == 0 {
                         return Err(IpcError::BrokenPipe);
@@ -452,7 +662,7 @@ pub(crate) trait RingEnd {
                 let n = (piece.len() - done).min(free.min(chunk_max) as usize);
                 let w = h.w.0.pos.load(Ordering::Relaxed);
                 self.copy_in(ring, w, &piece[done..done + n]);
-                h.w.0.pos.store(w + n as u64, Ordering::Release);
+                h.w.0.pos.store(w.wrapping_add(n as u64), Ordering::Release);
                 self.notify(&h.f.0.reader_armed);
                 done += n;
             }
@@ -461,15 +671,33 @@ pub(crate) trait RingEnd {
         Ok(())
     }
 
-    /// Waits for a frame header in the rx ring and returns it (not consumed). The side
-    /// lock is held.
-    fn next_header(&self) -> Result<FrameHeader, IpcError> {
+    /// Sends one frame made of `parts` (the header says whether handles travel with it),
+    /// taking the tx side lock; `before` runs under the lock, before the frame is written,
+    /// with the position its header will take (descriptors go ahead of the frame there).
+    fn send_ring(
+        &self,
+        header: FrameHeader,
+        parts: &[&[u8]],
+        before: impl FnOnce(u64) -> Result<(), IpcError>,
+    ) -> Result<(), IpcError> {
+        let h = self.hdr(self.tx());
+        let _g = self.lock_side(&h.w.0, &h.f.0, Deadline::NEVER)?;
+        self.check_peer()?;
+        before(h.w.0.pos.load(Ordering::Relaxed))?;
+        self.write_frame(header, parts)
+    }
+
+    /// Waits until `deadline` for a frame header in the rx ring and returns it with its
+    /// position (not consumed). The side lock is held.
+    fn next_header(&self, deadline: Deadline) -> Result<(FrameHeader, u64), IpcError> {
         let ring = self.rx();
         let h = self.hdr(ring);
         self.check_broken(ring)?;
         let (_, used) = self.used(ring)?;
         if used < HEADER_LEN as u64 {
-            self.wait_for(|| self.readable(), &h.f.0.reader_armed, None)?;
+            if !self.wait_for(|| self.readable(), &h.f.0.reader_armed, deadline)? {
+                return Err(IpcError::Timeout);
+            }
             let (_, used) = self.used(ring)?;
             if used == 0 {
                 self.check_broken(ring)?;
@@ -485,42 +713,43 @@ pub(crate) trait RingEnd {
         let r = h.r.0.pos.load(Ordering::Relaxed);
         let mut hb = [0u8; HEADER_LEN];
         self.copy_out(ring, r, &mut hb);
-        Ok(FrameHeader::decode(hb))
+        Ok((FrameHeader::decode(hb), r))
     }
 
-    /// Reads the body of a frame whose header `len` was checked, into `buf` (cleared).
-    fn read_body(&self, len: usize, buf: &mut Vec<u8>) -> Result<(), IpcError> {
+    /// Reads the body of a frame of `len` bytes published whole at position `r` with
+    /// `copy(body position)`, then consumes it. The side lock is held.
+    fn read_whole(&self, r: u64, len: usize, copy: impl FnOnce(u64)) -> Result<(), IpcError> {
         let ring = self.rx();
         let h = self.hdr(ring);
-        let total = HEADER_LEN + len;
-        let r = h.r.0.pos.load(Ordering::Relaxed);
-        buf.clear();
-        if total <= self.ring().cap {
-            // Published whole: it must all be there.
-            let (_, used) = self.used(ring)?;
-            if used < total as u64 {
-                return Err(corrupt(format!(
-                    "a frame of {len} bytes announced with only {} stored",
-                    used - HEADER_LEN as u64
-                )));
-            }
-            self.copy_out_vec(ring, r + HEADER_LEN as u64, buf, len);
-            h.r.0.pos.store(r + total as u64, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
-            return Ok(());
-        }
-        h.r.0.busy.store(1, Ordering::Relaxed);
-        let mut at = r + HEADER_LEN as u64;
-        h.r.0.pos.store(at, Ordering::Release);
+        check::stored_whole(len as u64, self.used(ring)?.1).map_err(corrupt)?;
+        copy(r.wrapping_add(HEADER_LEN as u64));
+        h.r.0
+            .pos
+            .store(r.wrapping_add((HEADER_LEN + len) as u64), Ordering::Release);
+        self.notify(&h.f.0.writer_armed);
+        Ok(())
+    }
+
+    /// Reads more of a streamed body into `buf` (`len` bytes in all) until `deadline`.
+    /// Ok(false): the deadline passed first. The side lock is held.
+    fn stream_body(
+        &self,
+        len: usize,
+        buf: &mut Vec<u8>,
+        deadline: Deadline,
+    ) -> Result<bool, IpcError> {
+        let ring = self.rx();
+        let h = self.hdr(ring);
         while buf.len() < len {
             let mut used = self.used(ring)?.1;
             if used == 0 {
-                self.wait_for(|| Ok(self.used(ring)?.1 > 0), &h.f.0.reader_armed, None)?;
+                if !self.wait_for(|| Ok(self.used(ring)?.1 > 0), &h.f.0.reader_armed, deadline)? {
+                    return Ok(false);
+                }
                 used = self.used(ring)?.1;
                 if used == 0 {
                     self.check_broken(ring)?;
-                    h.r.0.busy.store(0, Ordering::Relaxed);
-                    h.f.0.broken.store(1, Ordering::Release);
+                    self.set_broken(ring);
                     return Err(IpcError::Truncated {
                         got: buf.len() as u64,
                         expected: len as u64,
@@ -533,60 +762,127 @@ pub(crate) trait RingEnd {
                 let want = next_capacity(have, len).max(have + n);
                 buf.reserve_exact(want - have);
             }
+            let at = h.r.0.pos.load(Ordering::Relaxed);
             self.copy_out_vec(ring, at, buf, n);
-            at += n as u64;
-            h.r.0.pos.store(at, Ordering::Release);
+            h.r.0
+                .pos
+                .store(at.wrapping_add(n as u64), Ordering::Release);
             self.notify(&h.f.0.writer_armed);
         }
-        h.r.0.busy.store(0, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
-    /// Reads the body of a frame whose header `len` was checked and fits `out`, straight
-    /// into `out`. The side lock is held.
-    fn read_body_into(&self, len: usize, out: &mut [u8]) -> Result<usize, IpcError> {
+    /// Receives one frame into `buf` until `deadline`, returning whether its header
+    /// announced handles and the handles `on_header` took for it. `on_header(position,
+    /// has_handles)` runs once per frame, after its header is known and before its body
+    /// is read. A frame announcing handles may be `extra` bytes over `max_len` (a
+    /// platform's handle prefix in the body).
+    ///
+    /// A streamed frame whose body stalls past the deadline is kept with the rx side lock
+    /// held: the next receive on this end continues it, so a timeout loses nothing.
+    fn recv_ring(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        extra: u64,
+        deadline: Deadline,
+        on_header: impl FnOnce(u64, bool) -> Result<Vec<OwnedHandle>, IpcError>,
+    ) -> Result<(bool, Vec<OwnedHandle>), IpcError> {
         let ring = self.rx();
         let h = self.hdr(ring);
-        let total = HEADER_LEN + len;
-        let r = h.r.0.pos.load(Ordering::Relaxed);
-        if total <= self.ring().cap {
-            let (_, used) = self.used(ring)?;
-            if used < total as u64 {
-                return Err(corrupt("a frame announced more bytes than are stored"));
+        let resumed = self.ring().take_partial();
+        let (len, has_handles, handles) = match resumed {
+            Some(p) => {
+                *buf = p.body;
+                (p.len, p.has_handles, p.handles)
             }
-            self.copy_out(ring, r + HEADER_LEN as u64, &mut out[..len]);
-            h.r.0.pos.store(r + total as u64, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
-            return Ok(len);
-        }
-        // Streamed straight into the caller's buffer.
-        h.r.0.busy.store(1, Ordering::Relaxed);
-        let mut at = r + HEADER_LEN as u64;
-        h.r.0.pos.store(at, Ordering::Release);
-        let mut have = 0usize;
-        while have < len {
-            let mut used = self.used(ring)?.1;
-            if used == 0 {
-                self.wait_for(|| Ok(self.used(ring)?.1 > 0), &h.f.0.reader_armed, None)?;
-                used = self.used(ring)?.1;
-                if used == 0 {
-                    h.r.0.busy.store(0, Ordering::Relaxed);
-                    h.f.0.broken.store(1, Ordering::Release);
-                    return Err(IpcError::Truncated {
-                        got: have as u64,
-                        expected: len as u64,
-                    });
+            None => {
+                let g = self.lock_side(&h.r.0, &h.f.0, deadline)?;
+                let (header, r) = self.next_header(deadline)?;
+                let limit = if header.has_handles {
+                    max_len.saturating_add(extra)
+                } else {
+                    max_len
+                };
+                let len = header.check(limit)?;
+                let handles = on_header(r, header.has_handles)?;
+                buf.clear();
+                if check::whole(header.len, self.ring().cap as u64) {
+                    self.read_whole(r, len, |at| self.copy_out_vec(ring, at, buf, len))?;
+                    return Ok((header.has_handles, handles));
                 }
+                // Streamed: from here the frame is consumed as it is read.
+                h.r.0.busy.store(1, Ordering::Relaxed);
+                h.r.0
+                    .pos
+                    .store(r.wrapping_add(HEADER_LEN as u64), Ordering::Release);
+                self.notify(&h.f.0.writer_armed);
+                g.keep();
+                (len, header.has_handles, handles)
             }
-            let n = (used as usize).min(len - have);
-            self.copy_out(ring, at, &mut out[have..have + n]);
-            at += n as u64;
-            have += n;
-            h.r.0.pos.store(at, Ordering::Release);
-            self.notify(&h.f.0.writer_armed);
+        };
+        match self.stream_body(len, buf, deadline) {
+            Ok(true) => {
+                h.r.0.busy.store(0, Ordering::Relaxed);
+                release_side(&h.r.0);
+                Ok((has_handles, handles))
+            }
+            Ok(false) => {
+                self.ring().keep_partial(Partial {
+                    len,
+                    has_handles,
+                    body: std::mem::take(buf),
+                    handles,
+                });
+                Err(IpcError::Timeout)
+            }
+            Err(e) => {
+                // The rest of the frame is lost: nobody can read this ring in step again.
+                self.set_broken(ring);
+                h.r.0.busy.store(0, Ordering::Relaxed);
+                release_side(&h.r.0);
+                Err(e)
+            }
         }
-        h.r.0.busy.store(0, Ordering::Relaxed);
-        Ok(len)
+    }
+
+    /// [`mp_ipc::Channel::recv_frame_into`] for a frame without handles published whole
+    /// that fits `out`, read straight into it; anything else (`Ok(None)`) goes through
+    /// [`recv_ring`](RingEnd::recv_ring). `on_header` as there, for frames without handles.
+    fn recv_ring_into(
+        &self,
+        out: &mut [u8],
+        max_len: u64,
+        on_header: impl FnOnce(u64, bool) -> Result<Vec<OwnedHandle>, IpcError>,
+    ) -> Result<Option<usize>, IpcError> {
+        if self.ring().in_part.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let h = self.hdr(self.rx());
+        let _g = self.lock_side(&h.r.0, &h.f.0, Deadline::NEVER)?;
+        let (header, r) = self.next_header(Deadline::NEVER)?;
+        let len = header.check(max_len)?;
+        if header.has_handles
+            || len > out.len()
+            || !check::whole(header.len, self.ring().cap as u64)
+        {
+            return Ok(None);
+        }
+        on_header(r, false)?;
+        let ring = self.rx();
+        self.read_whole(r, len, |at| self.copy_out(ring, at, &mut out[..len]))?;
+        Ok(Some(len))
+    }
+
+    /// Gives up a frame kept in part (the end is going away): the rest of it can never be
+    /// read in step, so the ring is marked broken and the side lock released.
+    fn abandon_partial(&self) {
+        if self.ring().take_partial().is_some() {
+            let h = self.hdr(self.rx());
+            self.set_broken(self.rx());
+            h.r.0.busy.store(0, Ordering::Relaxed);
+            release_side(&h.r.0);
+        }
     }
 
     /// Sets this end up for an outside wait on its doorbell: true if a frame (or end of
@@ -611,12 +907,12 @@ pub(crate) trait RingEnd {
 
     /// [`mp_ipc::Channel::poll`] on the rx ring.
     fn poll_rx(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = Deadline::from_timeout(timeout);
         let h = self.hdr(self.rx());
         if self.readable()? {
             return Ok(true);
         }
-        if deadline.is_some_and(|d| d <= Instant::now()) {
+        if deadline.expired() {
             self.drain()?;
             return Ok(self.gone() || self.readable()?);
         }

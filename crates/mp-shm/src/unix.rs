@@ -4,12 +4,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_unix::UnixChannel;
@@ -18,8 +19,20 @@ use mp_unix::UnixChannel;
 use crate::ring::MIN_RING;
 use crate::ring::{corrupt, round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
 
-/// The body of the companion frame that carries a frame's descriptors.
+/// The start of the body of the companion frame that carries a frame's descriptors; the
+/// ring position of that frame's header follows (8 bytes, little-endian).
 const HANDLES_MARK: &[u8] = b"H";
+
+/// The most descriptors the companion may hold for frames not yet read. A peer that sends
+/// more (or sends them for no frame) breaks the channel: it cannot make this process run
+/// out of descriptors.
+pub const MAX_PENDING_FDS: usize = 1024;
+
+/// Descriptors taken off the companion for the frame whose header is at ring position `at`.
+struct Batch {
+    at: u64,
+    fds: Vec<OwnedFd>,
+}
 
 /// A mapped segment.
 struct Mem {
@@ -29,13 +42,10 @@ struct Mem {
 }
 
 impl Mem {
+    /// A new segment, its size sealed where the system can: no holder can shrink it under
+    /// the other's mapping.
     fn create(len: usize) -> io::Result<Self> {
-        let fd = mp_unix::memory::anonymous_object(c"mp-shm-pipe")?;
-        // SAFETY: ftruncate on a descriptor we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Self::map(fd, len)
+        Self::map(mp_unix::memory::sized_object(c"mp-shm-pipe", len)?, len)
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
@@ -82,12 +92,6 @@ impl Drop for Mem {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// One end of a shared-memory channel. `Send` and `Sync`; several handles on the same end
 /// (see [`try_clone`](ShmChannel::try_clone)) take turns through a per-side lock.
 ///
@@ -107,7 +111,17 @@ pub struct ShmChannel {
     mem: Mem,
     bell: UnixChannel,
     /// Descriptor batches taken off the companion ahead of the frames that announce them.
-    fds: Mutex<VecDeque<Vec<OwnedFd>>>,
+    fds: Mutex<Batches>,
+}
+
+/// The descriptor batches waiting for their frames.
+#[derive(Default)]
+struct Batches {
+    queue: VecDeque<Batch>,
+    /// Descriptors in `queue`.
+    count: usize,
+    /// Set when the peer broke the rules: every receive fails from then on.
+    broken: Option<String>,
 }
 
 // SAFETY: the mapping is plain shared memory accessed through atomics and bounds-checked
@@ -148,7 +162,7 @@ impl ShmChannel {
             ring: unsafe { Ring::new(mem.ptr.as_ptr(), side, cap) },
             mem,
             bell,
-            fds: Mutex::new(VecDeque::new()),
+            fds: Mutex::new(Batches::default()),
         }
     }
 
@@ -217,36 +231,119 @@ impl ShmChannel {
         self.ring.cap
     }
 
-    /// The descriptors of a frame announced with handles: taken off the companion, where
-    /// they were sent before the frame was published.
-    fn take_fds(&self) -> Result<Vec<OwnedFd>, IpcError> {
-        loop {
-            if let Some(fds) = self
-                .fds
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            {
-                return Ok(fds);
-            }
-            if !self.bell.poll(Some(Duration::from_secs(5)))? {
-                return Err(corrupt("a frame announced handles that never came"));
-            }
-            let mut buf = Vec::new();
-            match self.bell.recv_frame_with_handles(&mut buf, 64) {
-                Ok(fds) if !fds.is_empty() || buf == HANDLES_MARK => return Ok(fds),
-                Ok(_) => {}
-                Err(IpcError::Eof) => {
-                    self.ring.set_gone();
-                    return Err(corrupt("a frame announced handles that never came"));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    fn fds_guard(&self) -> MutexGuard<'_, Batches> {
+        self.fds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn fds_guard(&self) -> MutexGuard<'_, VecDeque<Vec<OwnedFd>>> {
-        self.fds.lock().unwrap_or_else(|e| e.into_inner())
+    /// Breaks the channel for a peer that broke the rules of descriptor passing: every
+    /// descriptor held is closed, the rx ring marked broken.
+    fn stray(&self, b: &mut Batches, why: String) -> IpcError {
+        b.queue.clear();
+        b.count = 0;
+        b.broken = Some(why.clone());
+        self.hdr(self.rx()).f.0.broken.store(1, Ordering::Release);
+        IpcError::Corrupt(why)
+    }
+
+    /// Checks a batch that just came off the companion, tagged with ring position `at`, and
+    /// queues it. Its frame cannot have been read yet (a reader waits for the batch first)
+    /// and is published at `at` by a sender holding the tx lock: `at` lies between the
+    /// ring's read and write positions, after the last batch's.
+    fn queue_batch(&self, at: u64, fds: Vec<OwnedFd>) -> Result<(), IpcError> {
+        let mut b = self.fds_guard();
+        if b.broken.is_some() {
+            return Ok(()); // closed at once
+        }
+        let h = self.hdr(self.rx());
+        let r = h.r.0.pos.load(Ordering::Acquire);
+        let w = h.w.0.pos.load(Ordering::Acquire);
+        let after_last = b
+            .queue
+            .back()
+            .is_none_or(|last| at.wrapping_sub(last.at).wrapping_sub(1) < w.wrapping_sub(last.at));
+        if at.wrapping_sub(r) > w.wrapping_sub(r) || !after_last {
+            return Err(self.stray(
+                &mut b,
+                format!("{} descriptors came for no message", fds.len()),
+            ));
+        }
+        if b.count + fds.len() > MAX_PENDING_FDS {
+            return Err(self.stray(
+                &mut b,
+                format!("more than {MAX_PENDING_FDS} descriptors waiting for their messages"),
+            ));
+        }
+        b.count += fds.len();
+        b.queue.push_back(Batch { at, fds });
+        Ok(())
+    }
+
+    /// What the frame at ring position `at` needs from the companion: its descriptors if
+    /// `has_handles` (sent before the frame was published: waited for up to 5 s or
+    /// `deadline`), else nothing, and no batch may be tagged at or before it.
+    fn frame_fds(
+        &self,
+        at: u64,
+        has_handles: bool,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedFd>, IpcError> {
+        let stop = Deadline::after(Duration::from_secs(5)).min(deadline);
+        loop {
+            {
+                let mut b = self.fds_guard();
+                if let Some(why) = &b.broken {
+                    return Err(IpcError::Corrupt(why.clone()));
+                }
+                // Tags are positions that wrap: compare through the distance from the
+                // frame, which is never more than a ring when the tag is genuine.
+                let cap = self.ring.cap as u64;
+                match b.queue.front().map(|f| f.at.wrapping_sub(at)) {
+                    Some(0) if has_handles => {
+                        let batch = b.queue.pop_front().expect("checked");
+                        b.count -= batch.fds.len();
+                        return Ok(batch.fds);
+                    }
+                    Some(d) if d == 0 || d > cap => {
+                        let n = b.queue.front().map_or(0, |f| f.fds.len());
+                        return Err(self.stray(
+                            &mut b,
+                            format!(
+                                "{n} descriptors came with a message that did not announce them"
+                            ),
+                        ));
+                    }
+                    Some(_) if has_handles => {
+                        return Err(self
+                            .stray(&mut b, "a message announced handles that never came".into()));
+                    }
+                    _ if !has_handles => return Ok(Vec::new()),
+                    _ => {}
+                }
+            }
+            // Announced, not here yet: they are on the companion.
+            self.drain()?;
+            if !self.fds_guard().queue.is_empty() {
+                continue;
+            }
+            if self.ring.is_gone() {
+                return Err(corrupt("a frame announced handles that never came"));
+            }
+            match stop.remaining() {
+                Some(left) if left.is_zero() => {
+                    return Err(if deadline.expired() {
+                        IpcError::Timeout
+                    } else {
+                        corrupt("a frame announced handles that never came")
+                    })
+                }
+                left => {
+                    mp_unix::poll::poll_readable(
+                        self.bell.as_raw_fd(),
+                        Some(left.unwrap_or(crate::ring::SLICE).min(crate::ring::SLICE)),
+                    )?;
+                }
+            }
+        }
     }
 
     /// Sets this end up for an outside `poll` of [`wait_handle`](ShmChannel::wait_handle):
@@ -263,7 +360,23 @@ impl RingEnd for ShmChannel {
     }
 
     fn pid_alive(&self, pid: u32) -> bool {
-        pid_alive(pid)
+        mp_unix::process::pid_alive(pid)
+    }
+
+    fn pid_plausible(&self, pid: u32) -> bool {
+        mp_unix::process::pid_plausible(pid)
+    }
+
+    fn pid_participates(&self, pid: u32) -> Option<bool> {
+        mp_unix::process::maps_object(pid, self.mem.fd.as_fd())
+    }
+
+    fn current_tid(&self) -> u32 {
+        mp_unix::process::current_tid()
+    }
+
+    fn thread_alive(&self, tid: u32) -> bool {
+        mp_unix::process::thread_alive(tid)
     }
 
     /// Reads whatever waits on the companion: doorbells are dropped, descriptor batches
@@ -275,13 +388,24 @@ impl RingEnd for ShmChannel {
         while self.bell.poll(Some(Duration::ZERO))? {
             let mut buf = Vec::new();
             match self.bell.recv_frame_with_handles(&mut buf, 64) {
-                Ok(fds) => {
-                    if !fds.is_empty() || buf == HANDLES_MARK {
-                        self.fds
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push_back(fds);
+                // A doorbell.
+                Ok(fds) if buf.is_empty() && fds.is_empty() => {}
+                Ok(fds) => match buf.strip_prefix(HANDLES_MARK) {
+                    Some(tag) if tag.len() == 8 => {
+                        let at = u64::from_le_bytes(tag.try_into().expect("8 bytes"));
+                        self.queue_batch(at, fds)?;
                     }
+                    _ => {
+                        let mut b = self.fds_guard();
+                        return Err(self.stray(
+                            &mut b,
+                            "the peer sent something other than a doorbell or descriptors".into(),
+                        ));
+                    }
+                },
+                Err(IpcError::Corrupt(why)) => {
+                    let mut b = self.fds_guard();
+                    return Err(self.stray(&mut b, why));
                 }
                 Err(IpcError::Eof | IpcError::Truncated { .. } | IpcError::BrokenPipe) => {
                     self.ring.set_gone();
@@ -307,17 +431,31 @@ impl RingEnd for ShmChannel {
     }
 }
 
+impl ShmChannel {
+    /// The receive of every [`Channel`] method: the ring's, with the descriptors of frames
+    /// that announce some (and no others) from the companion.
+    fn recv_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedFd>, IpcError> {
+        self.recv_ring(buf, max_len, 0, deadline, |at, has_handles| {
+            self.frame_fds(at, has_handles, deadline)
+        })
+        .map(|(_, fds)| fds)
+    }
+}
+
 impl Channel for ShmChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
-        let h = self.hdr(self.tx());
-        let _g = self.lock_side(&h.w.0, &h.f.0)?;
-        self.check_peer()?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.write_frame(FrameHeader::new(len), parts)
+        self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
     }
 
     fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        self.recv_frame_with_handles(buf, max_len).map(drop)
+        // Handles nobody asked for are closed here.
+        self.recv_until(buf, max_len, Deadline::NEVER).map(drop)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
@@ -328,13 +466,13 @@ impl Channel for ShmChannel {
         if fds.is_empty() {
             return self.send_frame(parts);
         }
-        let h = self.hdr(self.tx());
-        let _g = self.lock_side(&h.w.0, &h.f.0)?;
-        self.check_peer()?;
-        // The descriptors go first, so they wait on the companion when the frame is read.
-        self.bell.send_frame_with_handles(&[HANDLES_MARK], fds)?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.write_frame(FrameHeader::new(len).with_handles(), parts)
+        // The descriptors go first, tagged with the frame's position, so they wait on the
+        // companion when the frame is read.
+        self.send_ring(FrameHeader::new(len).with_handles(), parts, |at| {
+            self.bell
+                .send_frame_with_handles(&[HANDLES_MARK, &at.to_le_bytes()], fds)
+        })
     }
 
     fn has_buffered(&self) -> bool {
@@ -346,17 +484,16 @@ impl Channel for ShmChannel {
         buf: &mut Vec<u8>,
         max_len: u64,
     ) -> Result<Vec<OwnedFd>, IpcError> {
-        let h = self.hdr(self.rx());
-        let _g = self.lock_side(&h.r.0, &h.f.0)?;
-        let header = self.next_header()?;
-        let len = header.check(max_len)?;
-        let fds = if header.has_handles {
-            self.take_fds()?
-        } else {
-            Vec::new()
-        };
-        self.read_body(len, buf)?;
-        Ok(fds)
+        self.recv_until(buf, max_len, Deadline::NEVER)
+    }
+
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedFd>, IpcError> {
+        self.recv_until(buf, max_len, deadline)
     }
 
     fn recv_frame_into(
@@ -364,30 +501,27 @@ impl Channel for ShmChannel {
         out: &mut [u8],
         max_len: u64,
     ) -> Result<Result<usize, Vec<u8>>, IpcError> {
-        let ring = self.rx();
-        let h = self.hdr(ring);
-        let _g = self.lock_side(&h.r.0, &h.f.0)?;
-        let header = self.next_header()?;
-        let len = header.check(max_len)?;
-        if header.has_handles || len > out.len() {
-            let fds = if header.has_handles {
-                self.take_fds()?
-            } else {
-                Vec::new()
-            };
-            drop(fds);
-            let mut v = Vec::new();
-            self.read_body(len, &mut v)?;
+        let direct = self.recv_ring_into(out, max_len, |at, _| {
+            self.frame_fds(at, false, Deadline::NEVER)
+        })?;
+        if let Some(n) = direct {
+            return Ok(Ok(n));
+        }
+        let mut v = Vec::new();
+        drop(self.recv_until(&mut v, max_len, Deadline::NEVER)?);
+        if v.len() > out.len() {
             return Ok(Err(v));
         }
-        self.read_body_into(len, out).map(Ok)
+        out[..v.len()].copy_from_slice(&v);
+        Ok(Ok(v.len()))
     }
 }
 
 impl Drop for ShmChannel {
     fn drop(&mut self) {
+        self.abandon_partial();
         // Descriptors received for frames nobody read are closed with the queue.
-        self.fds_guard().clear();
+        self.fds_guard().queue.clear();
     }
 }
 
@@ -436,6 +570,6 @@ mod tests {
         a.hdr(0).w.0.pos.store(1 << 40, Ordering::Relaxed);
         let mut buf = Vec::new();
         let e = b.recv_frame(&mut buf, 100).unwrap_err();
-        assert!(matches!(e, IpcError::Io(ref e) if e.kind() == io::ErrorKind::InvalidData));
+        assert!(matches!(e, IpcError::Corrupt(_)), "{e:?}");
     }
 }

@@ -15,6 +15,7 @@ mod channel;
 pub mod fdpass;
 pub mod memory;
 pub mod poll;
+pub mod process;
 pub mod spin;
 
 pub use channel::UnixChannel;

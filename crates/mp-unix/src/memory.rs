@@ -1,4 +1,5 @@
-//! Anonymous shared-memory objects: the one place `mp` creates them on Unix.
+//! Anonymous shared-memory objects: the one place `mp` creates them on Unix, and seals
+//! their size where the system can.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -16,18 +17,78 @@ pub fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
     imp::anonymous_object(label)
 }
 
+/// An [`anonymous_object`] of `len` bytes (zero-filled) whose size is final: on Linux it is
+/// sealed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so no process holding it, however
+/// hostile, can shrink it under another's mapping (which would kill that process with
+/// `SIGBUS` at its next access) or grow it. Elsewhere the size is not protected; see
+/// [`size_is_sealed`].
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// let fd = mp_unix::memory::sized_object(c"doc", 4096).unwrap();
+/// if cfg!(target_os = "linux") {
+///     assert!(mp_unix::memory::size_is_sealed(&fd));
+///     // SAFETY: ftruncate on a descriptor we own; the seal refuses it.
+///     assert_ne!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
+/// }
+/// ```
+pub fn sized_object(label: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
+    let fd = anonymous_object(label)?;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+    // SAFETY: ftruncate on a descriptor we own.
+    if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    imp::seal_size(&fd)?;
+    Ok(fd)
+}
+
+/// Whether the size of the object behind `fd` can no longer change (sealed on Linux; an
+/// object received from another process may not be). Never true on other systems.
+pub fn size_is_sealed(fd: &OwnedFd) -> bool {
+    imp::size_is_sealed(fd)
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod imp {
     use super::*;
 
     pub(super) fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
         // SAFETY: memfd_create with a valid C string; returns a new descriptor or -1.
-        let fd = unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+
+    pub(super) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: adding seals to a memfd we own.
+        let rc = unsafe {
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                SIZE_SEALS | libc::F_SEAL_SEAL,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    pub(super) fn size_is_sealed(fd: &OwnedFd) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: reading the seals of a descriptor we hold.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        seals >= 0 && seals & SIZE_SEALS == SIZE_SEALS
     }
 }
 
@@ -59,5 +120,14 @@ mod imp {
             let _ = libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             Ok(OwnedFd::from_raw_fd(fd))
         }
+    }
+
+    /// No seals: the size stays changeable by any holder.
+    pub(super) fn seal_size(_fd: &OwnedFd) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn size_is_sealed(_fd: &OwnedFd) -> bool {
+        false
     }
 }

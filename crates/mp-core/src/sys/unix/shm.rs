@@ -7,15 +7,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-/// A new anonymous shared-memory object of `len` bytes, zero-filled. The kernel frees it
-/// when the last process holding it closes it or dies: nothing can leak.
+/// A new anonymous shared-memory object of `len` bytes, zero-filled, its size sealed where
+/// the system can (see `mp_unix::memory::sized_object`). The kernel frees it when the last
+/// process holding it closes it or dies: nothing can leak.
 pub(crate) fn shm_create(len: usize) -> io::Result<OwnedFd> {
-    let fd = mp_unix::memory::anonymous_object(c"mp-shared")?;
-    // SAFETY: ftruncate on a descriptor we own.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
+    mp_unix::memory::sized_object(c"mp-shared", len)
 }
 
 /// Maps `len` bytes of a shared-memory object, shared and writable.
@@ -123,14 +119,7 @@ mod imp {
     pub(super) fn wake(_word: &AtomicU32, _n: u32) {}
 }
 
-/// Whether a process with this pid exists (a zombie counts as gone).
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
-        return io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    }
-    !super::os::is_zombie(pid)
-}
+pub(crate) use mp_unix::process::pid_alive;
 
 // ---------------------------------------------------------------------------------------------
 // Named segments (POSIX `shm_open`) and their crash reclamation.

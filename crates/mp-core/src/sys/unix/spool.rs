@@ -8,7 +8,10 @@ use std::os::unix::fs::FileExt;
 
 /// A new empty spool.
 pub(crate) fn spool_create() -> io::Result<OwnedFd> {
-    super::shm::shm_create(0)
+    // Not sealed: the spool grows and shrinks. It is read and written by offset, never
+    // mapped, so a peer that truncates it makes reads come up short (a corrupt queue),
+    // not a signal.
+    mp_unix::memory::anonymous_object(c"mp-spool")
 }
 
 fn as_file(fd: &OwnedFd) -> std::mem::ManuallyDrop<std::fs::File> {
