@@ -66,10 +66,10 @@ pub(crate) struct Side {
     pub(crate) lock: AtomicU32,
     /// Set while a holder is in the middle of a streamed frame.
     pub(crate) busy: AtomicU32,
-    /// The holder's thread (0: not known, or held across calls by a receive that timed
-    /// out in the middle of a frame): a lock word naming this process with this field
-    /// naming the very thread that wants the lock, or a thread that no longer exists, was
-    /// not written by a holder.
+    /// The holder's thread; [`PARKED`] while held across calls by a receive that timed
+    /// out in the middle of a frame; 0 for an instant around taking the lock. A lock word
+    /// naming this process with this field naming the very thread that wants the lock, a
+    /// thread that no longer exists, or staying 0, was not written by a holder.
     pub(crate) tid: AtomicU32,
 }
 
@@ -87,6 +87,9 @@ pub(crate) struct RingHdr {
     pub(crate) r: Line<Side>,
     pub(crate) f: Line<Flags>,
 }
+
+/// [`Side::tid`] of a lock kept across calls (no thread id is 1 on any system mp runs on).
+pub(crate) const PARKED: u32 = 1;
 
 pub(crate) const RING_HDRS_AT: usize = 64;
 const _: () = assert!(std::mem::size_of::<Meta>() <= RING_HDRS_AT);
@@ -151,17 +154,27 @@ pub(crate) mod check {
         }
     }
 
-    /// A lock word naming this process (`me`): `tid` is what the holder recorded as its
-    /// thread, `mine` the thread asking, `alive` whether a thread of this process exists.
-    /// The asking thread cannot hold the lock (it is asking), and a thread of this process
-    /// that ended cannot either (a holder releases on every way out): both mean damage.
-    /// 0 says nothing.
+    /// A lock word naming this process: `tid` is what the holder recorded as its thread
+    /// (`parked`: held across calls), `mine` the thread asking (0: thread ids unknown
+    /// here), `alive` whether a thread of this process exists, `zero_before` whether `tid`
+    /// was already 0 at the asker's previous look, a while ago. The asking thread cannot
+    /// hold the lock (it is asking), a thread of this process that ended cannot either (a
+    /// holder releases on every way out), and 0 is only ever there for an instant: all
+    /// three mean damage.
     pub(crate) fn own_holder(
         tid: u32,
+        parked: u32,
         mine: u32,
         alive: impl Fn(u32) -> bool,
+        zero_before: bool,
     ) -> Result<(), String> {
-        if tid != 0 && mine != 0 && (tid == mine || !alive(tid)) {
+        let bad = match tid {
+            _ if mine == 0 => false,
+            0 => zero_before,
+            t if t == parked => false,
+            t => t == mine || !alive(t),
+        };
+        if bad {
             return Err(format!(
                 "a lock word names this process and thread {tid}, which does not hold it"
             ));
@@ -192,10 +205,13 @@ pub(crate) mod check {
             for bad in [u32::MAX, 0x8000_0000, (4 << 20) + 1] {
                 assert!(holder(bad, plausible).is_err(), "{bad:#x}");
             }
-            assert!(own_holder(7, 7, |_| true).is_err());
-            assert!(own_holder(8, 7, |_| false).is_err());
-            assert!(own_holder(8, 7, |_| true).is_ok());
-            assert!(own_holder(0, 7, |_| false).is_ok());
+            assert!(own_holder(7, 1, 7, |_| true, false).is_err());
+            assert!(own_holder(8, 1, 7, |_| false, false).is_err());
+            assert!(own_holder(8, 1, 7, |_| true, false).is_ok());
+            assert!(own_holder(1, 1, 7, |_| false, true).is_ok());
+            assert!(own_holder(0, 1, 7, |_| false, false).is_ok());
+            assert!(own_holder(0, 1, 7, |_| false, true).is_err());
+            assert!(own_holder(7, 1, 0, |_| false, true).is_ok());
         }
     }
 }
@@ -222,7 +238,7 @@ impl SideGuard<'_> {
     /// Keeps the lock held after the guard is gone (a receive that timed out in the middle
     /// of a frame): [`release_side`] ends it.
     fn keep(self) {
-        self.0.tid.store(0, Ordering::Relaxed);
+        self.0.tid.store(PARKED, Ordering::Relaxed);
         std::mem::forget(self);
     }
 }
@@ -443,6 +459,9 @@ pub(crate) trait RingEnd {
         let mut rounds = 0u32;
         let start = Instant::now();
         let (mut last_look, mut last_participant) = (start, start);
+        // When this thread first saw the word name this process with no thread (normally
+        // an instant), to look again a while later.
+        let mut zero_seen: Option<Instant> = None;
         loop {
             let holder =
                 match side
@@ -463,7 +482,15 @@ pub(crate) trait RingEnd {
                     // Only if the word still names this process: the holder may have
                     // released (and another thread taken it) between the two loads.
                     if side.lock.load(Ordering::Acquire) == me {
-                        check::own_holder(t, tid, |t| self.thread_alive(t)).map_err(corrupt)?;
+                        let zero_before =
+                            t == 0 && zero_seen.is_some_and(|at| at.elapsed() >= HOLDER_LOOK);
+                        if t == 0 {
+                            zero_seen.get_or_insert_with(Instant::now);
+                        } else {
+                            zero_seen = None;
+                        }
+                        check::own_holder(t, PARKED, tid, |t| self.thread_alive(t), zero_before)
+                            .map_err(corrupt)?;
                     }
                 } else if last_look.elapsed() > HOLDER_LOOK {
                     last_look = Instant::now();

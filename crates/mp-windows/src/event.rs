@@ -11,8 +11,9 @@ use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_ACCESS_DENIED, STILL_ACTIVE, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetExitCodeProcess, OpenProcess, ResetEvent, SetEvent, WaitForMultipleObjects,
-    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
+    CreateEventW, GetCurrentProcessId, GetCurrentThreadId, GetExitCodeProcess, GetExitCodeThread,
+    GetProcessIdOfThread, OpenProcess, OpenThread, ResetEvent, SetEvent, WaitForMultipleObjects,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, THREAD_QUERY_LIMITED_INFORMATION,
 };
 
 /// A manual-reset event (unnamed, non-inheritable): stays signalled from [`set`](Self::set)
@@ -86,8 +87,51 @@ pub fn open_process(pid: u32) -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
 }
 
-/// Whether process `pid` exists and runs (one we may not look at counts as running).
+/// Whether `pid` can name a process: process (and thread) ids are nonzero multiples of 4,
+/// far below 2^30. A number read from shared memory that is not is no holder of anything.
+///
+/// ```
+/// assert!(mp_windows::event::pid_plausible(std::process::id()));
+/// assert!(!mp_windows::event::pid_plausible(u32::MAX));
+/// ```
+pub fn pid_plausible(pid: u32) -> bool {
+    pid != 0 && pid % 4 == 0 && pid < 1 << 30
+}
+
+/// The calling thread's id.
+pub fn current_tid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { GetCurrentThreadId() }
+}
+
+/// Whether `tid` is a running thread of this process.
+pub fn thread_alive(tid: u32) -> bool {
+    if !pid_plausible(tid) {
+        return false;
+    }
+    // SAFETY: returns a new handle or null.
+    let h = unsafe { OpenThread(THREAD_QUERY_LIMITED_INFORMATION, 0, tid) };
+    if h.is_null() {
+        return false;
+    }
+    let mut code = 0u32;
+    // SAFETY: a thread handle we own, closed below.
+    let alive = unsafe {
+        GetProcessIdOfThread(h) == GetCurrentProcessId()
+            && GetExitCodeThread(h, &mut code) != 0
+            && code == STILL_ACTIVE as u32
+    };
+    // SAFETY: closing the handle opened above.
+    unsafe { CloseHandle(h) };
+    alive
+}
+
+/// Whether process `pid` exists and runs (one we may not look at counts as running; an
+/// implausible number does not).
 pub fn pid_alive(pid: u32) -> bool {
+    if !pid_plausible(pid) {
+        return false;
+    }
     // SAFETY: returns a new handle or null.
     let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
     if h.is_null() {

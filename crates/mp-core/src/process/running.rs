@@ -4,12 +4,19 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::handle::RawHandle;
 use mp_ipc::Channel;
 
 use super::boot::Report;
 use crate::sys::{self, Chan, Exit, Signal, Waiter};
 use crate::{ChildPanic, ProcessError};
+
+/// How long the reports of an ended child may take to read: they are on the channel
+/// already, unless something other than the child wrote there.
+const REPORT_GRACE: Duration = Duration::from_secs(1);
+/// The most reports one child sends (a panic, an exit code, a boot failure), with room.
+const MAX_REPORTS: usize = 16;
 
 /// How a child ended.
 #[derive(Debug, Clone)]
@@ -102,8 +109,17 @@ impl Running {
         };
         let mut said_code = None;
         let mut buf = Vec::new();
-        while self.boot.poll(Some(Duration::ZERO)).unwrap_or(false) {
-            if self.boot.recv_frame(&mut buf, 1 << 24).is_err() {
+        // The child has ended, but whatever it left on the channel (or a process it gave
+        // the channel to) may be anything: a bounded number of reports, read within a
+        // bounded time, so a stalled or endless stream cannot hold `join`.
+        let deadline = Deadline::after(REPORT_GRACE);
+        for _ in 0..MAX_REPORTS {
+            if !self.boot.poll(Some(Duration::ZERO)).unwrap_or(false)
+                || self
+                    .boot
+                    .recv_frame_until(&mut buf, 1 << 24, deadline)
+                    .is_err()
+            {
                 break;
             }
             match crate::codec::decode::<Report>(&buf) {

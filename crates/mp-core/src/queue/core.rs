@@ -81,9 +81,33 @@ fn word_cnt(w: u64) -> u64 {
     w >> POS_BITS
 }
 
-/// The word after one more frame of `len` bytes.
+/// The word after one more frame of `len` bytes (whatever `w` holds: it may have been
+/// scribbled over, and this must not overflow).
 fn word_after(w: u64, len: u64) -> u64 {
-    (((word_cnt(w) + 1) & CNT_MASK) << POS_BITS) | ((w + len) & POS_MASK)
+    (((word_cnt(w) + 1) & CNT_MASK) << POS_BITS) | (w.wrapping_add(len) & POS_MASK)
+}
+
+/// Damage found in the queue's shared state, as the I/O error the storage paths return
+/// (mapped to [`GetError::Corrupt`] / [`QueueError::Corrupt`] by [`corrupt_get`] and
+/// [`corrupt_put`]).
+fn damaged(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// An error of the storage paths, for a getter.
+fn corrupt_get(e: io::Error) -> GetError {
+    match e.kind() {
+        io::ErrorKind::InvalidData => GetError::Corrupt(e.to_string()),
+        _ => GetError::Io(e),
+    }
+}
+
+/// An error of the storage paths, for a putter.
+fn corrupt_put(e: io::Error) -> QueueError {
+    match e.kind() {
+        io::ErrorKind::InvalidData => QueueError::Corrupt(e.to_string()),
+        _ => QueueError::Io(e),
+    }
 }
 
 /// What consumers write.
@@ -302,10 +326,12 @@ impl Core {
         self.h().common.unfinished.load(Ordering::Acquire)
     }
 
-    /// Whether a get would find something (or find the header damaged).
+    /// Whether a get would find something (or find the header damaged). The ring words
+    /// count only where there is a ring: a get would never look at them otherwise.
     fn has_items(&self) -> bool {
         let h = self.h();
-        h.get.ring_head.load(Ordering::Relaxed) != h.put.ring_tail.load(Ordering::Relaxed)
+        (self.ring_cap != 0
+            && h.get.ring_head.load(Ordering::Relaxed) != h.put.ring_tail.load(Ordering::Relaxed))
             || h.put.spool_count.load(Ordering::Relaxed) != 0
             || h.put.stage.load(Ordering::Relaxed) != 0
     }
@@ -318,10 +344,11 @@ impl Core {
         h.put.spool_count.load(Ordering::Relaxed) == 0 && h.put.stage.load(Ordering::Relaxed) == 0
     }
 
-    /// Takes the put lock; if its holder died, first recounts the spool.
+    /// Takes the put lock; if its holder died, first recounts the spool. A lock word no
+    /// holder wrote is an `InvalidData` error (see [`damaged`]).
     fn lock_put(&self, deadline: Option<Instant>) -> io::Result<Option<Held<'_>>> {
         let lock = &self.h().put.lock;
-        match lock.lock(deadline) {
+        match lock.lock_strict(deadline, &self.header) {
             Acquired::Clean => Ok(Some(Held(lock))),
             Acquired::OwnerDied => {
                 let held = Held(lock);
@@ -329,17 +356,19 @@ impl Core {
                 Ok(Some(held))
             }
             Acquired::TimedOut => Ok(None),
+            Acquired::Corrupt(why) => Err(damaged(why)),
         }
     }
 
     /// Takes the get lock. A consumer that died holding it left nothing to repair: its
     /// ring take is published by one store, and its spool take (under the put lock too) is
     /// repaired by the next put-lock holder.
-    fn lock_get(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
+    fn lock_get(&self, deadline: Option<Instant>) -> Result<Option<Held<'_>>, GetError> {
         let lock = &self.h().get.lock;
-        match lock.lock(deadline) {
-            Acquired::Clean | Acquired::OwnerDied => Some(Held(lock)),
-            Acquired::TimedOut => None,
+        match lock.lock_strict(deadline, &self.header) {
+            Acquired::Clean | Acquired::OwnerDied => Ok(Some(Held(lock))),
+            Acquired::TimedOut => Ok(None),
+            Acquired::Corrupt(why) => Err(GetError::Corrupt(why)),
         }
     }
 
@@ -376,6 +405,11 @@ impl Core {
         let mut count = 0u32;
         let mut len = [0u8; LEN];
         while at < tail {
+            if count == u32::MAX {
+                return Err(damaged(format!(
+                    "spool offsets {at}..{tail} hold more frames than a queue counts"
+                )));
+            }
             if sys::spool_read_at(&self.spool, &mut len, at)? < LEN {
                 break;
             }
@@ -476,10 +510,11 @@ impl Core {
     fn spool_append(&self, frame: &[u8]) -> io::Result<()> {
         let h = self.h();
         let tail = h.put.tail.load(Ordering::Relaxed);
+        let end = tail
+            .checked_add(frame.len() as u64)
+            .ok_or_else(|| damaged(format!("a spool tail of {tail}")))?;
         sys::spool_write_at(&self.spool, frame, tail)?;
-        h.put
-            .tail
-            .store(tail + frame.len() as u64, Ordering::Relaxed);
+        h.put.tail.store(end, Ordering::Relaxed);
         h.put.spool_count.fetch_add(1, Ordering::Release);
         Ok(())
     }
@@ -531,12 +566,15 @@ impl Core {
             ));
         }
         let tail = h.put.tail.load(Ordering::Relaxed);
+        let end = tail
+            .checked_add(n)
+            .ok_or_else(|| damaged(format!("a spool tail of {tail}")))?;
         // SAFETY: n <= STAGE bytes of the staging area, which only the put-lock holder
         // (us) changes.
         let bytes = unsafe { std::slice::from_raw_parts(self.stage_ptr(), n as usize) };
         sys::spool_write_at(&self.spool, bytes, tail)?;
-        h.put.flush_to.store(tail + n, Ordering::Relaxed);
-        h.put.tail.store(tail + n, Ordering::Relaxed);
+        h.put.flush_to.store(end, Ordering::Relaxed);
+        h.put.tail.store(end, Ordering::Relaxed);
         // Counted in the spool before the stage empties: a lock-free look (`has_items`)
         // never sees the items missing.
         let total = u64::from(h.put.spool_count.load(Ordering::Relaxed)) + k;
@@ -565,7 +603,7 @@ impl Core {
             if self.is_shut_down() {
                 return Err(QueueError::ShutDown);
             }
-            let Some(held) = self.lock_put(deadline)? else {
+            let Some(held) = self.lock_put(deadline).map_err(corrupt_put)? else {
                 return Err(QueueError::Full);
             };
             if self.is_shut_down() {
@@ -595,7 +633,7 @@ impl Core {
                 && spin_until(|| self.ring_room(frame), deadline.or(Some(far_future())))
                 && self.ring_put(frame));
         if !in_ring {
-            self.overflow_put(frame)?;
+            self.overflow_put(frame).map_err(corrupt_put)?;
         }
         if joinable {
             h.common.unfinished.fetch_add(1, Ordering::Relaxed);
@@ -625,15 +663,18 @@ impl Core {
         let mut decode = decode;
         let result = loop {
             if self.has_items() {
-                let Some(held) = self.lock_get(deadline) else {
+                let Some(held) = self.lock_get(deadline)? else {
                     return Err(GetError::Empty);
                 };
                 let taken = self.take_locked(decode, deadline);
                 drop(held);
                 match taken? {
                     Ok(r) => break r,
-                    // Another consumer was first: look again.
+                    // Another consumer was first: look again (not past the deadline).
                     Err(d) => decode = d,
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(GetError::Empty);
                 }
                 continue;
             }
@@ -686,7 +727,7 @@ impl Core {
             return Ok(Err(decode));
         }
         // The spool: under the put lock too, so its offsets and count hold still.
-        let Some(held) = self.lock_put(deadline)? else {
+        let Some(held) = self.lock_put(deadline).map_err(corrupt_get)? else {
             return Err(GetError::Empty);
         };
         if self.ring_cap != 0 {
@@ -708,10 +749,7 @@ impl Core {
                 let tail = h.put.ring_tail.load(Ordering::Acquire);
                 return self.ring_take(head, tail, decode).map(Ok);
             }
-            self.stage_flush().map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => GetError::Corrupt(e.to_string()),
-                _ => GetError::Io(e),
-            })?;
+            self.stage_flush().map_err(corrupt_get)?;
         }
         // The ring is empty and holds still (both locks held): move a batch of the oldest
         // frames into it, so the gets that follow take them at ring speed, without the put

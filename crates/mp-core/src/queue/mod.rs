@@ -46,6 +46,9 @@ pub enum PutError<T> {
     /// The spool could not be written.
     #[error("queue I/O error: {1}")]
     Io(T, std::io::Error),
+    /// The queue's shared state is damaged (someone wrote over it); nothing was queued.
+    #[error("the queue is corrupt: {1}")]
+    Corrupt(T, String),
 }
 
 impl<T> PutError<T> {
@@ -56,7 +59,8 @@ impl<T> PutError<T> {
             | Self::Closed(t)
             | Self::ShutDown(t)
             | Self::Encode(t, _)
-            | Self::Io(t, _) => t,
+            | Self::Io(t, _)
+            | Self::Corrupt(t, _) => t,
         }
     }
 }
@@ -102,6 +106,9 @@ pub enum QueueError {
     /// The queue was shut down.
     #[error("the queue was shut down")]
     ShutDown,
+    /// The queue's shared state is damaged (someone wrote over it).
+    #[error("the queue is corrupt: {0}")]
+    Corrupt(String),
     /// I/O error on the queue's storage.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -157,6 +164,7 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
         match put {
             Ok(()) => Ok(()),
             Err(QueueError::Io(e)) => Err(PutError::Io(item, e)),
+            Err(QueueError::Corrupt(why)) => Err(PutError::Corrupt(item, why)),
             Err(QueueError::ShutDown) => Err(PutError::ShutDown(item)),
             Err(_) => Err(PutError::Full(item)),
         }

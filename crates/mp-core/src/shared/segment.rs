@@ -50,6 +50,11 @@ impl Segment {
         self.len
     }
 
+    /// The OS object behind the mapping.
+    pub(crate) fn handle(&self) -> &OwnedHandle {
+        &self.handle
+    }
+
     /// A shared reference to a `T` placed at `offset`.
     ///
     /// # Safety

@@ -16,24 +16,33 @@ const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 const CONTENDED: u32 = 2;
 
-/// The lock word and its holder, in shared memory.
+/// The lock word and its holder, in shared memory, where another process may have written
+/// anything: every value is checked before it is believed (see [`RawLock::lock`]).
 #[repr(C)]
 pub(crate) struct RawLock {
     state: AtomicU32,
     /// Pid of the holding process, 0 while free (or for an instant after acquisition).
     owner: AtomicU32,
+    /// The holding thread, for locks held only inside one call ([`RawLock::lock_strict`]);
+    /// 0 otherwise.
+    tid: AtomicU32,
 }
 
 /// How an acquisition went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Acquired {
     /// The lock was free or released normally.
     Clean,
-    /// The previous holder died holding it; we hold it now.
+    /// The previous holder died holding it (or was no holder at all); we hold it now.
     OwnerDied,
     /// Not acquired within the deadline.
     TimedOut,
+    /// The lock's words were written by no holder ([`RawLock::lock_strict`] only).
+    Corrupt(String),
 }
+
+/// How often a waiter asks whether a live owner has the lock's segment mapped at all.
+const PARTICIPANT_LOOK: Duration = Duration::from_millis(500);
 
 impl RawLock {
     pub(crate) fn try_lock(&self) -> bool {
@@ -48,35 +57,92 @@ impl RawLock {
         false
     }
 
-    /// Acquires before `deadline` (`None`: without limit).
+    /// Acquires before `deadline` (`None`: without limit), Python's way: a holder that
+    /// died, or an owner word that names no live process at all (damage), is taken over
+    /// and reported as [`Acquired::OwnerDied`].
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Acquired {
+        self.acquire(deadline, None)
+    }
+
+    /// Acquires before `deadline` a lock that is only ever held inside one call (the
+    /// queues' locks), in segment `seg`: an owner word that no holder can have written
+    /// (no process, this very thread, a thread of this process that has ended) is
+    /// [`Acquired::Corrupt`]; an owner that has died or does not have `seg` mapped is taken
+    /// over.
+    pub(crate) fn lock_strict(&self, deadline: Option<Instant>, seg: &Segment) -> Acquired {
+        self.acquire(deadline, Some(seg))
+    }
+
+    fn acquire(&self, deadline: Option<Instant>, strict: Option<&Segment>) -> Acquired {
+        let tid = if strict.is_some() {
+            crate::sys::current_tid()
+        } else {
+            0
+        };
         if self.try_lock() {
+            self.tid.store(tid, Ordering::Relaxed);
             return Acquired::Clean;
         }
         // A holder that died between taking `state` and writing `owner` (or between
         // clearing `owner` and releasing `state`) leaves the lock held by nobody: if it stays
         // so for several check intervals, the waiter takes over.
         let mut ownerless_since: Option<Instant> = None;
+        let mut last_participant = Instant::now();
+        // Since when this process's own pid is the owner with no thread recorded: only ever
+        // an instant for a lock of `lock_strict`.
+        let mut threadless_since: Option<Instant> = None;
         loop {
             if self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
                 self.owner.store(my_pid(), Ordering::Relaxed);
+                self.tid.store(tid, Ordering::Relaxed);
                 return Acquired::Clean;
             }
-            if self.take_over_from_dead_owner() {
-                return Acquired::OwnerDied;
-            }
-            if self.owner.load(Ordering::Relaxed) == 0 {
+            let owner = self.owner.load(Ordering::Relaxed);
+            if owner == 0 {
                 let since = *ownerless_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= 3 * futex::CHECK_INTERVAL
-                    && self
-                        .owner
-                        .compare_exchange(0, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
+                if since.elapsed() >= 3 * futex::CHECK_INTERVAL && self.take_over(0, tid) {
                     return Acquired::OwnerDied;
                 }
             } else {
                 ownerless_since = None;
+                if !crate::sys::pid_plausible(owner) {
+                    if strict.is_some() {
+                        return Acquired::Corrupt(format!(
+                            "a lock's owner word is {owner:#x}, which names no process"
+                        ));
+                    }
+                    if self.take_over(owner, tid) {
+                        return Acquired::OwnerDied;
+                    }
+                } else if owner == my_pid() {
+                    let t = self.tid.load(Ordering::Relaxed);
+                    if strict.is_some() && tid != 0 && self.owner.load(Ordering::Acquire) == owner {
+                        let bad = if t == 0 {
+                            let since = *threadless_since.get_or_insert_with(Instant::now);
+                            since.elapsed() >= futex::CHECK_INTERVAL
+                        } else {
+                            threadless_since = None;
+                            t == tid || !crate::sys::thread_alive(t)
+                        };
+                        if bad {
+                            return Acquired::Corrupt(format!(
+                                "a lock's owner words name this process and thread {t}, \
+                                 which does not hold it"
+                            ));
+                        }
+                    }
+                } else {
+                    let mut gone = !crate::sys::pid_alive(owner);
+                    if let Some(seg) = strict.filter(|_| !gone) {
+                        if last_participant.elapsed() >= PARTICIPANT_LOOK {
+                            last_participant = Instant::now();
+                            gone = crate::sys::maps_segment(owner, seg.handle()) == Some(false);
+                        }
+                    }
+                    if gone && self.take_over(owner, tid) {
+                        return Acquired::OwnerDied;
+                    }
+                }
             }
             if !futex::wait_until(&self.state, CONTENDED, deadline) {
                 return Acquired::TimedOut;
@@ -84,16 +150,19 @@ impl RawLock {
         }
     }
 
-    /// If the holder is a process that no longer exists, become the holder.
-    fn take_over_from_dead_owner(&self) -> bool {
-        let owner = self.owner.load(Ordering::Relaxed);
-        owner != 0
-            && owner != my_pid()
-            && !crate::sys::pid_alive(owner)
-            && self
-                .owner
-                .compare_exchange(owner, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+    /// Becomes the holder in place of `owner` (dead, or no holder at all).
+    fn take_over(&self, owner: u32, tid: u32) -> bool {
+        // The old thread id goes first: for an instant the word names this process, and the
+        // old holder's thread is none of ours.
+        self.tid.store(0, Ordering::Relaxed);
+        let won = self
+            .owner
+            .compare_exchange(owner, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if won {
+            self.tid.store(tid, Ordering::Relaxed);
+        }
+        won
     }
 
     /// Releases; an error if the lock is not held.
@@ -101,6 +170,7 @@ impl RawLock {
         if self.state.load(Ordering::Relaxed) == UNLOCKED {
             return Err(SyncError::ReleasedTooManyTimes);
         }
+        self.tid.store(0, Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex::wake(&self.state, 1);
@@ -196,7 +266,7 @@ impl Lock {
         match how {
             Acquired::Clean => Ok(guard),
             Acquired::OwnerDied => Err(LockError::OwnerDied(guard)),
-            Acquired::TimedOut => {
+            Acquired::TimedOut | Acquired::Corrupt(_) => {
                 std::mem::forget(guard);
                 Err(LockError::Timeout)
             }

@@ -19,8 +19,9 @@ pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
 };
 pub(crate) use shm::{
-    futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
-    shm_size, shm_track, shm_unlink_named, shm_unmap, shm_untrack,
+    current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
+    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named, shm_unmap,
+    shm_untrack, thread_alive,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,

@@ -119,7 +119,13 @@ mod imp {
     pub(super) fn wake(_word: &AtomicU32, _n: u32) {}
 }
 
-pub(crate) use mp_unix::process::pid_alive;
+pub(crate) use mp_unix::process::{current_tid, pid_alive, pid_plausible, thread_alive};
+
+/// Whether live process `pid` has the shared-memory object `fd` mapped (`None`: cannot
+/// tell, on this system or for that process).
+pub(crate) fn maps_segment(pid: u32, fd: &OwnedFd) -> Option<bool> {
+    mp_unix::process::maps_object(pid, std::os::fd::AsFd::as_fd(fd))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Named segments (POSIX `shm_open`) and their crash reclamation.

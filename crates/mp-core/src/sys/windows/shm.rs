@@ -12,16 +12,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, INVALID_HANDLE_VALUE,
-    STILL_ACTIVE,
-};
+use windows_sys::Win32::Foundation::{GetLastError, ERROR_ALREADY_EXISTS, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
     FILE_MAP_ALL_ACCESS, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
-};
-use windows_sys::Win32::System::Threading::{
-    GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 /// A new pagefile-backed mapping of `len` bytes (at least one), zero-filled, whose handle is
@@ -190,20 +184,9 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
 /// Nothing to do: waiters re-check the word on their own (see [`futex_wait`]).
 pub(crate) fn futex_wake(_word: &AtomicU32, _n: u32) {}
 
-/// Whether a process with this pid is running (one that has exited counts as gone).
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    // SAFETY: returns a new handle or null.
-    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
-    if h.is_null() {
-        // It exists but we may not look at it; otherwise it is gone.
-        return io::Error::last_os_error().raw_os_error() == Some(ERROR_ACCESS_DENIED as i32);
-    }
-    let mut code = 0u32;
-    // SAFETY: a process handle we own, closed below.
-    let alive = unsafe { GetExitCodeProcess(h, &mut code) } != 0 && code == STILL_ACTIVE as u32;
-    // SAFETY: closing the handle opened above.
-    unsafe {
-        CloseHandle(h);
-    }
-    alive
+pub(crate) use mp_windows::event::{current_tid, pid_alive, pid_plausible, thread_alive};
+
+/// Whether live process `pid` has the section `h` mapped: not known on Windows.
+pub(crate) fn maps_segment(_pid: u32, _h: &OwnedHandle) -> Option<bool> {
+    None
 }
