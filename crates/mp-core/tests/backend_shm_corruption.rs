@@ -1,147 +1,662 @@
-//! The shm backend against damage from another process: a child maps the very segment of a
-//! pipe or queue it was given (found by name in /proc/self/fd on Linux; on Windows, for
-//! pipes, by trying every handle value of the process as a section whose first bytes are the
-//! pipe segment's magic) and scribbles over its header. The parent must get a typed error:
-//! no panic, no hang, no unbounded allocation.
+//! The shm backend against a hostile child that writes over the segments it shares with its
+//! parent *while both run* (issue #12, findings 10 to 13): random and targeted values over
+//! the ring headers (positions flipped backwards or past the ring, side-lock words naming
+//! the parent, the parent's own threads, `0xFFFFFFFF`, pid 1, negative pids), the queue
+//! header (its locks, ring words, spool offsets and counts, staging word) and spool, the
+//! data areas, and `ftruncate` of every segment, in a loop, while the parent sends,
+//! receives, puts and gets with timeouts. The parent must get typed errors or data, never
+//! wait past its deadline, never panic, never die of a signal. The seeds are fixed, so a
+//! failure reproduces.
+//!
+//! The child finds the segments by name in /proc/self/fd (Linux); on Windows it finds the
+//! pipe sections by trying every handle value of the process as a section whose first bytes
+//! are the ring segment's magic.
 #![cfg(all(feature = "shm", any(target_os = "linux", windows)))]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::bounded;
-use mp_core::connection::{pipe_oneway_with, Shm};
-use mp_core::{ConnectionError, Process, Reader};
-#[cfg(target_os = "linux")]
-use mp_core::{GetError, Queue};
+use mp_core::connection::{pipe_with, Shm};
+use mp_core::{Connection, ConnectionError, Process};
+
+/// A reproducible generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const SEEDS: [u64; 6] = [1, 2, 3, 0x5eed, 0xdead_beef, 0x0123_4567_89ab_cdef];
+
+/// The ring segment's layout (mp-shm `ring.rs`): two ring headers from byte 64, each a
+/// writer line, a reader line and a flags line of 64 bytes; a line is `pos: u64, lock: u32,
+/// busy: u32, tid: u32`; flags are `reader_armed, writer_armed, broken: u32`.
+const RING_HDRS: usize = 64;
+const RING_HDR: usize = 192;
+const DATA_AT: usize = 4096;
+
+/// Lock and thread words worth trying: the parent, its threads, the scribbler itself,
+/// numbers that are no process, pid 1.
+fn nasty_word(rng: &mut Rng, parent: u32, parent_threads: &[u32]) -> u32 {
+    match rng.below(9) {
+        0 => parent,
+        1 => parent_threads[rng.below(parent_threads.len() as u64) as usize],
+        2 => u32::MAX,
+        3 => 1,
+        4 => 0x8000_0000,
+        5 => std::process::id(),
+        6 => 0,
+        7 => (4 << 20) + 7,
+        _ => rng.next() as u32,
+    }
+}
+
+/// One scribble over a ring segment of `len` bytes at `p`. Returns the 8-byte word it
+/// changed and what was there, for a caller that puts it back (damage that comes and goes).
+///
+/// # Safety
+/// `p` must be a live, writable mapping of `len` bytes.
+unsafe fn scribble_ring(
+    p: *mut u8,
+    len: usize,
+    rng: &mut Rng,
+    parent: u32,
+    threads: &[u32],
+) -> (*mut u64, u64) {
+    let ring = rng.below(2) as usize;
+    let hdr = p.add(RING_HDRS + ring * RING_HDR);
+    let line = hdr.add(64 * rng.below(3) as usize);
+    let cap = ((len - DATA_AT) / 2) as u64;
+    let pos = |at: *mut u8| std::ptr::read_volatile(at.cast::<u64>());
+    let (wpos, rpos) = (pos(hdr), pos(hdr.add(64)));
+    // The word to change, and its new value.
+    let (at, new): (*mut u8, u64) = match rng.below(8) {
+        // Positions: flipped backwards, past the ring, anywhere.
+        0 => (hdr, rpos.wrapping_sub(1 + rng.below(64))),
+        1 => (hdr, rpos.wrapping_add(cap + 1)),
+        2 => (hdr.add(64), wpos.wrapping_add(1)),
+        3 => (line, rng.next()),
+        // A lock word and its thread (`lock, busy` at 8, `tid` at 16).
+        4 => {
+            let l = hdr.add(64 * rng.below(2) as usize);
+            (l.add(8), u64::from(nasty_word(rng, parent, threads)))
+        }
+        5 => {
+            let l = hdr.add(64 * rng.below(2) as usize);
+            (l.add(16), u64::from(nasty_word(rng, parent, threads)))
+        }
+        // Busy and broken flags, armed flags.
+        6 => (
+            line.add(8 * rng.below(2) as usize),
+            rng.below(3) << (32 * rng.below(2)),
+        ),
+        // The data: headers announcing anything.
+        _ => {
+            let at = (DATA_AT + rng.below((len - DATA_AT - 8) as u64) as usize) & !7;
+            (p.add(at), rng.next() >> rng.below(64))
+        }
+    };
+    let at = at.cast::<u64>();
+    let old = std::ptr::read_volatile(at);
+    std::ptr::write_volatile(at, new);
+    (at, old)
+}
+
+/// Scribbles `rounds` times over the ring segments at `segs`; three times in four the
+/// damage is undone a moment later, so that the parent's calls meet it coming and going.
+fn scribble_loop(segs: &[(*mut u8, usize)], seed: u64, rounds: u32, parent: u32, threads: &[u32]) {
+    let mut rng = Rng(seed);
+    for _ in 0..rounds {
+        for &(p, len) in segs {
+            // SAFETY: a mapping of the caller's, alive until the process exits.
+            let (at, old) = unsafe { scribble_ring(p, len, &mut rng, parent, threads) };
+            if rng.below(4) != 0 {
+                std::thread::sleep(Duration::from_micros(rng.below(300)));
+                // SAFETY: as above.
+                unsafe { std::ptr::write_volatile(at, old) };
+            }
+        }
+    }
+}
 
 #[cfg(target_os = "linux")]
-/// Maps every memfd of this process whose name contains `name` and overwrites
-/// `from..to` with a pattern.
-fn scribble(name: &str, from: usize, to: usize) -> usize {
-    let mut hits = 0;
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(link) = std::fs::read_link(e.path()) else {
-            continue;
-        };
-        if !link.to_string_lossy().contains(name) {
-            continue;
+mod linux {
+    use super::*;
+    use mp_core::{GetError, Queue};
+    use std::os::fd::RawFd;
+
+    /// The memfds of this process whose name contains `name`, with their sizes.
+    pub(super) fn segments(name: &str) -> Vec<(RawFd, usize)> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(link) = std::fs::read_link(e.path()) else {
+                continue;
+            };
+            if !link.to_string_lossy().contains(name) {
+                continue;
+            }
+            let Ok(fd) = e.file_name().to_string_lossy().parse::<RawFd>() else {
+                continue;
+            };
+            if let Ok(m) = std::fs::metadata(e.path()) {
+                v.push((fd, m.len() as usize));
+            }
         }
-        let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
-        let Ok(meta) = std::fs::metadata(e.path()) else {
-            continue;
-        };
-        if meta.len() < to as u64 {
-            continue;
-        }
-        // SAFETY: mapping a shared-memory object of ours, writing inside its first page.
-        unsafe {
-            let p = libc::mmap(
+        v
+    }
+
+    /// Maps `len` bytes of `fd`, shared and writable.
+    pub(super) fn map(fd: RawFd, len: usize) -> *mut u8 {
+        // SAFETY: mapping a descriptor this process holds.
+        let p = unsafe {
+            libc::mmap(
                 std::ptr::null_mut(),
-                4096,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd,
                 0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            for i in from..to {
-                *p.cast::<u8>().add(i) = (i * 37 + 11) as u8;
-            }
-            libc::munmap(p, 4096);
-        }
-        hits += 1;
-    }
-    hits
-}
-
-/// Maps every section of this process that starts with `magic` (handle values are small
-/// multiples of 4; anything that is not a section fails to map) and overwrites `from..to`
-/// with a pattern.
-#[cfg(windows)]
-fn scribble_sections(magic: &[u8; 8], from: usize, to: usize) -> usize {
-    use windows_sys::Win32::System::Memory::{
-        MapViewOfFile, UnmapViewOfFile, FILE_MAP_READ, FILE_MAP_WRITE,
-    };
-    let mut hits = 0;
-    for value in (4usize..=1 << 16).step_by(4) {
-        // SAFETY: mapping a handle value of this process: the system refuses anything that
-        // is not a section of at least one page.
-        let view = unsafe {
-            MapViewOfFile(
-                value as windows_sys::Win32::Foundation::HANDLE,
-                FILE_MAP_READ | FILE_MAP_WRITE,
-                0,
-                0,
-                4096,
             )
         };
-        let p = view.Value.cast::<u8>();
-        if p.is_null() {
-            continue;
-        }
-        // SAFETY: a view of one page, written inside it, then unmapped.
-        unsafe {
-            if std::slice::from_raw_parts(p, 8) == magic {
-                for i in from..to {
-                    *p.add(i) = (i * 37 + 11) as u8;
-                }
-                hits += 1;
+        assert_ne!(p, libc::MAP_FAILED);
+        p.cast()
+    }
+
+    /// Tries to shrink the object of `fd`; true if the system let it.
+    pub(super) fn shrink(fd: RawFd) -> bool {
+        // SAFETY: ftruncate on a descriptor this process holds.
+        unsafe { libc::ftruncate(fd, 0) == 0 }
+    }
+
+    /// The parent's pid and thread ids.
+    pub(super) fn parent() -> (u32, Vec<u32>) {
+        // SAFETY: no preconditions.
+        let ppid = unsafe { libc::getppid() } as u32;
+        let threads = std::fs::read_dir(format!("/proc/{ppid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (ppid, threads)
+    }
+
+    /// Finding 10: the child shrinks every segment it shares with the parent. The memfds are
+    /// sealed, so it cannot: it reports how many shrinks the system allowed (must be none).
+    fn shrink_everything(arg: (Connection<Vec<u8>>, Queue<u32>, mp_core::Value<u64>)) {
+        let mut allowed = 0u32;
+        for name in ["mp-shm-pipe", "mp-shared"] {
+            for (fd, _) in segments(name) {
+                allowed += u32::from(shrink(fd));
             }
-            UnmapViewOfFile(view);
+        }
+        arg.0.send(&allowed.to_le_bytes().to_vec()).unwrap();
+        let _ = arg.0.recv_bytes();
+    }
+
+    #[test]
+    fn a_child_cannot_shrink_a_segment_under_its_parent() {
+        bounded(60, || {
+            let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
+            let q = Queue::<u32>::with_backend::<Shm>(0).unwrap();
+            let v = mp_core::Value::new(7u64).unwrap();
+            q.put(1).unwrap();
+            let mut p = Process::new(shrink_everything, (b, q.clone(), v.clone()));
+            p.start().unwrap();
+            let allowed = a.recv_timeout(Duration::from_secs(20)).unwrap();
+            assert_eq!(allowed, 0u32.to_le_bytes(), "a segment could be shrunk");
+            // Everything still works: no SIGBUS on the next access.
+            assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 1);
+            assert_eq!(v.get(), 7);
+            a.send_bytes(b"bye").unwrap();
+            p.join().unwrap();
+        });
+    }
+
+    /// Attacks the pipe segments for `rounds` scribbles (seed `seed`) while sending frames on
+    /// its end from another thread; reports whether any segment could be shrunk, then exits.
+    fn attack_pipe(arg: (Connection<Vec<u8>>, u64, u32)) {
+        let (conn, seed, rounds) = arg;
+        let (parent, threads) = parent();
+        let segs: Vec<(RawFd, usize)> = segments("mp-shm-pipe");
+        assert!(!segs.is_empty());
+        for &(fd, _) in &segs {
+            assert!(!shrink(fd), "a ring segment could be shrunk");
+        }
+        let maps: Vec<(*mut u8, usize)> =
+            segs.iter().map(|&(fd, len)| (map(fd, len), len)).collect();
+        let sender = conn.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let payload = vec![0x5a; 100];
+            while sender.send_bytes(&payload).is_ok() {}
+        });
+        scribble_loop(&maps, seed, rounds, parent, &threads);
+        std::process::exit(0);
+    }
+
+    /// Finding 13 (pipes), with 11 and 12 inside it.
+    #[test]
+    fn a_child_scribbling_over_a_pipe_segment_while_both_run() {
+        bounded(300, || {
+            for seed in SEEDS {
+                let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
+                let mut p = Process::new(attack_pipe, (b, seed, 2000));
+                p.start().unwrap();
+                super::parent_side_of_a_pipe(a, &p, seed);
+            }
+        });
+    }
+
+    /// The queue header's layout (mp-core `queue/core.rs`): the get side at 0 (lock words
+    /// `state, owner, tid` at 0, 4, 8; ring head, spool head, released, generation from
+    /// 16), the put side at 64 (lock at 64; ring tail, spool tail from 80, spool count at
+    /// 96, staging word at 104, flush and move marks 112 to 135), common words at 192, the
+    /// ring from 256.
+    const LOCKS: [usize; 2] = [0, 64];
+    const WORDS64: [usize; 11] = [16, 24, 32, 40, 80, 88, 104, 112, 120, 128, 96];
+
+    /// One scribble over a queue segment (header, ring, staging area) or its spool.
+    ///
+    /// # Safety
+    /// `p` must be a live, writable mapping of `len` bytes.
+    unsafe fn scribble_queue(
+        p: *mut u8,
+        len: usize,
+        spool: Option<RawFd>,
+        rng: &mut Rng,
+        parent: u32,
+        threads: &[u32],
+    ) {
+        match rng.below(6) {
+            0 | 1 => {
+                let l = p.add(LOCKS[rng.below(2) as usize]);
+                std::ptr::write_volatile(l.cast::<u32>(), rng.below(3) as u32);
+                std::ptr::write_volatile(l.add(4).cast::<u32>(), nasty_word(rng, parent, threads));
+                std::ptr::write_volatile(l.add(8).cast::<u32>(), nasty_word(rng, parent, threads));
+            }
+            2 | 3 => {
+                let at = WORDS64[rng.below(WORDS64.len() as u64) as usize];
+                let v = match rng.below(4) {
+                    0 => u64::MAX - rng.below(16),
+                    1 => std::ptr::read_volatile(p.add(at).cast::<u64>()).wrapping_sub(8),
+                    2 => rng.below(1 << 20),
+                    _ => rng.next(),
+                };
+                std::ptr::write_volatile(p.add(at).cast::<u64>(), v);
+            }
+            4 if len > 512 => {
+                let at = (256 + rng.below((len - 264) as u64) as usize) & !7;
+                std::ptr::write_volatile(p.add(at).cast::<u64>(), rng.next() >> rng.below(64));
+            }
+            _ => {
+                if let Some(fd) = spool {
+                    let junk = rng.next().to_le_bytes();
+                    let at = rng.below(1 << 16) as libc::off_t;
+                    // SAFETY: writing to / truncating a descriptor this process holds.
+                    unsafe {
+                        if rng.below(4) == 0 {
+                            libc::ftruncate(fd, rng.below(64) as libc::off_t);
+                        } else {
+                            libc::pwrite(fd, junk.as_ptr().cast(), 8, at);
+                        }
+                    }
+                }
+            }
         }
     }
-    hits
-}
 
-fn scribble_pipe(rx: Reader<()>) {
-    // The ring headers: positions, locks and flags of both rings.
-    #[cfg(target_os = "linux")]
-    assert!(scribble("mp-shm-pipe", 64, 64 + 2 * 192) > 0);
-    #[cfg(windows)]
-    assert!(scribble_sections(b"mpshmv01", 64, 64 + 2 * 192) > 0);
-    drop(rx);
-}
-
-#[test]
-fn a_scribbled_pipe_header_is_a_typed_error() {
-    bounded(30, || {
-        let (rx, tx) = pipe_oneway_with::<(), Shm>().unwrap();
-        tx.send_bytes(b"hello").unwrap();
-        let mut p = Process::new(scribble_pipe, rx.try_clone().unwrap());
-        p.start().unwrap();
-        p.join().unwrap();
-        match rx.recv_bytes_timeout(Duration::from_secs(5)) {
-            Err(ConnectionError::Io(e)) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}")
+    fn attack_queue(arg: (Queue<Vec<u32>>, u64, u32)) {
+        let (q, seed, rounds) = arg;
+        let (parent, threads) = parent();
+        let segs: Vec<(*mut u8, usize, RawFd)> = segments("mp-shared")
+            .into_iter()
+            .map(|(fd, len)| (map(fd, len), len, fd))
+            .collect();
+        let spool = segments("mp-spool").first().map(|s| s.0);
+        assert!(!segs.is_empty());
+        let q2 = q.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            loop {
+                let _ = q2.put(vec![i; (i % 50) as usize]);
+                i = i.wrapping_add(1);
+                if i % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
             }
-            other => panic!("expected an InvalidData error, got {other:?}"),
+        });
+        let mut rng = Rng(seed);
+        for i in 0..rounds {
+            for &(p, len, fd) in &segs {
+                // SAFETY: a mapping made above, alive until the process exits.
+                unsafe { scribble_queue(p, len, spool, &mut rng, parent, &threads) };
+                if i % 64 == 0 {
+                    assert!(!shrink(fd), "a queue segment could be shrunk");
+                }
+            }
+            if rng.below(4) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
-        // Sending fails cleanly too (its positions are damaged as well), or succeeds; it
-        // must not hang or crash.
-        let _ = tx.send_bytes(b"x");
+        std::process::exit(0);
+    }
+
+    /// Finding 13 (queues), with 11 and 12 inside it: `get_timeout` and `put` on a queue whose
+    /// header, ring, staging area and spool a live child scribbles over.
+    #[test]
+    fn a_child_scribbling_over_a_queue_while_both_run() {
+        bounded(300, || {
+            for seed in SEEDS {
+                let q = Queue::<Vec<u32>>::with_backend::<Shm>(0).unwrap();
+                let mut p = Process::new(attack_queue, (q.clone(), seed, 3000));
+                p.start().unwrap();
+                let (mut got, mut corrupt, mut last) = (0u32, 0u32, Instant::now());
+                let mut round = 0u32;
+                while p.is_alive() || round < 20 {
+                    round += if p.is_alive() { 0 } else { 1 };
+                    let t = Instant::now();
+                    match q.get_timeout(Duration::from_millis(20)) {
+                        Ok(_) => got += 1,
+                        Err(GetError::Empty) => {}
+                        Err(GetError::Corrupt(_) | GetError::Decode(_)) => corrupt += 1,
+                        Err(GetError::Io(e)) => {
+                            // The spool was truncated or scribbled under a read.
+                            assert!(e.kind() != std::io::ErrorKind::Other, "seed {seed}: {e}");
+                            corrupt += 1
+                        }
+                        Err(e) => panic!("seed {seed}: unexpected {e:?}"),
+                    }
+                    // Bounded: 20 ms asked; a few seconds is a hang on a loaded machine.
+                    assert!(
+                        t.elapsed() < Duration::from_secs(10),
+                        "seed {seed}: get_timeout held {:?}",
+                        t.elapsed()
+                    );
+                    match q.put(vec![1, 2, 3]) {
+                        Ok(()) => {}
+                        Err(mp_core::PutError::Corrupt(..) | mp_core::PutError::Io(..)) => {
+                            corrupt += 1
+                        }
+                        Err(e) => panic!("seed {seed}: unexpected put error {e}"),
+                    }
+                    last = Instant::now();
+                }
+                let _ = last;
+                p.join().ok();
+                eprintln!("seed {seed}: {got} items, {corrupt} corruption errors");
+            }
+        });
+    }
+}
+
+/// The parent's side of a pipe under attack: a thread sends on a clone of its end, this one
+/// receives with timeouts, until the child is gone and the end says so. Every outcome is
+/// data or a typed error, every call returns.
+fn parent_side_of_a_pipe(a: Connection<Vec<u8>>, p: &Process, seed: u64) {
+    let mut a = a;
+    a.set_max_message_size(1 << 20);
+    let sender = a.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        let payload = vec![0xa5; 200];
+        let mut sent = 0u32;
+        loop {
+            match sender.send_bytes(&payload) {
+                Ok(()) => sent += 1,
+                Err(ConnectionError::BrokenPipe | ConnectionError::Corrupt(_)) => return sent,
+                Err(e) => panic!("seed {seed}: unexpected send error {e:?}"),
+            }
+        }
     });
+    let (mut frames, mut errors) = (0u32, 0u32);
+    loop {
+        let t = Instant::now();
+        let r = a.recv_bytes_timeout(Duration::from_millis(20));
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "seed {seed}: recv_bytes_timeout held {:?}",
+            t.elapsed()
+        );
+        match r {
+            Ok(_) => frames += 1,
+            Err(ConnectionError::Timeout) => {}
+            Err(
+                ConnectionError::Corrupt(_)
+                | ConnectionError::TooLarge { .. }
+                | ConnectionError::Truncated { .. },
+            ) => errors += 1,
+            Err(ConnectionError::Eof | ConnectionError::Broken) => {
+                if !p.is_alive() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("seed {seed}: unexpected receive error {e:?}"),
+        }
+    }
+    let sent = send.join().unwrap();
+    p.join().ok();
+    eprintln!("seed {seed}: {frames} frames in, {sent} out, {errors} errors");
 }
 
-#[cfg(target_os = "linux")]
-fn scribble_queue(q: Queue<u32>) {
-    // The queue header past its lock: counts, spool and ring positions.
-    assert!(scribble("mp-shared", 8, 88) > 0);
-    drop(q);
+/// The child's end of a raw shm channel: its handles and description.
+type RawEnd = (Vec<mp_core::OsHandle>, Vec<u8>);
+
+fn raw_end(ch: &mp_shm::ShmChannel) -> RawEnd {
+    let handles = ch
+        .handles()
+        .iter()
+        .map(|&h| {
+            #[cfg(unix)]
+            let owned = {
+                use std::os::fd::BorrowedFd;
+                // SAFETY: the channel keeps the descriptor open for this call.
+                unsafe { BorrowedFd::borrow_raw(h) }
+                    .try_clone_to_owned()
+                    .unwrap()
+            };
+            #[cfg(windows)]
+            let owned = {
+                use std::os::windows::io::BorrowedHandle;
+                // SAFETY: the channel keeps the handle open for this call.
+                unsafe { BorrowedHandle::borrow_raw(h) }
+                    .try_clone_to_owned()
+                    .unwrap()
+            };
+            mp_core::OsHandle::from(owned)
+        })
+        .collect();
+    (handles, ch.describe())
 }
 
-#[cfg(target_os = "linux")]
+/// Rebuilds the raw end, sends frames on it from a thread, and scribbles over every ring
+/// segment it can find for `rounds` rounds; then exits.
+fn attack_raw_channel(arg: (RawEnd, u64, u32)) {
+    use mp_ipc::Channel;
+    let ((handles, desc), seed, rounds) = arg;
+    let ch = mp_shm::ShmChannel::from_parts(
+        handles
+            .into_iter()
+            .map(mp_core::OsHandle::into_inner)
+            .collect(),
+        &desc,
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let payload = vec![0x5a; 100];
+        while ch.send_frame(&[&payload]).is_ok() {}
+    });
+    scribble_rings(seed, rounds);
+    std::process::exit(0);
+}
+
+/// Scribbles over the ring segments of this process.
+fn scribble_rings(seed: u64, rounds: u32) {
+    #[cfg(target_os = "linux")]
+    let (parent, threads, segs) = {
+        let (parent, threads) = linux::parent();
+        let segs: Vec<(*mut u8, usize)> = linux::segments("mp-shm-pipe")
+            .into_iter()
+            .map(|(fd, len)| (linux::map(fd, len), len))
+            .collect();
+        (parent, threads, segs)
+    };
+    #[cfg(windows)]
+    let (parent, threads, segs) = {
+        let parent = mp_core::parent_process().map_or(0, |p| p.pid);
+        (parent, vec![parent], windows::ring_sections())
+    };
+    assert!(!segs.is_empty());
+    scribble_loop(&segs, seed, rounds, parent, &threads);
+}
+
+/// The same attack on the channel itself, below mp-core (whose connection stops reading
+/// after the first framing error): the parent goes on receiving and sending through every
+/// error for as long as the child scribbles, so each kind of damage meets the ring code
+/// many times over.
 #[test]
-fn a_scribbled_queue_header_is_a_typed_error() {
-    bounded(30, || {
-        let q = Queue::<u32>::with_backend::<Shm>(0).unwrap();
-        q.put(7).unwrap();
-        let mut p = Process::new(scribble_queue, q.clone());
-        p.start().unwrap();
-        p.join().unwrap();
-        match q.get_timeout(Duration::from_secs(2)) {
-            Err(GetError::Corrupt(_) | GetError::Io(_)) => {}
-            other => panic!("expected a Corrupt error, got {other:?}"),
+fn a_ring_keeps_answering_through_a_live_attack() {
+    use mp_ipc::deadline::Deadline;
+    use mp_ipc::{Channel, IpcError};
+    bounded(300, || {
+        for seed in SEEDS {
+            let (a, b) = mp_shm::ShmChannel::pair(mp_shm::DEFAULT_RING).unwrap();
+            let mut p = Process::new(attack_raw_channel, (raw_end(&b), seed, 3000));
+            p.start().unwrap();
+            drop(b);
+            let a = std::sync::Arc::new(a);
+            let a2 = a.clone();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stop2 = stop.clone();
+            let sender = std::thread::spawn(move || {
+                let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let kind = match a2.send_frame(&[&[0xa5; 200]]) {
+                        Ok(()) => "ok".to_string(),
+                        Err(IpcError::BrokenPipe) => "broken pipe".into(),
+                        Err(IpcError::Corrupt(_)) => "corrupt".into(),
+                        Err(e) => panic!("seed {seed}: unexpected send error {e:?}"),
+                    };
+                    *outcomes.entry(kind).or_default() += 1;
+                    if !a2.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                        std::thread::yield_now();
+                    }
+                }
+                outcomes
+            });
+            let mut outcomes = std::collections::BTreeMap::<&str, u32>::new();
+            let mut buf = Vec::new();
+            let mut after_exit = 0;
+            while after_exit < 50 {
+                if !p.is_alive() {
+                    after_exit += 1;
+                }
+                let t = Instant::now();
+                let r = a.recv_frame_until(
+                    &mut buf,
+                    1 << 20,
+                    Deadline::after(Duration::from_millis(10)),
+                );
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "seed {seed}: a receive held {:?}",
+                    t.elapsed()
+                );
+                let kind = match r {
+                    Ok(_) => "frame",
+                    Err(IpcError::Timeout) => "timeout",
+                    Err(IpcError::Corrupt(_)) => "corrupt",
+                    Err(IpcError::Eof) => "eof",
+                    Err(IpcError::Truncated { .. }) => "truncated",
+                    Err(IpcError::FrameTooLarge { .. }) => "too large",
+                    Err(e) => panic!("seed {seed}: unexpected receive error {e:?}"),
+                };
+                *outcomes.entry(kind).or_default() += 1;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let sent = sender.join().unwrap();
+            p.join().ok();
+            eprintln!("seed {seed}: received {outcomes:?}, sent {sent:?}");
         }
     });
+}
+
+#[cfg(windows)]
+mod windows {
+    use super::*;
+    use windows_sys::Win32::System::Memory::{
+        MapViewOfFile, VirtualQuery, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION,
+    };
+
+    /// Views of every section of this process that starts with the ring magic (handle
+    /// values are small multiples of 4; anything that is not a section fails to map).
+    pub(super) fn ring_sections() -> Vec<(*mut u8, usize)> {
+        let mut v = Vec::new();
+        for value in (4usize..=1 << 16).step_by(4) {
+            // SAFETY: mapping a handle value of this process: the system refuses anything
+            // that is not a section.
+            let view = unsafe {
+                MapViewOfFile(
+                    value as windows_sys::Win32::Foundation::HANDLE,
+                    FILE_MAP_READ | FILE_MAP_WRITE,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            let p = view.Value.cast::<u8>();
+            if p.is_null() {
+                continue;
+            }
+            // SAFETY: a view of at least one page; its size asked of the system.
+            unsafe {
+                let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+                VirtualQuery(p.cast(), &mut info, std::mem::size_of_val(&info));
+                if info.RegionSize >= DATA_AT + 8192
+                    && std::slice::from_raw_parts(p, 8) == b"mpshmv01"
+                {
+                    v.push((p, info.RegionSize));
+                }
+            }
+        }
+        v
+    }
+
+    fn attack_pipe(arg: (Connection<Vec<u8>>, u64, u32)) {
+        let (conn, seed, rounds) = arg;
+        let parent = mp_core::parent_process().map_or(0, |p| p.pid);
+        let segs = ring_sections();
+        assert!(!segs.is_empty());
+        let sender = conn.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let payload = vec![0x5a; 100];
+            while sender.send_bytes(&payload).is_ok() {}
+        });
+        scribble_loop(&segs, seed, rounds, parent, &[parent]);
+        std::process::exit(0);
+    }
+
+    /// Finding 13 on Windows (pipes; sections cannot be shrunk there).
+    #[test]
+    fn a_child_scribbling_over_a_pipe_section_while_both_run() {
+        bounded(300, || {
+            for seed in SEEDS {
+                let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
+                let mut p = Process::new(attack_pipe, (b, seed, 2000));
+                p.start().unwrap();
+                super::parent_side_of_a_pipe(a, &p, seed);
+            }
+        });
+    }
 }

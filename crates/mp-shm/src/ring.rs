@@ -340,8 +340,13 @@ pub(crate) trait RingEnd {
     }
     /// The calling thread's id (0 if unknown).
     fn current_tid(&self) -> u32;
-    /// Whether `tid` is a live thread of this process.
+    /// Whether `tid` is a live thread of this process (yes where that cannot be told).
     fn thread_alive(&self, tid: u32) -> bool;
+    /// Whether `tid` is known to be a live thread of this process (no where that cannot
+    /// be told).
+    fn thread_alive_strict(&self, tid: u32) -> bool {
+        self.current_tid() != 0 && self.thread_alive(tid)
+    }
     /// Takes in whatever waits on the liveness/doorbell object without blocking, and marks
     /// the peer gone ([`Ring::set_gone`]) if it is.
     fn drain(&self) -> Result<(), IpcError>;
@@ -494,6 +499,13 @@ pub(crate) trait RingEnd {
                     }
                 } else if last_look.elapsed() > HOLDER_LOOK {
                     last_look = Instant::now();
+                    // Thread ids and pids share one numbering: a thread of this process
+                    // is no other process.
+                    if self.thread_alive_strict(holder) {
+                        return Err(corrupt(format!(
+                            "a lock word names {holder}, a thread of this process"
+                        )));
+                    }
                     let mut gone = !self.pid_alive(holder);
                     if !gone && last_participant.elapsed() > PARTICIPANT_LOOK {
                         last_participant = Instant::now();

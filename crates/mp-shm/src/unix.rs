@@ -368,7 +368,7 @@ impl RingEnd for ShmChannel {
     }
 
     fn pid_participates(&self, pid: u32) -> Option<bool> {
-        mp_unix::process::maps_object(pid, self.mem.fd.as_fd())
+        mp_unix::process::holds_object(pid, self.mem.fd.as_fd())
     }
 
     fn current_tid(&self) -> u32 {

@@ -151,6 +151,16 @@ pub fn maps_object(pid: u32, fd: BorrowedFd<'_>) -> Option<bool> {
     }
 }
 
+/// Whether process `pid` can be a holder of a lock in the shared object of `fd`: it must
+/// have the object mapped ([`maps_object`]). A process whose maps this one may not read is
+/// more privileged than it (another user, or capabilities it lacks); that could be a
+/// holder in a program that drops privileges for its children, so the answer is `None`
+/// (cannot tell), except for pid 1: an init more privileged than this process that shares
+/// a lock with it is not a case mp supports, and a damaged lock word often names it.
+pub fn holds_object(pid: u32, fd: BorrowedFd<'_>) -> Option<bool> {
+    maps_object(pid, fd).or_else(|| (pid == 1 && std::process::id() != 1).then_some(false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +195,7 @@ mod tests {
         assert_eq!(maps_object(std::process::id(), fd.as_fd()), Some(true));
         // pid 1 never maps a segment this test just made.
         assert_ne!(maps_object(1, fd.as_fd()), Some(true));
+        assert_eq!(holds_object(1, fd.as_fd()), Some(false));
         // SAFETY: unmapping what was mapped above.
         unsafe { libc::munmap(p, 4096) };
         assert!(thread_alive(current_tid()));

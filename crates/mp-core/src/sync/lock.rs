@@ -131,6 +131,17 @@ impl RawLock {
                             ));
                         }
                     }
+                } else if crate::sys::current_tid() != 0 && crate::sys::thread_alive(owner) {
+                    // Thread ids and pids share one numbering: a thread of this process is
+                    // no other process.
+                    if strict.is_some() {
+                        return Acquired::Corrupt(format!(
+                            "a lock's owner word names {owner}, a thread of this process"
+                        ));
+                    }
+                    if self.take_over(owner, tid) {
+                        return Acquired::OwnerDied;
+                    }
                 } else {
                     let mut gone = !crate::sys::pid_alive(owner);
                     if let Some(seg) = strict.filter(|_| !gone) {

@@ -124,7 +124,7 @@ pub(crate) use mp_unix::process::{current_tid, pid_alive, pid_plausible, thread_
 /// Whether live process `pid` has the shared-memory object `fd` mapped (`None`: cannot
 /// tell, on this system or for that process).
 pub(crate) fn maps_segment(pid: u32, fd: &OwnedFd) -> Option<bool> {
-    mp_unix::process::maps_object(pid, std::os::fd::AsFd::as_fd(fd))
+    mp_unix::process::holds_object(pid, std::os::fd::AsFd::as_fd(fd))
 }
 
 // ---------------------------------------------------------------------------------------------
