@@ -97,6 +97,7 @@ fn lengths_beyond_the_message_are_decode_errors_without_allocation_or_spinning()
 
 /// Sends a 4 MiB message (more than any pipe or ring holds), checking the other end is
 /// ready first; the parent stops this process in the middle of it.
+#[cfg(unix)]
 fn send_big(conn: Connection<Vec<u8>>) {
     conn.send_bytes(b"ready").unwrap();
     let big: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
@@ -143,8 +144,11 @@ fn a_stalled_body_times_out_and_the_frame_continues_later() {
     });
 }
 
+/// The structured type random bodies are decoded as.
+type Records = Vec<(u32, String)>;
+
 /// Sends `frames` as they are (random junk, mostly), then exits.
-fn send_raw_frames(arg: (Connection<Vec<(u32, String)>>, Vec<Vec<u8>>)) {
+fn send_raw_frames(arg: (Connection<Records>, Vec<Vec<u8>>)) {
     for f in arg.1 {
         let _ = arg.0.send_bytes(&f);
     }
@@ -179,7 +183,7 @@ fn random_message_bodies_are_decode_errors_or_values() {
                     rng.bytes(n)
                 })
                 .collect();
-            let (a, b) = pipe::<Vec<(u32, String)>>().unwrap();
+            let (a, b) = pipe::<Records>().unwrap();
             let mut p = Process::new(send_raw_frames, (b, frames));
             p.start().unwrap();
             let mut got = 0;
@@ -473,8 +477,8 @@ mod unix {
             let n = (rng.next() % 300) as usize;
             let mut junk = rng.bytes(n);
             // Now and then a small header, so that some frames parse.
-            if rng.next() % 3 == 0 && junk.len() >= 8 {
-                junk[..8].copy_from_slice(&((rng.next() % 32) as u64).to_le_bytes());
+            if rng.next().is_multiple_of(3) && junk.len() >= 8 {
+                junk[..8].copy_from_slice(&(rng.next() % 32).to_le_bytes());
             }
             if raw.write_all(&junk).is_err() {
                 return;
@@ -569,6 +573,164 @@ mod unix {
             unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
             joined.unwrap();
             assert_eq!(p.exitcode(), Some(0));
+        });
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::os::windows::io::{AsRawHandle, OwnedHandle};
+    use std::time::Duration;
+
+    use super::bounded;
+    use mp_core::{Connection, ConnectionError, OsHandle, Process, Reader};
+    use mp_windows::PipeChannel;
+
+    /// A connection over one end of a raw named-pipe pair; the other end, as a handle for a
+    /// child that writes whatever it likes into it.
+    fn raw_pair<T>() -> (Connection<T>, OsHandle) {
+        let (x, y) = PipeChannel::pair().unwrap();
+        (
+            Connection::from_handle(x.into_handle()).unwrap(),
+            OsHandle::from(y.into_handle()),
+        )
+    }
+
+    /// A frame: header (with the handles flag when `handles`), body.
+    fn frame(body: &[u8], handles: bool) -> Vec<u8> {
+        let mut h = body.len() as u64;
+        if handles {
+            h |= 1 << 63;
+        }
+        let mut v = h.to_le_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn raw(h: OsHandle) -> PipeChannel {
+        PipeChannel::from_handle(h.into_inner()).unwrap()
+    }
+
+    /// Writes a header announcing 1000 bytes and 10 of them, then waits to be told to go on.
+    fn stall_then_finish(arg: (OsHandle, Reader<()>)) {
+        let pipe = raw(arg.0);
+        let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let f = frame(&body, false);
+        pipe.write_raw(&f[..18]).unwrap();
+        arg.1.recv_bytes().unwrap();
+        pipe.write_raw(&f[18..]).unwrap();
+        pipe.write_raw(&frame(b"next", false)).unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+    }
+
+    /// Finding 8 on a named pipe: a header and then nothing. `recv_bytes_timeout` returns
+    /// `Timeout` each time, loses nothing, and the frame completes when the rest comes.
+    #[test]
+    fn a_header_then_silence_times_out_without_losing_the_frame() {
+        bounded(60, || {
+            let (conn, theirs) = raw_pair::<()>();
+            let (go_rx, go_tx) = mp_core::pipe_oneway::<()>().unwrap();
+            let mut p = Process::new(stall_then_finish, (theirs, go_rx));
+            p.start().unwrap();
+            for _ in 0..3 {
+                assert!(matches!(
+                    conn.recv_bytes_timeout(Duration::from_millis(300)),
+                    Err(ConnectionError::Timeout)
+                ));
+            }
+            go_tx.send_bytes(b"go").unwrap();
+            let body = conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap();
+            assert_eq!(body, (0..1000u32).map(|i| i as u8).collect::<Vec<u8>>());
+            assert_eq!(
+                conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap(),
+                b"next"
+            );
+            p.kill().unwrap();
+            p.join().ok();
+        });
+    }
+
+    /// A handle prefix naming the parent itself and a handle of the parent's (`value`),
+    /// then a well-formed message.
+    fn steal_a_handle(arg: (OsHandle, u32, u64)) {
+        let pipe = raw(arg.0);
+        let mut body = 1u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&arg.1.to_le_bytes());
+        body.extend_from_slice(&arg.2.to_le_bytes());
+        body.extend_from_slice(&postcard::to_stdvec(&0u32).unwrap());
+        pipe.write_raw(&frame(&body, true)).unwrap();
+        pipe.write_raw(&frame(&postcard::to_stdvec(&0u32).unwrap(), false))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+    }
+
+    /// Whether `h` is an open handle of this process.
+    fn is_open(h: &OwnedHandle) -> bool {
+        let mut flags = 0u32;
+        // SAFETY: GetHandleInformation only inspects the handle table.
+        unsafe {
+            windows_sys::Win32::Foundation::GetHandleInformation(h.as_raw_handle(), &mut flags) != 0
+        }
+    }
+
+    /// A hostile child named the parent as the sender of a handle and one of the parent's
+    /// own handles as its value: the parent took it (`DUPLICATE_CLOSE_SOURCE`), closing its
+    /// own handle. Now a message may only name handles this process exported: the
+    /// connection breaks, the handle stays.
+    #[test]
+    fn a_handle_prefix_cannot_take_the_receivers_own_handles() {
+        bounded(60, || {
+            let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+            let mine = OwnedHandle::from(file);
+            let value = mine.as_raw_handle() as usize as u64;
+            let (conn, theirs) = raw_pair::<OsHandle>();
+            let mut p = Process::new(steal_a_handle, (theirs, std::process::id(), value));
+            p.start().unwrap();
+            let t = Duration::from_secs(20);
+            assert!(matches!(
+                conn.recv_timeout(t),
+                Err(ConnectionError::Corrupt(_))
+            ));
+            assert!(matches!(conn.recv_timeout(t), Err(ConnectionError::Broken)));
+            assert!(is_open(&mine), "the parent's own handle was taken");
+            p.kill().unwrap();
+            p.join().ok();
+        });
+    }
+
+    /// A handle prefix whose count is far beyond the body, and a message hidden inside.
+    fn bad_prefix(h: OsHandle) {
+        let pipe = raw(h);
+        let mut body = 1_000_000u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&frame(&postcard::to_stdvec(&0xBADu32).unwrap(), false));
+        pipe.write_raw(&frame(&body, true)).unwrap();
+        pipe.write_raw(&frame(&postcard::to_stdvec(&1u32).unwrap(), false))
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+    }
+
+    /// Finding 9 on Windows: a malformed handle prefix breaks the connection; nothing
+    /// after it is delivered as if all were well.
+    #[test]
+    fn a_malformed_handle_prefix_breaks_the_connection() {
+        bounded(60, || {
+            let (conn, theirs) = raw_pair::<u32>();
+            let mut p = Process::new(bad_prefix, theirs);
+            p.start().unwrap();
+            let t = Duration::from_secs(20);
+            assert!(matches!(
+                conn.recv_timeout(t),
+                Err(ConnectionError::Corrupt(_))
+            ));
+            for _ in 0..3 {
+                match conn.recv_timeout(Duration::from_millis(100)) {
+                    Ok(v) => panic!("delivered {v:#x} after a framing error"),
+                    Err(e) => assert!(matches!(e, ConnectionError::Broken), "{e:?}"),
+                }
+            }
+            p.kill().unwrap();
+            p.join().ok();
         });
     }
 }

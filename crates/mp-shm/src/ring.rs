@@ -276,7 +276,7 @@ pub(crate) struct Ring {
     born: Instant,
     /// The current adaptive spin budget, in nanoseconds.
     spin_ns: AtomicU64,
-    partial: Mutex<Option<Partial>>,
+    partial: Mutex<Option<Box<Partial>>>,
     /// Whether `partial` holds a frame (read without the lock by readiness checks).
     in_part: AtomicBool,
 }
@@ -300,7 +300,7 @@ impl Ring {
     }
 
     /// Takes the frame kept in part, if any.
-    fn take_partial(&self) -> Option<Partial> {
+    fn take_partial(&self) -> Option<Box<Partial>> {
         let p = self
             .partial
             .lock()
@@ -310,7 +310,7 @@ impl Ring {
         p
     }
 
-    fn keep_partial(&self, p: Partial) {
+    fn keep_partial(&self, p: Box<Partial>) {
         *self.partial.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
         self.in_part.store(true, Ordering::Relaxed);
     }
@@ -867,12 +867,12 @@ pub(crate) trait RingEnd {
                 Ok((has_handles, handles))
             }
             Ok(false) => {
-                self.ring().keep_partial(Partial {
+                self.ring().keep_partial(Box::new(Partial {
                     len,
                     has_handles,
                     body: std::mem::take(buf),
                     handles,
-                });
+                }));
                 Err(IpcError::Timeout)
             }
             Err(e) => {

@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_windows::event::{self, Event};
@@ -330,6 +331,18 @@ impl RingEnd for ShmChannel {
         event::pid_alive(pid)
     }
 
+    fn pid_plausible(&self, pid: u32) -> bool {
+        event::pid_plausible(pid)
+    }
+
+    fn current_tid(&self) -> u32 {
+        event::current_tid()
+    }
+
+    fn thread_alive(&self, tid: u32) -> bool {
+        event::thread_alive(tid)
+    }
+
     /// The companion pipe carries nothing: if it is readable, the peer end is gone (or the
     /// peer broke the protocol, which ends the channel the same way).
     fn drain(&self) -> Result<(), IpcError> {
@@ -361,18 +374,35 @@ impl RingEnd for ShmChannel {
     }
 }
 
+impl ShmChannel {
+    /// The receive of every [`Channel`] method: the ring's, then the handle prefix of a
+    /// frame that announces handles taken off its body.
+    fn recv_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        let (has_handles, _) =
+            self.recv_ring(buf, max_len, HANDLE_PREFIX_MAX, deadline, |_, _| {
+                Ok(Vec::new())
+            })?;
+        if !has_handles {
+            return Ok(Vec::new());
+        }
+        take_handle_prefix(buf, max_len)
+    }
+}
+
 impl Channel for ShmChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
-        let h = self.hdr(self.tx());
-        let _g = self.lock_side(&h.w.0, &h.f.0)?;
-        self.check_peer()?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.write_frame(FrameHeader::new(len), parts)
+        self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
     }
 
     fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
         // Handles nobody asked for are closed here.
-        self.recv_frame_with_handles(buf, max_len).map(drop)
+        self.recv_until(buf, max_len, Deadline::NEVER).map(drop)
     }
 
     fn send_frame_with_handles(
@@ -387,11 +417,8 @@ impl Channel for ShmChannel {
         let mut all = Vec::with_capacity(parts.len() + 1);
         all.push(&prefix[..]);
         all.extend_from_slice(parts);
-        let h = self.hdr(self.tx());
-        let _g = self.lock_side(&h.w.0, &h.f.0)?;
         let len: usize = all.iter().map(|p| p.len()).sum();
-        self.check_peer()
-            .and_then(|()| self.write_frame(FrameHeader::new(len).with_handles(), &all))
+        self.send_ring(FrameHeader::new(len).with_handles(), &all, |_| Ok(()))
             .inspect_err(|_| unexport(&values))
     }
 
@@ -400,17 +427,16 @@ impl Channel for ShmChannel {
         buf: &mut Vec<u8>,
         max_len: u64,
     ) -> Result<Vec<OwnedHandle>, IpcError> {
-        let h = self.hdr(self.rx());
-        let _g = self.lock_side(&h.r.0, &h.f.0)?;
-        let header = self.next_header()?;
-        if !header.has_handles {
-            return self
-                .read_body(header.check(max_len)?, buf)
-                .map(|()| Vec::new());
-        }
-        let len = header.check(max_len.saturating_add(HANDLE_PREFIX_MAX))?;
-        self.read_body(len, buf)?;
-        take_handle_prefix(buf, max_len)
+        self.recv_until(buf, max_len, Deadline::NEVER)
+    }
+
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        self.recv_until(buf, max_len, deadline)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
@@ -426,28 +452,22 @@ impl Channel for ShmChannel {
         out: &mut [u8],
         max_len: u64,
     ) -> Result<Result<usize, Vec<u8>>, IpcError> {
-        let h = self.hdr(self.rx());
-        let _g = self.lock_side(&h.r.0, &h.f.0)?;
-        let header = self.next_header()?;
-        if header.has_handles {
-            let len = header.check(max_len.saturating_add(HANDLE_PREFIX_MAX))?;
-            let mut v = Vec::new();
-            self.read_body(len, &mut v)?;
-            drop(take_handle_prefix(&mut v, max_len)?);
+        if let Some(n) = self.recv_ring_into(out, max_len, |_, _| Ok(Vec::new()))? {
+            return Ok(Ok(n));
+        }
+        let mut v = Vec::new();
+        drop(self.recv_until(&mut v, max_len, Deadline::NEVER)?);
+        if v.len() > out.len() {
             return Ok(Err(v));
         }
-        let len = header.check(max_len)?;
-        if len > out.len() {
-            let mut v = Vec::new();
-            self.read_body(len, &mut v)?;
-            return Ok(Err(v));
-        }
-        self.read_body_into(len, out).map(Ok)
+        out[..v.len()].copy_from_slice(&v);
+        Ok(Ok(v.len()))
     }
 }
 
 impl Drop for ShmChannel {
     fn drop(&mut self) {
+        self.abandon_partial();
         // Close the companion pipe first, then wake the peer: if this was the last handle on
         // this end, the peer finds the pipe broken when it looks.
         // SAFETY: `link` is never used again.
@@ -514,6 +534,6 @@ mod tests {
         a.hdr(0).w.0.pos.store(1 << 40, Ordering::Relaxed);
         let mut buf = Vec::new();
         let e = b.recv_frame(&mut buf, 100).unwrap_err();
-        assert!(matches!(e, IpcError::Io(ref e) if e.kind() == io::ErrorKind::InvalidData));
+        assert!(matches!(e, IpcError::Corrupt(_)), "{e:?}");
     }
 }

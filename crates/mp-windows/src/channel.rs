@@ -4,10 +4,13 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
 use mp_ipc::{Channel, IpcError};
+use windows_sys::Win32::Foundation::ERROR_TIMEOUT;
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_CONNECTION_ABORTED, ERROR_GRACEFUL_DISCONNECT,
     ERROR_HANDLE_EOF, ERROR_NETNAME_DELETED, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
@@ -27,7 +30,7 @@ use windows_sys::Win32::System::Pipes::{
 use crate::handle::{
     duplicate_local, handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX,
 };
-use crate::io::{overlapped, win_error};
+use crate::io::{overlapped, overlapped_timeout, win_error};
 use crate::socket::{close_socket, duplicate_socket, socket_ready};
 
 /// Bytes the system reserves for each direction of a pipe (a quota, not a hard limit).
@@ -69,6 +72,28 @@ pub struct PipeChannel {
     /// Shared by the two ends made by one [`pair`](Self::pair) call (and their clones);
     /// zero for a channel made from a foreign handle.
     pair_id: u64,
+    rx: Mutex<PipeRx>,
+}
+
+/// What a receive left for the next one: bytes handed back with `unread`, and a frame whose
+/// receive timed out in the middle of its body.
+#[derive(Debug, Default)]
+struct PipeRx {
+    pending: Vec<u8>,
+    partial: Option<(FrameHeader, Vec<u8>)>,
+    /// Set by a framing error: the stream position is lost.
+    broken: Option<String>,
+}
+
+impl PipeRx {
+    /// Whether a whole frame waits in `pending`.
+    fn whole_frame(&self) -> bool {
+        let Some(h) = self.pending.get(..HEADER_LEN) else {
+            return false;
+        };
+        let h = FrameHeader::decode(h.try_into().expect("8 bytes"));
+        self.partial.is_none() && (self.pending.len() - HEADER_LEN) as u64 >= h.len
+    }
 }
 
 impl PipeChannel {
@@ -158,7 +183,21 @@ impl PipeChannel {
             handle: ManuallyDrop::new(handle),
             kind,
             pair_id,
+            rx: Mutex::new(PipeRx::default()),
         }
+    }
+
+    fn rx(&self) -> MutexGuard<'_, PipeRx> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `bytes` as they are, with no frame header: for protocols layered on the pipe
+    /// (and tests that send malformed frames on purpose).
+    pub fn write_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).map_err(|e| match e {
+            IpcError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::BrokenPipe, other.to_string()),
+        })
     }
 
     /// Wraps an owned handle, which must be a pipe or a connected stream socket opened for
@@ -214,35 +253,51 @@ impl PipeChannel {
         self.handle.as_raw_handle()
     }
 
-    /// Reads at most `len` bytes into `ptr`; `Ok(0)` at end of stream.
+    /// Reads at most `len` bytes into `ptr` until `deadline` (`Timeout` then, nothing
+    /// read); `Ok(0)` at end of stream.
     ///
     /// # Safety
     /// `ptr` must be valid for writes of `len` bytes.
-    unsafe fn read_raw(&self, ptr: *mut u8, len: usize) -> io::Result<usize> {
+    unsafe fn read_raw(
+        &self,
+        ptr: *mut u8,
+        len: usize,
+        deadline: Deadline,
+    ) -> Result<usize, IpcError> {
         let h = self.raw();
         let len = len.min(IO_CHUNK) as u32;
         // SAFETY: the caller vouches for the buffer; `ov` lives until the read completes.
-        match overlapped(h, |ov| unsafe {
+        match overlapped_timeout(h, deadline.remaining(), |ov| unsafe {
             ReadFile(h, ptr, len, std::ptr::null_mut(), ov)
         }) {
             Ok(n) => Ok(n as usize),
             Err(e) if is_end_of_stream(e) => Ok(0),
-            Err(e) => Err(win_error(e)),
+            Err(ERROR_TIMEOUT) => Err(IpcError::Timeout),
+            Err(e) => Err(IpcError::Io(win_error(e))),
         }
     }
 
-    /// Reads exactly `buf.len()` bytes; `Ok(n < len)` only at end of stream.
-    fn read_full(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut got = 0;
+    /// Reads `buf.len()` bytes, first from `pending`, until `deadline`: how many came
+    /// (fewer only at end of stream or on a timeout, `timed_out` says which).
+    fn read_full(
+        &self,
+        rx: &mut PipeRx,
+        buf: &mut [u8],
+        deadline: Deadline,
+    ) -> Result<(usize, bool), IpcError> {
+        let mut got = rx.pending.len().min(buf.len());
+        buf[..got].copy_from_slice(&rx.pending[..got]);
+        rx.pending.drain(..got);
         while got < buf.len() {
             // SAFETY: the range lies inside `buf`.
-            let n = unsafe { self.read_raw(buf.as_mut_ptr().add(got), buf.len() - got)? };
-            if n == 0 {
-                break;
+            match unsafe { self.read_raw(buf.as_mut_ptr().add(got), buf.len() - got, deadline) } {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(IpcError::Timeout) => return Ok((got, true)),
+                Err(e) => return Err(e),
             }
-            got += n;
         }
-        Ok(got)
+        Ok((got, false))
     }
 
     /// Writes all of `data` (raw bytes, no frame header).
@@ -446,35 +501,112 @@ impl Channel for PipeChannel {
         buf: &mut Vec<u8>,
         max_len: u64,
     ) -> Result<Vec<OwnedHandle>, IpcError> {
-        let mut header = [0u8; HEADER_LEN];
-        match self.read_full(&mut header)? {
-            0 => return Err(IpcError::Eof),
-            HEADER_LEN => {}
-            got => {
-                return Err(IpcError::Truncated {
-                    got: got as u64,
-                    expected: HEADER_LEN as u64,
-                })
+        self.recv_frame_until(buf, max_len, Deadline::NEVER)
+    }
+
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        let mut rx = self.rx();
+        if let Some(why) = &rx.broken {
+            return Err(IpcError::Corrupt(why.clone()));
+        }
+        let header = match rx.partial.take() {
+            Some((header, body)) => {
+                *buf = body;
+                header
             }
+            None => {
+                let mut hb = [0u8; HEADER_LEN];
+                match self.read_full(&mut rx, &mut hb, deadline)? {
+                    (0, true) => return Err(IpcError::Timeout),
+                    (0, false) => return Err(IpcError::Eof),
+                    (HEADER_LEN, _) => {}
+                    (got, true) => {
+                        // Part of a header: it waits for the rest.
+                        rx.pending.splice(0..0, hb[..got].iter().copied());
+                        return Err(IpcError::Timeout);
+                    }
+                    (got, false) => {
+                        rx.broken = Some("the peer closed the connection inside a header".into());
+                        return Err(IpcError::Truncated {
+                            got: got as u64,
+                            expected: HEADER_LEN as u64,
+                        });
+                    }
+                }
+                buf.clear();
+                FrameHeader::decode(hb)
+            }
+        };
+        let limit = if header.has_handles {
+            max_len.saturating_add(HANDLE_PREFIX_MAX)
+        } else {
+            max_len
+        };
+        let want = match header.check(limit) {
+            Ok(want) => want,
+            Err(e) => {
+                rx.broken = Some(format!("a message of {} bytes was refused", header.len));
+                return Err(e);
+            }
+        };
+        if !recv_body(self, &mut rx, buf, want, deadline)? {
+            // Kept for the next receive, which continues where this one stopped.
+            rx.partial = Some((header, std::mem::take(buf)));
+            return Err(IpcError::Timeout);
         }
-        let header = FrameHeader::decode(header);
+        drop(rx);
         if !header.has_handles {
-            return recv_body(self, buf, header.check(max_len)?).map(|()| Vec::new());
+            return Ok(Vec::new());
         }
-        let want = header.check(max_len.saturating_add(HANDLE_PREFIX_MAX))?;
-        recv_body(self, buf, want)?;
         // The whole frame is read before the handles are taken, so the stream stays in
-        // step whatever becomes of them.
-        if self.kind == Kind::Socket {
-            return Err(IpcError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "handles announced on a socket, where they cannot travel",
-            )));
+        // step whatever becomes of them; a bad prefix still breaks the connection (the
+        // peer broke the protocol).
+        let taken = if self.kind == Kind::Socket {
+            Err(IpcError::Corrupt(
+                "handles announced on a socket, where they cannot travel".into(),
+            ))
+        } else {
+            take_handle_prefix(buf, max_len)
+        };
+        if let Err(IpcError::Corrupt(why)) = &taken {
+            self.rx().broken = Some(why.clone());
         }
-        take_handle_prefix(buf, max_len)
+        taken
+    }
+
+    fn has_buffered(&self) -> bool {
+        match self.rx.try_lock() {
+            Ok(rx) => rx.whole_frame(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().whole_frame(),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
+    }
+
+    fn buffered(&self) -> Vec<u8> {
+        let rx = self.rx();
+        let mut out = Vec::new();
+        if let Some((header, body)) = &rx.partial {
+            out.extend_from_slice(&header.encode());
+            out.extend_from_slice(body);
+        }
+        out.extend_from_slice(&rx.pending);
+        out
+    }
+
+    fn unread(&self, bytes: &[u8]) {
+        let mut rx = self.rx();
+        rx.pending.splice(0..0, bytes.iter().copied());
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
         if self.kind == Kind::Socket {
             return Ok(socket_ready(self.raw(), timeout)?);
         }
@@ -491,17 +623,30 @@ impl Channel for PipeChannel {
     }
 }
 
-/// Reads a body of `want` bytes, growing `buf` only as data arrives. Bytes are read straight
-/// into the vector's spare capacity, so a large body is not zero-filled first.
-pub(crate) fn recv_body(ch: &PipeChannel, buf: &mut Vec<u8>, want: usize) -> Result<(), IpcError> {
-    buf.clear();
+/// Reads the rest of a body of `want` bytes into `buf` (`buf.len()` are there), first from
+/// `pending`, growing `buf` only as data arrives (read straight into the vector's spare
+/// capacity, so a large body is not zero-filled first). `Ok(false)`: `deadline` passed.
+fn recv_body(
+    ch: &PipeChannel,
+    rx: &mut PipeRx,
+    buf: &mut Vec<u8>,
+    want: usize,
+    deadline: Deadline,
+) -> Result<bool, IpcError> {
+    let now = rx.pending.len().min(want - buf.len());
+    buf.extend(rx.pending.drain(..now));
     while buf.len() < want {
         let have = buf.len();
         buf.reserve_exact(next_capacity(have, want) - have);
         let room = (buf.capacity() - have).min(want - have);
         // SAFETY: the read writes at most `room` bytes into the reserved spare capacity.
-        let n = unsafe { ch.read_raw(buf.as_mut_ptr().add(have), room)? };
+        let n = match unsafe { ch.read_raw(buf.as_mut_ptr().add(have), room, deadline) } {
+            Ok(n) => n,
+            Err(IpcError::Timeout) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if n == 0 {
+            rx.broken = Some("the peer closed the connection inside a message".into());
             return Err(IpcError::Truncated {
                 got: have as u64,
                 expected: want as u64,
@@ -510,5 +655,5 @@ pub(crate) fn recv_body(ch: &PipeChannel, buf: &mut Vec<u8>, want: usize) -> Res
         // SAFETY: `n <= room` bytes past `have` were initialised by the read.
         unsafe { buf.set_len(have + n.min(room)) };
     }
-    Ok(())
+    Ok(true)
 }

@@ -19,9 +19,17 @@
 //! with `DUPLICATE_CLOSE_SOURCE`. The sender must still be running when the frame is read
 //! (a closed process has no handles left to take), and a frame never read leaves its
 //! duplicates open in the sender until it exits.
+//!
+//! The prefix comes from the peer and is checked, never trusted: a count beyond
+//! [`MAX_HANDLES`] or the body, or values that cannot be taken, are
+//! [`IpcError::Corrupt`]. A prefix naming the receiving process itself may only name
+//! duplicates this process [`export`]ed: otherwise a hostile peer could make the receiver
+//! take (and so close) any handle of its own.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::sync::{Mutex, MutexGuard};
 
 use mp_ipc::{Channel, IpcError};
 use windows_sys::Win32::Foundation::{
@@ -71,6 +79,78 @@ pub fn duplicate_into(target: RawHandle, h: RawHandle) -> io::Result<u64> {
     Ok(out as usize as u64)
 }
 
+/// The values of duplicates this process exported and no receiver in this process took:
+/// the only handles of its own a frame may name. Values another process took are closed
+/// here by that import; they are forgotten when found closed at the next export, and the
+/// list keeps at most [`EXPORTED_MAX`] values (the oldest go first).
+static EXPORTED: Mutex<Exported> = Mutex::new(Exported {
+    set: None,
+    order: std::collections::VecDeque::new(),
+    since_prune: 0,
+});
+
+/// The most exported values remembered for imports into this very process.
+const EXPORTED_MAX: usize = 1 << 16;
+
+struct Exported {
+    set: Option<HashSet<u64>>,
+    order: std::collections::VecDeque<u64>,
+    /// Values added since closed ones were last forgotten.
+    since_prune: usize,
+}
+
+impl Exported {
+    fn set(&mut self) -> &mut HashSet<u64> {
+        self.set.get_or_insert_with(HashSet::new)
+    }
+
+    fn add(&mut self, values: &[u64]) {
+        let set = self.set.get_or_insert_with(HashSet::new);
+        // Now and then, forget the values some other process took (closed here).
+        self.since_prune += values.len();
+        let prune = self.since_prune >= 1024;
+        if prune {
+            self.since_prune = 0;
+        }
+        self.order.retain(|v| {
+            if !prune {
+                return true;
+            }
+            let mut flags = 0u32;
+            // SAFETY: GetHandleInformation only inspects this process's handle table.
+            let open = unsafe { GetHandleInformation(*v as usize as HANDLE, &mut flags) } != 0;
+            if !open {
+                set.remove(v);
+            }
+            open
+        });
+        for &v in values {
+            if set.insert(v) {
+                self.order.push_back(v);
+            }
+        }
+        while self.order.len() > EXPORTED_MAX {
+            if let Some(v) = self.order.pop_front() {
+                set.remove(&v);
+            }
+        }
+    }
+
+    fn remove(&mut self, values: &[u64]) {
+        let set = self.set();
+        for v in values {
+            set.remove(v);
+        }
+        let set = self.set.take().unwrap_or_default();
+        self.order.retain(|v| set.contains(v));
+        self.set = Some(set);
+    }
+}
+
+fn exported() -> MutexGuard<'static, Exported> {
+    EXPORTED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Makes a private duplicate of each handle for a receiver to [`import`] from this
 /// process: returns this process's id and the duplicates' values. Their ownership passes
 /// to the frame that carries them; [`unexport`] takes them back if it is never sent.
@@ -86,12 +166,14 @@ pub fn export(handles: &[RawHandle]) -> io::Result<(u32, Vec<u64>)> {
             }
         }
     }
+    exported().add(&values);
     // SAFETY: no preconditions.
     Ok((unsafe { GetCurrentProcessId() }, values))
 }
 
 /// Closes duplicates made by [`export`] whose frame was not sent.
 pub fn unexport(values: &[u64]) {
+    exported().remove(values);
     for &v in values {
         // SAFETY: each value is a handle of this process that `export` made and nobody owns.
         unsafe { CloseHandle(v as usize as HANDLE) };
@@ -104,6 +186,17 @@ pub fn unexport(values: &[u64]) {
 pub fn import(pid: u32, values: &[u64]) -> io::Result<Vec<OwnedHandle>> {
     if values.is_empty() {
         return Ok(Vec::new());
+    }
+    // SAFETY: no preconditions.
+    if pid == unsafe { GetCurrentProcessId() } {
+        let mut ex = exported();
+        if !values.iter().all(|v| ex.set().contains(v)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a message names handles of the receiving process that were never exported",
+            ));
+        }
+        ex.remove(values);
     }
     // SAFETY: OpenProcess has no memory preconditions; a failure returns null.
     let source = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
@@ -174,26 +267,26 @@ pub fn handle_prefix(handles: &[RawHandle]) -> io::Result<(Vec<u8>, Vec<u64>)> {
 }
 
 /// Strips the [`handle_prefix`] off a received body and imports its handles. A payload
-/// over `max` is [`IpcError::FrameTooLarge`]; a malformed prefix is `InvalidData`.
+/// over `max` is [`IpcError::FrameTooLarge`]; a malformed prefix, or handles that cannot be
+/// taken, is [`IpcError::Corrupt`] (the peer broke the protocol).
 pub fn take_handle_prefix(body: &mut Vec<u8>, max: u64) -> Result<Vec<OwnedHandle>, IpcError> {
-    let bad =
-        |what: &str| IpcError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
+    let bad = |what: &str| IpcError::Corrupt(what.to_string());
     let Some(meta) = body.get(..8) else {
         return Err(bad("a message with handles is too short for their count"));
     };
     let count = u32::from_le_bytes(meta[..4].try_into().expect("4 bytes")) as usize;
     let pid = u32::from_le_bytes(meta[4..].try_into().expect("4 bytes"));
-    let end = 8 + 8 * count;
-    if count > MAX_HANDLES || body.len() < end {
+    if count > MAX_HANDLES || body.len() < 8 + 8 * count {
         return Err(bad("bad handle count"));
     }
+    let end = 8 + 8 * count;
     let values: Vec<u64> = body[8..end]
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
         .collect();
     body.drain(..end);
     // Taken even when the payload is refused, so the sender's duplicates are not left open.
-    let handles = import(pid, &values)?;
+    let handles = import(pid, &values).map_err(|e| IpcError::Corrupt(e.to_string()))?;
     if body.len() as u64 > max {
         return Err(IpcError::FrameTooLarge {
             len: body.len() as u64,
@@ -241,8 +334,7 @@ pub fn recv_with_handles(
     max: u64,
 ) -> Result<Vec<OwnedHandle>, IpcError> {
     ch.recv_frame(buf, max.saturating_add(8 * (MAX_HANDLES as u64 + 1)))?;
-    let bad =
-        |what: &str| IpcError::Io(io::Error::new(io::ErrorKind::InvalidData, what.to_string()));
+    let bad = |what: &str| IpcError::Corrupt(what.to_string());
     let count = match buf.get(..8) {
         Some(b) => u64::from_le_bytes(b.try_into().map_err(|_| bad("short handle prefix"))?),
         None => return Err(bad("message without a handle count")),

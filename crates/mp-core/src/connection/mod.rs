@@ -209,7 +209,9 @@ macro_rules! recv_methods {
                 self.raw.recv_value(None)
             }
 
-            /// Like [`recv`](Self::recv), failing with [`ConnectionError::Timeout`] after `timeout`.
+            /// Like [`recv`](Self::recv), failing with [`ConnectionError::Timeout`] after `timeout`,
+            /// also when a message stalls half-way: the part received is kept and the next
+            /// receive continues it.
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, ConnectionError> {
                 self.raw.recv_value(Some(timeout))
             }
@@ -227,7 +229,9 @@ macro_rules! recv_methods {
                 self.raw.recv_bytes(None, None)
             }
 
-            /// Receives one raw message, waiting at most `timeout`.
+            /// Receives one raw message, waiting at most `timeout` (a message that stalls
+            /// half-way is kept for the next receive, as with
+            /// [`recv_timeout`](Self::recv_timeout)).
             pub fn recv_bytes_timeout(
                 &self,
                 timeout: Duration,
