@@ -194,6 +194,122 @@ mod linux {
         (ppid, threads)
     }
 
+    /// Writes `bytes` on `sock` with `fds` attached (`SCM_RIGHTS`).
+    fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) {
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        // SAFETY: CMSG_SPACE is a size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        // SAFETY: a zeroed msghdr, then pointers into live buffers; the control buffer holds
+        // one header and the descriptors.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c).cast::<RawFd>(),
+                fds.len(),
+            );
+            libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        }
+    }
+
+    /// On the companion socket of its shm end, in a loop: doorbells carrying 200
+    /// descriptors of `path` (`tagged` false), or descriptor batches announced properly but
+    /// tagged for no frame (`tagged`).
+    fn stray_companion_descriptors(arg: (super::RawEnd, String, bool)) {
+        let ((handles, _), path, tagged) = arg;
+        let mut handles: Vec<_> = handles
+            .into_iter()
+            .map(mp_core::OsHandle::into_inner)
+            .collect();
+        let companion = handles.remove(1);
+        let files: Vec<std::fs::File> = (0..200)
+            .map(|_| std::fs::File::open(&path).unwrap())
+            .collect();
+        let fds: Vec<RawFd> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        let sock = std::os::fd::AsRawFd::as_raw_fd(&companion);
+        for _ in 0..80u64 {
+            let mut f = if !tagged {
+                0u64.to_le_bytes().to_vec() // a doorbell, with descriptors
+            } else {
+                // A batch announced properly, tagged far past the ring.
+                let mut f = ((9u64) | 1 << 63).to_le_bytes().to_vec();
+                f.extend_from_slice(&200u32.to_le_bytes());
+                f.push(b'H');
+                f.extend_from_slice(&(1u64 << 50).to_le_bytes());
+                f
+            };
+            f.shrink_to_fit();
+            send_with_fds(sock, &f, &fds);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    }
+
+    /// How many descriptors of this process refer to `path`.
+    fn fds_to(path: &std::path::Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+            .count()
+    }
+
+    /// Finding 7 on the shm backend: descriptors a peer sends on the companion socket
+    /// without a frame to go with them are closed, and the channel breaks.
+    #[test]
+    fn stray_descriptors_on_the_companion_are_closed() {
+        use mp_ipc::deadline::Deadline;
+        use mp_ipc::{Channel, IpcError};
+        bounded(60, || {
+            for tagged in [false, true] {
+                let path =
+                    std::env::temp_dir().join(format!("mp-shm-stray-{}", std::process::id()));
+                std::fs::write(&path, b"x").unwrap();
+                let (a, b) = mp_shm::ShmChannel::pair(mp_shm::DEFAULT_RING).unwrap();
+                let mut p = Process::new(
+                    stray_companion_descriptors,
+                    (
+                        super::raw_end(&b),
+                        path.to_string_lossy().into_owned(),
+                        tagged,
+                    ),
+                );
+                p.start().unwrap();
+                drop(b);
+                let mut buf = Vec::new();
+                let mut corrupt = false;
+                for _ in 0..100 {
+                    match a.recv_frame_until(
+                        &mut buf,
+                        1024,
+                        Deadline::after(Duration::from_millis(20)),
+                    ) {
+                        Err(IpcError::Corrupt(_)) => corrupt = true,
+                        Err(IpcError::Timeout) => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    assert!(fds_to(&path) <= 200, "descriptors pile up");
+                }
+                assert!(corrupt, "tagged: {tagged}");
+                assert_eq!(fds_to(&path), 0, "descriptors of the child left open");
+                p.kill().unwrap();
+                p.join().ok();
+                std::fs::remove_file(path).unwrap();
+            }
+        });
+    }
+
     /// Finding 10: the child shrinks every segment it shares with the parent. The memfds are
     /// sealed, so it cannot: it reports how many shrinks the system allowed (must be none).
     fn shrink_everything(arg: (Connection<Vec<u8>>, Queue<u32>, mp_core::Value<u64>)) {
