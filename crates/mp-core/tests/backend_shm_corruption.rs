@@ -113,6 +113,15 @@ unsafe fn scribble_ring(
     (at, old)
 }
 
+/// Sends frames on a clone of `conn` from a thread, until sending fails.
+fn keep_sending(conn: &Connection<Vec<u8>>) {
+    let sender = conn.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let payload = vec![0x5a; 100];
+        while sender.send_bytes(&payload).is_ok() {}
+    });
+}
+
 /// Scribbles `rounds` times over the ring segments at `segs`; three times in four the
 /// damage is undone a moment later, so that the parent's calls meet it coming and going.
 fn scribble_loop(segs: &[(*mut u8, usize)], seed: u64, rounds: u32, parent: u32, threads: &[u32]) {
@@ -133,6 +142,7 @@ fn scribble_loop(segs: &[(*mut u8, usize)], seed: u64, rounds: u32, parent: u32,
 #[cfg(target_os = "linux")]
 mod linux {
     use super::*;
+    use crate::common::{fds_to, send_with_fds};
     use mp_core::{GetError, Queue};
     use std::os::fd::RawFd;
 
@@ -194,36 +204,6 @@ mod linux {
         (ppid, threads)
     }
 
-    /// Writes `bytes` on `sock` with `fds` attached (`SCM_RIGHTS`).
-    fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) {
-        let mut iov = libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        };
-        // SAFETY: CMSG_SPACE is a size computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        // SAFETY: a zeroed msghdr, then pointers into live buffers; the control buffer holds
-        // one header and the descriptors.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = space as _;
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr(),
-                libc::CMSG_DATA(c).cast::<RawFd>(),
-                fds.len(),
-            );
-            libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
-        }
-    }
-
     /// On the companion socket of its shm end, in a loop: doorbells carrying 200
     /// descriptors of `path` (`tagged` false), or descriptor batches announced properly but
     /// tagged for no frame (`tagged`).
@@ -254,15 +234,6 @@ mod linux {
             send_with_fds(sock, &f, &fds);
         }
         std::thread::sleep(Duration::from_secs(30));
-    }
-
-    /// How many descriptors of this process refer to `path`.
-    fn fds_to(path: &std::path::Path) -> usize {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .flatten()
-            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
-            .count()
     }
 
     /// Finding 7 on the shm backend: descriptors a peer sends on the companion socket
@@ -354,11 +325,7 @@ mod linux {
         }
         let maps: Vec<(*mut u8, usize)> =
             segs.iter().map(|&(fd, len)| (map(fd, len), len)).collect();
-        let sender = conn.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let payload = vec![0x5a; 100];
-            while sender.send_bytes(&payload).is_ok() {}
-        });
+        super::keep_sending(&conn);
         scribble_loop(&maps, seed, rounds, parent, &threads);
         std::process::exit(0);
     }
@@ -755,11 +722,7 @@ mod windows {
         let parent = mp_core::parent_process().map_or(0, |p| p.pid);
         let segs = ring_sections();
         assert!(!segs.is_empty());
-        let sender = conn.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let payload = vec![0x5a; 100];
-            while sender.send_bytes(&payload).is_ok() {}
-        });
+        super::keep_sending(&conn);
         scribble_loop(&segs, seed, rounds, parent, &[parent]);
         std::process::exit(0);
     }

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use mp_core::{pipe, Connection, ConnectionError, DecodeError, Process};
+use mp_core::{pipe, Connection, ConnectionError, DecodeError, OsHandle, Process, Reader};
 use serde::{Deserialize, Serialize};
 
 /// A recursive type: each `Node` is one byte on the wire, one stack frame chain to decode.
@@ -200,60 +200,166 @@ fn random_message_bodies_are_decode_errors_or_values() {
     });
 }
 
-#[cfg(unix)]
-mod unix {
-    use std::io::Write;
-    use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-    use std::os::unix::net::UnixStream;
-    use std::time::Duration;
+/// Raw ends of this platform's pipes: a connection, and the other end as a handle for a
+/// child that writes whatever bytes it likes into it.
+mod raw {
+    use mp_core::{Connection, OsHandle};
 
-    use super::{bounded, Rng};
-    use mp_core::{Connection, ConnectionError, OsHandle, Process, Reader};
-
-    /// A connection over one end of a raw socket pair; the other end, as a handle for a
-    /// child that writes whatever it likes into it.
-    fn raw_pair<T>() -> (Connection<T>, OsHandle) {
-        let (x, y) = UnixStream::pair().unwrap();
+    /// A connection over one end of a raw pair; the other end as a handle.
+    #[cfg(unix)]
+    pub fn pair<T>() -> (Connection<T>, OsHandle) {
+        use std::os::fd::OwnedFd;
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
         (
             Connection::from_handle(OwnedFd::from(x)).unwrap(),
             OsHandle::from(OwnedFd::from(y)),
         )
     }
 
-    /// Writes `bytes` on `sock` with `fds` attached (`SCM_RIGHTS`).
-    fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) {
-        let mut iov = libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        };
-        // SAFETY: CMSG_SPACE is a size computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        // SAFETY: a zeroed msghdr, then pointers into live buffers; the control buffer holds
-        // one header and the descriptors.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            if !fds.is_empty() {
-                msg.msg_control = control.as_mut_ptr().cast();
-                msg.msg_controllen = space as _;
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-                std::ptr::copy_nonoverlapping(
-                    fds.as_ptr(),
-                    libc::CMSG_DATA(c).cast::<RawFd>(),
-                    fds.len(),
-                );
-            }
-            assert_eq!(
-                libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL),
-                bytes.len() as isize
-            );
+    /// A connection over one end of a raw pair; the other end as a handle.
+    #[cfg(windows)]
+    pub fn pair<T>() -> (Connection<T>, OsHandle) {
+        let (x, y) = mp_windows::PipeChannel::pair().unwrap();
+        (
+            Connection::from_handle(x.into_handle()).unwrap(),
+            OsHandle::from(y.into_handle()),
+        )
+    }
+
+    /// The other end, in the child.
+    #[cfg(unix)]
+    pub struct End(std::fs::File);
+
+    /// The other end, in the child.
+    #[cfg(windows)]
+    pub struct End(mp_windows::PipeChannel);
+
+    impl End {
+        #[cfg(unix)]
+        pub fn open(h: OsHandle) -> Self {
+            Self(std::fs::File::from(h.into_inner()))
+        }
+
+        #[cfg(windows)]
+        pub fn open(h: OsHandle) -> Self {
+            Self(mp_windows::PipeChannel::from_handle(h.into_inner()).unwrap())
+        }
+
+        /// Writes `bytes` as they are.
+        pub fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+            #[cfg(unix)]
+            return std::io::Write::write_all(&mut &self.0, bytes);
+            #[cfg(windows)]
+            return self.0.write_raw(bytes);
         }
     }
+
+    /// A frame without handles: its header, then `body`.
+    pub fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+}
+
+/// Writes a header announcing 1000 bytes and 10 of them, then waits to be told to go on.
+fn stall_then_finish(arg: (OsHandle, Reader<()>)) {
+    let end = raw::End::open(arg.0);
+    let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let f = raw::frame(&body);
+    end.write(&f[..18]).unwrap();
+    arg.1.recv_bytes().unwrap();
+    end.write(&f[18..]).unwrap();
+    end.write(&raw::frame(b"next")).unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+/// Finding 8 on a raw pipe: a header and then nothing. `recv_bytes_timeout` returns
+/// `Timeout` each time, loses nothing, and the frame completes when the rest comes.
+#[test]
+fn a_header_then_silence_times_out_without_losing_the_frame() {
+    bounded(60, || {
+        let (conn, theirs) = raw::pair::<()>();
+        let (go_rx, go_tx) = mp_core::pipe_oneway::<()>().unwrap();
+        let mut p = Process::new(stall_then_finish, (theirs, go_rx));
+        p.start().unwrap();
+        for _ in 0..3 {
+            assert!(matches!(
+                conn.recv_bytes_timeout(Duration::from_millis(300)),
+                Err(ConnectionError::Timeout)
+            ));
+        }
+        go_tx.send_bytes(b"go").unwrap();
+        let body = conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(body, (0..1000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        assert_eq!(
+            conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap(),
+            b"next"
+        );
+        p.kill().unwrap();
+        p.join().ok();
+    });
+}
+
+/// Random bytes (not frames) written into the pipe, in pieces.
+fn write_junk(arg: (OsHandle, u64)) {
+    let end = raw::End::open(arg.0);
+    let mut rng = Rng(arg.1);
+    for _ in 0..64 {
+        let n = (rng.next() % 300) as usize;
+        let mut junk = rng.bytes(n);
+        // Now and then a small header, so that some frames parse.
+        if rng.next().is_multiple_of(3) && junk.len() >= 8 {
+            junk[..8].copy_from_slice(&(rng.next() % 32).to_le_bytes());
+        }
+        if end.write(&junk).is_err() {
+            return;
+        }
+    }
+}
+
+/// A child writing arbitrary bytes into its pipe end: every receive is a value, a typed
+/// error, or a timeout; the parent never panics, and the first framing error is final.
+#[test]
+fn random_bytes_on_the_pipe_are_typed_errors() {
+    bounded(120, || {
+        for seed in [3u64, 99, 2024, 0x1234_5678, 0xfeed_f00d] {
+            let (mut conn, theirs) = raw::pair::<Vec<String>>();
+            conn.set_max_message_size(1 << 20);
+            let mut p = Process::new(write_junk, (theirs, seed));
+            p.start().unwrap();
+            let mut broken = false;
+            for _ in 0..200 {
+                match conn.recv_timeout(Duration::from_millis(500)) {
+                    Ok(_) | Err(ConnectionError::Decode(_)) => assert!(!broken),
+                    Err(ConnectionError::Timeout) => {}
+                    Err(ConnectionError::Eof) => break,
+                    Err(
+                        ConnectionError::TooLarge { .. }
+                        | ConnectionError::Truncated { .. }
+                        | ConnectionError::Corrupt(_),
+                    ) => broken = true,
+                    Err(ConnectionError::Broken) => {
+                        assert!(broken);
+                        break;
+                    }
+                    Err(e) => panic!("seed {seed}: unexpected {e:?}"),
+                }
+            }
+            p.join().ok();
+        }
+    });
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::time::Duration;
+
+    use super::bounded;
+    use crate::common::{fds_to, send_with_fds};
+    use mp_core::{Connection, ConnectionError, OsHandle, Process};
 
     /// A frame: header (with the handles flag and a count when `count` is given), body.
     fn frame(body: &[u8], count: Option<u32>) -> Vec<u8> {
@@ -267,15 +373,6 @@ mod unix {
         }
         v.extend_from_slice(body);
         v
-    }
-
-    /// How many descriptors of this process refer to `path`.
-    fn fds_to(path: &std::path::Path) -> usize {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .flatten()
-            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
-            .count()
     }
 
     /// In a loop: 80 frames carrying 200 descriptors of `path` each that their headers do
@@ -319,7 +416,7 @@ mod unix {
     fn unannounced_descriptors_are_closed_and_break_the_connection() {
         bounded(60, || {
             let path = scratch_file("stray");
-            let (conn, theirs) = raw_pair::<u32>();
+            let (conn, theirs) = super::raw::pair::<u32>();
             let mut p = Process::new(
                 stray_descriptors,
                 (theirs, path.to_string_lossy().into_owned()),
@@ -344,7 +441,7 @@ mod unix {
     fn more_descriptors_than_announced_are_closed_and_break_the_connection() {
         bounded(60, || {
             let path = scratch_file("more");
-            let (conn, theirs) = raw_pair::<OsHandle>();
+            let (conn, theirs) = super::raw::pair::<OsHandle>();
             let mut p = Process::new(
                 too_many_descriptors,
                 (theirs, path.to_string_lossy().into_owned()),
@@ -411,7 +508,7 @@ mod unix {
     #[test]
     fn a_lying_descriptor_count_breaks_the_connection_and_smuggles_nothing() {
         bounded(60, || {
-            let (conn, theirs) = raw_pair::<u32>();
+            let (conn, theirs) = super::raw::pair::<u32>();
             let mut p = Process::new(smuggle, theirs);
             p.start().unwrap();
             let t = Duration::from_secs(20);
@@ -427,95 +524,6 @@ mod unix {
             }
             p.kill().unwrap();
             p.join().ok();
-        });
-    }
-
-    /// Writes a header announcing 1000 bytes and 10 of them, then waits to be told to go on.
-    fn stall_then_finish(arg: (OsHandle, Reader<()>)) {
-        let mut raw = std::fs::File::from(arg.0.into_inner());
-        let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let f = frame(&body, None);
-        raw.write_all(&f[..18]).unwrap();
-        arg.1.recv_bytes().unwrap();
-        raw.write_all(&f[18..]).unwrap();
-        raw.write_all(&frame(b"next", None)).unwrap();
-        std::thread::sleep(Duration::from_secs(30));
-    }
-
-    /// Finding 8 on a raw socket: a header and then nothing. `recv_bytes_timeout` returns
-    /// `Timeout` each time, loses nothing, and the frame completes when the rest comes.
-    #[test]
-    fn a_header_then_silence_times_out_without_losing_the_frame() {
-        bounded(60, || {
-            let (conn, theirs) = raw_pair::<()>();
-            let (go_rx, go_tx) = mp_core::pipe_oneway::<()>().unwrap();
-            let mut p = Process::new(stall_then_finish, (theirs, go_rx));
-            p.start().unwrap();
-            for _ in 0..3 {
-                assert!(matches!(
-                    conn.recv_bytes_timeout(Duration::from_millis(300)),
-                    Err(ConnectionError::Timeout)
-                ));
-            }
-            go_tx.send_bytes(b"go").unwrap();
-            let body = conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap();
-            assert_eq!(body, (0..1000u32).map(|i| i as u8).collect::<Vec<u8>>());
-            assert_eq!(
-                conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap(),
-                b"next"
-            );
-            p.kill().unwrap();
-            p.join().ok();
-        });
-    }
-
-    /// Random bytes (not frames) written into the pipe, in pieces.
-    fn write_junk(arg: (OsHandle, u64)) {
-        let mut raw = std::fs::File::from(arg.0.into_inner());
-        let mut rng = Rng(arg.1);
-        for _ in 0..64 {
-            let n = (rng.next() % 300) as usize;
-            let mut junk = rng.bytes(n);
-            // Now and then a small header, so that some frames parse.
-            if rng.next().is_multiple_of(3) && junk.len() >= 8 {
-                junk[..8].copy_from_slice(&(rng.next() % 32).to_le_bytes());
-            }
-            if raw.write_all(&junk).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// A child writing arbitrary bytes into its pipe end: every receive is a value, a typed
-    /// error, or a timeout; the parent never panics, and the first framing error is final.
-    #[test]
-    fn random_bytes_on_the_pipe_are_typed_errors() {
-        bounded(120, || {
-            for seed in [3u64, 99, 2024, 0x1234_5678, 0xfeed_f00d] {
-                let (mut conn, theirs) = raw_pair::<Vec<String>>();
-                conn.set_max_message_size(1 << 20);
-                let mut p = Process::new(write_junk, (theirs, seed));
-                p.start().unwrap();
-                let mut broken = false;
-                for _ in 0..200 {
-                    match conn.recv_timeout(Duration::from_millis(500)) {
-                        Ok(_) | Err(ConnectionError::Decode(_)) => assert!(!broken),
-                        Err(ConnectionError::Timeout) => {}
-                        Err(ConnectionError::Eof) => break,
-                        Err(
-                            ConnectionError::TooLarge { .. }
-                            | ConnectionError::Truncated { .. }
-                            | ConnectionError::Corrupt(_),
-                        ) => broken = true,
-                        Err(ConnectionError::Broken) => {
-                            assert!(broken);
-                            break;
-                        }
-                        Err(e) => panic!("seed {seed}: unexpected {e:?}"),
-                    }
-                }
-                p.join().ok();
-            }
         });
     }
 
@@ -583,18 +591,7 @@ mod windows {
     use std::time::Duration;
 
     use super::bounded;
-    use mp_core::{Connection, ConnectionError, OsHandle, Process, Reader};
-    use mp_windows::PipeChannel;
-
-    /// A connection over one end of a raw named-pipe pair; the other end, as a handle for a
-    /// child that writes whatever it likes into it.
-    fn raw_pair<T>() -> (Connection<T>, OsHandle) {
-        let (x, y) = PipeChannel::pair().unwrap();
-        (
-            Connection::from_handle(x.into_handle()).unwrap(),
-            OsHandle::from(y.into_handle()),
-        )
-    }
+    use mp_core::{ConnectionError, OsHandle, Process};
 
     /// A frame: header (with the handles flag when `handles`), body.
     fn frame(body: &[u8], handles: bool) -> Vec<u8> {
@@ -607,59 +604,16 @@ mod windows {
         v
     }
 
-    fn raw(h: OsHandle) -> PipeChannel {
-        PipeChannel::from_handle(h.into_inner()).unwrap()
-    }
-
-    /// Writes a header announcing 1000 bytes and 10 of them, then waits to be told to go on.
-    fn stall_then_finish(arg: (OsHandle, Reader<()>)) {
-        let pipe = raw(arg.0);
-        let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let f = frame(&body, false);
-        pipe.write_raw(&f[..18]).unwrap();
-        arg.1.recv_bytes().unwrap();
-        pipe.write_raw(&f[18..]).unwrap();
-        pipe.write_raw(&frame(b"next", false)).unwrap();
-        std::thread::sleep(Duration::from_secs(30));
-    }
-
-    /// Finding 8 on a named pipe: a header and then nothing. `recv_bytes_timeout` returns
-    /// `Timeout` each time, loses nothing, and the frame completes when the rest comes.
-    #[test]
-    fn a_header_then_silence_times_out_without_losing_the_frame() {
-        bounded(60, || {
-            let (conn, theirs) = raw_pair::<()>();
-            let (go_rx, go_tx) = mp_core::pipe_oneway::<()>().unwrap();
-            let mut p = Process::new(stall_then_finish, (theirs, go_rx));
-            p.start().unwrap();
-            for _ in 0..3 {
-                assert!(matches!(
-                    conn.recv_bytes_timeout(Duration::from_millis(300)),
-                    Err(ConnectionError::Timeout)
-                ));
-            }
-            go_tx.send_bytes(b"go").unwrap();
-            let body = conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap();
-            assert_eq!(body, (0..1000u32).map(|i| i as u8).collect::<Vec<u8>>());
-            assert_eq!(
-                conn.recv_bytes_timeout(Duration::from_secs(20)).unwrap(),
-                b"next"
-            );
-            p.kill().unwrap();
-            p.join().ok();
-        });
-    }
-
     /// A handle prefix naming the parent itself and a handle of the parent's (`value`),
     /// then a well-formed message.
     fn steal_a_handle(arg: (OsHandle, u32, u64)) {
-        let pipe = raw(arg.0);
+        let pipe = super::raw::End::open(arg.0);
         let mut body = 1u32.to_le_bytes().to_vec();
         body.extend_from_slice(&arg.1.to_le_bytes());
         body.extend_from_slice(&arg.2.to_le_bytes());
         body.extend_from_slice(&postcard::to_stdvec(&0u32).unwrap());
-        pipe.write_raw(&frame(&body, true)).unwrap();
-        pipe.write_raw(&frame(&postcard::to_stdvec(&0u32).unwrap(), false))
+        pipe.write(&frame(&body, true)).unwrap();
+        pipe.write(&frame(&postcard::to_stdvec(&0u32).unwrap(), false))
             .unwrap();
         std::thread::sleep(Duration::from_secs(30));
     }
@@ -683,7 +637,7 @@ mod windows {
             let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
             let mine = OwnedHandle::from(file);
             let value = mine.as_raw_handle() as usize as u64;
-            let (conn, theirs) = raw_pair::<OsHandle>();
+            let (conn, theirs) = super::raw::pair::<OsHandle>();
             let mut p = Process::new(steal_a_handle, (theirs, std::process::id(), value));
             p.start().unwrap();
             let t = Duration::from_secs(20);
@@ -700,12 +654,12 @@ mod windows {
 
     /// A handle prefix whose count is far beyond the body, and a message hidden inside.
     fn bad_prefix(h: OsHandle) {
-        let pipe = raw(h);
+        let pipe = super::raw::End::open(h);
         let mut body = 1_000_000u32.to_le_bytes().to_vec();
         body.extend_from_slice(&1u32.to_le_bytes());
         body.extend_from_slice(&frame(&postcard::to_stdvec(&0xBADu32).unwrap(), false));
-        pipe.write_raw(&frame(&body, true)).unwrap();
-        pipe.write_raw(&frame(&postcard::to_stdvec(&1u32).unwrap(), false))
+        pipe.write(&frame(&body, true)).unwrap();
+        pipe.write(&frame(&postcard::to_stdvec(&1u32).unwrap(), false))
             .unwrap();
         std::thread::sleep(Duration::from_secs(30));
     }
@@ -715,7 +669,7 @@ mod windows {
     #[test]
     fn a_malformed_handle_prefix_breaks_the_connection() {
         bounded(60, || {
-            let (conn, theirs) = raw_pair::<u32>();
+            let (conn, theirs) = super::raw::pair::<u32>();
             let mut p = Process::new(bad_prefix, theirs);
             p.start().unwrap();
             let t = Duration::from_secs(20);

@@ -75,6 +75,22 @@ impl FrameHeader {
     }
 }
 
+/// A whole frame for a caller's buffer (`Channel::recv_frame_into`): copied into `out` if it
+/// fits, its length returned; otherwise handed back whole, so nothing is lost.
+///
+/// ```
+/// let mut out = [0u8; 4];
+/// assert_eq!(mp_ipc::frame::into_slice(b"abc".to_vec(), &mut out), Ok(3));
+/// assert_eq!(mp_ipc::frame::into_slice(b"abcde".to_vec(), &mut out), Err(b"abcde".to_vec()));
+/// ```
+pub fn into_slice(frame: Vec<u8>, out: &mut [u8]) -> Result<usize, Vec<u8>> {
+    let Some(dst) = out.get_mut(..frame.len()) else {
+        return Err(frame);
+    };
+    dst.copy_from_slice(&frame);
+    Ok(frame.len())
+}
+
 /// How far to grow a buffer holding `have` of `want` bytes: never more than [`GROW_STEP`]
 /// beyond what has arrived, so allocation follows the data actually received.
 pub fn next_capacity(have: usize, want: usize) -> usize {

@@ -125,11 +125,7 @@ pub trait Channel: Send + Sized {
     ) -> Result<Result<usize, Vec<u8>>, IpcError> {
         let mut v = Vec::new();
         self.recv_frame(&mut v, max_len)?;
-        if v.len() > out.len() {
-            return Ok(Err(v));
-        }
-        out[..v.len()].copy_from_slice(&v);
-        Ok(Ok(v.len()))
+        Ok(frame::into_slice(v, out))
     }
 
     /// Receives one frame and the handles that came with it (none for a plain frame).

@@ -509,11 +509,7 @@ impl Channel for ShmChannel {
         }
         let mut v = Vec::new();
         drop(self.recv_until(&mut v, max_len, Deadline::NEVER)?);
-        if v.len() > out.len() {
-            return Ok(Err(v));
-        }
-        out[..v.len()].copy_from_slice(&v);
-        Ok(Ok(v.len()))
+        Ok(mp_ipc::frame::into_slice(v, out))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
+use mp_ipc::frame::{into_slice, next_capacity, FrameHeader, HEADER_LEN};
 use mp_ipc::{Channel, IpcError};
 
 /// One end of a Unix domain socket pair carrying length-prefixed frames.
@@ -684,11 +684,7 @@ impl Channel for UnixChannel {
             drop(rx);
             let mut v = Vec::new();
             self.recv_frame(&mut v, max_len)?;
-            if v.len() > out.len() {
-                return Ok(Err(v));
-            }
-            out[..v.len()].copy_from_slice(&v);
-            return Ok(Ok(v.len()));
+            return Ok(into_slice(v, out));
         }
         let f = self.start_frame(&mut rx, max_len, Deadline::NEVER)?;
         if f.header.has_handles || f.want > out.len() {
@@ -696,11 +692,7 @@ impl Channel for UnixChannel {
             let mut v = Vec::new();
             self.body_vec(&mut rx, &mut v, f.want, Deadline::NEVER)?;
             self.finish_frame(&mut rx, f.end)?;
-            if v.len() > out.len() {
-                return Ok(Err(v));
-            }
-            out[..v.len()].copy_from_slice(&v);
-            return Ok(Ok(v.len()));
+            return Ok(into_slice(v, out));
         }
         self.body_into(&mut rx, &mut out[..f.want], 0, Deadline::NEVER)?;
         self.finish_frame(&mut rx, f.end)?;

@@ -167,3 +167,50 @@ where
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "foo");
     std::fs::remove_file(path).unwrap();
 }
+
+/// Writes `bytes` on socket `sock` with `fds` attached (`SCM_RIGHTS`), as one `sendmsg`:
+/// for children that send what they like, announced or not.
+#[cfg(unix)]
+pub fn send_with_fds(sock: std::os::fd::RawFd, bytes: &[u8], fds: &[std::os::fd::RawFd]) {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: CMSG_SPACE is a size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: a zeroed msghdr, then pointers into live buffers; the control buffer holds one
+    // header and the descriptors.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c).cast::<std::os::fd::RawFd>(),
+                fds.len(),
+            );
+        }
+        assert_eq!(
+            libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL),
+            bytes.len() as isize
+        );
+    }
+}
+
+/// How many descriptors of this process refer to `path`.
+#[cfg(target_os = "linux")]
+pub fn fds_to(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .count()
+}
