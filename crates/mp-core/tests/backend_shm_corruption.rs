@@ -17,25 +17,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::bounded;
+use common::{bounded, Rng};
 use mp_core::connection::{pipe_with, Shm};
 use mp_core::{Connection, ConnectionError, Process};
-
-/// A reproducible generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 const SEEDS: [u64; 6] = [1, 2, 3, 0x5eed, 0xdead_beef, 0x0123_4567_89ab_cdef];
 
@@ -333,14 +317,7 @@ mod linux {
     /// Finding 13 (pipes), with 11 and 12 inside it.
     #[test]
     fn a_child_scribbling_over_a_pipe_segment_while_both_run() {
-        bounded(300, || {
-            for seed in SEEDS {
-                let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
-                let mut p = Process::new(attack_pipe, (b, seed, 2000));
-                p.start().unwrap();
-                super::parent_side_of_a_pipe(a, &p, seed);
-            }
-        });
+        super::pipe_attacks(attack_pipe);
     }
 
     /// The queue header's layout (mp-core `queue/core.rs`): the get side at 0 (lock words
@@ -483,6 +460,22 @@ mod linux {
             }
         });
     }
+}
+
+/// Runs `attack` in a child on the other end of a fresh shm pipe, once per seed, and
+/// checks the parent's side of each.
+fn pipe_attacks<F>(attack: F)
+where
+    F: Fn((Connection<Vec<u8>>, u64, u32)) + Copy + Send + 'static,
+{
+    bounded(300, move || {
+        for seed in SEEDS {
+            let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
+            let mut p = Process::new(attack, (b, seed, 2000));
+            p.start().unwrap();
+            parent_side_of_a_pipe(a, &p, seed);
+        }
+    });
 }
 
 /// The parent's side of a pipe under attack: a thread sends on a clone of its end, this one
@@ -730,13 +723,6 @@ mod windows {
     /// Finding 13 on Windows (pipes; sections cannot be shrunk there).
     #[test]
     fn a_child_scribbling_over_a_pipe_section_while_both_run() {
-        bounded(300, || {
-            for seed in SEEDS {
-                let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
-                let mut p = Process::new(attack_pipe, (b, seed, 2000));
-                p.start().unwrap();
-                super::parent_side_of_a_pipe(a, &p, seed);
-            }
-        });
+        super::pipe_attacks(attack_pipe);
     }
 }

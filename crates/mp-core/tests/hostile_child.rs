@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::bounded;
+use common::{bounded, Rng};
 use mp_core::{pipe, Connection, ConnectionError, DecodeError, OsHandle, Process, Reader};
 use serde::{Deserialize, Serialize};
 
@@ -154,22 +154,6 @@ fn send_raw_frames(arg: (Connection<Records>, Vec<Vec<u8>>)) {
     }
 }
 
-/// A tiny reproducible generator for the junk (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Random message bodies decoded as a structured type: a typed error or a value each
 /// time, the connection usable throughout.
 #[test]
@@ -259,6 +243,21 @@ mod raw {
         let mut v = (body.len() as u64).to_le_bytes().to_vec();
         v.extend_from_slice(body);
         v
+    }
+}
+
+/// After a frame whose prefix lied: `Corrupt`, then `Broken` for good; the value hidden
+/// in the frame's body (any `u32`) is never delivered.
+fn assert_broken_and_nothing_smuggled(conn: &Connection<u32>) {
+    assert!(matches!(
+        conn.recv_timeout(Duration::from_secs(20)),
+        Err(ConnectionError::Corrupt(_))
+    ));
+    for _ in 0..5 {
+        match conn.recv_timeout(Duration::from_millis(100)) {
+            Ok(v) => panic!("delivered {v:#x} after a framing error"),
+            Err(e) => assert!(matches!(e, ConnectionError::Broken), "{e:?}"),
+        }
     }
 }
 
@@ -511,17 +510,7 @@ mod unix {
             let (conn, theirs) = super::raw::pair::<u32>();
             let mut p = Process::new(smuggle, theirs);
             p.start().unwrap();
-            let t = Duration::from_secs(20);
-            assert!(matches!(
-                conn.recv_timeout(t),
-                Err(ConnectionError::Corrupt(_))
-            ));
-            for _ in 0..5 {
-                match conn.recv_timeout(Duration::from_millis(100)) {
-                    Ok(v) => panic!("delivered {v:#x} after a framing error"),
-                    Err(e) => assert!(matches!(e, ConnectionError::Broken), "{e:?}"),
-                }
-            }
+            super::assert_broken_and_nothing_smuggled(&conn);
             p.kill().unwrap();
             p.join().ok();
         });
@@ -672,17 +661,7 @@ mod windows {
             let (conn, theirs) = super::raw::pair::<u32>();
             let mut p = Process::new(bad_prefix, theirs);
             p.start().unwrap();
-            let t = Duration::from_secs(20);
-            assert!(matches!(
-                conn.recv_timeout(t),
-                Err(ConnectionError::Corrupt(_))
-            ));
-            for _ in 0..3 {
-                match conn.recv_timeout(Duration::from_millis(100)) {
-                    Ok(v) => panic!("delivered {v:#x} after a framing error"),
-                    Err(e) => assert!(matches!(e, ConnectionError::Broken), "{e:?}"),
-                }
-            }
+            super::assert_broken_and_nothing_smuggled(&conn);
             p.kill().unwrap();
             p.join().ok();
         });

@@ -214,3 +214,27 @@ pub fn fds_to(path: &std::path::Path) -> usize {
         .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
         .count()
 }
+
+/// A tiny reproducible generator (xorshift) for the junk and the damage hostile children
+/// make: a seed list makes every failure reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
