@@ -611,7 +611,7 @@ pub(crate) trait RingEnd {
 
     /// [`mp_ipc::Channel::poll`] on the rx ring.
     fn poll_rx(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
         let h = self.hdr(self.rx());
         if self.readable()? {
             return Ok(true);

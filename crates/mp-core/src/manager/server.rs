@@ -189,7 +189,7 @@ pub(crate) fn wait_until<'a, T>(
     ctx: &CallCtx<'_>,
     mut ready: impl FnMut(&mut T) -> bool,
 ) -> (MutexGuard<'a, T>, Waited) {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
     loop {
         if ready(&mut g) {
             return (g, Waited::Ready);
