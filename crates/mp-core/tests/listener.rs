@@ -289,13 +289,21 @@ fn net_09_wrong_key_fails_both_sides_and_listener_keeps_serving() {
                 drop(Client::connect::<i32>(&addr, None).unwrap());
                 wrong.map(|_| ())
             });
-            match l.accept::<i32>() {
-                Err(ListenerError::Authentication(AuthenticationError::BadResponse)) => {}
-                other => panic!("expected BadResponse, got {other:?}"),
+            // Handshakes run concurrently: the three come back in the order they finish.
+            let (mut bad, mut good, mut other) = (0, 0, 0);
+            for _ in 0..3 {
+                match l.accept::<i32>() {
+                    Err(ListenerError::Authentication(AuthenticationError::BadResponse)) => {
+                        bad += 1
+                    }
+                    Ok(c) => {
+                        assert_eq!(c.recv_timeout(SECS).unwrap(), 7);
+                        good += 1
+                    }
+                    Err(_) => other += 1,
+                }
             }
-            assert_eq!(l.accept::<i32>().unwrap().recv_timeout(SECS).unwrap(), 7);
-            let third = l.accept::<i32>();
-            assert!(third.is_err(), "{third:?}");
+            assert_eq!((bad, good, other), (1, 1, 1), "{family}");
             let wrong = t.join().unwrap();
             assert!(
                 matches!(
@@ -466,23 +474,8 @@ fn accept_and_connect_timeouts() {
                     Err(ListenerError::Timeout)
                 ))
             });
-            // A listener that never answers the handshake: the client gives up in time.
+            // (A client facing a listener that never answers: see hostile_server_* tests.)
             let addr = l.address().clone();
-            about("connect_timeout", Duration::from_millis(300), || {
-                let r =
-                    Client::connect_timeout::<i32>(&addr, Some(KEY), Duration::from_millis(300));
-                assert!(
-                    matches!(
-                        r,
-                        Err(ListenerError::Authentication(AuthenticationError::Timeout))
-                    ),
-                    "{family}: {r:?}"
-                )
-            });
-            // The listener still serves: first the client that gave up (a failed
-            // handshake), then a real one.
-            let gave_up = l.accept_timeout::<i32>(SECS);
-            assert!(gave_up.is_err(), "{family}: {gave_up:?}");
             let a = addr.clone();
             let t = std::thread::spawn(move || {
                 Client::connect::<i32>(&a, Some(KEY))

@@ -7,11 +7,20 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
+
 use super::auth::TimedStream;
 use super::{Address, ListenerError};
 
-/// A bound, listening socket.
-pub(crate) enum SysListener {
+/// A bound, listening socket (non-blocking, so an accept after a readiness wait never
+/// blocks), and a socket pair that wakes a thread waiting in [`accept`](Self::accept).
+pub(crate) struct SysListener {
+    socket: Socket,
+    wake_rx: UnixStream,
+    wake_tx: UnixStream,
+}
+
+enum Socket {
     Tcp(TcpListener),
     /// The path to unlink when the listener is dropped (not for abstract names).
     Unix(UnixListener, Option<PathBuf>),
@@ -34,57 +43,101 @@ fn abstract_addr(name: &[u8]) -> io::Result<std::os::unix::net::SocketAddr> {
 }
 
 impl SysListener {
+    /// How long one [`accept`](Self::accept) of the accept thread waits: for ever, since
+    /// [`wake`](Self::wake) interrupts it.
+    pub(crate) const ACCEPT_SLICE: Option<Duration> = None;
+
     pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
-        match address {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        let (socket, actual) = match address {
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
+                l.set_nonblocking(true)?;
                 let actual = Address::Tcp(l.local_addr()?);
-                Ok((Self::Tcp(l), actual))
+                (Socket::Tcp(l), actual)
             }
             Address::Unix(p) => {
                 let l = UnixListener::bind(p)?;
-                Ok((Self::Unix(l, Some(p.clone())), address.clone()))
+                if let Err(e) = l.set_nonblocking(true) {
+                    let _ = std::fs::remove_file(p);
+                    return Err(e.into());
+                }
+                (Socket::Unix(l, Some(p.clone())), address.clone())
             }
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Address::Abstract(name) => {
                 let l = UnixListener::bind_addr(&abstract_addr(name)?)?;
-                Ok((Self::Unix(l, None), address.clone()))
+                l.set_nonblocking(true)?;
+                (Socket::Unix(l, None), address.clone())
             }
-            other => Err(ListenerError::InvalidFamily(other.to_string())),
-        }
+            other => return Err(ListenerError::InvalidFamily(other.to_string())),
+        };
+        Ok((
+            Self {
+                socket,
+                wake_rx,
+                wake_tx,
+            },
+            actual,
+        ))
     }
 
-    /// Accepts one stream, waiting at most `timeout`; `None` on timeout.
+    /// Accepts one stream, waiting at most `timeout`; `None` on timeout and once
+    /// [`wake`](Self::wake) was called.
     pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
-        let fd = match self {
-            Self::Tcp(l) => l.as_raw_fd(),
-            Self::Unix(l, _) => l.as_raw_fd(),
+        let fd = match &self.socket {
+            Socket::Tcp(l) => l.as_raw_fd(),
+            Socket::Unix(l, _) => l.as_raw_fd(),
         };
-        if timeout.is_some() && mp_unix::poll::poll_many(&[fd], timeout)?.is_empty() {
-            return Ok(None);
-        }
+        let deadline = Deadline::from_timeout(timeout);
         loop {
-            let r = match self {
-                Self::Tcp(l) => l.accept().map(|(s, _)| {
+            let ready =
+                mp_unix::poll::poll_many(&[fd, self.wake_rx.as_raw_fd()], deadline.remaining())?;
+            if ready.is_empty() || ready.contains(&1) {
+                return Ok(None);
+            }
+            let r = match &self.socket {
+                Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    // Some systems pass the listener's non-blocking mode on.
+                    s.set_nonblocking(false)?;
                     let _ = s.set_nodelay(true);
-                    SysStream::Tcp(s)
+                    Ok(SysStream::Tcp(s))
                 }),
-                Self::Unix(l, _) => l.accept().map(|(s, _)| SysStream::Unix(s)),
+                Socket::Unix(l, _) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    Ok(SysStream::Unix(s))
+                }),
             };
             match r {
                 Ok(s) => return Ok(Some(s)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The peer gave up between the readiness and the accept.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                // The peer gave up between the readiness and the accept, or a signal came.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                    ) || e.raw_os_error() == Some(libc::ECONNABORTED) =>
+                {
+                    if deadline.expired() {
+                        return Ok(None);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes a waiting [`accept`](Self::accept), and every later one, return `None` at once.
+    pub(crate) fn wake(&self) {
+        let _ = (&self.wake_tx).write(&[1]);
     }
 }
 
 impl Drop for SysListener {
     fn drop(&mut self) {
-        if let Self::Unix(_, Some(path)) = self {
+        if let Socket::Unix(_, Some(path)) = &self.socket {
             let _ = std::fs::remove_file(path);
         }
     }
