@@ -11,8 +11,13 @@
 //! (see `auth.rs` for the messages): the listener checks that the client knows the key, then
 //! the client checks the listener. A wrong key is an [`AuthenticationError`] on both sides,
 //! and the listener keeps serving. The handshake happens before any message is decoded; its
-//! messages are read with a 256-byte limit and a deadline (the handshake timeout, 20 s by
-//! default), so garbage, a huge length or silence cost a bounded amount of memory and time.
+//! messages are read with a 256-byte limit and a deadline (5 s by default on the listener's
+//! side, 20 s on the client's), so garbage, a huge length or silence cost a bounded amount of
+//! memory and time. Handshakes run in the background, several at once and a bounded number
+//! per peer address (the oldest pending one makes way for a new connection), so a silent or
+//! slow client delays nobody else: `accept` returns clients in the order their handshakes
+//! finish (Python's `accept` authenticates inline: one silent client stops it). See
+//! `docs/security.md`.
 //! An empty key is a key like any other (not "no authentication"); `None` skips the handshake
 //! on both sides.
 //!
@@ -179,6 +184,8 @@ pub struct Listener {
 struct Running {
     socket: Arc<SysListener>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The process the thread runs in.
+    pid: u32,
 }
 
 impl Running {
@@ -190,6 +197,7 @@ impl Running {
         Ok(Self {
             socket,
             thread: Some(thread),
+            pid: std::process::id(),
         })
     }
 }
@@ -328,9 +336,15 @@ impl Listener {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(mut r) = running {
-            r.socket.wake();
-            if let Some(t) = r.thread.take() {
-                let _ = t.join();
+            if r.pid == std::process::id() {
+                r.socket.wake();
+                if let Some(t) = r.thread.take() {
+                    let _ = t.join();
+                }
+            } else {
+                // A forked child that never accepted: the thread is the parent's (waking it
+                // would stop the parent's listener); this process only drops its handles.
+                std::mem::forget(r.thread.take());
             }
         }
     }

@@ -18,6 +18,8 @@ pub(crate) struct SysListener {
     socket: Socket,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
+    /// The process that bound it (a forked child leaves the socket file alone).
+    pid: u32,
 }
 
 enum Socket {
@@ -78,6 +80,7 @@ impl SysListener {
                 socket,
                 wake_rx,
                 wake_tx,
+                pid: std::process::id(),
             },
             actual,
         ))
@@ -137,7 +140,8 @@ impl SysListener {
 
 impl Drop for SysListener {
     fn drop(&mut self) {
-        if let Socket::Unix(_, Some(path)) = &self.socket {
+        if let (Socket::Unix(_, Some(path)), true) = (&self.socket, self.pid == std::process::id())
+        {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -710,8 +710,9 @@ impl Object for Semaphore {
                 let mut g = g;
                 let value = g.checked_add(n);
                 if let Some(b) = self.bound {
-                    if !value.is_some_and(|v| v <= b) {
-                        return Err(err("ValueError", "Semaphore released too many times"));
+                    match value {
+                        Some(v) if v <= b => {}
+                        _ => return Err(err("ValueError", "Semaphore released too many times")),
                     }
                 }
                 *g = value
