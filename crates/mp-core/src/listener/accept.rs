@@ -199,7 +199,10 @@ impl Shared {
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        st.clear(true);
+        // In a forked child that never accepted, the connections are the parent's: they
+        // are only dropped here, not shut down.
+        let ours = st.pid == std::process::id();
+        st.clear(ours);
         self.changed.notify_all();
     }
 

@@ -311,6 +311,7 @@ impl Listener {
             if let Some(r) = running.as_mut() {
                 // The parent's thread does not exist here: forget it, never join it.
                 std::mem::forget(r.thread.take());
+                r.socket.renew_waker()?;
                 *r = Running::start(r.socket.clone(), &self.shared)?;
             }
         }

@@ -5,6 +5,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
@@ -16,8 +17,8 @@ use super::{Address, ListenerError};
 /// blocks), and a socket pair that wakes a thread waiting in [`accept`](Self::accept).
 pub(crate) struct SysListener {
     socket: Socket,
-    wake_rx: UnixStream,
-    wake_tx: UnixStream,
+    /// The waker of this process's accept thread (read end, write end).
+    waker: Mutex<(UnixStream, UnixStream)>,
     /// The process that bound it (a forked child leaves the socket file alone).
     pid: u32,
 }
@@ -50,8 +51,7 @@ impl SysListener {
     pub(crate) const ACCEPT_SLICE: Option<Duration> = None;
 
     pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
-        let (wake_rx, wake_tx) = UnixStream::pair()?;
-        wake_tx.set_nonblocking(true)?;
+        let waker = Self::new_waker()?;
         let (socket, actual) = match address {
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
@@ -78,8 +78,7 @@ impl SysListener {
         Ok((
             Self {
                 socket,
-                wake_rx,
-                wake_tx,
+                waker: Mutex::new(waker),
                 pid: std::process::id(),
             },
             actual,
@@ -94,9 +93,14 @@ impl SysListener {
             Socket::Unix(l, _) => l.as_raw_fd(),
         };
         let deadline = Deadline::from_timeout(timeout);
+        let wake_fd = self
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .as_raw_fd();
         loop {
-            let ready =
-                mp_unix::poll::poll_many(&[fd, self.wake_rx.as_raw_fd()], deadline.remaining())?;
+            let ready = mp_unix::poll::poll_many(&[fd, wake_fd], deadline.remaining())?;
             if ready.is_empty() || ready.contains(&1) {
                 return Ok(None);
             }
@@ -132,9 +136,24 @@ impl SysListener {
         }
     }
 
-    /// Makes a waiting [`accept`](Self::accept), and every later one, return `None` at once.
+    /// Makes a waiting [`accept`](Self::accept) of this process, and every later one, return
+    /// `None` at once.
     pub(crate) fn wake(&self) {
-        let _ = (&self.wake_tx).write(&[1]);
+        let _ = (&self.waker.lock().unwrap_or_else(|e| e.into_inner()).1).write(&[1]);
+    }
+
+    /// Gives this process a waker of its own (a forked child, whose copy of the parent's
+    /// would wake the parent's accept thread too).
+    pub(crate) fn renew_waker(&self) -> io::Result<()> {
+        let fresh = Self::new_waker()?;
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn new_waker() -> io::Result<(UnixStream, UnixStream)> {
+        let (rx, tx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        Ok((rx, tx))
     }
 }
 

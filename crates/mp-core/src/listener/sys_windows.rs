@@ -171,6 +171,11 @@ impl SysListener {
         }
     }
 
+    /// Nothing to do: Windows has no fork, so no process shares another's waker.
+    pub(crate) fn renew_waker(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Makes a waiting [`accept`](Self::accept), and every later one, return `None`: by
     /// connecting to the listener (the connection is dropped at once).
     pub(crate) fn wake(&self) {
