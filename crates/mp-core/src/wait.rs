@@ -7,8 +7,9 @@
 //! borrowing simple. There is no limit on the number of objects (Python's Windows version
 //! is limited to 63 per underlying call).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::handle::RawHandle;
 
 use crate::connection::{Connection, Reader, Writer};
@@ -136,7 +137,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
     for (i, o) in objects.iter().enumerate() {
         handles.push(o.wait_handle().ok_or(WaitError::Closed(i))?);
     }
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = Deadline::from_timeout(timeout);
     loop {
         let ready: Vec<usize> = (0..objects.len())
             .filter(|&i| objects[i].ready_in_process())
@@ -153,7 +154,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
                 owner.push(i);
             }
         }
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let left = deadline.remaining();
         let reported = crate::sys::wait_readable(&all, left)?;
         let mut ready: Vec<usize> = reported
             .iter()
@@ -164,8 +165,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         ready.retain(|&i| objects[i].recheck().unwrap_or(true));
         // Nothing reported: the time is up. Only spurious reports: wait again, if there is
         // time left.
-        if !ready.is_empty() || reported.is_empty() || deadline.is_some_and(|d| Instant::now() >= d)
-        {
+        if !ready.is_empty() || reported.is_empty() || deadline.expired() {
             return Ok(ready);
         }
     }

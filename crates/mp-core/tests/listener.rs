@@ -289,13 +289,21 @@ fn net_09_wrong_key_fails_both_sides_and_listener_keeps_serving() {
                 drop(Client::connect::<i32>(&addr, None).unwrap());
                 wrong.map(|_| ())
             });
-            match l.accept::<i32>() {
-                Err(ListenerError::Authentication(AuthenticationError::BadResponse)) => {}
-                other => panic!("expected BadResponse, got {other:?}"),
+            // Handshakes run concurrently: the three come back in the order they finish.
+            let (mut bad, mut good, mut other) = (0, 0, 0);
+            for _ in 0..3 {
+                match l.accept::<i32>() {
+                    Err(ListenerError::Authentication(AuthenticationError::BadResponse)) => {
+                        bad += 1
+                    }
+                    Ok(c) => {
+                        assert_eq!(c.recv_timeout(SECS).unwrap(), 7);
+                        good += 1
+                    }
+                    Err(_) => other += 1,
+                }
             }
-            assert_eq!(l.accept::<i32>().unwrap().recv_timeout(SECS).unwrap(), 7);
-            let third = l.accept::<i32>();
-            assert!(third.is_err(), "{third:?}");
+            assert_eq!((bad, good, other), (1, 1, 1), "{family}");
             let wrong = t.join().unwrap();
             assert!(
                 matches!(
@@ -466,23 +474,8 @@ fn accept_and_connect_timeouts() {
                     Err(ListenerError::Timeout)
                 ))
             });
-            // A listener that never answers the handshake: the client gives up in time.
+            // (A client facing a listener that never answers: see hostile_server_* tests.)
             let addr = l.address().clone();
-            about("connect_timeout", Duration::from_millis(300), || {
-                let r =
-                    Client::connect_timeout::<i32>(&addr, Some(KEY), Duration::from_millis(300));
-                assert!(
-                    matches!(
-                        r,
-                        Err(ListenerError::Authentication(AuthenticationError::Timeout))
-                    ),
-                    "{family}: {r:?}"
-                )
-            });
-            // The listener still serves: first the client that gave up (a failed
-            // handshake), then a real one.
-            let gave_up = l.accept_timeout::<i32>(SECS);
-            assert!(gave_up.is_err(), "{family}: {gave_up:?}");
             let a = addr.clone();
             let t = std::thread::spawn(move || {
                 Client::connect::<i32>(&a, Some(KEY))
@@ -553,6 +546,54 @@ fn net_11_wait_over_accepted_connections() {
         assert_eq!(got, want);
         for p in kids {
             p.join().unwrap();
+        }
+    });
+}
+
+/// A forked child that uses and then drops a listener it inherited affects only itself: the
+/// parent's listener keeps its socket file, its accept thread and its clients.
+#[cfg(unix)]
+#[test]
+fn forked_child_dropping_a_listener_leaves_the_parent_serving() {
+    bounded(60, || {
+        let l = Listener::bind(&Address::unique_local(), Some(KEY)).unwrap();
+        let Address::Unix(path) = l.address().clone() else {
+            unreachable!()
+        };
+        // The child gets the only reference it may drop; the parent keeps using its own.
+        let shared: &'static Listener = Box::leak(Box::new(l));
+        let addr = shared.address().clone();
+        let child_addr = addr.clone();
+        let mut p = Process::from_closure(move || {
+            // Served by the child's own accept thread.
+            let t = std::thread::spawn(move || {
+                Client::connect_timeout::<i32>(&child_addr, Some(KEY), SECS)
+                    .unwrap()
+                    .send(&1)
+                    .unwrap()
+            });
+            let c = shared.accept_timeout::<i32>(SECS).unwrap();
+            assert_eq!(c.recv_timeout(SECS).unwrap(), 1);
+            t.join().unwrap();
+            // SAFETY: in this forked child nothing else uses the leaked listener.
+            drop(unsafe { Box::from_raw(shared as *const Listener as *mut Listener) });
+        })
+        .with_context(mp_core::get_context(mp_core::StartMethod::Fork).unwrap());
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(path.exists(), "the child removed the parent's socket file");
+        for i in 0..3 {
+            let a = addr.clone();
+            let t = std::thread::spawn(move || {
+                Client::connect_timeout::<i32>(&a, Some(KEY), SECS)
+                    .unwrap()
+                    .send(&i)
+                    .unwrap()
+            });
+            let c = shared.accept_timeout::<i32>(SECS).unwrap();
+            assert_eq!(c.recv_timeout(SECS).unwrap(), i);
+            t.join().unwrap();
         }
     });
 }

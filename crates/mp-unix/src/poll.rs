@@ -3,7 +3,9 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
 
 /// Converts a remaining time into `poll`'s milliseconds, rounding up so a short positive
 /// timeout never becomes a busy zero-wait loop.
@@ -22,7 +24,7 @@ fn to_millis(left: Option<Duration>) -> libc::c_int {
 /// There is no limit on the number of descriptors. The first
 /// [`limit`](crate::spin::limit) (or the whole timeout, if shorter) polls without blocking.
 pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = Deadline::from_timeout(timeout);
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -40,7 +42,7 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
         return Ok(ready);
     }
     loop {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let left = deadline.remaining();
         // SAFETY: pfds is a live array of pollfd of the given length.
         let rc = unsafe {
             libc::poll(
@@ -60,10 +62,8 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
         if !ready.is_empty() || rc == 0 && left.is_some_and(|l| l.is_zero()) {
             return Ok(ready);
         }
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                return Ok(ready);
-            }
+        if deadline.expired() {
+            return Ok(ready);
         }
     }
 }

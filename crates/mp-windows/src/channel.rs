@@ -610,7 +610,7 @@ impl Channel for PipeChannel {
         if self.kind == Kind::Socket {
             return Ok(socket_ready(self.raw(), timeout)?);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
         let mut backoff = Backoff::new();
         loop {
             if pipe_ready(self.raw())? {

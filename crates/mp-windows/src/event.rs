@@ -154,10 +154,7 @@ pub fn wait_any(handles: &[RawHandle], timeout: Duration) -> io::Result<Option<u
             "wait_any takes 1 to 64 handles",
         ));
     }
-    let ms = timeout
-        .as_micros()
-        .div_ceil(1000)
-        .min(u128::from(u32::MAX - 1)) as u32;
+    let ms = crate::poll::wait_millis(Some(timeout));
     // SAFETY: the array holds `handles.len()` (<= 64) handles.
     let r = unsafe { WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, ms) };
     match r {

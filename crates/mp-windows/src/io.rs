@@ -10,7 +10,7 @@ use windows_sys::Win32::Foundation::{
     GetLastError, ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED,
     ERROR_TIMEOUT, HANDLE, WAIT_FAILED, WAIT_TIMEOUT,
 };
-use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject, INFINITE};
+use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject};
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 
 // The event this thread's overlapped calls complete on; one call at a time per thread.
@@ -83,7 +83,7 @@ fn run<F: FnOnce(*mut OVERLAPPED) -> i32>(
     }
     let mut timed_out = false;
     if let Some(t) = timeout {
-        let ms = t.as_micros().div_ceil(1000).min(u128::from(INFINITE - 1)) as u32;
+        let ms = crate::poll::wait_millis(Some(t));
         // SAFETY: waits on this call's event, which the operation signals when it completes.
         match unsafe { WaitForSingleObject(event, ms) } {
             WAIT_TIMEOUT => {

@@ -20,7 +20,7 @@
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT,
@@ -35,6 +35,8 @@ use windows_sys::Win32::System::Pipes::{
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::IO::CancelIoEx;
+
+use mp_ipc::deadline::Deadline;
 
 use crate::channel::is_end_of_stream;
 use crate::io::{overlapped_timeout, win_error};
@@ -171,7 +173,7 @@ impl PipeListener {
 /// error; a name nobody listens on is a `NotFound` error at once.
 pub fn connect(name: &str, timeout: Option<Duration>) -> io::Result<OwnedHandle> {
     let name = wide(name)?;
-    let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_BUSY_WAIT);
+    let deadline = Deadline::after(timeout.unwrap_or(DEFAULT_BUSY_WAIT));
     loop {
         // SAFETY: `name` is NUL-terminated UTF-16; SQOS identification keeps the listener
         // from impersonating us.
@@ -194,7 +196,7 @@ pub fn connect(name: &str, timeout: Option<Duration>) -> io::Result<OwnedHandle>
         if e.raw_os_error() != Some(ERROR_PIPE_BUSY as i32) {
             return Err(e);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.remaining_capped(Duration::from_millis(100));
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -202,7 +204,7 @@ pub fn connect(name: &str, timeout: Option<Duration>) -> io::Result<OwnedHandle>
             ));
         }
         // Short waits: an instance freed and taken by someone else meanwhile is retried.
-        let ms = left.min(Duration::from_millis(100)).as_millis().max(1) as u32;
+        let ms = left.as_millis().max(1) as u32;
         // SAFETY: as above; the result does not matter, the retry decides.
         unsafe { WaitNamedPipeW(name.as_ptr(), ms) };
     }

@@ -12,6 +12,8 @@ use std::io;
 use std::os::windows::io::RawHandle;
 use std::time::{Duration, Instant};
 
+use mp_ipc::deadline::Deadline;
+
 use windows_sys::Win32::Foundation::{WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT};
 use windows_sys::Win32::System::Threading::{
     WaitForMultipleObjects, WaitForSingleObject, INFINITE,
@@ -33,7 +35,7 @@ pub fn is_signalled(h: RawHandle) -> io::Result<bool> {
 
 /// Waits until any handle is ready; returns the ready indices (empty on timeout).
 pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = Deadline::from_timeout(timeout).instant();
     let kinds: Vec<Option<Kind>> = handles.iter().map(|&h| Kind::of(h)).collect();
     let mut backoff = Backoff::new();
     loop {
@@ -71,6 +73,26 @@ pub fn poll_many(handles: &[RawHandle], timeout: Option<Duration>) -> io::Result
             return Ok(Vec::new());
         }
     }
+}
+
+/// A timeout as the milliseconds of one Win32 wait, rounded up: `INFINITE` for `None` and
+/// for a timeout longer than a wait can express (about 49.7 days), which thus waits for ever
+/// rather than wrapping to a short wait.
+///
+/// ```
+/// # #[cfg(windows)] {
+/// use std::time::Duration;
+/// use mp_windows::poll::wait_millis;
+/// assert_eq!(wait_millis(Some(Duration::from_micros(1500))), 2);
+/// assert_eq!(wait_millis(Some(Duration::MAX)), u32::MAX); // INFINITE
+/// assert_eq!(wait_millis(None), u32::MAX);
+/// # }
+/// ```
+pub fn wait_millis(timeout: Option<Duration>) -> u32 {
+    timeout
+        .and_then(|t| u32::try_from(t.as_micros().div_ceil(1000)).ok())
+        .filter(|&ms| ms < INFINITE)
+        .unwrap_or(INFINITE)
 }
 
 /// Milliseconds until `deadline`, rounded up, below `INFINITE`.

@@ -51,7 +51,8 @@ pub(crate) fn socket_ready(h: HANDLE, timeout: Option<Duration>) -> io::Result<b
     winsock()?;
     let ms = match timeout {
         None => -1,
-        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        // Longer than WSAPoll can express: for ever, not a short wait.
+        Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(-1),
     };
     let mut fd = WSAPOLLFD {
         fd: sock(h),

@@ -168,8 +168,10 @@ impl<T> Core<T> {
     }
 }
 
+/// The deadline of a `timeout` (`None`: for ever, also for a timeout too far away to
+/// represent, such as `Duration::MAX`).
 fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now() + timeout)
+    mp_ipc::deadline::Deadline::after(timeout).instant()
 }
 
 /// Methods every queue type shares, written once (as in [`crate::queue`]).

@@ -15,7 +15,9 @@
 //! decoded. It is not wire-compatible with Python's handshake.
 
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -74,16 +76,16 @@ fn io_error(e: io::Error) -> AuthenticationError {
 
 struct Framed<'a, S: TimedStream> {
     s: &'a mut S,
-    deadline: Instant,
+    deadline: Deadline,
 }
 
 impl<S: TimedStream> Framed<'_, S> {
-    fn left(&self) -> Result<Duration, AuthenticationError> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(AuthenticationError::Timeout);
+    /// The time left (`None`: no deadline), an error once it is up.
+    fn left(&self) -> Result<Option<Duration>, AuthenticationError> {
+        match self.deadline.remaining() {
+            Some(left) if left.is_zero() => Err(AuthenticationError::Timeout),
+            left => Ok(left),
         }
-        Ok(left)
     }
 
     fn send(&mut self, parts: &[&[u8]]) -> Result<(), AuthenticationError> {
@@ -94,7 +96,7 @@ impl<S: TimedStream> Framed<'_, S> {
             msg.extend_from_slice(p);
         }
         let left = self.left()?;
-        self.s.set_io_timeout(Some(left)).map_err(io_error)?;
+        self.s.set_io_timeout(left).map_err(io_error)?;
         self.s.write_all(&msg).map_err(io_error)
     }
 
@@ -102,7 +104,7 @@ impl<S: TimedStream> Framed<'_, S> {
         let mut got = 0;
         while got < buf.len() {
             let left = self.left()?;
-            self.s.set_io_timeout(Some(left)).map_err(io_error)?;
+            self.s.set_io_timeout(left).map_err(io_error)?;
             match self.s.read(&mut buf[got..]) {
                 Ok(0) => return Err(AuthenticationError::Closed),
                 Ok(n) => got += n,
@@ -129,14 +131,16 @@ impl<S: TimedStream> Framed<'_, S> {
 }
 
 /// The listener's side: challenges the client, then answers the client's challenge.
+/// `verified` runs once the client has proven it holds the key (before the last exchange).
 pub(crate) fn serve<S: TimedStream>(
     stream: &mut S,
     key: &[u8],
-    timeout: Duration,
+    deadline: Deadline,
+    verified: impl FnOnce(),
 ) -> Result<(), AuthenticationError> {
     let mut f = Framed {
         s: stream,
-        deadline: Instant::now() + timeout,
+        deadline,
     };
     let ours = nonce()?;
     f.send(&[CHALLENGE, &ours])?;
@@ -160,6 +164,7 @@ pub(crate) fn serve<S: TimedStream>(
         let _ = f.send(&[FAILURE]);
         return Err(AuthenticationError::BadResponse);
     }
+    verified();
     f.send(&[WELCOME, &tag(key, b"server", their_nonce)])?;
     match f.recv()? {
         v if v == WELCOME => Ok(()),
@@ -174,11 +179,11 @@ pub(crate) fn serve<S: TimedStream>(
 pub(crate) fn answer<S: TimedStream>(
     stream: &mut S,
     key: &[u8],
-    timeout: Duration,
+    deadline: Deadline,
 ) -> Result<(), AuthenticationError> {
     let mut f = Framed {
         s: stream,
-        deadline: Instant::now() + timeout,
+        deadline,
     };
     let challenge = f.recv()?;
     let their_nonce = match challenge.strip_prefix(CHALLENGE) {

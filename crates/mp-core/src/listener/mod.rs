@@ -11,8 +11,13 @@
 //! (see `auth.rs` for the messages): the listener checks that the client knows the key, then
 //! the client checks the listener. A wrong key is an [`AuthenticationError`] on both sides,
 //! and the listener keeps serving. The handshake happens before any message is decoded; its
-//! messages are read with a 256-byte limit and a deadline (the handshake timeout, 20 s by
-//! default), so garbage, a huge length or silence cost a bounded amount of memory and time.
+//! messages are read with a 256-byte limit and a deadline (5 s by default on the listener's
+//! side, 20 s on the client's), so garbage, a huge length or silence cost a bounded amount of
+//! memory and time. Handshakes run in the background, several at once and a bounded number
+//! per peer address (the oldest pending one makes way for a new connection), so a silent or
+//! slow client delays nobody else: `accept` returns clients in the order their handshakes
+//! finish (Python's `accept` authenticates inline: one silent client stops it). See
+//! `docs/security.md`.
 //! An empty key is a key like any other (not "no authentication"); `None` skips the handshake
 //! on both sides.
 //!
@@ -45,6 +50,7 @@
 //! client.join().unwrap();
 //! ```
 
+mod accept;
 mod auth;
 mod error;
 #[cfg(unix)]
@@ -60,19 +66,28 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
 
 use serde::{Deserialize, Serialize};
 
+pub use accept::{
+    DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_MAX_PENDING_PER_PEER, MAX_READY, MAX_READY_ERRORS,
+};
 pub use auth::MAX_HANDSHAKE_MESSAGE;
 pub use error::{AuthenticationError, ListenerError};
 
 use crate::connection::RawConnection;
 use crate::Connection;
 
-/// The default bound on a handshake (accept side and connect side).
+/// The default bound on a client's handshake ([`Client::connect`]; `connect_timeout` sets
+/// its own), retries included.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The default bound on the handshake of each client a [`Listener`] accepts.
+pub const DEFAULT_LISTENER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a [`Listener`] listens. Parsed from text as Python infers the family:
 /// `host:port` (an IP address) is TCP, `\\.\pipe\name` a Windows named pipe, a leading NUL
@@ -151,13 +166,40 @@ impl fmt::Display for Address {
 
 /// A listening socket that hands out authenticated [`Connection`]s (Python's `Listener`).
 ///
+/// Connections are accepted and authenticated in the background as they arrive (see the
+/// [module documentation](self)); [`accept`](Self::accept) returns the next one done. A
+/// client that stays silent, is slow, or sends garbage delays nobody: its handshake runs on
+/// its own, bounded in time ([`set_handshake_timeout`](Self::set_handshake_timeout)) and in
+/// number ([`set_max_pending_handshakes`](Self::set_max_pending_handshakes)).
+///
 /// Closing (or dropping) it stops listening and removes a Unix socket file it created.
 pub struct Listener {
-    inner: Option<SysListener>,
+    /// The listening socket and its accept thread; `None` once closed.
+    running: Mutex<Option<Running>>,
+    shared: Arc<accept::Shared>,
     address: Address,
-    authkey: Option<Vec<u8>>,
-    handshake_timeout: Duration,
     last_accepted: Mutex<Option<Address>>,
+}
+
+struct Running {
+    socket: Arc<SysListener>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The process the thread runs in.
+    pid: u32,
+}
+
+impl Running {
+    fn start(socket: Arc<SysListener>, shared: &Arc<accept::Shared>) -> std::io::Result<Self> {
+        let (s, sh) = (socket.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("mp-listener-accept".into())
+            .spawn(move || accept::run(s, sh))?;
+        Ok(Self {
+            socket,
+            thread: Some(thread),
+            pid: std::process::id(),
+        })
+    }
 }
 
 impl Listener {
@@ -166,12 +208,20 @@ impl Listener {
     /// fail with an `AddrInUse` I/O error; an address of a family this platform lacks is
     /// [`ListenerError::InvalidFamily`].
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Self, ListenerError> {
-        let (inner, address) = SysListener::bind(address)?;
+        let (socket, address) = SysListener::bind(address)?;
+        let shared = accept::Shared::new(
+            authkey,
+            accept::Limits {
+                timeout: DEFAULT_LISTENER_HANDSHAKE_TIMEOUT,
+                max_pending: DEFAULT_MAX_PENDING_HANDSHAKES,
+                max_per_peer: DEFAULT_MAX_PENDING_PER_PEER,
+            },
+        );
+        let running = Running::start(Arc::new(socket), &shared)?;
         Ok(Self {
-            inner: Some(inner),
+            running: Mutex::new(Some(running)),
+            shared,
             address,
-            authkey: authkey.map(<[u8]>::to_vec),
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             last_accepted: Mutex::new(None),
         })
     }
@@ -203,51 +253,115 @@ impl Listener {
             .clone()
     }
 
-    /// Bounds how long an accepted client may take to complete the handshake.
+    /// Bounds how long an accepted client may take to complete the handshake, counted from
+    /// the moment its connection is taken (default
+    /// [`DEFAULT_LISTENER_HANDSHAKE_TIMEOUT`]; `Duration::MAX`: no bound). Applies to
+    /// connections taken after the call.
     pub fn set_handshake_timeout(&mut self, timeout: Duration) {
-        self.handshake_timeout = timeout;
+        self.shared.set_limits(|l| l.timeout = timeout);
     }
 
-    /// Waits for a client and authenticates it. A client with the wrong key is
-    /// [`ListenerError::Authentication`]; the listener stays usable.
+    /// Bounds the handshakes in progress at once: `total` from all peers, `per_peer` from one
+    /// peer address (an IPv4 address or IPv6 /64 prefix; every local client counts as one
+    /// peer). When a bound is reached, a new connection pushes out the oldest pending
+    /// handshake of its peer (or, for the total, of the peer with the most), whose
+    /// connection is closed: a flood of silent connections cannot lock a real client out.
+    /// Defaults: [`DEFAULT_MAX_PENDING_HANDSHAKES`], [`DEFAULT_MAX_PENDING_PER_PEER`]; zero
+    /// counts as one. [`Client`]s of this crate retry a handshake cut short this way.
+    ///
+    /// ```
+    /// use mp_core::listener::Listener;
+    /// let mut l = Listener::bind(&"127.0.0.1:0".parse().unwrap(), Some(b"key")).unwrap();
+    /// l.set_max_pending_handshakes(16, 4);
+    /// ```
+    pub fn set_max_pending_handshakes(&mut self, total: usize, per_peer: usize) {
+        self.shared.set_limits(|l| {
+            l.max_pending = total;
+            l.max_per_peer = per_peer;
+        });
+    }
+
+    /// Waits for a client and authenticates it. A client that failed the handshake (a wrong
+    /// key, garbage, or silence until its deadline) is reported as
+    /// [`ListenerError::Authentication`]; the listener stays usable, and the next call
+    /// returns the next client. Handshakes run concurrently, so clients come back in the
+    /// order they finish, not the order they connected.
     pub fn accept<T>(&self) -> Result<Connection<T>, ListenerError> {
-        self.accept_inner(None)
+        self.accept_inner(Deadline::NEVER)
     }
 
     /// Like [`accept`](Self::accept), failing with [`ListenerError::Timeout`] when no client
-    /// arrives within `timeout` (the handshake has its own bound).
+    /// has finished its handshake within `timeout` (`Duration::MAX`: no bound).
     pub fn accept_timeout<T>(&self, timeout: Duration) -> Result<Connection<T>, ListenerError> {
-        self.accept_inner(Some(timeout))
+        self.accept_inner(Deadline::after(timeout))
     }
 
-    fn accept_inner<T>(&self, timeout: Option<Duration>) -> Result<Connection<T>, ListenerError> {
-        let stream = self.accept_stream(timeout)?.ok_or(ListenerError::Timeout)?;
-        let raw = authenticate_server(stream, self.authkey.as_deref(), self.handshake_timeout)?;
-        Ok(Connection::from_raw(raw))
+    fn accept_inner<T>(&self, deadline: Deadline) -> Result<Connection<T>, ListenerError> {
+        let stream = self.accept_stream(deadline)?;
+        Ok(Connection::from_raw(RawConnection::from_handle(
+            stream.into_handle(),
+        )?))
     }
 
-    /// Accepts a stream without authenticating it yet (the manager authenticates on the
-    /// client's own thread, so a slow client holds up nobody else).
-    pub(crate) fn accept_stream(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<Option<SysStream>, ListenerError> {
-        let inner = self.inner.as_ref().ok_or(ListenerError::Closed)?;
-        let stream = inner.accept(timeout)?;
-        if let Some(s) = &stream {
-            *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = s.peer_address();
+    /// The next authenticated stream, waiting until `deadline`.
+    pub(crate) fn accept_stream(&self, deadline: Deadline) -> Result<SysStream, ListenerError> {
+        if self.shared.adopt_after_fork() {
+            // A forked child: this process has no accept thread yet.
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = running.as_mut() {
+                // The parent's thread does not exist here: forget it, never join it.
+                std::mem::forget(r.thread.take());
+                r.socket.renew_waker()?;
+                *r = Running::start(r.socket.clone(), &self.shared)?;
+            }
         }
-        Ok(stream)
+        let outcome = self.shared.next(deadline)?;
+        *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = outcome.peer;
+        outcome.result
     }
 
-    /// Stops listening. Later `accept`s fail with [`ListenerError::Closed`].
+    /// A handle that makes this listener's `accept`s fail with [`ListenerError::Closed`]
+    /// from another thread (the manager's shutdown); dropping the listener then closes it.
+    pub(crate) fn interrupter(&self) -> Interrupter {
+        Interrupter(self.shared.clone())
+    }
+
+    /// Stops listening: the socket is closed (a Unix socket file removed), handshakes in
+    /// progress are cut short, and clients accepted but not yet returned are closed. Later
+    /// `accept`s fail with [`ListenerError::Closed`].
     pub fn close(&mut self) {
-        self.inner = None;
+        self.shared.close();
+        let running = self
+            .running
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut r) = running {
+            if r.pid == std::process::id() {
+                r.socket.wake();
+                if let Some(t) = r.thread.take() {
+                    let _ = t.join();
+                }
+            } else {
+                // A forked child that never accepted: the thread is the parent's (waking it
+                // would stop the parent's listener); this process only drops its handles.
+                std::mem::forget(r.thread.take());
+            }
+        }
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.is_none()
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -255,43 +369,61 @@ impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listener")
             .field("address", &self.address)
-            .field("closed", &self.inner.is_none())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
 
-/// The listener's half of a new connection: handshake, then the connection.
-pub(crate) fn authenticate_server(
-    mut stream: SysStream,
-    authkey: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<RawConnection, ListenerError> {
-    use auth::TimedStream;
-    if let Some(key) = authkey {
-        auth::serve(&mut stream, key, timeout)?;
+/// Interrupts a [`Listener`]'s `accept`s from another thread.
+pub(crate) struct Interrupter(Arc<accept::Shared>);
+
+impl Interrupter {
+    pub(crate) fn interrupt(&self) {
+        self.0.close();
     }
-    stream.set_io_timeout(None)?;
-    Ok(RawConnection::from_handle(stream.into_handle())?)
 }
 
-/// The client's half: connect, handshake, then the connection.
+/// The client's half: connect, handshake, then the connection. A handshake that the
+/// listener cut short (it closed the connection before its verdict, as a listener of this
+/// crate does to its oldest pending handshakes under a flood) is tried again, after a short
+/// pause, while the deadline allows.
 pub(crate) fn connect_raw(
     address: &Address,
     authkey: Option<&[u8]>,
     timeout: Option<Duration>,
-) -> Result<(RawConnection, SysStream), ListenerError> {
+) -> Result<RawConnection, ListenerError> {
     use auth::TimedStream;
-    let mut stream = SysStream::connect(address, timeout)?;
-    if let Some(key) = authkey {
-        auth::answer(
-            &mut stream,
-            key,
-            timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
-        )?;
+    let deadline = Deadline::after(timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT));
+    let mut pause = Duration::from_millis(5);
+    loop {
+        // Without a timeout, the connection itself is bounded only by the OS, as before.
+        let connect_within = timeout.map(|_| deadline.remaining().unwrap_or(Duration::MAX));
+        let mut stream = SysStream::connect(address, connect_within)?;
+        let r = match authkey {
+            Some(key) => auth::answer(&mut stream, key, deadline),
+            None => Ok(()),
+        };
+        match r {
+            Ok(()) => {
+                stream.set_io_timeout(None)?;
+                return Ok(RawConnection::from_handle(stream.into_handle())?);
+            }
+            Err(AuthenticationError::Closed) if deadline.remaining_capped(pause) >= pause => {
+                drop(stream);
+                std::thread::sleep(jitter(pause));
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    stream.set_io_timeout(None)?;
-    let keep = stream.try_clone()?;
-    Ok((RawConnection::from_handle(stream.into_handle())?, keep))
+}
+
+/// Between `d / 2` and `d`, so that clients pushed out together do not come back together.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let f = u32::from(u16::from_le_bytes(b));
+    d / 2 + (d / 2) * f / 65536
 }
 
 /// Connects to a [`Listener`] (Python's `multiprocessing.connection.Client`).
@@ -306,8 +438,7 @@ impl Client {
         address: &Address,
         authkey: Option<&[u8]>,
     ) -> Result<Connection<T>, ListenerError> {
-        let (raw, _) = connect_raw(address, authkey, None)?;
-        Ok(Connection::from_raw(raw))
+        Ok(Connection::from_raw(connect_raw(address, authkey, None)?))
     }
 
     /// Like [`connect`](Self::connect), bounding the TCP connection and the handshake by
@@ -319,7 +450,10 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Connection<T>, ListenerError> {
-        let (raw, _) = connect_raw(address, authkey, Some(timeout))?;
-        Ok(Connection::from_raw(raw))
+        Ok(Connection::from_raw(connect_raw(
+            address,
+            authkey,
+            Some(timeout),
+        )?))
     }
 }

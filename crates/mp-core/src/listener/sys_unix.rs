@@ -5,13 +5,25 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
 
 use super::auth::TimedStream;
 use super::{Address, ListenerError};
 
-/// A bound, listening socket.
-pub(crate) enum SysListener {
+/// A bound, listening socket (non-blocking, so an accept after a readiness wait never
+/// blocks), and a socket pair that wakes a thread waiting in [`accept`](Self::accept).
+pub(crate) struct SysListener {
+    socket: Socket,
+    /// The waker of this process's accept thread (read end, write end).
+    waker: Mutex<(UnixStream, UnixStream)>,
+    /// The process that bound it (a forked child leaves the socket file alone).
+    pid: u32,
+}
+
+enum Socket {
     Tcp(TcpListener),
     /// The path to unlink when the listener is dropped (not for abstract names).
     Unix(UnixListener, Option<PathBuf>),
@@ -34,57 +46,121 @@ fn abstract_addr(name: &[u8]) -> io::Result<std::os::unix::net::SocketAddr> {
 }
 
 impl SysListener {
+    /// How long one [`accept`](Self::accept) of the accept thread waits: for ever, since
+    /// [`wake`](Self::wake) interrupts it.
+    pub(crate) const ACCEPT_SLICE: Option<Duration> = None;
+
     pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
-        match address {
+        let waker = Self::new_waker()?;
+        let (socket, actual) = match address {
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
+                l.set_nonblocking(true)?;
                 let actual = Address::Tcp(l.local_addr()?);
-                Ok((Self::Tcp(l), actual))
+                (Socket::Tcp(l), actual)
             }
             Address::Unix(p) => {
                 let l = UnixListener::bind(p)?;
-                Ok((Self::Unix(l, Some(p.clone())), address.clone()))
+                if let Err(e) = l.set_nonblocking(true) {
+                    let _ = std::fs::remove_file(p);
+                    return Err(e.into());
+                }
+                (Socket::Unix(l, Some(p.clone())), address.clone())
             }
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Address::Abstract(name) => {
                 let l = UnixListener::bind_addr(&abstract_addr(name)?)?;
-                Ok((Self::Unix(l, None), address.clone()))
+                l.set_nonblocking(true)?;
+                (Socket::Unix(l, None), address.clone())
             }
-            other => Err(ListenerError::InvalidFamily(other.to_string())),
-        }
+            other => return Err(ListenerError::InvalidFamily(other.to_string())),
+        };
+        Ok((
+            Self {
+                socket,
+                waker: Mutex::new(waker),
+                pid: std::process::id(),
+            },
+            actual,
+        ))
     }
 
-    /// Accepts one stream, waiting at most `timeout`; `None` on timeout.
+    /// Accepts one stream, waiting at most `timeout`; `None` on timeout and once
+    /// [`wake`](Self::wake) was called.
     pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
-        let fd = match self {
-            Self::Tcp(l) => l.as_raw_fd(),
-            Self::Unix(l, _) => l.as_raw_fd(),
+        let fd = match &self.socket {
+            Socket::Tcp(l) => l.as_raw_fd(),
+            Socket::Unix(l, _) => l.as_raw_fd(),
         };
-        if timeout.is_some() && mp_unix::poll::poll_many(&[fd], timeout)?.is_empty() {
-            return Ok(None);
-        }
+        let deadline = Deadline::from_timeout(timeout);
+        let wake_fd = self
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .as_raw_fd();
         loop {
-            let r = match self {
-                Self::Tcp(l) => l.accept().map(|(s, _)| {
+            let ready = mp_unix::poll::poll_many(&[fd, wake_fd], deadline.remaining())?;
+            if ready.is_empty() || ready.contains(&1) {
+                return Ok(None);
+            }
+            let r = match &self.socket {
+                Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    // Some systems pass the listener's non-blocking mode on.
+                    s.set_nonblocking(false)?;
                     let _ = s.set_nodelay(true);
-                    SysStream::Tcp(s)
+                    Ok(SysStream::Tcp(s))
                 }),
-                Self::Unix(l, _) => l.accept().map(|(s, _)| SysStream::Unix(s)),
+                Socket::Unix(l, _) => l.accept().and_then(|(s, _)| {
+                    s.set_nonblocking(false)?;
+                    Ok(SysStream::Unix(s))
+                }),
             };
             match r {
                 Ok(s) => return Ok(Some(s)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The peer gave up between the readiness and the accept.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                // The peer gave up between the readiness and the accept, or a signal came.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                    ) || e.raw_os_error() == Some(libc::ECONNABORTED) =>
+                {
+                    if deadline.expired() {
+                        return Ok(None);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes a waiting [`accept`](Self::accept) of this process, and every later one, return
+    /// `None` at once.
+    pub(crate) fn wake(&self) {
+        let _ = (&self.waker.lock().unwrap_or_else(|e| e.into_inner()).1).write(&[1]);
+    }
+
+    /// Gives this process a waker of its own (a forked child, whose copy of the parent's
+    /// would wake the parent's accept thread too).
+    pub(crate) fn renew_waker(&self) -> io::Result<()> {
+        let fresh = Self::new_waker()?;
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn new_waker() -> io::Result<(UnixStream, UnixStream)> {
+        let (rx, tx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        Ok((rx, tx))
     }
 }
 
 impl Drop for SysListener {
     fn drop(&mut self) {
-        if let Self::Unix(_, Some(path)) = self {
+        if let (Socket::Unix(_, Some(path)), true) = (&self.socket, self.pid == std::process::id())
+        {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -8,9 +8,13 @@
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, IntoRawSocket, RawHandle};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
 
 use mp_ipc::handle::OwnedHandle;
 use mp_windows::named_pipe::{self, PipeListener};
@@ -18,8 +22,15 @@ use mp_windows::named_pipe::{self, PipeListener};
 use super::auth::TimedStream;
 use super::{Address, ListenerError};
 
-/// A bound, listening socket or named pipe.
-pub(crate) enum SysListener {
+/// A bound, listening socket or named pipe, and the address a connection that wakes its
+/// accept thread goes to.
+pub(crate) struct SysListener {
+    socket: Socket,
+    wake_to: Address,
+    woken: AtomicBool,
+}
+
+enum Socket {
     /// Non-blocking, so an accept after a readiness wait never blocks.
     Tcp(TcpListener),
     Pipe(PipeListener),
@@ -70,34 +81,66 @@ fn timeout_error(e: io::Error) -> ListenerError {
 }
 
 impl SysListener {
+    /// How long one [`accept`](Self::accept) of the accept thread waits: a connection to
+    /// the listener itself ([`wake`](Self::wake)) interrupts it, and this bounds the wait in
+    /// case that connection cannot be made.
+    pub(crate) const ACCEPT_SLICE: Option<Duration> = Some(Duration::from_secs(1));
+
     pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
-        match address {
+        let (socket, actual, wake_to) = match address {
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
                 l.set_nonblocking(true)?;
-                let actual = Address::Tcp(l.local_addr()?);
-                Ok((Self::Tcp(l), actual))
+                let local = l.local_addr()?;
+                // A listener on every interface is reached on the loopback one.
+                let mut to = local;
+                if to.ip().is_unspecified() {
+                    to.set_ip(match to {
+                        std::net::SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                        std::net::SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                (Socket::Tcp(l), Address::Tcp(local), Address::Tcp(to))
             }
             Address::Pipe(name) => {
                 let l = PipeListener::bind(name).map_err(pipe_error)?;
-                Ok((Self::Pipe(l), address.clone()))
+                (Socket::Pipe(l), address.clone(), address.clone())
             }
-            other => Err(ListenerError::InvalidFamily(other.to_string())),
-        }
+            other => return Err(ListenerError::InvalidFamily(other.to_string())),
+        };
+        Ok((
+            Self {
+                socket,
+                wake_to,
+                woken: AtomicBool::new(false),
+            },
+            actual,
+        ))
     }
 
-    /// Accepts one stream, waiting at most `timeout`; `None` on timeout.
+    /// Accepts one stream, waiting at most `timeout`; `None` on timeout and once
+    /// [`wake`](Self::wake) was called.
     pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
-        match self {
-            Self::Pipe(l) => Ok(l
+        if self.woken.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let r = self.accept_inner(timeout);
+        if self.woken.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        r
+    }
+
+    fn accept_inner(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
+        match &self.socket {
+            Socket::Pipe(l) => Ok(l
                 .accept(timeout)?
                 .map(|h| SysStream::Pipe(PipeStream::new(h, true)))),
-            Self::Tcp(l) => {
-                let deadline = timeout.map(|t| Instant::now() + t);
+            Socket::Tcp(l) => {
+                let deadline = Deadline::from_timeout(timeout);
                 let socket = l.as_raw_socket() as RawHandle;
                 loop {
-                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                    if !mp_windows::poll::wait_socket(socket, left)? {
+                    if !mp_windows::poll::wait_socket(socket, deadline.remaining())? {
                         return Ok(None);
                     }
                     match l.accept() {
@@ -117,7 +160,7 @@ impl SysListener {
                                     | io::ErrorKind::ConnectionAborted
                             ) =>
                         {
-                            if deadline.is_some_and(|d| Instant::now() >= d) {
+                            if deadline.expired() {
                                 return Ok(None);
                             }
                         }
@@ -126,6 +169,18 @@ impl SysListener {
                 }
             }
         }
+    }
+
+    /// Nothing to do: Windows has no fork, so no process shares another's waker.
+    pub(crate) fn renew_waker(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Makes a waiting [`accept`](Self::accept), and every later one, return `None`: by
+    /// connecting to the listener (the connection is dropped at once).
+    pub(crate) fn wake(&self) {
+        self.woken.store(true, Ordering::SeqCst);
+        let _ = SysStream::connect(&self.wake_to, Some(Duration::from_secs(1)));
     }
 }
 

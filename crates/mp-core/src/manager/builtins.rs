@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::protocol::*;
-use super::server::{decode_op, encode, wait_until, Blob, CallCtx, Object, Registry, Waited};
+use super::server::{
+    decode_op, encode, too_big, wait_until, Blob, CallCtx, Object, Registry, Waited, KEY_COST,
+};
 use super::RemoteError;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -19,15 +21,44 @@ fn init<T: serde::de::DeserializeOwned>(w: &WireBlob) -> Result<T, RemoteError> 
     decode_op(&w.bytes)
 }
 
+/// Room for `n` more items in a vector, or a `MemoryError` (nothing allocated).
+fn reserve<T>(v: &mut Vec<T>, n: usize) -> Result<(), RemoteError> {
+    v.try_reserve(n).map_err(|_| too_big("growing a list"))
+}
+
+/// Values received in one call, stored: each charged to the budget, all or none.
+fn store_all(ws: Vec<WireBlob>, ctx: &CallCtx<'_>) -> Result<Vec<Blob>, RemoteError> {
+    let mut out = Vec::new();
+    reserve(&mut out, ws.len())?;
+    for w in ws {
+        out.push(Blob::from_wire(w, ctx)?);
+    }
+    Ok(out)
+}
+
+/// Encodes the wire form of `blobs` for a reply, once its size is known to be allowed.
+fn reply_all<'a>(
+    blobs: impl Iterator<Item = &'a Blob> + Clone,
+    ctx: &CallCtx<'_>,
+) -> Result<Vec<u8>, RemoteError> {
+    let size = blobs
+        .clone()
+        .fold(0u64, |n, b| n.saturating_add(b.bytes.len() as u64 + 16));
+    ctx.check_reply(size)?;
+    encode(&blobs.map(Blob::to_wire).collect::<Vec<_>>())
+}
+
+/// `a + b`, or a remote `OverflowError`.
+fn add(a: usize, b: usize, what: &str) -> Result<usize, RemoteError> {
+    a.checked_add(b)
+        .ok_or_else(|| err("OverflowError", format!("{what} would overflow")))
+}
+
 pub(crate) fn register(r: &mut Registry) {
     r.add("dict", |_, _| Ok(Arc::new(Dict::default())));
     r.add("list", |w, ctx| {
         let items: Vec<WireBlob> = init(&w)?;
-        let items = items
-            .into_iter()
-            .map(|b| Blob::from_wire(b, ctx))
-            .collect::<Result<_, _>>()?;
-        Ok(Arc::new(List(Mutex::new(items))))
+        Ok(Arc::new(List(Mutex::new(store_all(items, ctx)?))))
     });
     r.add("namespace", |_, _| Ok(Arc::new(Namespace::default())));
     r.add("value", |w, ctx| {
@@ -94,15 +125,23 @@ struct DictState {
 }
 
 impl DictState {
-    fn set(&mut self, k: Vec<u8>, v: Blob) {
+    /// Stores `v` under `k`; the key (kept twice) is charged to the value.
+    fn set(&mut self, k: Vec<u8>, mut v: Blob) -> Result<(), RemoteError> {
+        v.charge_more(KEY_COST.saturating_add(2 * k.len() as u64))?;
         if let Some(slot) = self.map.get_mut(&k) {
             slot.1 = v;
-            return;
+            return Ok(());
         }
+        self.map
+            .try_reserve(1)
+            .map_err(|_| too_big("growing a dict"))?;
         let seq = self.next;
-        self.next += 1;
+        self.next = seq
+            .checked_add(1)
+            .ok_or_else(|| err("OverflowError", "too many insertions"))?;
         self.order.insert(seq, k.clone());
         self.map.insert(k, (seq, v));
+        Ok(())
     }
 
     fn remove(&mut self, k: &[u8]) -> Option<Blob> {
@@ -121,10 +160,14 @@ impl Object for Dict {
         let mut d = lock(&self.0);
         match op {
             DictOp::Len => encode(&d.map.len()),
-            DictOp::Get(k) => encode(&d.map.get(&k).map(|v| v.1.to_wire())),
+            DictOp::Get(k) => {
+                let v = d.map.get(&k).map(|v| &v.1);
+                ctx.check_reply(v.map_or(0, |b| b.bytes.len() as u64))?;
+                encode(&v.map(Blob::to_wire))
+            }
             DictOp::Set(k, v) => {
                 let v = Blob::from_wire(v, ctx)?;
-                d.set(k, v);
+                d.set(k, v)?;
                 encode(&())
             }
             DictOp::Del(k) => {
@@ -147,30 +190,48 @@ impl Object for Dict {
             DictOp::SetDefault(k, v) => {
                 if !d.map.contains_key(&k) {
                     let v = Blob::from_wire(v, ctx)?;
-                    d.set(k.clone(), v);
+                    d.set(k.clone(), v)?;
                 }
-                encode(&d.map[&k].1.to_wire())
+                let v = &d
+                    .map
+                    .get(&k)
+                    .ok_or_else(|| err("KeyError", "the key vanished"))?
+                    .1;
+                ctx.check_reply(v.bytes.len() as u64)?;
+                encode(&v.to_wire())
             }
             DictOp::Update(items) => {
                 for (k, v) in items {
                     let v = Blob::from_wire(v, ctx)?;
-                    d.set(k, v);
+                    d.set(k, v)?;
                 }
                 encode(&())
             }
-            DictOp::Keys => encode(&d.order.values().collect::<Vec<_>>()),
-            DictOp::Values => encode(
-                &d.order
+            DictOp::Keys => {
+                let size = d
+                    .order
                     .values()
-                    .map(|k| d.map[k].1.to_wire())
-                    .collect::<Vec<_>>(),
+                    .fold(0u64, |n, k| n.saturating_add(k.len() as u64 + 8));
+                ctx.check_reply(size)?;
+                encode(&d.order.values().collect::<Vec<_>>())
+            }
+            DictOp::Values => reply_all(
+                d.order.values().filter_map(|k| d.map.get(k)).map(|v| &v.1),
+                ctx,
             ),
-            DictOp::Items => encode(
-                &d.order
-                    .values()
-                    .map(|k| (k, d.map[k].1.to_wire()))
-                    .collect::<Vec<_>>(),
-            ),
+            DictOp::Items => {
+                let size = d.order.values().fold(0u64, |n, k| {
+                    let v = d.map.get(k).map_or(0, |v| v.1.bytes.len());
+                    n.saturating_add((k.len() + v) as u64 + 24)
+                });
+                ctx.check_reply(size)?;
+                encode(
+                    &d.order
+                        .values()
+                        .filter_map(|k| d.map.get(k).map(|v| (k, v.1.to_wire())))
+                        .collect::<Vec<_>>(),
+                )
+            }
             DictOp::Clear => {
                 let old = std::mem::take(&mut *d);
                 drop(d);
@@ -192,6 +253,7 @@ impl Object for List {
             ListOp::Len => encode(&l.len()),
             ListOp::Get(i) => {
                 let i = index(l.len(), i).ok_or_else(out_of_range)?;
+                ctx.check_reply(l[i].bytes.len() as u64)?;
                 encode(&l[i].to_wire())
             }
             ListOp::Set(i, v) => {
@@ -202,18 +264,22 @@ impl Object for List {
                 encode(&())
             }
             ListOp::Append(v) => {
-                l.push(Blob::from_wire(v, ctx)?);
+                let v = Blob::from_wire(v, ctx)?;
+                reserve(&mut l, 1)?;
+                l.push(v);
                 encode(&())
             }
             ListOp::Extend(vs) => {
-                for v in vs {
-                    l.push(Blob::from_wire(v, ctx)?);
-                }
+                let mut vs = store_all(vs, ctx)?;
+                reserve(&mut l, vs.len())?;
+                l.append(&mut vs);
                 encode(&())
             }
             ListOp::Insert(i, v) => {
                 let i = clamp(l.len(), i);
-                l.insert(i, Blob::from_wire(v, ctx)?);
+                let v = Blob::from_wire(v, ctx)?;
+                reserve(&mut l, 1)?;
+                l.insert(i, v);
                 encode(&())
             }
             ListOp::Pop(i) => {
@@ -243,14 +309,9 @@ impl Object for List {
             ListOp::Count(x) => encode(&l.iter().filter(|b| b.bytes == x).count()),
             ListOp::Slice(a, b) => {
                 let (a, b) = (clamp(l.len(), a), clamp(l.len(), b));
-                let part: Vec<WireBlob> = if a < b {
-                    l[a..b].iter().map(Blob::to_wire).collect()
-                } else {
-                    Vec::new()
-                };
-                encode(&part)
+                reply_all(l[a..b.max(a)].iter(), ctx)
             }
-            ListOp::All => encode(&l.iter().map(Blob::to_wire).collect::<Vec<_>>()),
+            ListOp::All => reply_all(l.iter(), ctx),
             ListOp::Clear => {
                 let old = std::mem::take(&mut *l);
                 drop(l);
@@ -262,26 +323,41 @@ impl Object for List {
                 encode(&())
             }
             ListOp::Repeat(n) => {
+                let n0 = l.len();
                 if n == 0 {
                     let old = std::mem::take(&mut *l);
                     drop(l);
                     drop(old);
-                } else {
-                    let n0 = l.len();
+                } else if n > 1 && n0 > 0 {
+                    // Sized and charged before anything is allocated: a huge factor is a
+                    // MemoryError, as in Python, not the end of the server.
+                    let more = n0
+                        .checked_mul(n - 1)
+                        .ok_or_else(|| too_big("repeating a list"))?;
+                    let per_copy = l.iter().fold(0u64, |s, b| s.saturating_add(b.charged()));
+                    ctx.table
+                        .budget
+                        .check(per_copy.saturating_mul((n - 1) as u64))?;
+                    reserve(&mut l, more)?;
                     for _ in 1..n {
                         for i in 0..n0 {
-                            let c = l[i].duplicate(ctx)?;
-                            l.push(c);
+                            match l[i].duplicate(ctx) {
+                                Ok(c) => l.push(c),
+                                Err(e) => {
+                                    // Another client took the room meanwhile: all or nothing.
+                                    let added = l.split_off(n0);
+                                    drop(l);
+                                    drop(added);
+                                    return Err(e);
+                                }
+                            }
                         }
                     }
                 }
                 encode(&())
             }
             ListOp::Replace(vs) => {
-                let new = vs
-                    .into_iter()
-                    .map(|v| Blob::from_wire(v, ctx))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let new = store_all(vs, ctx)?;
                 let old = std::mem::replace(&mut *l, new);
                 drop(l);
                 drop(old);
@@ -299,9 +375,15 @@ impl Object for Namespace {
         let op: NsOp = decode_op(op)?;
         let mut ns = lock(&self.0);
         match op {
-            NsOp::Get(name) => encode(&ns.get(&name).map(Blob::to_wire)),
+            NsOp::Get(name) => {
+                let v = ns.get(&name);
+                ctx.check_reply(v.map_or(0, |b| b.bytes.len() as u64))?;
+                encode(&v.map(Blob::to_wire))
+            }
             NsOp::Set(name, v) => {
-                let old = ns.insert(name, Blob::from_wire(v, ctx)?);
+                let mut v = Blob::from_wire(v, ctx)?;
+                v.charge_more(KEY_COST.saturating_add(name.len() as u64))?;
+                let old = ns.insert(name, v);
                 drop(ns);
                 drop(old);
                 encode(&())
@@ -311,7 +393,13 @@ impl Object for Namespace {
                 drop(ns);
                 encode(&old.is_some())
             }
-            NsOp::Names => encode(&ns.keys().collect::<Vec<_>>()),
+            NsOp::Names => {
+                let size = ns
+                    .keys()
+                    .fold(0u64, |n, k| n.saturating_add(k.len() as u64 + 8));
+                ctx.check_reply(size)?;
+                encode(&ns.keys().collect::<Vec<_>>())
+            }
         }
     }
 }
@@ -323,7 +411,10 @@ impl Object for Value {
         let op: ValueOp = decode_op(op)?;
         let mut v = lock(&self.0);
         match op {
-            ValueOp::Get => encode(&v.to_wire()),
+            ValueOp::Get => {
+                ctx.check_reply(v.bytes.len() as u64)?;
+                encode(&v.to_wire())
+            }
             ValueOp::Set(new) => {
                 let old = std::mem::replace(&mut *v, Blob::from_wire(new, ctx)?);
                 drop(v);
@@ -382,8 +473,11 @@ impl Object for Queue {
                 };
                 match w {
                     Waited::Ready => {
+                        g.items
+                            .try_reserve(1)
+                            .map_err(|_| too_big("growing a queue"))?;
+                        g.unfinished = add(g.unfinished, 1, "the count of unfinished tasks")?;
                         g.items.push_back(v);
-                        g.unfinished += 1;
                         self.cv.notify_all();
                         Ok(None)
                     }
@@ -399,11 +493,13 @@ impl Object for Queue {
                 };
                 let (mut g, w) = wait_until(&self.cv, g, timeout, ctx, |q| !q.items.is_empty());
                 match w {
-                    Waited::Ready => {
-                        let v = g.items.pop_front().expect("checked non-empty");
-                        self.cv.notify_all();
-                        Ok(Some(v.into_wire()))
-                    }
+                    Waited::Ready => match g.items.pop_front() {
+                        Some(v) => {
+                            self.cv.notify_all();
+                            Ok(Some(v.into_wire()))
+                        }
+                        None => Err(QueueFail::Empty),
+                    },
                     Waited::TimedOut => Err(QueueFail::Empty),
                     Waited::ClientGone => Err(QueueFail::ClientGone),
                 }
@@ -462,8 +558,14 @@ impl LockObj {
         let me = ctx.caller;
         let mut g = g;
         if self.recursive && g.owner == Some(me) {
-            g.count += 1;
-            return (true, g);
+            // (A count past usize::MAX cannot be reached by real calls; it is refused.)
+            return match g.count.checked_add(1) {
+                Some(c) => {
+                    g.count = c;
+                    (true, g)
+                }
+                None => (false, g),
+            };
         }
         let timeout = if block {
             timeout
@@ -496,7 +598,7 @@ impl Object for LockObj {
                     }
                     _ => {}
                 }
-                g.count -= 1;
+                g.count = g.count.saturating_sub(1);
                 if g.count == 0 {
                     g.owner = None;
                     self.cv.notify_all();
@@ -511,7 +613,7 @@ impl Object for LockObj {
                 }
                 let saved = g.count;
                 let ticket = g.next_ticket;
-                g.next_ticket += 1;
+                g.next_ticket = g.next_ticket.wrapping_add(1);
                 g.waiting.push_back(ticket);
                 g.owner = None;
                 g.count = 0;
@@ -606,12 +708,15 @@ impl Object for Semaphore {
             }
             SemOp::Release(n) => {
                 let mut g = g;
+                let value = g.checked_add(n);
                 if let Some(b) = self.bound {
-                    if *g + n > b {
-                        return Err(err("ValueError", "Semaphore released too many times"));
+                    match value {
+                        Some(v) if v <= b => {}
+                        _ => return Err(err("ValueError", "Semaphore released too many times")),
                     }
                 }
-                *g += n;
+                *g = value
+                    .ok_or_else(|| err("OverflowError", "the semaphore's value would overflow"))?;
                 self.cv.notify_all();
                 encode(&())
             }
@@ -649,9 +754,9 @@ impl Object for Barrier {
                 }
                 let index = g.waiting;
                 g.waiting += 1;
-                if g.waiting == self.parties {
+                if g.waiting >= self.parties {
                     g.waiting = 0;
-                    g.generation += 1;
+                    g.generation = g.generation.wrapping_add(1);
                     self.cv.notify_all();
                     return encode(&BarrierReply::Ok(index));
                 }
@@ -686,7 +791,7 @@ impl Object for Barrier {
                 }
                 g.broken = false;
                 g.waiting = 0;
-                g.generation += 1;
+                g.generation = g.generation.wrapping_add(1);
                 encode(&())
             }
             BarrierOp::Parties => encode(&self.parties),

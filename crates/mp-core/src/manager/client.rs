@@ -5,6 +5,8 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -14,6 +16,10 @@ use super::{ManagerError, RemoteError};
 use crate::connection::RawConnection;
 use crate::listener::{connect_raw, Address};
 use crate::ConnectionError;
+
+/// How long connecting to a server (and its handshake) may take, and how long a proxy's
+/// release waits for a server that does not answer.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connections to one server instance. A call takes an idle connection (or opens one), so
 /// threads that block in a call (a queue `get`, a lock) do not hold up each other.
@@ -35,15 +41,16 @@ impl Pool {
         authkey: &[u8],
         timeout: Option<Duration>,
     ) -> Result<Arc<Self>, ManagerError> {
-        let (conn, _) =
-            connect_raw(address, Some(authkey), timeout).map_err(ManagerError::Connect)?;
+        let deadline = Deadline::from_timeout(timeout);
+        let conn = connect_raw(address, Some(authkey), timeout).map_err(ManagerError::Connect)?;
         let mut pool = Pool {
             address: address.clone(),
             authkey: authkey.to_vec(),
             nonce: 0,
             idle: Mutex::new((std::process::id(), vec![conn])),
         };
-        pool.nonce = decode_reply(&pool.request(&Request::Hello)?)?;
+        // A server that accepted us but never answers is a timeout, not a hang.
+        pool.nonce = decode_reply(&pool.request_within(&Request::Hello, deadline)?)?;
         Ok(Self::register(pool))
     }
 
@@ -89,24 +96,32 @@ impl Pool {
                 return Ok(c);
             }
         }
-        let (conn, _) = connect_raw(
-            &self.address,
-            Some(&self.authkey),
-            Some(Duration::from_secs(20)),
-        )
-        .map_err(ManagerError::Connect)?;
-        Ok(conn)
+        connect_raw(&self.address, Some(&self.authkey), Some(CONNECT_TIMEOUT))
+            .map_err(ManagerError::Connect)
     }
 
     /// Sends a request and waits for its reply.
     pub(crate) fn request(&self, req: &Request) -> Result<Vec<u8>, ManagerError> {
+        self.request_within(req, Deadline::NEVER)
+    }
+
+    /// Sends a request and waits for its reply until `deadline`. A connection whose reply
+    /// did not come in time is closed (its reply would come later, out of turn).
+    pub(crate) fn request_within(
+        &self,
+        req: &Request,
+        deadline: Deadline,
+    ) -> Result<Vec<u8>, ManagerError> {
         let bytes = postcard::to_stdvec(req).map_err(ManagerError::Encode)?;
         let conn = self.take()?;
         conn.send_bytes(&bytes).map_err(ManagerError::Connection)?;
         spin_until_readable(&conn);
-        let reply = conn
-            .recv_bytes(None, None)
-            .map_err(ManagerError::Connection)?;
+        let reply = match deadline.remaining() {
+            None => conn.recv_bytes(None, None),
+            // A zero wait would not even look: give a reply already there its chance.
+            Some(left) => conn.recv_bytes(Some(left.max(Duration::from_millis(1))), None),
+        }
+        .map_err(ManagerError::Connection)?;
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.0 == std::process::id() {
@@ -196,9 +211,16 @@ pub(crate) fn decode_adopting<T: DeserializeOwned>(
     w: WireBlob,
     ctx: &CallCtx<'_>,
 ) -> Result<T, RemoteError> {
-    for id in &w.refs {
-        ctx.table.incref(*id)?;
+    for (i, id) in w.refs.iter().enumerate() {
+        if let Err(e) = ctx.table.incref(*id) {
+            for taken in &w.refs[..i] {
+                ctx.table.decref(*taken);
+            }
+            return Err(e);
+        }
     }
+    // (On a decoding error, the proxies decoded so far release their references when
+    // dropped; the others stay taken: a leak, never an object freed while in use.)
     crate::codec::decode(&w.bytes).map_err(|e| RemoteError::new("DecodeError", e.to_string()))
 }
 
@@ -239,8 +261,11 @@ impl ProxyCore {
 impl Drop for ProxyCore {
     fn drop(&mut self) {
         // A server that is gone needs no release: the error is ignored, and never waited
-        // for long (a dead server's connections show end of stream at once).
-        let _ = self.pool.request(&Request::DecRef(self.id));
+        // for long (a dead server's connections show end of stream at once; one that hangs
+        // is given up on after CONNECT_TIMEOUT).
+        let _ = self
+            .pool
+            .request_within(&Request::DecRef(self.id), Deadline::after(CONNECT_TIMEOUT));
     }
 }
 

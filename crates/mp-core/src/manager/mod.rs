@@ -31,11 +31,17 @@
 //!   client that left (a blocked `get`, `acquire`, `wait`) gives up within 100 ms, so the
 //!   item or the lock is not lost;
 //! - the server serves each client on its own thread: a slow or blocked client holds up
-//!   nobody else. At most 64 connections may be in their handshake at once (more are
-//!   closed at once), a handshake must finish within 5 s, and a request may not exceed
-//!   256 MiB; a client that breaks these rules is disconnected, others are unaffected.
+//!   nobody else. Connections authenticate off the accept path, a bounded number at a time
+//!   (the oldest pending handshake makes way for a new connection), within 5 s each; a
+//!   request or reply may not exceed 256 MiB, and what the server holds for all clients
+//!   together is bounded by [`ServerLimits::max_memory`] (a call that would pass it is a
+//!   remote `MemoryError`, as Python's `MemoryError`, and changes nothing). A client that
+//!   breaks these rules gets an error or is disconnected; the others are unaffected. See
+//!   [`ServerLimits`] and `docs/security.md`;
 //! - the authkey decides who may connect, not what an authenticated client may do: any
-//!   client holding the key can call any method of any object it can name.
+//!   client holding the key can call any method of any object it can name (but not crash
+//!   the server or make it hang for the others; a panic while serving a call is an
+//!   `InternalError` reply for that call).
 //!
 //! ```
 //! use mp_core::manager::{DictProxy, Manager};
@@ -75,7 +81,7 @@ pub use self::proxies::{
     ArrayProxy, BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard,
     NamespaceProxy, Proxy, QueueProxy, QueueProxyError, SemaphoreProxy, ValueProxy,
 };
-pub use self::server::{Registry, Server};
+pub use self::server::{Registry, Server, ServerLimits};
 pub use self::shm::{SharedMemoryManager, SharedMemoryManagerError};
 use crate::listener::{Address, ListenerError};
 use crate::{ConnectionError, Context, Process, ProcessError};
@@ -211,6 +217,7 @@ pub struct Manager {
 struct ServerArgs<A> {
     address: Address,
     authkey: Vec<u8>,
+    limits: ServerLimits,
     report: crate::Writer<Result<(Address, u64), String>>,
     init: A,
 }
@@ -223,13 +230,14 @@ where
     F: Fn(A) + Copy + Send + 'static,
 {
     crate::sys::ignore_interrupts();
-    let server = match Server::bind::<S>(&args.address, &args.authkey) {
+    let mut server = match Server::bind::<S>(&args.address, &args.authkey) {
         Ok(s) => s,
         Err(e) => {
             let _ = args.report.send(&Err(e.to_string()));
             std::process::exit(1);
         }
     };
+    server.set_limits(args.limits);
     const { assert!(std::mem::size_of::<F>() == 0) };
     // SAFETY: F is zero-sized (checked at compile time): a fn item or capture-free closure,
     // whose one value has no bytes; this is how the process module re-creates targets too.
@@ -248,6 +256,7 @@ pub struct ManagerBuilder<S: Services = Builtins> {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
     context: Option<Context>,
+    limits: Option<ServerLimits>,
     start_timeout: Duration,
     _s: PhantomData<fn() -> S>,
 }
@@ -260,6 +269,7 @@ impl<S: Services> ManagerBuilder<S> {
             address: None,
             authkey: None,
             context: None,
+            limits: None,
             start_timeout: Duration::from_secs(30),
             _s: PhantomData,
         }
@@ -280,6 +290,22 @@ impl<S: Services> ManagerBuilder<S> {
     /// Starts the server with this context's start method.
     pub fn context(mut self, context: Context) -> Self {
         self.context = Some(context);
+        self
+    }
+
+    /// What the server grants its clients (default: [`ServerLimits::default`]).
+    ///
+    /// ```
+    /// use mp_core::manager::{Manager, ServerLimits};
+    /// let limits = ServerLimits { max_memory: 1 << 20, ..ServerLimits::default() };
+    /// let m = Manager::builder::<mp_core::manager::Builtins>().limits(limits).start().unwrap();
+    /// let l = m.list::<String>(&[]).unwrap();
+    /// let err = l.append(&"x".repeat(2 << 20)).unwrap_err();
+    /// assert!(err.to_string().contains("MemoryError"));
+    /// assert_eq!(l.len().unwrap(), 0); // the server goes on
+    /// ```
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -309,6 +335,7 @@ impl<S: Services> ManagerBuilder<S> {
         let args = ServerArgs {
             address,
             authkey: authkey.clone(),
+            limits: self.limits.unwrap_or_default(),
             report: tx,
             init: args,
         };
@@ -332,7 +359,7 @@ impl<S: Services> ManagerBuilder<S> {
                 return Err(ManagerError::Start(e));
             }
         };
-        let pool = Pool::connect(&address, &authkey, Some(Duration::from_secs(20)))?;
+        let pool = Pool::connect(&address, &authkey, Some(client::CONNECT_TIMEOUT))?;
         Ok(Manager {
             pool,
             process: Some(p),
@@ -362,7 +389,30 @@ impl Manager {
     /// Dropping the handle does not stop that server; [`shutdown`](Self::shutdown) does.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Self, ManagerError> {
         Ok(Self {
-            pool: Pool::connect(address, authkey, Some(Duration::from_secs(20)))?,
+            pool: Pool::connect(address, authkey, Some(client::CONNECT_TIMEOUT))?,
+            process: None,
+        })
+    }
+
+    /// Like [`connect`](Self::connect), bounding the connection, the handshake and the
+    /// server's first answer by `timeout` (`connect` allows 20 s): a server that accepts
+    /// but never answers is an error, not a hang.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mp_core::manager::Manager;
+    /// let m = Manager::start().unwrap();
+    /// let key = mp_core::current_process().authkey;
+    /// let again = Manager::connect_timeout(m.address(), &key, Duration::from_secs(5)).unwrap();
+    /// assert_eq!(again.object_count().unwrap(), 0);
+    /// ```
+    pub fn connect_timeout(
+        address: &Address,
+        authkey: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, ManagerError> {
+        Ok(Self {
+            pool: Pool::connect(address, authkey, Some(timeout))?,
             process: None,
         })
     }

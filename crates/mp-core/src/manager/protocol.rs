@@ -5,18 +5,107 @@
 //! to (proxies inside it): the server keeps those objects alive as long as it keeps the
 //! value, which is how nested proxies (a list of lists) stay shared.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::server::Budget;
 use super::RemoteError;
 
 /// An encoded value and the ids of the proxies (of the receiving server) inside it. Each id
 /// listed is one reference the receiver takes over.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// Decoded in a server thread, each one is charged to the server's memory budget while the
+/// request is decoded (see [`decoding_with`]): a request of many small values takes far more
+/// memory decoded than on the wire, and may not take more than the budget allows.
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct WireBlob {
     pub(crate) bytes: Vec<u8>,
     pub(crate) refs: Vec<u64>,
+}
+
+/// The wire form of [`WireBlob`] (the same fields, decoded without a charge).
+#[derive(Deserialize)]
+#[serde(rename = "WireBlob")]
+struct WireBlobFields {
+    bytes: Vec<u8>,
+    refs: Vec<u64>,
+}
+
+impl<'de> Deserialize<'de> for WireBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let WireBlobFields { bytes, refs } = WireBlobFields::deserialize(d)?;
+        let cost = (std::mem::size_of::<WireBlob>() + 16 + bytes.capacity())
+            .saturating_add(refs.capacity().saturating_mul(8));
+        charge_decoded(cost as u64).map_err(serde::de::Error::custom)?;
+        Ok(Self { bytes, refs })
+    }
+}
+
+/// While a server thread decodes a request: the budget, what decoding took from it so far,
+/// and the error that stopped it.
+struct Decoding {
+    budget: Arc<Budget>,
+    taken: u64,
+    failed: Option<RemoteError>,
+}
+
+thread_local! {
+    static DECODING: RefCell<Option<Decoding>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a server thread's handling of one request) with decoded values charged to
+/// `budget` while they are decoded.
+pub(crate) fn decoding_with<R>(budget: &Arc<Budget>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<Decoding>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = decoded();
+            DECODING.with(|d| *d.borrow_mut() = self.0.take());
+        }
+    }
+    let saved = DECODING.with(|d| {
+        d.borrow_mut().replace(Decoding {
+            budget: budget.clone(),
+            taken: 0,
+            failed: None,
+        })
+    });
+    let _reset = Reset(saved);
+    f()
+}
+
+fn charge_decoded(n: u64) -> Result<(), String> {
+    DECODING.with(|d| {
+        let mut d = d.borrow_mut();
+        let Some(dec) = d.as_mut() else {
+            return Ok(());
+        };
+        match dec.budget.take(n) {
+            Ok(()) => {
+                dec.taken += n;
+                Ok(())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                dec.failed = Some(e);
+                Err(text)
+            }
+        }
+    })
+}
+
+/// Ends one decoding: gives back what it took (the values decoded are charged again when
+/// stored), and returns the error if the budget ran out during it.
+pub(crate) fn decoded() -> Option<RemoteError> {
+    DECODING.with(|d| {
+        let mut d = d.borrow_mut();
+        let dec = d.as_mut()?;
+        dec.budget.give_back(std::mem::take(&mut dec.taken));
+        dec.failed.take()
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -568,12 +568,12 @@ impl LockProxy {
         mut pred: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool, ManagerError> {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout);
         loop {
             if pred() {
                 return Ok(true);
             }
-            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let left = deadline.remaining();
             if left == Some(Duration::ZERO) {
                 return Ok(false);
             }

@@ -350,7 +350,7 @@ impl<R> ExecutorMap<R> {
     /// Gives up `timeout` from now: a result not ready by then is yielded as
     /// [`TaskError::Timeout`], and the iteration ends.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.deadline = Some(Instant::now() + timeout);
+        self.deadline = mp_ipc::deadline::Deadline::after(timeout).instant();
         self
     }
 }

@@ -119,7 +119,7 @@ pub fn wait<'a, R>(
     timeout: Option<Duration>,
 ) -> DoneAndNotDone<'a, R> {
     let fs = distinct(fs);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
     let met = |fs: &[&TaskFuture<R>]| match when {
         ReturnWhen::FirstCompleted => fs.iter().any(|f| f.done()),
         ReturnWhen::FirstException => fs.iter().any(|f| failed(f)) || fs.iter().all(|f| f.done()),
@@ -158,7 +158,7 @@ pub fn as_completed<'a, R>(
     timeout: Option<Duration>,
 ) -> AsCompleted<'a, R> {
     let fs = distinct(fs);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
     let notifier = Arc::new(Notifier::default());
     let mut ready = VecDeque::new();
     for (i, f) in fs.iter().enumerate() {

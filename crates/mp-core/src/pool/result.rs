@@ -632,7 +632,7 @@ impl<'a, R: DeserializeOwned + Send + 'static> IMap<'a, R> {
     /// The next result, waiting at most `timeout`: `Some(Err(TaskError::Timeout))` if none
     /// came in time (the iteration can go on).
     pub fn next_timeout_for(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
-        self.next_timeout(Some(Instant::now() + timeout))
+        self.next_timeout(mp_ipc::deadline::Deadline::after(timeout).instant())
     }
 }
 

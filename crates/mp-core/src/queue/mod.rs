@@ -114,8 +114,10 @@ pub enum QueueError {
     Io(#[from] std::io::Error),
 }
 
+/// The deadline of a `timeout` (`None`: for ever, also for a timeout too far away to
+/// represent, such as `Duration::MAX`).
 fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now() + timeout)
+    mp_ipc::deadline::Deadline::after(timeout).instant()
 }
 
 /// The handle every queue type wraps: the shared core plus this handle's closed flag.

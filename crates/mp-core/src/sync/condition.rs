@@ -291,15 +291,15 @@ impl Condition {
         timeout: Duration,
         mut pred: impl FnMut() -> bool,
     ) -> (LockGuard<'a>, bool) {
-        let deadline = Instant::now() + timeout;
+        let deadline = mp_ipc::deadline::Deadline::after(timeout);
         loop {
             if pred() {
                 return (guard, true);
             }
-            if Instant::now() >= deadline {
+            if deadline.expired() {
                 return (guard, false);
             }
-            guard = self.wait_until(guard, Some(deadline)).0;
+            guard = self.wait_until(guard, deadline.instant()).0;
         }
     }
 

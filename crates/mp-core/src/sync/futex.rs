@@ -32,7 +32,8 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
     sys::futex_wake(word, n);
 }
 
-/// The deadline `timeout` from now (`None`: no deadline).
+/// The deadline `timeout` from now (`None`: no deadline, also for a timeout too far away to
+/// represent, such as `Duration::MAX`).
 pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.map(|t| Instant::now() + t)
+    mp_ipc::deadline::Deadline::from_timeout(timeout).instant()
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_ipc::Channel;
 
@@ -187,13 +187,13 @@ impl Waiter {
 
     /// Waits up to `timeout` (`None`: without limit) for the child to end.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<Option<Exit>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout);
         let mut nap = Duration::from_micros(200);
         loop {
             if let Some(exit) = self.try_wait()? {
                 return Ok(Some(exit));
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = deadline.remaining();
             if left == Some(Duration::ZERO) {
                 return Ok(None);
             }

@@ -15,7 +15,8 @@ use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
 
 pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
+    current_pid, die_with_parent_now, ignore_interrupts, physical_memory, prepare_child_runtime,
+    send_signal,
 };
 pub(crate) use shm::{
     current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,

@@ -92,3 +92,15 @@ pub(crate) fn prepare_child_runtime() {}
 /// to its owner (nothing to set here: the server is started without a console of its own
 /// process group, and Rust installs no Ctrl-C handler).
 pub(crate) fn ignore_interrupts() {}
+
+/// The machine's physical memory in bytes, if the system says.
+pub(crate) fn physical_memory() -> Option<u64> {
+    use windows_sys::Win32::System::SystemInformation::{GlobalMemoryStatusEx, MEMORYSTATUSEX};
+    // SAFETY: MEMORYSTATUSEX is plain data; its length field is set as the call requires.
+    unsafe {
+        let mut status: MEMORYSTATUSEX = std::mem::zeroed();
+        status.dwLength = std::mem::size_of::<MEMORYSTATUSEX>() as u32;
+        (GlobalMemoryStatusEx(&mut status) != 0 && status.ullTotalPhys > 0)
+            .then_some(status.ullTotalPhys)
+    }
+}

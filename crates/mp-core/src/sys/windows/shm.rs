@@ -165,7 +165,7 @@ const WAIT_STEP: Duration = Duration::from_micros(200);
 /// one step (more if the system timer is coarse) and a waiter wakes several thousand times a
 /// second while it waits. Callers re-check their condition, as after any wait.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
     while word.load(Ordering::Acquire) == expected {
         let step = match deadline {
             Some(d) => {

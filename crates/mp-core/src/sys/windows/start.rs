@@ -249,7 +249,7 @@ impl Waiter {
 
     /// Waits up to `timeout` (`None`: without limit) for the child to end.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<Option<Exit>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = mp_ipc::deadline::Deadline::from_timeout(timeout).instant();
         loop {
             let ms = match deadline {
                 None => INFINITE,
