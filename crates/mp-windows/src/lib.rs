@@ -1,5 +1,6 @@
 //! The Windows named-pipe backend of `mp`.
 //!
+//! [`NamedPipe`] is the transport (`mp_ipc::Transport`) whose ends are [`PipeChannel`]s.
 //! A duplex [`PipeChannel`] is one end of a pair of connected, uniquely named, byte-mode named
 //! pipe handles: the Windows counterpart of the Unix socket pair, and the object Python's
 //! `multiprocessing.Pipe()` uses on Windows. Frames are length-prefixed ([`mp_ipc::frame`]).
@@ -31,8 +32,10 @@ pub mod poll;
 pub mod shm;
 mod socket;
 pub mod spawn;
+mod transport;
 
 pub use channel::PipeChannel;
+pub use transport::NamedPipe;
 
 #[cfg(test)]
 mod tests;

@@ -36,7 +36,7 @@ use crate::ConnectionError;
 #[cfg(feature = "shm")]
 pub use backend::{set_shm_spin_limit, shm_spin_limit, Shm};
 pub use backend::{set_socket_spin_limit, socket_spin_limit};
-pub use backend::{Backend, BackendKind, DefaultBackend, Socket};
+pub use backend::{Backend, DefaultBackend, Socket};
 pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawConnection};
 
 /// Creates a duplex pipe: what one end sends, the other receives, both ways.
@@ -60,10 +60,10 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
 /// let (a, b) = pipe_with::<u32, Socket>().unwrap();
 /// a.send(&7).unwrap();
 /// assert_eq!(b.recv().unwrap(), 7);
-/// assert_eq!(a.backend(), Some(mp_core::connection::BackendKind::Socket));
+/// assert_eq!(a.backend(), Some("socket"));
 /// ```
 pub fn pipe_with<T, B: Backend>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
-    let (a, b) = RawConnection::pair(B::KIND)?;
+    let (a, b) = RawConnection::pair::<B>()?;
     Ok((Connection::from_raw(a), Connection::from_raw(b)))
 }
 
@@ -76,7 +76,7 @@ pub fn pipe_with<T, B: Backend>() -> Result<(Connection<T>, Connection<T>), Conn
 /// assert_eq!(rx.recv().unwrap(), 1);
 /// ```
 pub fn pipe_oneway_with<T, B: Backend>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
-    let (a, b) = RawConnection::pair(B::KIND)?;
+    let (a, b) = RawConnection::pair::<B>()?;
     Ok((
         Reader {
             raw: a,
@@ -163,8 +163,9 @@ macro_rules! common_methods {
                 })
             }
 
-            /// The backend this end uses (`None` once closed).
-            pub fn backend(&self) -> Option<BackendKind> {
+            /// The name of the transport this end uses ([`mp_ipc::Transport::NAME`]:
+            /// `"socket"`, `"shm"`, ...; `None` once closed).
+            pub fn backend(&self) -> Option<&'static str> {
                 self.raw.kind()
             }
 

@@ -154,9 +154,6 @@ const RING_AT: usize = (std::mem::size_of::<Header>() + 63) & !63;
 const STAGE: usize = 64 << 10;
 /// `move_head` while the staging area (not the spool) moves into the ring.
 const MOVED_STAGE: u64 = u64::MAX;
-/// The ring of shm-backend queues.
-#[cfg(feature = "shm")]
-pub(crate) const SHM_RING: usize = 256 << 10;
 
 /// The shared state of one queue, held by every handle in every process.
 pub(crate) struct Core {

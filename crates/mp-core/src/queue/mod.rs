@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use self::core::{with_frame, Core};
-use crate::connection::{Backend, BackendKind, DefaultBackend};
+use crate::connection::{Backend, DefaultBackend};
 
 /// Why a `put` failed; the item comes back where it was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -131,15 +131,11 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Serialize + DeserializeOwned> Handle<T> {
     fn new(maxsize: u32) -> std::io::Result<Self> {
-        Self::with_kind(maxsize, DefaultBackend::KIND)
+        Self::with_kind::<DefaultBackend>(maxsize)
     }
 
-    fn with_kind(maxsize: u32, kind: BackendKind) -> std::io::Result<Self> {
-        let ring = match kind {
-            BackendKind::Socket => 0,
-            #[cfg(feature = "shm")]
-            BackendKind::Shm => self::core::SHM_RING,
-        };
+    fn with_kind<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+        let ring = B::CAPABILITIES.queue_ring;
         Ok(Self {
             core: Some(Core::new(maxsize, ring)?),
             _t: PhantomData,
@@ -326,7 +322,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind(maxsize, B::KIND)?,
+            handle: Handle::with_kind::<B>(maxsize)?,
         })
     }
 }
@@ -358,7 +354,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// A new, empty queue over backend `B`.
     pub fn with_backend<B: Backend>() -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind(0, B::KIND)?,
+            handle: Handle::with_kind::<B>(0)?,
         })
     }
 }
@@ -400,7 +396,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// A joinable queue of at most `maxsize` items (0: unbounded) over backend `B`.
     pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind(maxsize, B::KIND)?,
+            handle: Handle::with_kind::<B>(maxsize)?,
         })
     }
 

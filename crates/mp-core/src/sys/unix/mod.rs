@@ -32,6 +32,9 @@ use crate::StartMethod;
 /// The transport of pipes and boot channels.
 pub(crate) type Chan = mp_unix::UnixChannel;
 
+/// The socket transport of this platform.
+pub(crate) type SocketTransport = mp_unix::UnixSocket;
+
 /// Start methods of this platform, the default first.
 pub(crate) const AVAILABLE_START_METHODS: &[StartMethod] = &[
     StartMethod::Spawn,
