@@ -1,6 +1,7 @@
 //! Unix: Unix domain socket channels, descriptor passing, `fork`, `exec` and `waitpid`.
 
 mod forkserver;
+mod listener;
 mod os;
 mod shm;
 mod spool;
@@ -25,6 +26,7 @@ pub(crate) use shm::{
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
 };
+pub(crate) use listener::{unique_local_address, SysListener, SysStream};
 pub(crate) use start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
 
 use crate::StartMethod;

@@ -7,8 +7,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::auth::TimedStream;
-use super::{Address, ListenerError};
+use crate::listener::{Address, ListenerError, TimedStream};
 
 /// A bound, listening socket.
 pub(crate) enum SysListener {
@@ -188,4 +187,9 @@ impl TimedStream for SysStream {
             }
         }
     }
+}
+
+/// A fresh local address named `name`: a Unix socket path in the temporary directory.
+pub(crate) fn unique_local_address(name: &str) -> Address {
+    Address::Unix(std::env::temp_dir().join(format!("{name}.sock")))
 }

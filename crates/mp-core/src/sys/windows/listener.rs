@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use mp_ipc::handle::OwnedHandle;
 use mp_windows::named_pipe::{self, PipeListener};
 
-use super::auth::TimedStream;
-use super::{Address, ListenerError};
+use crate::listener::{Address, ListenerError, TimedStream};
 
 /// A bound, listening socket or named pipe.
 pub(crate) enum SysListener {
@@ -235,4 +234,9 @@ impl TimedStream for SysStream {
             }
         }
     }
+}
+
+/// A fresh local address named `name`: a named pipe `\\.\pipe\name`.
+pub(crate) fn unique_local_address(name: &str) -> Address {
+    Address::Pipe(format!(r"\\.\pipe\{name}"))
 }
