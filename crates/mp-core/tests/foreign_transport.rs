@@ -46,7 +46,10 @@ fn an_end_of_an_in_process_transport_refuses_to_leave_its_process() {
     let (carrier, _other) = pipe_with::<Connection<u8>, mp_core::connection::Socket>().unwrap();
     let (inner, peer) = pipe_with::<u8, InMemory>().unwrap();
     // (postcard keeps no message of a custom serialization error: the variant says it.)
-    assert!(matches!(carrier.send(&inner), Err(ConnectionError::Encode(_))));
+    assert!(matches!(
+        carrier.send(&inner),
+        Err(ConnectionError::Encode(_))
+    ));
     // The carrier is still usable, and the refused end still works.
     inner.send(&7).unwrap();
     assert_eq!(peer.recv().unwrap(), 7);

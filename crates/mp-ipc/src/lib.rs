@@ -74,8 +74,9 @@ pub enum IpcError {
 /// What every implementation guarantees (the conformance kit, crate `mp-ipc-conformance`,
 /// checks each point):
 /// - **Atomic frames.** A frame is delivered whole or not at all, in order: no merging, no
-///   splitting, empty frames kept. Two threads sending on clones of one end never interleave
-///   their frames.
+///   splitting, empty frames kept. (Several senders using clones of one end *at the same
+///   time* are the caller's to serialize: a stream transport may interleave their large
+///   frames, as Python's `Pipe` may.)
 /// - **End of stream on peer death.** A peer that is gone (dropped, exited, killed while
 ///   holding its end) shows up as [`IpcError::Eof`] on receive (after the frames it sent;
 ///   [`IpcError::Truncated`] if it died in the middle of one) and [`IpcError::BrokenPipe`]

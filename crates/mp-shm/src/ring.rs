@@ -17,7 +17,9 @@ use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
+use mp_ipc::spin::Pace;
 use mp_ipc::IpcError;
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"mpshmv01");
@@ -334,33 +336,25 @@ pub(crate) trait RingEnd {
         if ready()? {
             return Ok(true);
         }
-        // Spin.
+        // Spin (through the one spin loop of mp, so a zero limit turns it off).
         let spin_ns = &self.ring().spin_ns;
         let budget = spin_ns.load(Ordering::Relaxed);
-        if budget > 0 && !matches!(deadline, Some(d) if d <= Instant::now()) {
-            let start = Instant::now();
-            let mut stop = start + Duration::from_nanos(budget);
-            if let Some(d) = deadline {
-                stop = stop.min(d);
+        let limit = crate::spin_limit().as_nanos().min(u128::from(u64::MAX)) as u64;
+        if budget > 0 {
+            let deadline = deadline.map_or(Deadline::NEVER, Deadline::at);
+            let window = Duration::from_nanos(budget.min(limit));
+            let spun =
+                mp_ipc::spin::spin(window, deadline, Pace::Busy { rounds: u32::MAX }, || {
+                    ready().map(|r| r.then_some(()))
+                })?;
+            if spun.is_some() {
+                // Worth it: spin as long as allowed next time.
+                spin_ns.store(limit, Ordering::Relaxed);
+                return Ok(true);
             }
-            let mut i = 0u32;
-            loop {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                }
-                if ready()? {
-                    // Worth it: spin as long as allowed next time.
-                    let limit = crate::spin_limit().as_nanos() as u64;
-                    spin_ns.store(limit, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                i += 1;
-                if i & 15 == 0 && Instant::now() >= stop {
-                    break;
-                }
-            }
-            // Spun in vain: halve the budget (down to 1 us), regrown by the next success.
-            spin_ns.store((budget / 2).max(1_000), Ordering::Relaxed);
+            // Spun in vain: halve the budget (down to 1 us, never above the limit),
+            // regrown by the next success.
+            spin_ns.store((budget / 2).max(1_000).min(limit), Ordering::Relaxed);
         }
         // Sleep.
         loop {

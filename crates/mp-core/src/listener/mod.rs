@@ -47,8 +47,8 @@
 
 mod auth;
 mod error;
-pub(crate) use auth::TimedStream;
 pub(crate) use crate::sys::{SysListener, SysStream};
+pub(crate) use auth::TimedStream;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -16,6 +16,7 @@ use mp_ipc::{Channel, IpcError};
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
+pub(crate) use listener::{unique_local_address, SysListener, SysStream};
 pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
 };
@@ -26,7 +27,6 @@ pub(crate) use shm::{
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
 };
-pub(crate) use listener::{unique_local_address, SysListener, SysStream};
 pub(crate) use start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
 
 use crate::StartMethod;
