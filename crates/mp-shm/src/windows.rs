@@ -25,7 +25,6 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::windows::io::{AsRawHandle, OwnedHandle, RawHandle};
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +33,7 @@ use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_windows::event::{self, Event};
 use mp_windows::handle::{handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX};
+use mp_windows::shm::Mapping;
 use mp_windows::PipeChannel;
 
 #[cfg(test)]
@@ -45,10 +45,10 @@ use crate::ring::{round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
 /// peer end lives on elsewhere.
 const EXIT_GRACE: Duration = Duration::from_millis(20);
 
-/// A mapped view of a section.
+/// A mapped view of a section (the one mapping type of `mp` on Windows).
 struct View {
     section: OwnedHandle,
-    ptr: NonNull<u8>,
+    map: Mapping,
 }
 
 impl View {
@@ -62,16 +62,8 @@ impl View {
                 ),
             ));
         }
-        let ptr = mp_windows::shm::map(&section, len)?;
-        Ok(Self { section, ptr })
-    }
-}
-
-impl Drop for View {
-    fn drop(&mut self) {
-        // SAFETY: the view came from `map` and dies with self (the Ring pointing into it is
-        // dropped with the same channel, and used only through it).
-        unsafe { mp_windows::shm::unmap(self.ptr) };
+        let map = Mapping::new(&section, len)?;
+        Ok(Self { section, map })
     }
 }
 
@@ -157,7 +149,7 @@ impl ShmChannel {
     ) -> Self {
         Self {
             // SAFETY: the view is total_len(cap) bytes and lives in `view` beside it.
-            ring: unsafe { Ring::new(view.ptr.as_ptr(), side, cap) },
+            ring: unsafe { Ring::new(view.map.as_ptr(), side, cap) },
             view,
             mine,
             theirs,

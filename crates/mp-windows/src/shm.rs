@@ -7,7 +7,7 @@ use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr::NonNull;
 
-use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+use windows_sys::Win32::Foundation::{GetLastError, ERROR_ALREADY_EXISTS, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
@@ -15,8 +15,17 @@ use windows_sys::Win32::System::Memory::{
 
 /// A new zero-filled section of `len` bytes (at least one: the system refuses empty ones).
 pub fn create(len: usize) -> io::Result<OwnedHandle> {
+    create_named(len, None)
+}
+
+/// A new zero-filled section of `len` bytes (at least one), not inheritable; `name`, if
+/// given (NUL-terminated UTF-16, such as `Local\name`), is its name in the object namespace,
+/// and an existing section of that name is an `AlreadyExists` error.
+pub fn create_named(len: usize, name: Option<&[u16]>) -> io::Result<OwnedHandle> {
     let size = len.max(1) as u64;
-    // SAFETY: a pagefile-backed, unnamed section with default security; returns a new handle
+    let name_ptr = name.map_or(std::ptr::null(), |n| n.as_ptr());
+    // SAFETY: a pagefile-backed section with default (non-inheritable) security; `name_ptr`
+    // is null or a NUL-terminated UTF-16 string that outlives the call. Returns a new handle
     // or null.
     let h = unsafe {
         CreateFileMappingW(
@@ -25,37 +34,94 @@ pub fn create(len: usize) -> io::Result<OwnedHandle> {
             PAGE_READWRITE,
             (size >> 32) as u32,
             size as u32,
-            std::ptr::null(),
+            name_ptr,
         )
     };
     if h.is_null() {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: read right after the call that set it.
+    let existed = name.is_some() && unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
     // SAFETY: a fresh handle nobody else owns.
-    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+    let owned = unsafe { OwnedHandle::from_raw_handle(h) };
+    if existed {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a shared-memory section with this name exists",
+        ));
+    }
+    Ok(owned)
 }
 
-/// Maps the first `len` bytes of the section, readable and writable. The system refuses a
-/// length beyond the section.
-pub fn map(section: &OwnedHandle, len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: mapping a section handle we hold.
-    let view = unsafe {
-        MapViewOfFile(
-            section.as_raw_handle(),
-            FILE_MAP_READ | FILE_MAP_WRITE,
-            0,
-            0,
-            len.max(1),
-        )
-    };
-    NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)
+/// A readable and writable view of the first bytes of a section, unmapped when dropped: the
+/// one mapping type of `mp` on Windows (`mp-core`'s segments and `mp-shm`'s rings). The
+/// section handle may be closed while the view lives.
+///
+/// ```
+/// let section = mp_windows::shm::create(64).unwrap();
+/// let view = mp_windows::shm::Mapping::new(&section, 64).unwrap();
+/// // SAFETY: inside the view, and nothing else uses it.
+/// unsafe { view.as_ptr().write(7) };
+/// assert_eq!(view.len(), 64);
+/// ```
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
 }
 
-/// Unmaps a view made by [`map`].
+// SAFETY: a view is plain memory, valid until drop; what is stored in it is synchronised by
+// its users (atomics, locks in the memory).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `section`. The system refuses a length beyond the
+    /// section.
+    pub fn new(section: &OwnedHandle, len: usize) -> io::Result<Self> {
+        // SAFETY: mapping a section handle the caller holds.
+        let view = unsafe {
+            MapViewOfFile(
+                section.as_raw_handle(),
+                FILE_MAP_READ | FILE_MAP_WRITE,
+                0,
+                0,
+                len.max(1),
+            )
+        };
+        let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Self { ptr, len })
+    }
+
+    /// The first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The mapped length, in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping covers no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the view came from MapViewOfFile and dies with self.
+        unsafe { unmap(self.ptr) };
+    }
+}
+
+/// Unmaps a view.
 ///
 /// # Safety
-/// `ptr` must be the start of a view from [`map`], and nothing may use it afterwards.
-pub unsafe fn unmap(ptr: NonNull<u8>) {
+/// `ptr` must be the start of a view, and nothing may use it afterwards.
+unsafe fn unmap(ptr: NonNull<u8>) {
     // SAFETY: per the contract.
     unsafe {
         UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
