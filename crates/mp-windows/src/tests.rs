@@ -302,6 +302,7 @@ fn tcp_sockets_are_channels_too() {
     let (b, _) = l.accept().unwrap();
     // SAFETY: the sockets' ownership moves into the handles.
     let a = unsafe { OwnedHandle::from_raw_handle(a.into_raw_socket() as _) };
+    // SAFETY: as above.
     let b = unsafe { OwnedHandle::from_raw_handle(b.into_raw_socket() as _) };
     let a = PipeChannel::from_handle(a).unwrap();
     let b = PipeChannel::from_handle(b).unwrap();

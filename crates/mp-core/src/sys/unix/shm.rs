@@ -220,6 +220,7 @@ mod tracker {
             let p = STATE.load(Ordering::Acquire);
             // SAFETY: a published state is never freed.
             if !p.is_null() && unsafe { (*p).0 } == me {
+                // SAFETY: as above.
                 return unsafe { &(*p).1 };
             }
             let fresh = Box::into_raw(Box::new((me, Mutex::new(None))));
