@@ -18,13 +18,25 @@
 //! this crate's own tests run the suite on it, which is how the kit shows it knows nothing
 //! of any backend. `docs/writing-a-backend.md` walks through it.
 //!
+//! With the feature `mp-core`, two more suites check `mp-core` on top of a transport, the
+//! way its users see it: [`connection_suite!`] (typed connections and queues over a
+//! transport, across real child processes under every start method) and
+//! [`processes_suite!`] (processes, queues, pipes, locks and pools of one flavor: processes,
+//! or threads). `mp-core`'s tests instantiate them.
+//!
 //! Cross-process tests run the test binary again, for that one test, with the end's handles
 //! inherited and named in the environment ([`Here`]); the child side of each test runs in
 //! that child and exits.
 
+#[cfg(feature = "mp-core")]
+pub mod connections;
 pub mod cross;
 pub mod in_memory;
+#[cfg(feature = "mp-core")]
+pub mod processes;
 pub mod suite;
+#[cfg(feature = "mp-core")]
+pub mod support;
 mod sys;
 
 use std::fs::File;
@@ -221,6 +233,150 @@ macro_rules! transport_suite {
             fn $name() {
                 let here = $crate::Here::new(module_path!(), stringify!($name));
                 $crate::$module::$name::<$t>(&here);
+            }
+        )+
+    };
+}
+
+/// One `#[test]` per function of [`connections`] for transport `$t` (an
+/// [`mp_ipc::Transport`] usable with `mp_core::connection::pipe_with`), in a module `$m`.
+/// With `in_process`, only the tests that stay in one process (for a transport whose ends
+/// cannot leave it).
+#[cfg(feature = "mp-core")]
+#[macro_export]
+macro_rules! connection_suite {
+    ($m:ident, $t:ty, in_process) => {
+        mod $m {
+            #[test]
+            fn recv_into_buffer_too_short_and_limits() {
+                $crate::support::bounded(30, $crate::connections::recv_into_and_limits::<$t>);
+            }
+            #[test]
+            fn a_message_of_the_wrong_type_is_a_decode_error() {
+                $crate::support::bounded(
+                    30,
+                    $crate::connections::wrong_type_is_a_decode_error::<$t>,
+                );
+            }
+            #[test]
+            fn two_threads_stream_both_ways() {
+                $crate::support::bounded(60, $crate::connections::threads_stream::<$t>);
+            }
+            #[test]
+            fn poll_and_timeouts() {
+                $crate::support::bounded(30, $crate::connections::poll_timing::<$t>);
+            }
+        }
+    };
+    ($m:ident, $t:ty) => {
+        mod $m {
+            use $crate::connections as c;
+            use $crate::support::{bounded, for_each_context};
+            type B = $t;
+
+            #[test]
+            fn values_and_bytes_round_trip() {
+                for_each_context(60, c::round_trip::<B>);
+            }
+            #[test]
+            fn a_16_mib_message_arrives_intact() {
+                for_each_context(60, c::big_message::<B>);
+            }
+            #[test]
+            fn a_closed_peer_is_eof_and_broken_pipe() {
+                for_each_context(30, c::closed_peer::<B>);
+            }
+            #[test]
+            fn messages_keep_order_and_boundaries() {
+                for_each_context(30, c::ordered_and_not_merged::<B>);
+            }
+            #[test]
+            fn a_polling_child_does_not_split_messages() {
+                for_each_context(30, c::polling_child_does_not_split::<B>);
+            }
+            #[test]
+            fn wait_sees_messages_in_arrival_order() {
+                for_each_context(30, c::wait_mixed::<B>);
+            }
+            #[test]
+            fn wait_sees_a_peer_that_died_holding_its_end() {
+                for_each_context(30, c::wait_sees_a_dead_peer::<B>);
+            }
+            #[test]
+            fn a_connection_travels_inside_a_message() {
+                for_each_context(30, c::connection_inside_a_message::<B>);
+            }
+            #[test]
+            fn a_writer_killed_mid_message_is_eof_or_truncated() {
+                for_each_context(60, c::killed_writer::<B>);
+            }
+            #[test]
+            fn poll_and_timeouts() {
+                bounded(30, c::poll_timing::<B>);
+            }
+            #[test]
+            fn recv_into_buffer_too_short_and_limits() {
+                bounded(30, c::recv_into_and_limits::<B>);
+            }
+            #[test]
+            fn a_message_of_the_wrong_type_is_a_decode_error() {
+                bounded(30, c::wrong_type_is_a_decode_error::<B>);
+            }
+            #[test]
+            fn two_threads_stream_both_ways() {
+                bounded(60, c::threads_stream::<B>);
+            }
+            #[test]
+            fn queue_is_fifo_for_small_and_big_items() {
+                for_each_context(60, c::queue_fifo_and_sizes::<B>);
+            }
+            #[test]
+            fn queue_many_producers_many_consumers_exactly_once() {
+                for_each_context(60, c::queue_many_to_many::<B>);
+            }
+            #[test]
+            fn queue_bounded_joinable_simple() {
+                bounded(30, c::queue_bounded_and_joinable::<B>);
+            }
+            #[test]
+            fn queue_survives_a_killed_user() {
+                for_each_context(60, c::queue_killed_user::<B>);
+            }
+        }
+    };
+}
+
+/// One `#[test]` per function of [`processes`] for flavor `$b` (`mp_core::api::Processes`,
+/// or `mp_core::api::Threads`), in a module `$m`.
+#[cfg(feature = "mp-core")]
+#[macro_export]
+macro_rules! processes_suite {
+    ($m:ident, $b:ty) => {
+        mod $m {
+            $crate::processes_suite!(@tests $b,
+                process_lifecycle,
+                process_join_timeout_and_state_errors,
+                process_panic_is_reported,
+                queue_fifo_bounds_and_timeouts,
+                queue_producers_and_consumer_across_workers,
+                simple_queue_between_workers,
+                joinable_queue_join_waits_for_task_done,
+                pipe_round_trip_between_workers,
+                pipe_eof_when_the_peer_is_dropped,
+                pipe_oneway_and_bytes,
+                lock_between_workers,
+                pool_map_imap_ordering,
+                pool_apply_and_apply_async,
+                pool_panicking_task_fails_only_itself,
+                pool_close_join_and_closed_errors,
+            );
+        }
+    };
+    (@tests $b:ty, $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::processes::$name::<$b>();
             }
         )+
     };

@@ -1,5 +1,7 @@
-//! The behaviour suite: every function is generic over the backend and bounded in time.
-//! Targets are `fn` items (generic ones too), as the process backend needs.
+//! The behaviour suite of `mp-core`'s two flavors (processes, and threads with its
+//! `threads` feature): every function is generic over [`mp_core::api::Backend`] and bounded
+//! in time, and [`processes_suite!`](crate::processes_suite) makes a `#[test]` of each.
+//! Targets are `fn` items (generic ones too), as the process flavor needs.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use mp_core::api::{
 };
 use mp_core::{ConnectionError, GetError, Lock, PoolError, ProcessError, PutError, TaskError};
 
-use crate::common::{about, bounded, immediate};
+use crate::support::{about, bounded, immediate};
 
 const SECS: u64 = 60;
 
@@ -23,6 +25,7 @@ fn boom(n: u32) {
     panic!("boom {n}");
 }
 
+/// A worker starts, runs, ends with exit code 0, and reports its state at each step.
 pub fn process_lifecycle<B: Backend>() {
     bounded(SECS, || {
         let mut p = B::process(noop, ());
@@ -41,6 +44,7 @@ pub fn process_lifecycle<B: Backend>() {
     });
 }
 
+/// `join_timeout` gives up in time; joining or starting in the wrong state is an error.
 pub fn process_join_timeout_and_state_errors<B: Backend>() {
     bounded(SECS, || {
         let p = B::process(nap, 10);
@@ -64,6 +68,7 @@ pub fn process_join_timeout_and_state_errors<B: Backend>() {
     });
 }
 
+/// A worker that panics ends with a failure exit code, not silently.
 pub fn process_panic_is_reported<B: Backend>() {
     bounded(SECS, || {
         let mut p = B::process(boom, 7);
@@ -72,7 +77,11 @@ pub fn process_panic_is_reported<B: Backend>() {
             Err(ProcessError::Panicked { panic, exitcode }) => {
                 assert_eq!(exitcode, 1);
                 assert_eq!(panic.message, "boom 7");
-                assert!(panic.location.contains("suite.rs"), "{}", panic.location);
+                assert!(
+                    panic.location.contains("processes.rs"),
+                    "{}",
+                    panic.location
+                );
                 assert!(!panic.backtrace.is_empty());
             }
             other => panic!("expected a panic report, got {other:?}"),
@@ -82,6 +91,7 @@ pub fn process_panic_is_reported<B: Backend>() {
     });
 }
 
+/// A queue is FIFO, honours its bound, and its timeouts expire.
 pub fn queue_fifo_bounds_and_timeouts<B: Backend>() {
     bounded(SECS, || {
         let q = B::bounded_queue::<String>(2).unwrap();
@@ -138,6 +148,7 @@ fn consume<B: Backend>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
     out.send(&sum).unwrap();
 }
 
+/// Several producing workers and one consumer: every item arrives exactly once.
 pub fn queue_producers_and_consumer_across_workers<B: Backend>() {
     bounded(SECS, || {
         // Two producers and a consumer, all workers; the parent checks each producer's order.
@@ -179,6 +190,7 @@ fn put_squares<B: Backend>(q: B::SimpleQueue<u64>) {
     }
 }
 
+/// A `SimpleQueue` carries items from a worker.
 pub fn simple_queue_between_workers<B: Backend>() {
     bounded(SECS, || {
         let q = B::simple_queue::<u64>().unwrap();
@@ -198,6 +210,7 @@ fn work_and_mark_done<B: Backend>(q: B::JoinableQueue<u32>) {
     }
 }
 
+/// `JoinableQueue::join` returns once every item is marked done.
 pub fn joinable_queue_join_waits_for_task_done<B: Backend>() {
     bounded(SECS, || {
         let q = B::joinable_queue::<u32>().unwrap();
@@ -225,6 +238,7 @@ fn shout<B: Backend>(conn: B::Connection<String>) {
     }
 }
 
+/// A duplex pipe carries values to a worker and back.
 pub fn pipe_round_trip_between_workers<B: Backend>() {
     bounded(SECS, || {
         let (here, there) = B::pipe::<String>().unwrap();
@@ -253,6 +267,7 @@ fn send_three<B: Backend>(w: B::Writer<u32>) {
     }
 }
 
+/// A pipe reads end of stream once the worker holding the other end is done.
 pub fn pipe_eof_when_the_peer_is_dropped<B: Backend>() {
     bounded(SECS, || {
         let (r, w) = B::pipe_oneway::<u32>().unwrap();
@@ -281,6 +296,7 @@ fn bytes_back<B: Backend>(conn: B::Connection<u8>) {
     conn.send_bytes(&[]).unwrap();
 }
 
+/// A one-way pipe, and raw byte messages, between workers.
 pub fn pipe_oneway_and_bytes<B: Backend>() {
     bounded(SECS, || {
         let (here, there) = B::pipe::<u8>().unwrap();
@@ -303,6 +319,7 @@ fn lock_probe<B: Backend>(arg: (Lock, B::Writer<bool>)) {
     out.send(&got.is_ok()).unwrap();
 }
 
+/// A `Lock` excludes a worker while held here.
 pub fn lock_between_workers<B: Backend>() {
     bounded(SECS, || {
         let lock = Lock::new().unwrap();
@@ -340,6 +357,7 @@ fn fails_on_3(x: u64) -> u64 {
     x
 }
 
+/// `map` and `imap` keep the order of the inputs; `imap_unordered` yields every result.
 pub fn pool_map_imap_ordering<B: Backend>() {
     bounded(SECS, || {
         let pool = B::pool(3).unwrap();
@@ -374,6 +392,7 @@ pub fn pool_map_imap_ordering<B: Backend>() {
     });
 }
 
+/// `apply` and `apply_async` run one task and give its result.
 pub fn pool_apply_and_apply_async<B: Backend>() {
     bounded(SECS, || {
         let pool = B::pool(2).unwrap();
@@ -396,13 +415,14 @@ pub fn pool_apply_and_apply_async<B: Backend>() {
     });
 }
 
+/// A task that panics fails alone, with its message; the others succeed.
 pub fn pool_panicking_task_fails_only_itself<B: Backend>() {
     bounded(SECS, || {
         let pool = B::pool(2).unwrap();
         match pool.map(fails_on_3, 0..6) {
             Err(TaskError::Panicked(p)) => {
                 assert!(p.message.contains("three is not allowed"), "{}", p.message);
-                assert!(p.location.contains("suite.rs"), "{}", p.location);
+                assert!(p.location.contains("processes.rs"), "{}", p.location);
             }
             other => panic!("expected the task's panic, got {other:?}"),
         }
@@ -422,6 +442,7 @@ pub fn pool_panicking_task_fails_only_itself<B: Backend>() {
     });
 }
 
+/// After `close`, new work is refused and `join` waits for the work in flight.
 pub fn pool_close_join_and_closed_errors<B: Backend>() {
     bounded(SECS, || {
         assert!(matches!(B::pool(0), Err(PoolError::InvalidArgument(_))));
