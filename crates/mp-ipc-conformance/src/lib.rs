@@ -79,6 +79,15 @@ fn temp_file() -> File {
     sys::temp_file().expect("temporary file")
 }
 
+/// A fresh path in the temporary directory for [`temp_file`].
+fn temp_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "mp-ipc-conformance-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ))
+}
+
 /// An owned copy of a raw handle (a second descriptor or handle for the same object).
 fn duplicate(h: RawHandle) -> OwnedHandle {
     sys::duplicate(h).expect("duplicate a handle")

@@ -55,11 +55,7 @@ mod unix {
 
     /// A temporary file, unlinked at once.
     pub(crate) fn temp_file() -> io::Result<File> {
-        let path = std::env::temp_dir().join(format!(
-            "mp-ipc-conformance-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let path = crate::temp_path();
         let file = File::options()
             .read(true)
             .write(true)
@@ -146,11 +142,7 @@ mod windows {
 
     /// A temporary file, deleted when closed.
     pub(crate) fn temp_file() -> io::Result<File> {
-        let path = std::env::temp_dir().join(format!(
-            "mp-ipc-conformance-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let path = crate::temp_path();
         File::options()
             .read(true)
             .write(true)

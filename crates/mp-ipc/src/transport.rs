@@ -37,6 +37,15 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// A transport over one OS stream object per end (a socket, a pipe): ends cross
+    /// processes, frames carry handles, the OS can wait on an end, no ring for queues.
+    pub const OS_STREAM: Capabilities = Capabilities {
+        crosses_processes: true,
+        passes_handles: true,
+        os_waitable: true,
+        queue_ring: 0,
+    };
+
     /// An in-process transport: no handles, nothing crosses a process boundary.
     pub const IN_PROCESS: Capabilities = Capabilities {
         crosses_processes: false,
@@ -148,4 +157,22 @@ pub trait Endpoint: Channel + Debug + Sized + 'static {
     /// A second end on the same side (the OS handles duplicated): frames read through one
     /// are not seen by the other; the peer sees end of stream once both are gone.
     fn try_clone(&self) -> io::Result<Self>;
+}
+
+/// The one handle of an end made of a single OS object, out of what [`Endpoint::adopt`] was
+/// given; any other count is an `InvalidData` error.
+///
+/// ```
+/// assert!(mp_ipc::transport::single_handle(Vec::new()).is_err());
+/// ```
+pub fn single_handle(handles: Vec<OwnedHandle>) -> io::Result<OwnedHandle> {
+    let count = handles.len();
+    <[OwnedHandle; 1]>::try_from(handles)
+        .map(|[h]| h)
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("an end of this transport carries exactly one handle, not {count}"),
+            )
+        })
 }

@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::frame::FrameHeader;
+use mp_ipc::memory::Mapping;
 use mp_ipc::{Channel, IpcError};
-use mp_unix::memory::Mapping;
 use mp_unix::UnixChannel;
 
 #[cfg(test)]
@@ -34,7 +34,7 @@ impl Mem {
 
     /// Maps `len` bytes; an object smaller than announced is `InvalidData`.
     fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
-        let map = Mapping::new(fd.as_fd(), len)?;
+        let map = mp_unix::memory::map(fd.as_fd(), len)?;
         Ok(Self { fd, map })
     }
 }

@@ -62,7 +62,7 @@ impl View {
                 ),
             ));
         }
-        let map = Mapping::new(&section, len)?;
+        let map = mp_windows::shm::map(&section, len)?;
         Ok(Self { section, map })
     }
 }

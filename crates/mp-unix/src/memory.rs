@@ -1,10 +1,12 @@
 //! Shared memory on Unix, written once for every crate of `mp`: anonymous objects
-//! ([`anonymous_object`], [`create`]), their size, and the one mapping type ([`Mapping`])
-//! that `mp-core`'s segments and `mp-shm`'s rings both use.
+//! ([`anonymous_object`], [`create`]), their size, and [`map`], which makes the one mapping
+//! type of `mp` ([`Mapping`]) that `mp-core`'s segments and `mp-shm`'s rings both hold.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+
+pub use mp_ipc::memory::Mapping;
 
 /// A new anonymous shared-memory object of `len` bytes, zero-filled (see
 /// [`anonymous_object`]).
@@ -35,82 +37,55 @@ pub fn size(fd: BorrowedFd<'_>) -> io::Result<usize> {
     usize::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
-/// A shared, writable mapping of the first bytes of a shared-memory object, unmapped when
-/// dropped. The object may be closed while the mapping lives.
+/// Maps the first `len` bytes of `fd`, shared and writable, unmapped when the [`Mapping`]
+/// drops (the descriptor may be closed before). An object smaller than `len` is an
+/// `InvalidData` error: touching a mapping beyond the object would fault.
 ///
 /// ```
+/// use std::os::fd::AsFd;
 /// let fd = mp_unix::memory::create(c"doc", 64).unwrap();
-/// let map = mp_unix::memory::Mapping::new(std::os::fd::AsFd::as_fd(&fd), 64).unwrap();
+/// let map = mp_unix::memory::map(fd.as_fd(), 64).unwrap();
 /// // SAFETY: inside the mapping, and nothing else uses it.
 /// unsafe { map.as_ptr().write(7) };
 /// assert_eq!(map.len(), 64);
-/// // Longer than the object: refused, not mapped (touching it would fault).
-/// assert!(mp_unix::memory::Mapping::new(std::os::fd::AsFd::as_fd(&fd), 1 << 20).is_err());
+/// assert!(mp_unix::memory::map(fd.as_fd(), 1 << 20).is_err());
 /// ```
-#[derive(Debug)]
-pub struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
+pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    let have = size(fd)?;
+    if have < len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a mapping of {len} bytes was asked of an object of {have}"),
+        ));
+    }
+    // SAFETY: mapping a descriptor the caller holds, no larger than the object (at least one
+    // byte: the kernel refuses empty mappings).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+    // SAFETY: a fresh mapping of `len` (at least one) bytes, released only by `unmap`.
+    Ok(unsafe { Mapping::from_raw(ptr, len, unmap) })
 }
 
-// SAFETY: a mapping is plain memory, valid until drop; what is stored in it is synchronised
-// by its users (atomics, locks in the memory).
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// Maps the first `len` bytes of `fd`; an object smaller than `len` is an `InvalidData`
-    /// error (touching a mapping beyond the object would fault).
-    pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
-        let have = size(fd)?;
-        if have < len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("a mapping of {len} bytes was asked of an object of {have}"),
-            ));
-        }
-        // SAFETY: mapping a descriptor the caller holds, no larger than the object (at
-        // least one byte: the kernel refuses empty mappings).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len.max(1),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len })
-    }
-
-    /// The first byte.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The mapped length, in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the mapping covers no byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping came from mmap with this length and dies with self.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len.max(1));
-        }
+/// Releases what [`map`] mapped.
+///
+/// # Safety
+/// `ptr` and `len` must be those of one mapping made by [`map`], used no more.
+unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), len.max(1));
     }
 }
 

@@ -3,6 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use mp_ipc::transport::single_handle;
 use mp_ipc::{Capabilities, Endpoint, Transport};
 
 use crate::UnixChannel;
@@ -24,12 +25,7 @@ pub struct UnixSocket;
 
 impl Transport for UnixSocket {
     const NAME: &'static str = "socket";
-    const CAPABILITIES: Capabilities = Capabilities {
-        crosses_processes: true,
-        passes_handles: true,
-        os_waitable: true,
-        queue_ring: 0,
-    };
+    const CAPABILITIES: Capabilities = Capabilities::OS_STREAM;
     type End = UnixChannel;
 
     fn pair() -> io::Result<(UnixChannel, UnixChannel)> {
@@ -53,14 +49,9 @@ impl Endpoint for UnixChannel {
         self.buffered()
     }
 
-    fn adopt(mut handles: Vec<OwnedFd>, state: &[u8]) -> io::Result<Self> {
-        if handles.len() != 1 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a socket end carries exactly one handle",
-            ));
-        }
-        let end = UnixChannel::from_fd(handles.remove(0))?;
+    /// The descriptor, then the bytes it had read ahead put back in front.
+    fn adopt(handles: Vec<OwnedFd>, state: &[u8]) -> io::Result<Self> {
+        let end = UnixChannel::from_fd(single_handle(handles)?)?;
         end.unread(state);
         Ok(end)
     }

@@ -7,6 +7,8 @@ use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr::NonNull;
 
+pub use mp_ipc::memory::Mapping;
+
 use windows_sys::Win32::Foundation::{GetLastError, ERROR_ALREADY_EXISTS, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
@@ -53,75 +55,39 @@ pub fn create_named(len: usize, name: Option<&[u16]>) -> io::Result<OwnedHandle>
     Ok(owned)
 }
 
-/// A readable and writable view of the first bytes of a section, unmapped when dropped: the
-/// one mapping type of `mp` on Windows (`mp-core`'s segments and `mp-shm`'s rings). The
-/// section handle may be closed while the view lives.
+/// Maps the first `len` bytes of `section`, readable and writable, unmapped when the
+/// [`Mapping`] drops (the section handle may be closed before): the one mapping type of
+/// `mp`, held by `mp-core`'s segments and `mp-shm`'s rings. The system refuses a length
+/// beyond the section.
 ///
 /// ```
 /// let section = mp_windows::shm::create(64).unwrap();
-/// let view = mp_windows::shm::Mapping::new(&section, 64).unwrap();
+/// let view = mp_windows::shm::map(&section, 64).unwrap();
 /// // SAFETY: inside the view, and nothing else uses it.
 /// unsafe { view.as_ptr().write(7) };
 /// assert_eq!(view.len(), 64);
 /// ```
-#[derive(Debug)]
-pub struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
+pub fn map(section: &OwnedHandle, len: usize) -> io::Result<Mapping> {
+    // SAFETY: mapping a section handle the caller holds.
+    let view = unsafe {
+        MapViewOfFile(
+            section.as_raw_handle(),
+            FILE_MAP_READ | FILE_MAP_WRITE,
+            0,
+            0,
+            len.max(1),
+        )
+    };
+    let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+    // SAFETY: a fresh view of `len` bytes, released only by `unmap`.
+    Ok(unsafe { Mapping::from_raw(ptr, len, unmap) })
 }
 
-// SAFETY: a view is plain memory, valid until drop; what is stored in it is synchronised by
-// its users (atomics, locks in the memory).
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// Maps the first `len` bytes of `section`. The system refuses a length beyond the
-    /// section.
-    pub fn new(section: &OwnedHandle, len: usize) -> io::Result<Self> {
-        // SAFETY: mapping a section handle the caller holds.
-        let view = unsafe {
-            MapViewOfFile(
-                section.as_raw_handle(),
-                FILE_MAP_READ | FILE_MAP_WRITE,
-                0,
-                0,
-                len.max(1),
-            )
-        };
-        let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Self { ptr, len })
-    }
-
-    /// The first byte.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The mapped length, in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the mapping covers no byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the view came from MapViewOfFile and dies with self.
-        unsafe { unmap(self.ptr) };
-    }
-}
-
-/// Unmaps a view.
+/// Unmaps a view (the length is the system's to know).
 ///
 /// # Safety
 /// `ptr` must be the start of a view, and nothing may use it afterwards.
-unsafe fn unmap(ptr: NonNull<u8>) {
+unsafe fn unmap(ptr: NonNull<u8>, _len: usize) {
     // SAFETY: per the contract.
     unsafe {
         UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
@@ -154,6 +120,6 @@ pub fn size(section: &OwnedHandle) -> io::Result<usize> {
         Ok(info.RegionSize)
     };
     // SAFETY: the view made above, no longer used.
-    unsafe { unmap(ptr) };
+    unsafe { unmap(ptr, 0) };
     result
 }

@@ -278,10 +278,10 @@ fn shared_memory_views_see_each_others_writes() {
     // Sizes are whole pages; never less than asked for.
     let size = shm::size(&section).unwrap();
     assert!(size >= 10 && size % 4096 == 0, "{size}");
-    let a = shm::Mapping::new(&section, 10).unwrap();
+    let a = shm::map(&section, 10).unwrap();
     // A view through another handle to the same section, as a child would make.
     let other = crate::handle::duplicate_local(section.as_raw_handle()).unwrap();
-    let b = shm::Mapping::new(&other, size).unwrap();
+    let b = shm::map(&other, size).unwrap();
     // SAFETY: both views are live and at least 10 bytes long; zero-filled at creation.
     unsafe {
         assert_eq!(*b.as_ptr().add(9), 0);
@@ -290,7 +290,7 @@ fn shared_memory_views_see_each_others_writes() {
     }
     drop((a, b));
     // A view beyond the section is refused.
-    assert!(shm::Mapping::new(&section, size + 4096).is_err());
+    assert!(shm::map(&section, size + 4096).is_err());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::io;
 use std::os::windows::io::{AsRawHandle, OwnedHandle, RawHandle};
 
+use mp_ipc::transport::single_handle;
 use mp_ipc::{Capabilities, Endpoint, Transport};
 
 use crate::PipeChannel;
@@ -27,12 +28,7 @@ pub struct NamedPipe;
 
 impl Transport for NamedPipe {
     const NAME: &'static str = "socket";
-    const CAPABILITIES: Capabilities = Capabilities {
-        crosses_processes: true,
-        passes_handles: true,
-        os_waitable: true,
-        queue_ring: 0,
-    };
+    const CAPABILITIES: Capabilities = Capabilities::OS_STREAM;
     type End = PipeChannel;
 
     fn pair() -> io::Result<(PipeChannel, PipeChannel)> {
@@ -56,14 +52,15 @@ impl Endpoint for PipeChannel {
         Vec::new()
     }
 
-    fn adopt(mut handles: Vec<OwnedHandle>, state: &[u8]) -> io::Result<Self> {
-        if handles.len() != 1 || !state.is_empty() {
+    /// The handle; a pipe end carries no state, so any is refused.
+    fn adopt(handles: Vec<OwnedHandle>, state: &[u8]) -> io::Result<Self> {
+        if !state.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "a pipe end carries exactly one handle and no state",
+                "a pipe end carries no state",
             ));
         }
-        PipeChannel::from_handle(handles.remove(0))
+        PipeChannel::from_handle(single_handle(handles)?)
     }
 
     fn try_clone(&self) -> io::Result<Self> {

@@ -58,7 +58,7 @@ pub(crate) const MAX_NAME_LEN: usize = 250;
 pub struct SharedMemory {
     name: String,
     _handle: OwnedHandle,
-    map: sys::Mapping,
+    map: mp_ipc::memory::Mapping,
     size: usize,
     /// Whether this handle created the name and still tracks it.
     tracked: AtomicBool,

@@ -17,7 +17,7 @@ use crate::sys;
 /// A mapped shared-memory segment.
 pub(crate) struct Segment {
     handle: OwnedHandle,
-    map: sys::Mapping,
+    map: mp_ipc::memory::Mapping,
     len: usize,
 }
 

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-pub(crate) use mp_unix::memory::Mapping;
+use mp_ipc::memory::Mapping;
 
 /// A new anonymous shared-memory object of `len` bytes, zero-filled. The kernel frees it
 /// when the last process holding it closes it or dies: nothing can leak.
@@ -17,7 +17,7 @@ pub(crate) fn shm_create(len: usize) -> io::Result<OwnedFd> {
 /// Maps `len` bytes of a shared-memory object, shared and writable (refused if the object
 /// is smaller).
 pub(crate) fn shm_map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
-    Mapping::new(fd.as_fd(), len)
+    mp_unix::memory::map(fd.as_fd(), len)
 }
 
 /// The size of a shared-memory object.

@@ -17,7 +17,7 @@ use windows_sys::Win32::System::Threading::{
     GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
-pub(crate) use mp_windows::shm::Mapping;
+use mp_ipc::memory::Mapping;
 
 /// A new anonymous shared-memory object of `len` bytes, zero-filled. It is freed when the
 /// last handle and view of it close, in whatever way the processes holding them end.
@@ -66,7 +66,7 @@ pub(crate) fn shm_untrack(_name: &str) {}
 /// Maps `len` bytes of a mapping, shared and writable. Windows refuses a view larger than
 /// the mapping.
 pub(crate) fn shm_map(handle: &OwnedHandle, len: usize) -> io::Result<Mapping> {
-    Mapping::new(handle, len)
+    mp_windows::shm::map(handle, len)
 }
 
 /// The size of a mapping: the size of a view of all of it, which is the mapping's size
