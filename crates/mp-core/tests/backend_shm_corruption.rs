@@ -134,7 +134,7 @@ fn scribble_queue(q: Queue<u32>) {
 #[test]
 fn a_scribbled_queue_header_is_a_typed_error() {
     bounded(30, || {
-        let q = Queue::<u32>::with_backend::<Shm>(0).unwrap();
+        let q = Queue::<u32>::with_transport::<Shm>(0).unwrap();
         q.put(7).unwrap();
         let mut p = Process::new(scribble_queue, q.clone());
         p.start().unwrap();

@@ -11,7 +11,7 @@ use mp_ipc_conformance::in_memory::InMemory;
 #[test]
 fn typed_connections_run_on_a_transport_mp_core_does_not_know() {
     let (a, b) = pipe_with::<(u32, String), InMemory>().unwrap();
-    assert_eq!(a.backend(), Some("in-memory"));
+    assert_eq!(a.transport(), Some("in-memory"));
     let t = std::thread::spawn(move || {
         while let Ok((n, s)) = b.recv() {
             b.send(&(n + 1, s.to_uppercase())).unwrap();

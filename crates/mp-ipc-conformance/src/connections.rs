@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{about, immediate};
 
-use mp_core::connection::{pipe_oneway_with, pipe_with, Backend};
+use mp_core::connection::{pipe_oneway_with, pipe_with, Transport};
 use mp_core::{
     wait, Connection, ConnectionError, Context, GetError, JoinableQueue, PutError, Queue, Reader,
     SimpleQueue, Writer,
@@ -83,7 +83,7 @@ fn forward_conn(arg: (Connection<Connection<String>>, ())) {
 }
 
 /// Values and byte messages of every size go to a child and back.
-pub fn round_trip<B: Backend>(ctx: Context) {
+pub fn round_trip<B: Transport>(ctx: Context) {
     let (a, b) = pipe_with::<_, B>().unwrap();
     let mut p = ctx.process(echo_values, b);
     p.start().unwrap();
@@ -121,7 +121,7 @@ pub fn round_trip<B: Backend>(ctx: Context) {
 }
 
 /// A 16 MiB message from a child arrives intact.
-pub fn big_message<B: Backend>(ctx: Context) {
+pub fn big_message<B: Transport>(ctx: Context) {
     let n = 16 << 20;
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(send_big, (n, tx));
@@ -132,7 +132,7 @@ pub fn big_message<B: Backend>(ctx: Context) {
 }
 
 /// A peer that has exited: poll ready, end of stream, broken pipe.
-pub fn closed_peer<B: Backend>(ctx: Context) {
+pub fn closed_peer<B: Transport>(ctx: Context) {
     let (a, b) = pipe_with::<u8, B>().unwrap();
     let mut p = ctx.process(hold_and_exit, b);
     p.start().unwrap();
@@ -144,7 +144,7 @@ pub fn closed_peer<B: Backend>(ctx: Context) {
 }
 
 /// Messages keep their order and boundaries, empty ones included.
-pub fn ordered_and_not_merged<B: Backend>(ctx: Context) {
+pub fn ordered_and_not_merged<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(send_sequence, tx);
     p.start().unwrap();
@@ -157,7 +157,7 @@ pub fn ordered_and_not_merged<B: Backend>(ctx: Context) {
 }
 
 /// A child polling a clone of the reading end takes nothing away.
-pub fn polling_child_does_not_split<B: Backend>(ctx: Context) {
+pub fn polling_child_does_not_split<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(poll_shared, rx.try_clone().unwrap());
     p.start().unwrap();
@@ -170,7 +170,7 @@ pub fn polling_child_does_not_split<B: Backend>(ctx: Context) {
 }
 
 /// `wait` reports ends in the order their messages arrive.
-pub fn wait_mixed<B: Backend>(ctx: Context) {
+pub fn wait_mixed<B: Transport>(ctx: Context) {
     let mut readers = Vec::new();
     let mut procs = Vec::new();
     let go = mp_core::Event::new().unwrap();
@@ -204,7 +204,7 @@ pub fn wait_mixed<B: Backend>(ctx: Context) {
 /// `wait` on a connection alone wakes when the process holding the peer end dies without
 /// closing it, and the connection then reads EOF.
 /// `wait` on an end wakes when the process holding the peer end dies with it open.
-pub fn wait_sees_a_dead_peer<B: Backend>(ctx: Context) {
+pub fn wait_sees_a_dead_peer<B: Transport>(ctx: Context) {
     let (a, b) = pipe_with::<u8, B>().unwrap();
     let mut p = ctx.process(exit_holding, b);
     p.start().unwrap();
@@ -216,7 +216,7 @@ pub fn wait_sees_a_dead_peer<B: Backend>(ctx: Context) {
 }
 
 /// A connection sent inside a message works at the receiver.
-pub fn connection_inside_a_message<B: Backend>(ctx: Context) {
+pub fn connection_inside_a_message<B: Transport>(ctx: Context) {
     let (carrier_here, carrier_there) = pipe_with::<Connection<String>, B>().unwrap();
     let mut p = ctx.process(forward_conn, (carrier_there, ()));
     p.start().unwrap();
@@ -230,7 +230,7 @@ pub fn connection_inside_a_message<B: Backend>(ctx: Context) {
 }
 
 /// A writer killed in the middle of large messages: whole messages, then end of stream or `Truncated`.
-pub fn killed_writer<B: Backend>(ctx: Context) {
+pub fn killed_writer<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(write_forever, tx);
     p.start().unwrap();
@@ -251,7 +251,7 @@ pub fn killed_writer<B: Backend>(ctx: Context) {
 }
 
 /// `poll` and `recv_timeout`: immediate, timed, and consuming nothing.
-pub fn poll_timing<B: Backend>() {
+pub fn poll_timing<B: Transport>() {
     let (a, b) = pipe_with::<u32, B>().unwrap();
     immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
     about("poll(100ms)", Duration::from_millis(100), || {
@@ -274,7 +274,7 @@ pub fn poll_timing<B: Backend>() {
 }
 
 /// `recv_bytes_into`, `BufferTooShort` with the whole message, and the size limit.
-pub fn recv_into_and_limits<B: Backend>() {
+pub fn recv_into_and_limits<B: Transport>() {
     let (a, mut b) = pipe_with::<(), B>().unwrap();
     a.send_bytes(&payload(16)).unwrap();
     let mut buf = [0xAAu8; 40];
@@ -309,7 +309,7 @@ pub fn recv_into_and_limits<B: Backend>() {
 }
 
 /// A message that does not decode as the connection's type is a `Decode` error.
-pub fn wrong_type_is_a_decode_error<B: Backend>() {
+pub fn wrong_type_is_a_decode_error<B: Transport>() {
     let (a, b) = pipe_with::<String, B>().unwrap();
     a.send_bytes(&[0xFF, 0xFF, 0xFF]).unwrap();
     assert!(matches!(b.recv(), Err(ConnectionError::Decode(_))));
@@ -318,7 +318,7 @@ pub fn wrong_type_is_a_decode_error<B: Backend>() {
 }
 
 /// Two threads stream messages of mixed sizes both ways at once.
-pub fn threads_stream<B: Backend>() {
+pub fn threads_stream<B: Transport>() {
     // Many messages of mixed sizes between two threads, both directions at once.
     let (a, b) = pipe_with::<Vec<u8>, B>().unwrap();
     let t = std::thread::spawn(move || {
@@ -347,8 +347,8 @@ fn put_range(arg: (Queue<(u32, Vec<u8>)>, u32, u32)) {
 }
 
 /// A queue over the transport is FIFO for small items and items too big for any ring.
-pub fn queue_fifo_and_sizes<B: Backend>(ctx: Context) {
-    let q = Queue::<(u32, Vec<u8>)>::with_backend::<B>(0).unwrap();
+pub fn queue_fifo_and_sizes<B: Transport>(ctx: Context) {
+    let q = Queue::<(u32, Vec<u8>)>::with_transport::<B>(0).unwrap();
     let mut p = ctx.process(put_range, (q.clone(), 0, 3000));
     p.start().unwrap();
     for i in 0..3000u32 {
@@ -381,8 +381,8 @@ fn produce_n(arg: (Queue<Option<u64>>, u64, u64)) {
 }
 
 /// Several producers and consumers: every item exactly once.
-pub fn queue_many_to_many<B: Backend>(ctx: Context) {
-    let q = Queue::<Option<u64>>::with_backend::<B>(0).unwrap();
+pub fn queue_many_to_many<B: Transport>(ctx: Context) {
+    let q = Queue::<Option<u64>>::with_transport::<B>(0).unwrap();
     let (rx, tx) = pipe_oneway_with::<u64, B>().unwrap();
     let consumers: Vec<_> = (0..3)
         .map(|_| {
@@ -412,8 +412,8 @@ pub fn queue_many_to_many<B: Backend>(ctx: Context) {
 }
 
 /// Bounded, joinable and simple queues over the transport.
-pub fn queue_bounded_and_joinable<B: Backend>() {
-    let q = Queue::<u32>::with_backend::<B>(2).unwrap();
+pub fn queue_bounded_and_joinable<B: Transport>() {
+    let q = Queue::<u32>::with_transport::<B>(2).unwrap();
     q.put(1).unwrap();
     q.put(2).unwrap();
     assert!(q.full());
@@ -426,7 +426,7 @@ pub fn queue_bounded_and_joinable<B: Backend>() {
     assert_eq!(q.get().unwrap(), 1);
     q.put(3).unwrap();
     assert_eq!(q.qsize(), 2);
-    let j = JoinableQueue::<u32>::with_backend::<B>(0).unwrap();
+    let j = JoinableQueue::<u32>::with_transport::<B>(0).unwrap();
     j.put(1).unwrap();
     j.put(2).unwrap();
     assert!(j.join_timeout(Duration::ZERO).is_err());
@@ -435,7 +435,7 @@ pub fn queue_bounded_and_joinable<B: Backend>() {
     j.task_done().unwrap();
     j.task_done().unwrap();
     j.join().unwrap();
-    let s = SimpleQueue::<String>::with_backend::<B>().unwrap();
+    let s = SimpleQueue::<String>::with_transport::<B>().unwrap();
     s.put("x".into()).unwrap();
     assert_eq!(s.get().unwrap(), "x");
 }
@@ -451,8 +451,8 @@ fn die_mid_use(arg: (Queue<u32>, Writer<()>)) {
 }
 
 /// A queue user killed mid-use leaves the queue usable.
-pub fn queue_killed_user<B: Backend>(ctx: Context) {
-    let q = Queue::<u32>::with_backend::<B>(0).unwrap();
+pub fn queue_killed_user<B: Transport>(ctx: Context) {
+    let q = Queue::<u32>::with_transport::<B>(0).unwrap();
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(die_mid_use, (q.clone(), tx));
     p.start().unwrap();

@@ -1,5 +1,5 @@
 //! The behaviour suite of `mp-core`'s two flavors (processes, and threads with its
-//! `threads` feature): every function is generic over [`mp_core::api::Backend`] and bounded
+//! `threads` feature): every function is generic over [`mp_core::api::Flavor`] and bounded
 //! in time, and [`processes_suite!`](crate::processes_suite) makes a `#[test]` of each.
 //! Targets are `fn` items (generic ones too), as the process flavor needs.
 
@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mp_core::api::{
-    AsyncResultApi, Backend, JoinableQueueApi, PoolApi, ProcessApi, QueueApi, RecvApi, SendApi,
+    AsyncResultApi, Flavor, JoinableQueueApi, PoolApi, ProcessApi, QueueApi, RecvApi, SendApi,
 };
 use mp_core::{ConnectionError, GetError, Lock, PoolError, ProcessError, PutError, TaskError};
 
@@ -26,7 +26,7 @@ fn boom(n: u32) {
 }
 
 /// A worker starts, runs, ends with exit code 0, and reports its state at each step.
-pub fn process_lifecycle<B: Backend>() {
+pub fn process_lifecycle<B: Flavor>() {
     bounded(SECS, || {
         let mut p = B::process(noop, ());
         assert!(!p.is_alive());
@@ -45,7 +45,7 @@ pub fn process_lifecycle<B: Backend>() {
 }
 
 /// `join_timeout` gives up in time; joining or starting in the wrong state is an error.
-pub fn process_join_timeout_and_state_errors<B: Backend>() {
+pub fn process_join_timeout_and_state_errors<B: Flavor>() {
     bounded(SECS, || {
         let p = B::process(nap, 10);
         assert!(matches!(p.join(), Err(ProcessError::NotStarted)));
@@ -69,7 +69,7 @@ pub fn process_join_timeout_and_state_errors<B: Backend>() {
 }
 
 /// A worker that panics ends with a failure exit code, not silently.
-pub fn process_panic_is_reported<B: Backend>() {
+pub fn process_panic_is_reported<B: Flavor>() {
     bounded(SECS, || {
         let mut p = B::process(boom, 7);
         p.start().unwrap();
@@ -92,7 +92,7 @@ pub fn process_panic_is_reported<B: Backend>() {
 }
 
 /// A queue is FIFO, honours its bound, and its timeouts expire.
-pub fn queue_fifo_bounds_and_timeouts<B: Backend>() {
+pub fn queue_fifo_bounds_and_timeouts<B: Flavor>() {
     bounded(SECS, || {
         let q = B::bounded_queue::<String>(2).unwrap();
         assert!(q.empty());
@@ -132,14 +132,14 @@ pub fn queue_fifo_bounds_and_timeouts<B: Backend>() {
     });
 }
 
-fn produce<B: Backend>(arg: (B::Queue<(u32, u32)>, u32)) {
+fn produce<B: Flavor>(arg: (B::Queue<(u32, u32)>, u32)) {
     let (q, who) = arg;
     for i in 0..100 {
         q.put((who, i)).unwrap();
     }
 }
 
-fn consume<B: Backend>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
+fn consume<B: Flavor>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
     let (q, out) = arg;
     let mut sum = 0;
     for _ in 0..200 {
@@ -149,7 +149,7 @@ fn consume<B: Backend>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
 }
 
 /// Several producing workers and one consumer: every item arrives exactly once.
-pub fn queue_producers_and_consumer_across_workers<B: Backend>() {
+pub fn queue_producers_and_consumer_across_workers<B: Flavor>() {
     bounded(SECS, || {
         // Two producers and a consumer, all workers; the parent checks each producer's order.
         let q = B::queue::<(u32, u32)>().unwrap();
@@ -184,14 +184,14 @@ pub fn queue_producers_and_consumer_across_workers<B: Backend>() {
     });
 }
 
-fn put_squares<B: Backend>(q: B::SimpleQueue<u64>) {
+fn put_squares<B: Flavor>(q: B::SimpleQueue<u64>) {
     for i in 0..10u64 {
         q.put(i * i).unwrap();
     }
 }
 
 /// A `SimpleQueue` carries items from a worker.
-pub fn simple_queue_between_workers<B: Backend>() {
+pub fn simple_queue_between_workers<B: Flavor>() {
     bounded(SECS, || {
         let q = B::simple_queue::<u64>().unwrap();
         let mut p = B::process(put_squares::<B>, q.clone());
@@ -202,7 +202,7 @@ pub fn simple_queue_between_workers<B: Backend>() {
     });
 }
 
-fn work_and_mark_done<B: Backend>(q: B::JoinableQueue<u32>) {
+fn work_and_mark_done<B: Flavor>(q: B::JoinableQueue<u32>) {
     for _ in 0..5 {
         let _ = q.get().unwrap();
         std::thread::sleep(Duration::from_millis(10));
@@ -211,7 +211,7 @@ fn work_and_mark_done<B: Backend>(q: B::JoinableQueue<u32>) {
 }
 
 /// `JoinableQueue::join` returns once every item is marked done.
-pub fn joinable_queue_join_waits_for_task_done<B: Backend>() {
+pub fn joinable_queue_join_waits_for_task_done<B: Flavor>() {
     bounded(SECS, || {
         let q = B::joinable_queue::<u32>().unwrap();
         for i in 0..5 {
@@ -228,7 +228,7 @@ pub fn joinable_queue_join_waits_for_task_done<B: Backend>() {
     });
 }
 
-fn shout<B: Backend>(conn: B::Connection<String>) {
+fn shout<B: Flavor>(conn: B::Connection<String>) {
     loop {
         match conn.recv() {
             Ok(s) if s == "bye" => return,
@@ -239,7 +239,7 @@ fn shout<B: Backend>(conn: B::Connection<String>) {
 }
 
 /// A duplex pipe carries values to a worker and back.
-pub fn pipe_round_trip_between_workers<B: Backend>() {
+pub fn pipe_round_trip_between_workers<B: Flavor>() {
     bounded(SECS, || {
         let (here, there) = B::pipe::<String>().unwrap();
         let mut p = B::process(shout::<B>, there);
@@ -261,14 +261,14 @@ pub fn pipe_round_trip_between_workers<B: Backend>() {
     });
 }
 
-fn send_three<B: Backend>(w: B::Writer<u32>) {
+fn send_three<B: Flavor>(w: B::Writer<u32>) {
     for i in 1..=3 {
         w.send(&i).unwrap();
     }
 }
 
 /// A pipe reads end of stream once the worker holding the other end is done.
-pub fn pipe_eof_when_the_peer_is_dropped<B: Backend>() {
+pub fn pipe_eof_when_the_peer_is_dropped<B: Flavor>() {
     bounded(SECS, || {
         let (r, w) = B::pipe_oneway::<u32>().unwrap();
         let mut p = B::process(send_three::<B>, w);
@@ -289,7 +289,7 @@ pub fn pipe_eof_when_the_peer_is_dropped<B: Backend>() {
     });
 }
 
-fn bytes_back<B: Backend>(conn: B::Connection<u8>) {
+fn bytes_back<B: Flavor>(conn: B::Connection<u8>) {
     let m = conn.recv_bytes().unwrap();
     conn.send_bytes(&m.iter().rev().copied().collect::<Vec<_>>())
         .unwrap();
@@ -297,7 +297,7 @@ fn bytes_back<B: Backend>(conn: B::Connection<u8>) {
 }
 
 /// A one-way pipe, and raw byte messages, between workers.
-pub fn pipe_oneway_and_bytes<B: Backend>() {
+pub fn pipe_oneway_and_bytes<B: Flavor>() {
     bounded(SECS, || {
         let (here, there) = B::pipe::<u8>().unwrap();
         let mut p = B::process(bytes_back::<B>, there);
@@ -312,7 +312,7 @@ pub fn pipe_oneway_and_bytes<B: Backend>() {
     });
 }
 
-fn lock_probe<B: Backend>(arg: (Lock, B::Writer<bool>)) {
+fn lock_probe<B: Flavor>(arg: (Lock, B::Writer<bool>)) {
     let (lock, out) = arg;
     out.send(&lock.try_acquire().is_ok()).unwrap();
     let got = lock.acquire_timeout(Duration::from_secs(30));
@@ -320,7 +320,7 @@ fn lock_probe<B: Backend>(arg: (Lock, B::Writer<bool>)) {
 }
 
 /// A `Lock` excludes a worker while held here.
-pub fn lock_between_workers<B: Backend>() {
+pub fn lock_between_workers<B: Flavor>() {
     bounded(SECS, || {
         let lock = Lock::new().unwrap();
         let guard = lock.acquire().unwrap();
@@ -358,7 +358,7 @@ fn fails_on_3(x: u64) -> u64 {
 }
 
 /// `map` and `imap` keep the order of the inputs; `imap_unordered` yields every result.
-pub fn pool_map_imap_ordering<B: Backend>() {
+pub fn pool_map_imap_ordering<B: Flavor>() {
     bounded(SECS, || {
         let pool = B::pool(3).unwrap();
         assert_eq!(pool.processes(), 3);
@@ -393,7 +393,7 @@ pub fn pool_map_imap_ordering<B: Backend>() {
 }
 
 /// `apply` and `apply_async` run one task and give its result.
-pub fn pool_apply_and_apply_async<B: Backend>() {
+pub fn pool_apply_and_apply_async<B: Flavor>() {
     bounded(SECS, || {
         let pool = B::pool(2).unwrap();
         assert_eq!(pool.apply(square, 9).unwrap(), 81);
@@ -416,7 +416,7 @@ pub fn pool_apply_and_apply_async<B: Backend>() {
 }
 
 /// A task that panics fails alone, with its message; the others succeed.
-pub fn pool_panicking_task_fails_only_itself<B: Backend>() {
+pub fn pool_panicking_task_fails_only_itself<B: Flavor>() {
     bounded(SECS, || {
         let pool = B::pool(2).unwrap();
         match pool.map(fails_on_3, 0..6) {
@@ -443,7 +443,7 @@ pub fn pool_panicking_task_fails_only_itself<B: Backend>() {
 }
 
 /// After `close`, new work is refused and `join` waits for the work in flight.
-pub fn pool_close_join_and_closed_errors<B: Backend>() {
+pub fn pool_close_join_and_closed_errors<B: Flavor>() {
     bounded(SECS, || {
         assert!(matches!(B::pool(0), Err(PoolError::InvalidArgument(_))));
         let pool = B::pool(2).unwrap();

@@ -11,7 +11,7 @@ use mp_ipc::DEFAULT_MAX_FRAME;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::backend::TRANSPORTS;
+use super::transport::TRANSPORTS;
 use crate::ConnectionError;
 
 /// The handles of every open connection end in this process, so that a forked child can

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use self::core::{with_frame, Core};
-use crate::connection::{Backend, DefaultBackend};
+use crate::connection::{DefaultTransport, Transport};
 
 /// Why a `put` failed; the item comes back where it was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -131,10 +131,10 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Serialize + DeserializeOwned> Handle<T> {
     fn new(maxsize: u32) -> std::io::Result<Self> {
-        Self::with_kind::<DefaultBackend>(maxsize)
+        Self::with_transport::<DefaultTransport>(maxsize)
     }
 
-    fn with_kind<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+    fn with_transport<B: Transport>(maxsize: u32) -> std::io::Result<Self> {
         let ring = B::CAPABILITIES.queue_ring;
         Ok(Self {
             core: Some(Core::new(maxsize, ring)?),
@@ -311,18 +311,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// A queue of at most `maxsize` items (0: unbounded) over backend `B`, whatever the
+    /// A queue of at most `maxsize` items (0: unbounded) over transport `B`, whatever the
     /// default backend is.
     ///
     /// ```
     /// use mp_core::{connection::Socket, Queue};
-    /// let q = Queue::<u8>::with_backend::<Socket>(0).unwrap();
+    /// let q = Queue::<u8>::with_transport::<Socket>(0).unwrap();
     /// q.put(1).unwrap();
     /// assert_eq!(q.get().unwrap(), 1);
     /// ```
-    pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+    pub fn with_transport<B: Transport>(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind::<B>(maxsize)?,
+            handle: Handle::with_transport::<B>(maxsize)?,
         })
     }
 }
@@ -351,10 +351,10 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         })
     }
 
-    /// A new, empty queue over backend `B`.
-    pub fn with_backend<B: Backend>() -> std::io::Result<Self> {
+    /// A new, empty queue over transport `B`.
+    pub fn with_transport<B: Transport>() -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind::<B>(0)?,
+            handle: Handle::with_transport::<B>(0)?,
         })
     }
 }
@@ -393,10 +393,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         })
     }
 
-    /// A joinable queue of at most `maxsize` items (0: unbounded) over backend `B`.
-    pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+    /// A joinable queue of at most `maxsize` items (0: unbounded) over transport `B`.
+    pub fn with_transport<B: Transport>(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind::<B>(maxsize)?,
+            handle: Handle::with_transport::<B>(maxsize)?,
         })
     }
 

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use mp_ipc::dispatch::TransportEntry;
 
-/// A transport backend, as a type: [`Socket`], [`Shm`] with the `shm` feature, or any type
-/// implementing [`mp_ipc::Transport`]. [`DefaultBackend`] is what [`pipe`](crate::pipe) and
+/// A transport, as a type: [`Socket`], [`Shm`] with the `shm` feature, or any type
+/// implementing [`mp_ipc::Transport`]. [`DefaultTransport`] is what [`pipe`](crate::pipe) and
 /// the queues use.
-pub use mp_ipc::Transport as Backend;
+pub use mp_ipc::Transport;
 
 /// The socket backend: Unix domain socket pairs on Unix (`mp_unix::UnixSocket`), named
 /// pipes on Windows (`mp_windows::NamedPipe`).
@@ -31,11 +31,11 @@ pub use mp_shm::Shm;
 /// The backend of [`pipe`](crate::pipe), [`Queue::new`](crate::Queue::new) and friends:
 /// [`Shm`] when the `shm` feature is on, else [`Socket`].
 #[cfg(feature = "shm")]
-pub type DefaultBackend = Shm;
+pub type DefaultTransport = Shm;
 /// The backend of [`pipe`](crate::pipe), [`Queue::new`](crate::Queue::new) and friends:
 /// [`Shm`] when the `shm` feature is on, else [`Socket`].
 #[cfg(not(feature = "shm"))]
-pub type DefaultBackend = Socket;
+pub type DefaultTransport = Socket;
 
 /// Every transport whose ends this build can adopt from another process, by name. An end of
 /// a transport missing here can still be used within its process (`pipe_with`), but not
