@@ -1,5 +1,5 @@
 //! The one shared-memory mapping type of `mp`: a mapped region that unmaps itself when
-//! dropped. The platform crates make them (`mp_unix::memory::map`, `mp_windows::shm::map`);
+//! dropped. The platform crates make them (`mp_unix::memory::map`, `mp_windows::memory::map`);
 //! `mp-core`'s segments and `mp-shm`'s rings hold them.
 
 use std::ptr::NonNull;

@@ -33,7 +33,7 @@ use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_windows::event::{self, Event};
 use mp_windows::handle::{handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX};
-use mp_windows::shm::Mapping;
+use mp_windows::memory::Mapping;
 use mp_windows::PipeChannel;
 
 #[cfg(test)]
@@ -53,7 +53,7 @@ struct View {
 
 impl View {
     fn map(section: OwnedHandle, len: usize) -> io::Result<Self> {
-        let have = mp_windows::shm::size(&section)?;
+        let have = mp_windows::memory::size(&section)?;
         if have < len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -62,7 +62,7 @@ impl View {
                 ),
             ));
         }
-        let map = mp_windows::shm::map(&section, len)?;
+        let map = mp_windows::memory::map(&section, len)?;
         Ok(Self { section, map })
     }
 }
@@ -125,7 +125,7 @@ impl ShmChannel {
     /// at least 4 KiB).
     pub fn pair(cap: usize) -> io::Result<(Self, Self)> {
         let cap = round_cap(cap);
-        let section = mp_windows::shm::create(total_len(cap))?;
+        let section = mp_windows::memory::create(total_len(cap))?;
         let section2 = mp_windows::handle::duplicate_local(section.as_raw_handle())?;
         let (e0, e1) = (Event::new()?, Event::new()?);
         let (e0b, e1b) = (e0.try_clone()?, e1.try_clone()?);

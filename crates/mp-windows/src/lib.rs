@@ -6,7 +6,7 @@
 //! `multiprocessing.Pipe()` uses on Windows. Frames are length-prefixed ([`mp_ipc::frame`]).
 //! [`handle`] moves handles into another process (`DuplicateHandle`) and sends them with a
 //! frame; [`poll`] waits for any of several pipes and process handles; [`spawn`] starts a
-//! process that inherits exactly the handles it is given; [`shm`] makes and maps anonymous
+//! process that inherits exactly the handles it is given; [`memory`] makes and maps anonymous
 //! shared memory; [`event`] wraps the event objects and process handles the shared-memory
 //! backend sleeps on; [`named_pipe`] listens on and connects to named pipes (`\\.\pipe\name`),
 //! whose connected handles, like those of connected TCP sockets, become channels through
@@ -27,9 +27,9 @@ mod channel;
 pub mod event;
 pub mod handle;
 mod io;
+pub mod memory;
 pub mod named_pipe;
 pub mod poll;
-pub mod shm;
 mod socket;
 pub mod spawn;
 mod transport;

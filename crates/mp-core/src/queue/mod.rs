@@ -16,7 +16,7 @@
 //! the same queue there. If a process dies in the middle of `put`, its item is simply not
 //! there; if it dies holding the queue's lock, the next user repairs the index and goes on.
 
-mod core;
+mod engine;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use self::core::{with_frame, Core};
+use self::engine::{with_frame, Core};
 use crate::connection::{DefaultTransport, Transport};
 
 /// Why a `put` failed; the item comes back where it was not queued.

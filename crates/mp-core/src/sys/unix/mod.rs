@@ -2,8 +2,8 @@
 
 mod forkserver;
 mod listener;
+mod memory;
 mod os;
-mod shm;
 mod spool;
 mod start;
 
@@ -17,12 +17,12 @@ pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
 pub(crate) use listener::{unique_local_address, SysListener, SysStream};
-pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
-};
-pub(crate) use shm::{
+pub(crate) use memory::{
     futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
     shm_size, shm_track, shm_unlink_named, shm_untrack,
+};
+pub(crate) use os::{
+    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 
 /// A new empty spool.
 pub(crate) fn spool_create() -> io::Result<OwnedFd> {
-    super::shm::shm_create(0)
+    super::memory::shm_create(0)
 }
 
 fn as_file(fd: &OwnedFd) -> std::mem::ManuallyDrop<std::fs::File> {

@@ -4,8 +4,8 @@
 //! Only the spawn start method exists: there is no `fork` on Windows.
 
 mod listener;
+mod memory;
 mod os;
-mod shm;
 mod spool;
 mod start;
 
@@ -16,12 +16,12 @@ use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
 
 pub(crate) use listener::{unique_local_address, SysListener, SysStream};
-pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
-};
-pub(crate) use shm::{
+pub(crate) use memory::{
     futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
     shm_size, shm_track, shm_unlink_named, shm_untrack,
+};
+pub(crate) use os::{
+    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,

@@ -61,8 +61,8 @@ pub fn create_named(len: usize, name: Option<&[u16]>) -> io::Result<OwnedHandle>
 /// beyond the section.
 ///
 /// ```
-/// let section = mp_windows::shm::create(64).unwrap();
-/// let view = mp_windows::shm::map(&section, 64).unwrap();
+/// let section = mp_windows::memory::create(64).unwrap();
+/// let view = mp_windows::memory::map(&section, 64).unwrap();
 /// // SAFETY: inside the view, and nothing else uses it.
 /// unsafe { view.as_ptr().write(7) };
 /// assert_eq!(view.len(), 64);

@@ -22,7 +22,7 @@ use mp_ipc::memory::Mapping;
 /// A new anonymous shared-memory object of `len` bytes, zero-filled. It is freed when the
 /// last handle and view of it close, in whatever way the processes holding them end.
 pub(crate) fn shm_create(len: usize) -> io::Result<OwnedHandle> {
-    mp_windows::shm::create(len)
+    mp_windows::memory::create(len)
 }
 
 /// The session-local kernel name of a segment: `Local\<name>`, NUL-terminated UTF-16.
@@ -35,7 +35,7 @@ fn kernel_name(name: &str) -> Vec<u16> {
 
 /// A new named segment of `len` bytes; `AlreadyExists` if the name is taken.
 pub(crate) fn shm_create_named(name: &str, len: usize) -> io::Result<OwnedHandle> {
-    mp_windows::shm::create_named(len, Some(&kernel_name(name)))
+    mp_windows::memory::create_named(len, Some(&kernel_name(name)))
 }
 
 /// Opens an existing named segment; `NotFound` if no process holds one by that name.
@@ -66,14 +66,14 @@ pub(crate) fn shm_untrack(_name: &str) {}
 /// Maps `len` bytes of a mapping, shared and writable. Windows refuses a view larger than
 /// the mapping.
 pub(crate) fn shm_map(handle: &OwnedHandle, len: usize) -> io::Result<Mapping> {
-    mp_windows::shm::map(handle, len)
+    mp_windows::memory::map(handle, len)
 }
 
 /// The size of a mapping: the size of a view of all of it, which is the mapping's size
 /// rounded up to whole pages (the memory in that last page exists and may be mapped, so this
 /// bound is sound for checking a length against).
 pub(crate) fn shm_size(handle: &OwnedHandle) -> io::Result<usize> {
-    mp_windows::shm::size(handle)
+    mp_windows::memory::size(handle)
 }
 
 /// The re-check step of [`futex_wait`].
