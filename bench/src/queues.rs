@@ -30,7 +30,7 @@ pub fn run(reps: usize) {
     let n = 100_000u64;
     let mut rates = Vec::new();
     for _ in 0..reps {
-        let q = Queue::<u64>::with_backend::<Socket>(0).unwrap();
+        let q = Queue::<u64>::with_transport::<Socket>(0).unwrap();
         let t = Instant::now();
         let mut p = Process::new(producer, (q.clone(), n));
         p.start().unwrap();
@@ -48,8 +48,8 @@ pub fn run(reps: usize) {
     );
 
     let (there, back) = (
-        Queue::<u64>::with_backend::<Socket>(0).unwrap(),
-        Queue::<u64>::with_backend::<Socket>(0).unwrap(),
+        Queue::<u64>::with_transport::<Socket>(0).unwrap(),
+        Queue::<u64>::with_transport::<Socket>(0).unwrap(),
     );
     let mut p = Process::new(echo, (there.clone(), back.clone()));
     p.start().unwrap();

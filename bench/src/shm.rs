@@ -105,7 +105,7 @@ pub fn run(reps: usize) {
     let n = 1_000_000u64;
     let mut rates = Vec::new();
     for _ in 0..reps {
-        let q = Queue::<u64>::with_backend::<Shm>(0).unwrap();
+        let q = Queue::<u64>::with_transport::<Shm>(0).unwrap();
         let t = Instant::now();
         let mut p = Process::new(producer, (q.clone(), n));
         p.start().unwrap();

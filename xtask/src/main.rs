@@ -285,10 +285,8 @@ fn test_windows(rest: &[String]) -> Result<()> {
     // $MP_WINDOWS_ENV, when set, is the only candidate (so it can also point elsewhere).
     let candidates: Vec<PathBuf> = match std::env::var_os("MP_WINDOWS_ENV") {
         Some(p) => vec![PathBuf::from(p)],
-        None => vec![
-            PathBuf::from("/work/shared/windows/env.sh"),
-            root().join("../shared/windows/env.sh"),
-        ],
+        // The project's shared/ folder sits beside the checkout (as CI lays it out).
+        None => vec![root().join("../shared/windows/env.sh")],
     };
     let Some(env) = candidates.iter().find(|p| p.is_file()) else {
         eprintln!("xtask: test-windows SKIPPED: no Windows cross environment found");

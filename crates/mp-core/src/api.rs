@@ -1,7 +1,7 @@
-//! One program, two backends: traits over processes and threads.
+//! One program, two flavors: traits over processes and threads.
 //!
 //! Python code switches between `multiprocessing` and `multiprocessing.dummy` by changing
-//! an import. Here a function generic over [`Backend`] runs on either
+//! an import. Here a function generic over [`Flavor`] runs on either
 //! [`Processes`] (this crate's [`Process`](crate::Process), [`Queue`](crate::Queue),
 //! [`pipe`](crate::pipe), [`Pool`](crate::Pool)) or, with the `threads` feature, `Threads`
 //! (the twins in `mp_core::dummy`). The synchronisation primitives ([`Lock`](crate::Lock) and
@@ -13,15 +13,15 @@
 //! `'static`). The threads backend needs less and its own inherent methods ask for less.
 //!
 //! ```
-//! use mp_core::api::{Backend, ProcessApi, QueueApi, Processes};
+//! use mp_core::api::{Flavor, ProcessApi, QueueApi, Processes};
 //!
-//! fn produce<B: Backend>(q: B::Queue<u32>) {
+//! fn produce<B: Flavor>(q: B::Queue<u32>) {
 //!     for i in 0..3 {
 //!         q.put(i).unwrap();
 //!     }
 //! }
 //!
-//! fn work<B: Backend>() -> Vec<u32> {
+//! fn work<B: Flavor>() -> Vec<u32> {
 //!     let q = B::queue::<u32>().unwrap();
 //!     let mut p = B::process(produce::<B>, q.clone());
 //!     p.start().unwrap();
@@ -48,7 +48,7 @@ use crate::{ConnectionError, ProcessError};
 pub trait Portable: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Portable for T {}
 
-/// What [`Backend::pipe`] and [`Backend::pipe_oneway`] return: two ends, or why not.
+/// What [`Flavor::pipe`] and [`Flavor::pipe_oneway`] return: two ends, or why not.
 pub type PipeResult<A, B> = Result<(A, B), ConnectionError>;
 
 /// A worker: [`crate::Process`] or `mp_core::dummy::Process`.
@@ -227,7 +227,7 @@ pub trait PoolApi {
 
 /// A backend: the types and constructors that one generic function uses, so that it runs on
 /// processes ([`Processes`]) or threads (`Threads`, feature `threads`).
-pub trait Backend: 'static {
+pub trait Flavor: 'static {
     /// `"processes"` or `"threads"`.
     const NAME: &'static str;
     /// Its `Process`.
@@ -548,7 +548,7 @@ macro_rules! pool_api {
 use crate::pool::{AsyncResult as ProcAsyncResult, IMap as ProcIMap};
 pool_api!(crate::Pool, ProcAsyncResult, ProcIMap);
 
-impl Backend for Processes {
+impl Flavor for Processes {
     const NAME: &'static str = "processes";
     type Process = crate::Process;
     type Queue<T: Portable> = crate::Queue<T>;
@@ -661,7 +661,7 @@ mod threads {
     use dummy::{AsyncResult as ThrAsyncResult, IMap as ThrIMap};
     pool_api!(dummy::Pool, ThrAsyncResult, ThrIMap);
 
-    impl Backend for Threads {
+    impl Flavor for Threads {
         const NAME: &'static str = "threads";
         type Process = dummy::Process;
         type Queue<T: Portable> = dummy::Queue<T>;

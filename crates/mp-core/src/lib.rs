@@ -43,7 +43,7 @@
 //!
 //! - `socket` (default): pipes over Unix domain sockets (Unix) or named pipes (Windows).
 //! - `shm`: the shared-memory backend (crate `mp-shm`): `connection::Shm`, selectable per
-//!   object (`pipe_with::<T, Shm>()`, `Queue::with_backend::<Shm>()`), and the default of
+//!   object (`pipe_with::<T, Shm>()`, `Queue::with_transport::<Shm>()`), and the default of
 //!   `pipe()` and the queues when the feature is on.
 //! - `threads`: `dummy`, Python's `multiprocessing.dummy`: the same API on threads, with
 //!   crossbeam channels. [`api`] has the traits that let one function run on processes or

@@ -282,7 +282,7 @@ mod linux {
     fn a_child_cannot_shrink_a_segment_under_its_parent() {
         bounded(60, || {
             let (a, b) = pipe_with::<Vec<u8>, Shm>().unwrap();
-            let q = Queue::<u32>::with_backend::<Shm>(0).unwrap();
+            let q = Queue::<u32>::with_transport::<Shm>(0).unwrap();
             let v = mp_core::Value::new(7u64).unwrap();
             q.put(1).unwrap();
             let mut p = Process::new(shrink_everything, (b, q.clone(), v.clone()));
@@ -320,7 +320,7 @@ mod linux {
         super::pipe_attacks(attack_pipe);
     }
 
-    /// The queue header's layout (mp-core `queue/core.rs`): the get side at 0 (lock words
+    /// The queue header's layout (mp-core `queue/engine.rs`): the get side at 0 (lock words
     /// `state, owner, tid` at 0, 4, 8; ring head, spool head, released, generation from
     /// 16), the put side at 64 (lock at 64; ring tail, spool tail from 80, spool count at
     /// 96, staging word at 104, flush and move marks 112 to 135), common words at 192, the
@@ -420,7 +420,7 @@ mod linux {
     fn a_child_scribbling_over_a_queue_while_both_run() {
         bounded(300, || {
             for seed in SEEDS {
-                let q = Queue::<Vec<u32>>::with_backend::<Shm>(0).unwrap();
+                let q = Queue::<Vec<u32>>::with_transport::<Shm>(0).unwrap();
                 let mut p = Process::new(attack_queue, (q.clone(), seed, 3000));
                 p.start().unwrap();
                 let (mut got, mut corrupt, mut last) = (0u32, 0u32, Instant::now());

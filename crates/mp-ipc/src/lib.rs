@@ -3,24 +3,38 @@
 //! Every transport (Unix sockets, Windows named pipes, shared-memory rings, threads) moves
 //! *frames*: whole byte messages whose boundaries survive the trip. This crate defines
 //!
-//! - [`Channel`]: the trait a transport implements for one duplex, framed, byte channel;
+//! - [`Channel`]: one duplex, framed byte channel (sending and receiving frames, with OS
+//!   handles where the transport can carry them; polling);
+//! - [`Transport`] and [`Endpoint`] ([`transport`]): a backend as a type that makes connected
+//!   pairs, and what its ends can do beyond frames (their OS handles, readiness and liveness
+//!   for waiting, leaving for another process and being adopted there, cloning), with
+//!   [`Capabilities`] and a name;
+//! - [`dispatch`]: ends and transports type-erased, the one dispatch a user of several
+//!   transports needs;
 //! - [`frame`]: the length header every stream transport writes before a payload, and the
 //!   limits that keep a corrupt header from allocating without bound;
 //! - [`IpcError`]: the transport-level errors, which `mp-core` maps onto its public ones;
 //! - [`handle`]: the OS handle type of the platform, the unit of inheritance between processes;
+//! - [`memory`]: the one shared-memory mapping type, which the platform crates make;
 //! - [`spin`]: the process-wide setting of how long a waiter spins before it sleeps;
 //! - [`deadline`]: when a wait ends, saturating (a huge timeout means "for ever").
 //!
-//! Users depend on `mp-core`, not on this crate.
+//! Users depend on `mp-core`, not on this crate; backend crates depend on this crate only.
+//! `docs/writing-a-backend.md` walks through writing one, and the crate
+//! `mp-ipc-conformance` checks one.
 
 pub mod deadline;
+pub mod dispatch;
 pub mod frame;
 pub mod handle;
+pub mod memory;
 pub mod spin;
+pub mod transport;
 
 use std::time::Duration;
 
 pub use frame::{FrameHeader, DEFAULT_MAX_FRAME, HEADER_LEN};
+pub use transport::{Capabilities, Endpoint, Transport};
 
 /// Errors a transport reports. `mp-core` turns them into its own typed errors.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +79,25 @@ pub enum IpcError {
 
 /// One end of a duplex, framed byte channel between two processes (or threads).
 ///
-/// Implementations guarantee that a frame is delivered whole or not at all: no merging, no
-/// splitting, empty frames kept. A peer that is gone shows up as [`IpcError::Eof`] on receive
-/// and [`IpcError::BrokenPipe`] on send, never as a hang.
-pub trait Channel: Send + Sized {
+/// What every implementation guarantees (the conformance kit, crate `mp-ipc-conformance`,
+/// checks each point):
+/// - **Atomic frames.** A frame is delivered whole or not at all, in order: no merging, no
+///   splitting, empty frames kept. (Several senders using clones of one end *at the same
+///   time* are the caller's to serialize: a stream transport may interleave their large
+///   frames, as Python's `Pipe` may.)
+/// - **End of stream on peer death.** A peer that is gone (dropped, exited, killed while
+///   holding its end) shows up as [`IpcError::Eof`] on receive (after the frames it sent;
+///   [`IpcError::Truncated`] if it died in the middle of one) and [`IpcError::BrokenPipe`]
+///   on send, never as a hang. [`poll`](Channel::poll) reports end of stream as ready.
+/// - **No unbounded allocation on a lying header.** A frame announced longer than the
+///   receiver's `max_len` is refused with [`IpcError::FrameTooLarge`] before its body is
+///   allocated; a body is buffered only as fast as its bytes arrive
+///   ([`frame::next_capacity`]).
+/// - **Bad bytes are errors.** Anything read from the peer (headers, handle counts, shared
+///   memory) is validated; damage is an error (`InvalidData`), never a panic.
+/// - **Bounded waits.** Every wait honours its timeout (`None`: until a frame or end of
+///   stream).
+pub trait Channel: Send {
     /// Sends one frame made of the concatenation of `parts` (so a caller can send a header
     /// and a body without copying them together).
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError>;

@@ -45,7 +45,11 @@ mod windows;
 #[cfg(windows)]
 pub use windows::ShmChannel;
 
+use std::io;
 use std::time::Duration;
+
+use mp_ipc::handle::{OwnedHandle, RawHandle};
+use mp_ipc::{Capabilities, Endpoint, Transport};
 
 /// The name under which this backend reports itself.
 ///
@@ -54,8 +58,79 @@ use std::time::Duration;
 /// ```
 pub const BACKEND_NAME: &str = "shm";
 
+/// The shared-memory ring transport (`mp_ipc::Transport`): ends are [`ShmChannel`]s whose
+/// rings hold [`DEFAULT_RING`] bytes each way. An end travels to another process as its
+/// handles (segment and companion; on Windows also both doorbell events) plus a short
+/// description (side, capacity), checked on arrival.
+///
+/// ```
+/// use mp_ipc::{Channel, Transport};
+/// let (a, b) = mp_shm::Shm::pair().unwrap();
+/// a.send_frame(&[b"hi"]).unwrap();
+/// let mut buf = Vec::new();
+/// b.recv_frame(&mut buf, 16).unwrap();
+/// assert_eq!(buf, b"hi");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shm;
+
+impl Transport for Shm {
+    const NAME: &'static str = BACKEND_NAME;
+    const CAPABILITIES: Capabilities = Capabilities {
+        crosses_processes: true,
+        passes_handles: true,
+        os_waitable: true,
+        queue_ring: QUEUE_RING,
+    };
+    type End = ShmChannel;
+
+    fn pair() -> io::Result<(ShmChannel, ShmChannel)> {
+        ShmChannel::pair(DEFAULT_RING)
+    }
+}
+
+/// The same on both platforms: each platform module gives `ShmChannel` the inherent methods
+/// these delegate to.
+impl Endpoint for ShmChannel {
+    type Transport = Shm;
+
+    fn handles(&self) -> Vec<RawHandle> {
+        ShmChannel::handles(self).to_vec()
+    }
+
+    fn wait_handle(&self) -> Option<RawHandle> {
+        Some(ShmChannel::wait_handle(self))
+    }
+
+    fn liveness_handle(&self) -> Option<RawHandle> {
+        ShmChannel::liveness_handle(self)
+    }
+
+    /// A doorbell may ring for other reasons (a frame already taken by another holder, a
+    /// peer process coming or going); checking re-arms it.
+    fn confirm_ready(&self) -> Option<bool> {
+        Some(self.prepare_wait())
+    }
+
+    fn export(&self) -> Vec<u8> {
+        self.describe()
+    }
+
+    fn adopt(handles: Vec<OwnedHandle>, state: &[u8]) -> io::Result<Self> {
+        ShmChannel::from_parts(handles, state)
+    }
+
+    fn try_clone(&self) -> io::Result<Self> {
+        ShmChannel::try_clone(self)
+    }
+}
+
 /// The capacity of each direction's ring, in bytes (a power of two).
 pub const DEFAULT_RING: usize = 256 << 10;
+
+/// The ring a queue over this transport keeps in front of its spool
+/// ([`Capabilities::queue_ring`]).
+pub const QUEUE_RING: usize = 256 << 10;
 
 /// Default for [`spin_limit`]: about twice what a cross-core wake-up costs on a small
 /// machine (~20 us), the classic bound that keeps spinning within 2x of the best choice.

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
 use mp_ipc::handle::OwnedHandle;
+use mp_ipc::spin::Pace;
 use mp_ipc::IpcError;
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"mpshmv01");
@@ -590,29 +591,24 @@ pub(crate) trait RingEnd {
         if ready()? {
             return Ok(true);
         }
-        // Spin.
+        // Spin (through the one spin loop of mp, so a zero limit turns it off).
         let spin_ns = &self.ring().spin_ns;
         let budget = spin_ns.load(Ordering::Relaxed);
+        let limit = crate::spin_limit().as_nanos().min(u128::from(u64::MAX)) as u64;
         if budget > 0 && !deadline.expired() {
-            let stop = Deadline::after(Duration::from_nanos(budget)).min(deadline);
-            let mut i = 0u32;
-            loop {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                }
-                if ready()? {
-                    // Worth it: spin as long as allowed next time.
-                    let limit = crate::spin_limit().as_nanos() as u64;
-                    spin_ns.store(limit, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                i += 1;
-                if i & 15 == 0 && stop.expired() {
-                    break;
-                }
+            let window = Duration::from_nanos(budget.min(limit));
+            let spun =
+                mp_ipc::spin::spin(window, deadline, Pace::Busy { rounds: u32::MAX }, || {
+                    ready().map(|r| r.then_some(()))
+                })?;
+            if spun.is_some() {
+                // Worth it: spin as long as allowed next time.
+                spin_ns.store(limit, Ordering::Relaxed);
+                return Ok(true);
             }
-            // Spun in vain: halve the budget (down to 1 us), regrown by the next success.
-            spin_ns.store((budget / 2).max(1_000), Ordering::Relaxed);
+            // Spun in vain: halve the budget (down to 1 us, never above the limit),
+            // regrown by the next success.
+            spin_ns.store((budget / 2).max(1_000).min(limit), Ordering::Relaxed);
         }
         // Sleep.
         loop {

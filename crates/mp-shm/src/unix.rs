@@ -5,13 +5,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
 use mp_ipc::frame::FrameHeader;
+use mp_ipc::memory::Mapping;
 use mp_ipc::{Channel, IpcError};
 use mp_unix::UnixChannel;
 
@@ -34,61 +34,23 @@ struct Batch {
     fds: Vec<OwnedFd>,
 }
 
-/// A mapped segment.
+/// A mapped segment: the object and the one mapping type of `mp` on Unix.
 struct Mem {
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
+    map: Mapping,
 }
 
 impl Mem {
     /// A new segment, its size sealed where the system can: no holder can shrink it under
     /// the other's mapping.
     fn create(len: usize) -> io::Result<Self> {
-        Self::map(mp_unix::memory::sized_object(c"mp-shm-pipe", len)?, len)
+        Self::map(mp_unix::memory::create(c"mp-shm-pipe", len)?, len)
     }
 
+    /// Maps `len` bytes; an object smaller than announced is `InvalidData`.
     fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
-        // SAFETY: fstat fills a zeroed stat structure.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above, on a descriptor we own.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if (st.st_size as u64) < len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "a shared-memory channel of {len} bytes was announced, the object has {}",
-                    st.st_size
-                ),
-            ));
-        }
-        // SAFETY: mapping a descriptor we hold, no larger than the object.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { fd, ptr, len })
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: the mapping came from mmap with this length and dies with self.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
+        let map = mp_unix::memory::map(fd.as_fd(), len)?;
+        Ok(Self { fd, map })
     }
 }
 
@@ -159,7 +121,7 @@ impl ShmChannel {
     fn wrap(mem: Mem, bell: UnixChannel, side: u8, cap: usize) -> Self {
         Self {
             // SAFETY: the mapping is total_len(cap) bytes and lives in `mem` beside it.
-            ring: unsafe { Ring::new(mem.ptr.as_ptr(), side, cap) },
+            ring: unsafe { Ring::new(mem.map.as_ptr(), side, cap) },
             mem,
             bell,
             fds: Mutex::new(Batches::default()),

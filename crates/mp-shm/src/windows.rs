@@ -25,7 +25,6 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::windows::io::{AsRawHandle, OwnedHandle, RawHandle};
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +34,7 @@ use mp_ipc::frame::FrameHeader;
 use mp_ipc::{Channel, IpcError};
 use mp_windows::event::{self, Event};
 use mp_windows::handle::{handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX};
+use mp_windows::memory::Mapping;
 use mp_windows::PipeChannel;
 
 #[cfg(test)]
@@ -46,15 +46,15 @@ use crate::ring::{round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
 /// peer end lives on elsewhere.
 const EXIT_GRACE: Duration = Duration::from_millis(20);
 
-/// A mapped view of a section.
+/// A mapped view of a section (the one mapping type of `mp` on Windows).
 struct View {
     section: OwnedHandle,
-    ptr: NonNull<u8>,
+    map: Mapping,
 }
 
 impl View {
     fn map(section: OwnedHandle, len: usize) -> io::Result<Self> {
-        let have = mp_windows::shm::size(&section)?;
+        let have = mp_windows::memory::size(&section)?;
         if have < len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -63,16 +63,8 @@ impl View {
                 ),
             ));
         }
-        let ptr = mp_windows::shm::map(&section, len)?;
-        Ok(Self { section, ptr })
-    }
-}
-
-impl Drop for View {
-    fn drop(&mut self) {
-        // SAFETY: the view came from `map` and dies with self (the Ring pointing into it is
-        // dropped with the same channel, and used only through it).
-        unsafe { mp_windows::shm::unmap(self.ptr) };
+        let map = mp_windows::memory::map(&section, len)?;
+        Ok(Self { section, map })
     }
 }
 
@@ -134,7 +126,7 @@ impl ShmChannel {
     /// at least 4 KiB).
     pub fn pair(cap: usize) -> io::Result<(Self, Self)> {
         let cap = round_cap(cap);
-        let section = mp_windows::shm::create(total_len(cap))?;
+        let section = mp_windows::memory::create(total_len(cap))?;
         let section2 = mp_windows::handle::duplicate_local(section.as_raw_handle())?;
         let (e0, e1) = (Event::new()?, Event::new()?);
         let (e0b, e1b) = (e0.try_clone()?, e1.try_clone()?);
@@ -158,7 +150,7 @@ impl ShmChannel {
     ) -> Self {
         Self {
             // SAFETY: the view is total_len(cap) bytes and lives in `view` beside it.
-            ring: unsafe { Ring::new(view.ptr.as_ptr(), side, cap) },
+            ring: unsafe { Ring::new(view.map.as_ptr(), side, cap) },
             view,
             mine,
             theirs,

@@ -414,7 +414,8 @@ impl UnixChannel {
     /// # Safety
     /// `fd` must be an open descriptor owned by nobody else.
     pub unsafe fn from_raw_fd(fd: RawFd) -> io::Result<Self> {
-        Self::from_fd(OwnedFd::from_raw_fd(fd))
+        // SAFETY: the caller promises an open descriptor nobody else owns.
+        Self::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Gives up the channel, returning its descriptor.

@@ -6,6 +6,7 @@
 //! and never a `SIGPIPE` that kills the writer. [`fdpass`] sends descriptors along with a
 //! frame (`SCM_RIGHTS`), which is how handles reach spawned and fork-server children.
 //!
+//! [`UnixSocket`] is the transport (`mp_ipc::Transport`) whose ends are `UnixChannel`s.
 //! Receives and polls spin briefly before they block ([`spin`]).
 //!
 //! On non-Unix targets the crate is empty.
@@ -17,5 +18,7 @@ pub mod memory;
 pub mod poll;
 pub mod process;
 pub mod spin;
+mod transport;
 
 pub use channel::UnixChannel;
+pub use transport::UnixSocket;

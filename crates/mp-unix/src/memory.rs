@@ -1,8 +1,102 @@
-//! Anonymous shared-memory objects: the one place `mp` creates them on Unix, and seals
-//! their size where the system can.
+//! Shared memory on Unix, written once for every crate of `mp`: anonymous objects
+//! ([`anonymous_object`], [`create`], its size sealed where the system can), their size, and [`map`], which makes the one mapping
+//! type of `mp` ([`Mapping`]) that `mp-core`'s segments and `mp-shm`'s rings both hold.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+pub use mp_ipc::memory::Mapping;
+
+/// A new [`anonymous_object`] of `len` bytes (zero-filled) whose size is final: on Linux it is
+/// sealed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so no process holding it, however
+/// hostile, can shrink it under another's mapping (which would kill that process with
+/// `SIGBUS` at its next access) or grow it. Elsewhere the size is not protected; see
+/// [`size_is_sealed`].
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// let fd = mp_unix::memory::create(c"doc", 4096).unwrap();
+/// if cfg!(target_os = "linux") {
+///     assert!(mp_unix::memory::size_is_sealed(&fd));
+///     // SAFETY: ftruncate on a descriptor we own; the seal refuses it.
+///     assert_ne!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
+/// }
+/// ```
+pub fn create(label: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
+    let fd = anonymous_object(label)?;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+    // SAFETY: ftruncate on a descriptor we own.
+    if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    imp::seal_size(&fd)?;
+    Ok(fd)
+}
+
+/// The size of a shared-memory object, in bytes.
+pub fn size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fstat fills a zeroed stat structure; the descriptor is borrowed, so open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    usize::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// Maps the first `len` bytes of `fd`, shared and writable, unmapped when the [`Mapping`]
+/// drops (the descriptor may be closed before). An object smaller than `len` is an
+/// `InvalidData` error: touching a mapping beyond the object would fault.
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let fd = mp_unix::memory::create(c"doc", 64).unwrap();
+/// let map = mp_unix::memory::map(fd.as_fd(), 64).unwrap();
+/// // SAFETY: inside the mapping, and nothing else uses it.
+/// unsafe { map.as_ptr().write(7) };
+/// assert_eq!(map.len(), 64);
+/// assert!(mp_unix::memory::map(fd.as_fd(), 1 << 20).is_err());
+/// ```
+pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    let have = size(fd)?;
+    if have < len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a mapping of {len} bytes was asked of an object of {have}"),
+        ));
+    }
+    // SAFETY: mapping a descriptor the caller holds, no larger than the object (at least one
+    // byte: the kernel refuses empty mappings).
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+    // SAFETY: a fresh mapping of `len` (at least one) bytes, released only by `unmap`.
+    Ok(unsafe { Mapping::from_raw(ptr, len, unmap) })
+}
+
+/// Releases what [`map`] mapped.
+///
+/// # Safety
+/// `ptr` and `len` must be those of one mapping made by [`map`], used no more.
+unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: per the contract.
+    unsafe {
+        libc::munmap(ptr.as_ptr().cast(), len.max(1));
+    }
+}
 
 /// A new, empty, close-on-exec shared-memory object that no name refers to, so the kernel
 /// frees it when the last process holding it closes it or dies. `label` shows in
@@ -15,33 +109,6 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// ```
 pub fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
     imp::anonymous_object(label)
-}
-
-/// An [`anonymous_object`] of `len` bytes (zero-filled) whose size is final: on Linux it is
-/// sealed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), so no process holding it, however
-/// hostile, can shrink it under another's mapping (which would kill that process with
-/// `SIGBUS` at its next access) or grow it. Elsewhere the size is not protected; see
-/// [`size_is_sealed`].
-///
-/// ```
-/// use std::os::fd::AsRawFd;
-/// let fd = mp_unix::memory::sized_object(c"doc", 4096).unwrap();
-/// if cfg!(target_os = "linux") {
-///     assert!(mp_unix::memory::size_is_sealed(&fd));
-///     // SAFETY: ftruncate on a descriptor we own; the seal refuses it.
-///     assert_ne!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
-/// }
-/// ```
-pub fn sized_object(label: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
-    let fd = anonymous_object(label)?;
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
-    // SAFETY: ftruncate on a descriptor we own.
-    if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    imp::seal_size(&fd)?;
-    Ok(fd)
 }
 
 /// Whether the size of the object behind `fd` can no longer change (sealed on Linux; an

@@ -178,7 +178,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_mapped_segment_is_seen_in_the_maps_of_its_holder_only() {
-        let fd = crate::memory::sized_object(c"maps-test", 4096).unwrap();
+        let fd = crate::memory::create(c"maps-test", 4096).unwrap();
         assert_eq!(maps_object(std::process::id(), fd.as_fd()), Some(false));
         // SAFETY: mapping the fresh object read-only, unmapped below.
         let p = unsafe {

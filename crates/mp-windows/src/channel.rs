@@ -230,7 +230,8 @@ impl PipeChannel {
     /// # Safety
     /// `h` must be an open handle owned by nobody else.
     pub unsafe fn from_raw_handle(h: RawHandle) -> io::Result<Self> {
-        Self::from_handle(OwnedHandle::from_raw_handle(h))
+        // SAFETY: the caller promises an open handle nobody else owns.
+        Self::from_handle(unsafe { OwnedHandle::from_raw_handle(h) })
     }
 
     /// A second handle for the same pipe end (same pair id).

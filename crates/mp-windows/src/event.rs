@@ -31,8 +31,8 @@ impl Event {
         if h.is_null() {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: a fresh handle nobody else owns.
         Ok(Self {
+            // SAFETY: a fresh handle nobody else owns.
             handle: unsafe { OwnedHandle::from_raw_handle(h) },
         })
     }

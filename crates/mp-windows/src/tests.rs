@@ -273,25 +273,24 @@ fn poll_many_sees_pipes_and_waitable_objects_beyond_64() {
 
 #[test]
 fn shared_memory_views_see_each_others_writes() {
-    use crate::shm;
-    let section = shm::create(10).unwrap();
+    use crate::memory;
+    let section = memory::create(10).unwrap();
     // Sizes are whole pages; never less than asked for.
-    let size = shm::size(&section).unwrap();
+    let size = memory::size(&section).unwrap();
     assert!(size >= 10 && size % 4096 == 0, "{size}");
-    let a = shm::map(&section, 10).unwrap();
+    let a = memory::map(&section, 10).unwrap();
     // A view through another handle to the same section, as a child would make.
     let other = crate::handle::duplicate_local(section.as_raw_handle()).unwrap();
-    let b = shm::map(&other, size).unwrap();
+    let b = memory::map(&other, size).unwrap();
     // SAFETY: both views are live and at least 10 bytes long; zero-filled at creation.
     unsafe {
         assert_eq!(*b.as_ptr().add(9), 0);
         *a.as_ptr().add(9) = 42;
         assert_eq!(*b.as_ptr().add(9), 42);
-        shm::unmap(a);
-        shm::unmap(b);
     }
+    drop((a, b));
     // A view beyond the section is refused.
-    assert!(shm::map(&section, size + 4096).is_err());
+    assert!(memory::map(&section, size + 4096).is_err());
 }
 
 #[test]
@@ -303,6 +302,7 @@ fn tcp_sockets_are_channels_too() {
     let (b, _) = l.accept().unwrap();
     // SAFETY: the sockets' ownership moves into the handles.
     let a = unsafe { OwnedHandle::from_raw_handle(a.into_raw_socket() as _) };
+    // SAFETY: as above.
     let b = unsafe { OwnedHandle::from_raw_handle(b.into_raw_socket() as _) };
     let a = PipeChannel::from_handle(a).unwrap();
     let b = PipeChannel::from_handle(b).unwrap();

@@ -23,8 +23,8 @@
 //! must still be running when the message is read; a TCP connection (a socket channel)
 //! carries no handles there (`Unsupported`).
 
-mod backend;
 mod raw;
+mod transport;
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -33,11 +33,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ConnectionError;
-#[cfg(feature = "shm")]
-pub use backend::{set_shm_spin_limit, shm_spin_limit, Shm};
-pub use backend::{set_socket_spin_limit, socket_spin_limit};
-pub use backend::{Backend, BackendKind, DefaultBackend, Socket};
 pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawConnection};
+#[cfg(feature = "shm")]
+pub use transport::{set_shm_spin_limit, shm_spin_limit, Shm};
+pub use transport::{set_socket_spin_limit, socket_spin_limit};
+pub use transport::{DefaultTransport, Socket, Transport};
 
 /// Creates a duplex pipe: what one end sends, the other receives, both ways.
 ///
@@ -49,10 +49,10 @@ pub(crate) use raw::{close_inherited_connections_except, lock_live_handles, RawC
 /// assert_eq!(a.recv().unwrap().0, 2);
 /// ```
 pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
-    pipe_with::<T, DefaultBackend>()
+    pipe_with::<T, DefaultTransport>()
 }
 
-/// Creates a duplex pipe over backend `B` ([`Socket`], or [`Shm`] with the `shm` feature),
+/// Creates a duplex pipe over transport `B` ([`Socket`], or [`Shm`] with the `shm` feature),
 /// whatever the default is. The ends are the same `Connection` type as [`pipe`]'s.
 ///
 /// ```
@@ -60,14 +60,14 @@ pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
 /// let (a, b) = pipe_with::<u32, Socket>().unwrap();
 /// a.send(&7).unwrap();
 /// assert_eq!(b.recv().unwrap(), 7);
-/// assert_eq!(a.backend(), Some(mp_core::connection::BackendKind::Socket));
+/// assert_eq!(a.transport(), Some("socket"));
 /// ```
-pub fn pipe_with<T, B: Backend>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
-    let (a, b) = RawConnection::pair(B::KIND)?;
+pub fn pipe_with<T, B: Transport>() -> Result<(Connection<T>, Connection<T>), ConnectionError> {
+    let (a, b) = RawConnection::pair::<B>()?;
     Ok((Connection::from_raw(a), Connection::from_raw(b)))
 }
 
-/// [`pipe_oneway`] over backend `B`.
+/// [`pipe_oneway`] over transport `B`.
 ///
 /// ```
 /// use mp_core::connection::{pipe_oneway_with, Socket};
@@ -75,8 +75,8 @@ pub fn pipe_with<T, B: Backend>() -> Result<(Connection<T>, Connection<T>), Conn
 /// tx.send(&1).unwrap();
 /// assert_eq!(rx.recv().unwrap(), 1);
 /// ```
-pub fn pipe_oneway_with<T, B: Backend>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
-    let (a, b) = RawConnection::pair(B::KIND)?;
+pub fn pipe_oneway_with<T, B: Transport>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
+    let (a, b) = RawConnection::pair::<B>()?;
     Ok((
         Reader {
             raw: a,
@@ -97,7 +97,7 @@ pub fn pipe_oneway_with<T, B: Backend>() -> Result<(Reader<T>, Writer<T>), Conne
 /// assert_eq!(rx.recv().unwrap(), 42);
 /// ```
 pub fn pipe_oneway<T>() -> Result<(Reader<T>, Writer<T>), ConnectionError> {
-    pipe_oneway_with::<T, DefaultBackend>()
+    pipe_oneway_with::<T, DefaultTransport>()
 }
 
 /// One end of a duplex pipe carrying values of type `T`.
@@ -163,8 +163,9 @@ macro_rules! common_methods {
                 })
             }
 
-            /// The backend this end uses (`None` once closed).
-            pub fn backend(&self) -> Option<BackendKind> {
+            /// The name of the transport this end uses ([`mp_ipc::Transport::NAME`]:
+            /// `"socket"`, `"shm"`, ...; `None` once closed).
+            pub fn transport(&self) -> Option<&'static str> {
                 self.raw.kind()
             }
 

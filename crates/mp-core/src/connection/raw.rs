@@ -6,12 +6,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
+use mp_ipc::dispatch::{AnyEnd, BoxedEnd};
 use mp_ipc::handle::{OwnedHandle, RawHandle};
-use mp_ipc::{Channel, DEFAULT_MAX_FRAME};
+use mp_ipc::DEFAULT_MAX_FRAME;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::backend::{AnyChan, BackendKind};
+use super::transport::TRANSPORTS;
 use crate::ConnectionError;
 
 /// The handles of every open connection end in this process, so that a forked child can
@@ -60,7 +61,7 @@ const SCRATCH_KEEP: usize = 1 << 20;
 /// A framed channel end with its receive limit, its broken flag and a reusable buffer.
 /// The `Cell`s make it `!Sync`: one thread uses an end at a time.
 pub(crate) struct RawConnection {
-    chan: Option<AnyChan>,
+    chan: Option<BoxedEnd>,
     max_len: u64,
     broken: Cell<bool>,
     scratch: RefCell<Vec<u8>>,
@@ -75,7 +76,7 @@ impl Drop for RawConnection {
 }
 
 impl RawConnection {
-    pub(crate) fn new(chan: AnyChan) -> Self {
+    pub(crate) fn new(chan: BoxedEnd) -> Self {
         live_handles().extend(chan.handles().into_iter().map(LiveHandle));
         Self {
             chan: Some(chan),
@@ -85,54 +86,61 @@ impl RawConnection {
         }
     }
 
-    pub(crate) fn pair(kind: BackendKind) -> Result<(Self, Self), ConnectionError> {
-        let (a, b) = AnyChan::pair(kind)?;
+    pub(crate) fn pair<B: mp_ipc::Transport>() -> Result<(Self, Self), ConnectionError> {
+        let (a, b) = mp_ipc::dispatch::pair::<B>()?;
         Ok((Self::new(a), Self::new(b)))
     }
 
     /// Wraps one end of a socket-backend channel.
     pub(crate) fn from_handle(h: OwnedHandle) -> std::io::Result<Self> {
-        Ok(Self::new(AnyChan::Socket(crate::sys::chan_from_handle(h)?)))
+        Ok(Self::new(Box::new(crate::sys::chan_from_handle(h)?)))
     }
 
-    /// Rebuilds an end that came from another process (see [`AnyChan::from_parts`]).
+    /// Rebuilds an end of transport `name` that came from another process (see
+    /// [`mp_ipc::Endpoint::adopt`]).
     pub(crate) fn from_parts(
-        kind: u8,
+        name: &str,
         handles: Vec<OwnedHandle>,
-        extra: &[u8],
+        state: &[u8],
     ) -> std::io::Result<Self> {
-        Ok(Self::new(AnyChan::from_parts(kind, handles, extra)?))
+        let Some(entry) = mp_ipc::dispatch::find(TRANSPORTS, name) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a connection of transport {name:?}, which this build does not have"),
+            ));
+        };
+        Ok(Self::new((entry.adopt)(handles, state)?))
     }
 
     pub(crate) fn try_clone(&self) -> Result<Self, ConnectionError> {
-        let mut clone = Self::new(self.chan()?.try_clone()?);
+        let mut clone = Self::new(self.chan()?.try_clone_any()?);
         clone.max_len = self.max_len;
         Ok(clone)
     }
 
     /// The handle `wait` polls.
     pub(crate) fn raw_handle(&self) -> Option<RawHandle> {
-        self.chan.as_ref().map(AnyChan::wait_handle)
+        self.chan.as_ref().and_then(|c| c.wait_handle())
     }
 
-    /// See [`AnyChan::recheck`].
+    /// See [`mp_ipc::Endpoint::confirm_ready`].
     pub(crate) fn recheck(&self) -> Option<bool> {
-        self.chan.as_ref().and_then(AnyChan::recheck)
+        self.chan.as_ref().and_then(|c| c.confirm_ready())
     }
 
     /// The second handle `wait` includes, if the backend has one (see
-    /// [`AnyChan::liveness_handle`]).
+    /// [`mp_ipc::Endpoint::liveness_handle`]).
     pub(crate) fn liveness_handle(&self) -> Option<RawHandle> {
-        self.chan.as_ref().and_then(AnyChan::liveness_handle)
+        self.chan.as_ref().and_then(|c| c.liveness_handle())
     }
 
-    /// The backend of this end, if open.
-    pub(crate) fn kind(&self) -> Option<BackendKind> {
-        self.chan.as_ref().map(AnyChan::kind)
+    /// The name of this end's transport, if open.
+    pub(crate) fn kind(&self) -> Option<&'static str> {
+        self.chan.as_ref().map(|c| c.transport())
     }
 
-    pub(crate) fn chan(&self) -> Result<&AnyChan, ConnectionError> {
-        self.chan.as_ref().ok_or(ConnectionError::Closed)
+    pub(crate) fn chan(&self) -> Result<&dyn AnyEnd, ConnectionError> {
+        self.chan.as_deref().ok_or(ConnectionError::Closed)
     }
 
     pub(crate) fn close(&mut self) {
@@ -269,8 +277,9 @@ impl Serialize for HandleRef {
     }
 }
 
-/// The wire form of a connection end: its backend, its handles (through the outbox) and
-/// what travels beside them (read-ahead bytes, or the ring description).
+/// The wire form of a connection end: its transport's name, its handles (through the
+/// outbox) and the state that travels beside them ([`mp_ipc::Endpoint::export`]: read-ahead
+/// bytes, or the ring description).
 pub(crate) fn serialize_end<S: serde::Serializer>(
     raw: &RawConnection,
     s: S,
@@ -279,11 +288,18 @@ pub(crate) fn serialize_end<S: serde::Serializer>(
     let Some(chan) = raw.chan.as_ref() else {
         return Err(serde::ser::Error::custom("cannot pass a closed connection"));
     };
+    let name = chan.transport();
+    if mp_ipc::dispatch::find(TRANSPORTS, name).is_none() || !chan.capabilities().crosses_processes
+    {
+        return Err(serde::ser::Error::custom(format!(
+            "a connection of transport {name:?} cannot leave its process"
+        )));
+    }
     let handles: Vec<HandleRef> = chan.handles().into_iter().map(HandleRef).collect();
     let mut t = s.serialize_tuple(3)?;
-    t.serialize_element(&chan.kind_tag())?;
+    t.serialize_element(name)?;
     t.serialize_element(&handles)?;
-    t.serialize_element(&chan.extra())?;
+    t.serialize_element(&chan.export())?;
     t.end()
 }
 
@@ -292,10 +308,10 @@ pub(crate) fn deserialize_end<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<RawConnection, D::Error> {
     use serde::Deserialize;
-    let (kind, handles, extra) = <(u8, Vec<crate::OsHandle>, Vec<u8>)>::deserialize(d)?;
+    let (name, handles, state) = <(String, Vec<crate::OsHandle>, Vec<u8>)>::deserialize(d)?;
     let handles = handles
         .into_iter()
         .map(crate::OsHandle::into_inner)
         .collect();
-    RawConnection::from_parts(kind, handles, &extra).map_err(serde::de::Error::custom)
+    RawConnection::from_parts(&name, handles, &state).map_err(serde::de::Error::custom)
 }

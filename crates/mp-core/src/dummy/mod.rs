@@ -17,7 +17,7 @@
 //!
 //! What differs from the process backend, and why:
 //! - nothing is serialized: arguments, queue items, messages and results are *moved* between
-//!   threads, so their types need only be `Send` (the [`api::Backend`](crate::api::Backend)
+//!   threads, so their types need only be `Send` (the [`api::Flavor`](crate::api::Flavor)
 //!   trait keeps the process backend's `serde` bounds, so portable code stays portable), and
 //!   the `Encode`/`Decode` error variants never occur for values;
 //! - a target may be any `FnOnce` closure, capturing anything ([`Process::new`] and

@@ -4,7 +4,7 @@
 //!
 //! The threads backend never serializes its own arguments; this exists so that its types
 //! satisfy the same `Serialize + DeserializeOwned` bounds as the process backend's (see
-//! [`crate::api::Backend`]). A ticket deserialized in another process, or twice, is an
+//! [`crate::api::Flavor`]). A ticket deserialized in another process, or twice, is an
 //! error; an object serialized and never deserialized stays parked until the process ends.
 
 use std::any::Any;

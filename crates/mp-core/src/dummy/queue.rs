@@ -289,7 +289,7 @@ macro_rules! queue_methods {
         }
 
         /// Serializes a ticket for this handle, valid once and only in this process (so the
-        /// type meets the process backend's bounds; see [`crate::api::Backend`]).
+        /// type meets the process backend's bounds; see [`crate::api::Flavor`]).
         impl<T: Send + 'static> Serialize for $ty<T> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 super::passage::serialize(self.core.clone(), s)

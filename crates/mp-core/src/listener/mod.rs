@@ -53,14 +53,8 @@
 mod accept;
 mod auth;
 mod error;
-#[cfg(unix)]
-mod sys_unix;
-#[cfg(unix)]
-pub(crate) use sys_unix::{SysListener, SysStream};
-#[cfg(windows)]
-mod sys_windows;
-#[cfg(windows)]
-pub(crate) use sys_windows::{SysListener, SysStream};
+pub(crate) use crate::sys::{SysListener, SysStream};
+pub(crate) use auth::TimedStream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -119,11 +113,7 @@ impl Address {
         let mut r = [0u8; 8];
         let _ = getrandom::fill(&mut r);
         let name = format!("mp-{}-{:016x}", std::process::id(), u64::from_le_bytes(r));
-        if cfg!(windows) {
-            Address::Pipe(format!(r"\\.\pipe\{name}"))
-        } else {
-            Address::Unix(std::env::temp_dir().join(format!("{name}.sock")))
-        }
+        crate::sys::unique_local_address(&name)
     }
 }
 

@@ -145,23 +145,24 @@ impl Pool {
     }
 }
 
-/// How long a waiting side polls before it sleeps in the kernel. A manager call is a round
-/// trip of a few microseconds; sleeping and being woken costs more than that, so both the
-/// client (waiting for a reply) and the server (waiting for the next request) look briefly
-/// first. Never past a reply that is there: it only delays going to sleep.
-pub(crate) const SPIN: Duration = Duration::from_micros(50);
+/// How long a waiting side polls before it sleeps in the kernel: 50 µs, or `MP_SPIN_US`.
+/// A manager call is a round trip of a few microseconds; sleeping and being woken costs more
+/// than that, so both the client (waiting for a reply) and the server (waiting for the next
+/// request) look briefly first. Never past a reply that is there: it only delays going to
+/// sleep.
+static SPIN: mp_ipc::spin::SpinLimit =
+    mp_ipc::spin::SpinLimit::new(mp_ipc::spin::GLOBAL_ENV, Duration::from_micros(50));
 
 /// Polls `conn` without blocking for up to [`SPIN`]; returns early once it is readable.
+/// Yields rather than burns: under load (more waiting threads than CPUs) the peer that must
+/// answer gets the CPU.
 pub(crate) fn spin_until_readable(conn: &RawConnection) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < SPIN {
-        if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
-            return;
-        }
-        // Yield rather than burn: under load (more waiting threads than CPUs) the peer
-        // that must answer gets the CPU.
-        std::thread::yield_now();
-    }
+    mp_ipc::spin::spin_until(
+        SPIN.get(),
+        mp_ipc::deadline::Deadline::NEVER,
+        mp_ipc::spin::Pace::Yield,
+        || conn.poll(Some(Duration::ZERO)).unwrap_or(true),
+    );
 }
 
 pub(crate) fn decode_reply<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {

@@ -66,7 +66,7 @@ mod client;
 mod protocol;
 mod proxies;
 mod server;
-mod shm;
+mod shared_memory;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ pub use self::proxies::{
     NamespaceProxy, Proxy, QueueProxy, QueueProxyError, SemaphoreProxy, ValueProxy,
 };
 pub use self::server::{Registry, Server, ServerLimits};
-pub use self::shm::{SharedMemoryManager, SharedMemoryManagerError};
+pub use self::shared_memory::{SharedMemoryManager, SharedMemoryManagerError};
 use crate::listener::{Address, ListenerError};
 use crate::{ConnectionError, Context, Process, ProcessError};
 

@@ -443,7 +443,7 @@ impl Registry {
             factories: HashMap::new(),
         };
         super::builtins::register(&mut r);
-        r.register::<super::shm::SegmentKeeper>();
+        r.register::<super::shared_memory::SegmentKeeper>();
         r
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::core::{self, Shared};
+use super::dispatcher::{self, Shared};
 use super::entry::Plain;
 use super::result::{MapSlot, Phase, Slot};
 use super::{OnWorkerDeath, PoolBuilder, PoolError, TaskError};
@@ -65,7 +65,7 @@ impl ExecutorBuilder {
     pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
         let cfg = self.inner.config(true, "Executor")?;
         let max_workers = cfg.processes;
-        let (shared, thread) = core::start(cfg)?;
+        let (shared, thread) = dispatcher::start(cfg)?;
         Ok(ProcessPoolExecutor {
             shared,
             thread: Mutex::new(Some(thread)),

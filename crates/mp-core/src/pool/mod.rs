@@ -38,7 +38,7 @@
 //! each worker has its own pipe, the dispatcher always knows which task a dead worker was
 //! running.
 
-mod core;
+mod dispatcher;
 mod entry;
 mod executor;
 mod futures;
@@ -54,12 +54,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use self::core::{Chunk, Config, Shared, Sink};
+use self::dispatcher::{Chunk, Config, Shared, Sink};
 use self::entry::{Entry, Plain, Star, TaskFn};
 use self::result::{ApplySink, MapSink, MapSlot, Slot};
 use crate::{ChildPanic, Context, ProcessError};
 
-pub use self::core::OnWorkerDeath;
+pub use self::dispatcher::OnWorkerDeath;
 pub use self::entry::StarFn;
 pub use self::executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor, TaskFuture};
 pub use self::futures::{as_completed, wait, AsCompleted, DoneAndNotDone, ReturnWhen, WaitTimeout};
@@ -204,11 +204,11 @@ fn collect_input<I: IntoIterator>(iter: I) -> Result<Vec<I::Item>, PoolError> {
 
 /// Encodes one chunk of arguments.
 fn encode_chunk<A: Serialize>(head: &[u8], items: &[A]) -> Result<Vec<u8>, String> {
-    let mut frame = core::chunk_frame(head, items.len(), items.len() * 8);
+    let mut frame = dispatcher::chunk_frame(head, items.len(), items.len() * 8);
     for a in items {
         entry::encode_into(a, &mut frame)?;
     }
-    core::seal_frame(&mut frame);
+    dispatcher::seal_frame(&mut frame);
     Ok(frame)
 }
 
@@ -326,7 +326,7 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool, PoolError> {
         let cfg = self.config(false, "Pool")?;
         let processes = cfg.processes;
-        let (shared, thread) = core::start(cfg)?;
+        let (shared, thread) = dispatcher::start(cfg)?;
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -577,7 +577,7 @@ impl Pool {
     /// Waits for the workers to end, after [`close`](Self::close) or
     /// [`terminate`](Self::terminate); [`PoolError::StillRunning`] otherwise.
     pub fn join(&self) -> Result<(), PoolError> {
-        if self.shared.lock().status == core::Status::Running {
+        if self.shared.lock().status == dispatcher::Status::Running {
             return Err(PoolError::StillRunning);
         }
         self.shared.wait_stopped(None);
@@ -613,7 +613,7 @@ where
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     shared.check_running()?;
-    let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
     let frame = encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
     let slot = Slot::new(callbacks);
     let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
@@ -646,7 +646,7 @@ where
         }
         return Ok(());
     }
-    let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
     let chunks = items.len().div_ceil(chunksize);
     let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(chunks, slot));
     let mut out = Vec::with_capacity(chunks);
@@ -805,7 +805,7 @@ impl<'p> Chunked<'p> {
     {
         self.pool.shared.check_running()?;
         let chunksize = self.chunksize.unwrap_or(1);
-        let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+        let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
         let mut it = iter.into_iter();
         let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
             let mut frame: Option<Vec<u8>> = None;
@@ -814,13 +814,13 @@ impl<'p> Chunked<'p> {
                 let item = panic::catch_unwind(AssertUnwindSafe(|| it.next()))
                     .map_err(|p| TaskError::Input(panic_message(&*p)))?;
                 let Some(a) = item else { break };
-                let f = frame.get_or_insert_with(|| core::chunk_frame(&head, 0, 0));
+                let f = frame.get_or_insert_with(|| dispatcher::chunk_frame(&head, 0, 0));
                 entry::encode_into(&a, f).map_err(TaskError::Encode)?;
                 n += 1;
             }
             Ok(frame.map(|mut f| {
                 f[5..9].copy_from_slice(&(n as u32).to_le_bytes());
-                core::seal_frame(&mut f);
+                dispatcher::seal_frame(&mut f);
                 Chunk {
                     sink: sink.clone(),
                     index,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::core::{Outcome, Shared, Sink};
+use super::dispatcher::{Outcome, Shared, Sink};
 use super::entry::WireError;
 use super::TaskError;
 
@@ -490,8 +490,9 @@ impl<R: DeserializeOwned + Send> Sink for ImapSink<R> {
 }
 
 /// Encodes the next chunk of an input iterator: `Ok(None)` at its end.
-pub(crate) type NextChunk<'a> =
-    Box<dyn FnMut(&Arc<dyn Sink>, usize) -> Result<Option<super::core::Chunk>, TaskError> + 'a>;
+pub(crate) type NextChunk<'a> = Box<
+    dyn FnMut(&Arc<dyn Sink>, usize) -> Result<Option<super::dispatcher::Chunk>, TaskError> + 'a,
+>;
 
 /// The lazy iterator of [`Pool::imap`](super::Pool::imap) and
 /// [`Pool::imap_unordered`](super::Pool::imap_unordered): it reads the input only as far as
@@ -501,7 +502,7 @@ pub(crate) type NextChunk<'a> =
 pub struct IMap<'a, R> {
     shared: Arc<Shared>,
     sink: Arc<ImapSink<R>>,
-    sink_dyn: Arc<dyn super::core::Sink>,
+    sink_dyn: Arc<dyn super::dispatcher::Sink>,
     next_chunk: NextChunk<'a>,
     input_done: bool,
     input_error: Option<TaskError>,

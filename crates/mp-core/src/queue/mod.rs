@@ -16,7 +16,7 @@
 //! the same queue there. If a process dies in the middle of `put`, its item is simply not
 //! there; if it dies holding the queue's lock, the next user repairs the index and goes on.
 
-mod core;
+mod engine;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use self::core::{with_frame, Core};
-use crate::connection::{Backend, BackendKind, DefaultBackend};
+use self::engine::{with_frame, Core};
+use crate::connection::{DefaultTransport, Transport};
 
 /// Why a `put` failed; the item comes back where it was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -140,15 +140,11 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Serialize + DeserializeOwned> Handle<T> {
     fn new(maxsize: u32) -> std::io::Result<Self> {
-        Self::with_kind(maxsize, DefaultBackend::KIND)
+        Self::with_transport::<DefaultTransport>(maxsize)
     }
 
-    fn with_kind(maxsize: u32, kind: BackendKind) -> std::io::Result<Self> {
-        let ring = match kind {
-            BackendKind::Socket => 0,
-            #[cfg(feature = "shm")]
-            BackendKind::Shm => self::core::SHM_RING,
-        };
+    fn with_transport<B: Transport>(maxsize: u32) -> std::io::Result<Self> {
+        let ring = B::CAPABILITIES.queue_ring;
         Ok(Self {
             core: Some(Core::new(maxsize, ring)?),
             _t: PhantomData,
@@ -325,18 +321,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// A queue of at most `maxsize` items (0: unbounded) over backend `B`, whatever the
+    /// A queue of at most `maxsize` items (0: unbounded) over transport `B`, whatever the
     /// default backend is.
     ///
     /// ```
     /// use mp_core::{connection::Socket, Queue};
-    /// let q = Queue::<u8>::with_backend::<Socket>(0).unwrap();
+    /// let q = Queue::<u8>::with_transport::<Socket>(0).unwrap();
     /// q.put(1).unwrap();
     /// assert_eq!(q.get().unwrap(), 1);
     /// ```
-    pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+    pub fn with_transport<B: Transport>(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind(maxsize, B::KIND)?,
+            handle: Handle::with_transport::<B>(maxsize)?,
         })
     }
 }
@@ -365,10 +361,10 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         })
     }
 
-    /// A new, empty queue over backend `B`.
-    pub fn with_backend<B: Backend>() -> std::io::Result<Self> {
+    /// A new, empty queue over transport `B`.
+    pub fn with_transport<B: Transport>() -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind(0, B::KIND)?,
+            handle: Handle::with_transport::<B>(0)?,
         })
     }
 }
@@ -407,10 +403,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         })
     }
 
-    /// A joinable queue of at most `maxsize` items (0: unbounded) over backend `B`.
-    pub fn with_backend<B: Backend>(maxsize: u32) -> std::io::Result<Self> {
+    /// A joinable queue of at most `maxsize` items (0: unbounded) over transport `B`.
+    pub fn with_transport<B: Transport>(maxsize: u32) -> std::io::Result<Self> {
         Ok(Self {
-            handle: Handle::with_kind(maxsize, B::KIND)?,
+            handle: Handle::with_transport::<B>(maxsize)?,
         })
     }
 

@@ -1,7 +1,6 @@
 //! `SharedMemory`: Python's `multiprocessing.shared_memory.SharedMemory`.
 
 use std::io;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mp_ipc::handle::OwnedHandle;
@@ -59,17 +58,14 @@ pub(crate) const MAX_NAME_LEN: usize = 250;
 pub struct SharedMemory {
     name: String,
     _handle: OwnedHandle,
-    ptr: NonNull<u8>,
+    map: mp_ipc::memory::Mapping,
     size: usize,
     /// Whether this handle created the name and still tracks it.
     tracked: AtomicBool,
 }
 
-// SAFETY: the mapping is shared memory valid for self's lifetime; the safe accessors copy
-// with volatile accesses and the unsafe ones put the burden on the caller.
-unsafe impl Send for SharedMemory {}
-// SAFETY: as above.
-unsafe impl Sync for SharedMemory {}
+// Send and Sync come from the mapping: the safe accessors copy with volatile accesses and
+// the unsafe ones put the burden on the caller.
 
 fn check_name(name: &str) -> Result<(), SharedError> {
     let bad = |why| Err(SharedError::InvalidName(name.to_string(), why));
@@ -125,10 +121,10 @@ impl SharedMemory {
             return Err(e.into());
         }
         match sys::shm_map(&handle, size) {
-            Ok(ptr) => Ok(Self {
+            Ok(map) => Ok(Self {
                 name: name.to_string(),
                 _handle: handle,
-                ptr,
+                map,
                 size,
                 tracked: AtomicBool::new(true),
             }),
@@ -150,11 +146,11 @@ impl SharedMemory {
             // Created but not yet sized by its creator, or not ours.
             return Err(SharedError::Mismatch(format!("segment {name:?} is empty")));
         }
-        let ptr = sys::shm_map(&handle, size)?;
+        let map = sys::shm_map(&handle, size)?;
         Ok(Self {
             name: name.to_string(),
             _handle: handle,
-            ptr,
+            map,
             size,
             tracked: AtomicBool::new(false),
         })
@@ -198,7 +194,7 @@ impl SharedMemory {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
         self.check_range(offset, buf.len());
         // SAFETY: in bounds (checked); volatile reads of plain bytes.
-        unsafe { volatile_copy(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) }
+        unsafe { volatile_copy(self.map.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) }
     }
 
     /// Copies `data` into the segment at `offset`.
@@ -208,7 +204,7 @@ impl SharedMemory {
     pub fn write_at(&self, offset: usize, data: &[u8]) {
         self.check_range(offset, data.len());
         // SAFETY: in bounds (checked); volatile writes of plain bytes.
-        unsafe { volatile_copy(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) }
+        unsafe { volatile_copy(data.as_ptr(), self.map.as_ptr().add(offset), data.len()) }
     }
 
     fn check_range(&self, offset: usize, len: usize) {
@@ -221,7 +217,7 @@ impl SharedMemory {
 
     /// The address of the first byte, in this process.
     pub fn as_mut_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
 
     /// The whole segment as a slice.
@@ -231,7 +227,7 @@ impl SharedMemory {
     /// [`as_mut_slice`](Self::as_mut_slice), no `write_at`, no other process.
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: per the contract; the mapping is `size` bytes long.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.size) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.size) }
     }
 
     /// The whole segment as a mutable slice.
@@ -242,7 +238,7 @@ impl SharedMemory {
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
         // SAFETY: per the contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size) }
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.size) }
     }
 }
 
@@ -269,13 +265,6 @@ unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
             dst.add(i).write_volatile(src.add(i).read_volatile());
             i += 1;
         }
-    }
-}
-
-impl Drop for SharedMemory {
-    fn drop(&mut self) {
-        // SAFETY: mapped by shm_map with this size; dies with self.
-        unsafe { sys::shm_unmap(self.ptr, self.size) };
     }
 }
 

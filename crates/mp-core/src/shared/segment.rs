@@ -7,7 +7,6 @@
 //! cannot make the receiver map beyond the segment.
 
 use std::io;
-use std::ptr::NonNull;
 
 use mp_ipc::handle::OwnedHandle;
 use serde::de::Error as _;
@@ -18,15 +17,9 @@ use crate::sys;
 /// A mapped shared-memory segment.
 pub(crate) struct Segment {
     handle: OwnedHandle,
-    ptr: NonNull<u8>,
+    map: mp_ipc::memory::Mapping,
     len: usize,
 }
-
-// SAFETY: the mapping is plain shared memory, valid for the segment's lifetime; every access
-// goes through atomics or through types that synchronise it.
-unsafe impl Send for Segment {}
-// SAFETY: as above.
-unsafe impl Sync for Segment {}
 
 impl Segment {
     /// A new zero-filled segment of `len` bytes.
@@ -36,13 +29,13 @@ impl Segment {
     }
 
     fn map(handle: OwnedHandle, len: usize) -> io::Result<Self> {
-        let ptr = sys::shm_map(&handle, len)?;
-        Ok(Self { handle, ptr, len })
+        let map = sys::shm_map(&handle, len)?;
+        Ok(Self { handle, map, len })
     }
 
     /// The first byte.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
 
     /// The length in bytes.
@@ -68,13 +61,6 @@ impl Segment {
         );
         // SAFETY: per the contract.
         unsafe { &*self.as_ptr().add(offset).cast::<T>() }
-    }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: the mapping came from shm_map with this length and dies with self.
-        unsafe { sys::shm_unmap(self.ptr, self.len) };
     }
 }
 

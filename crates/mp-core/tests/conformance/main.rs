@@ -1,52 +1,17 @@
-//! The behaviour suite written once over [`mp_core::api::Backend`], run on every backend:
-//! processes always, threads with the `threads` feature. The tests of a backend are in the
-//! module named after it (`processes::...`, `threads::...`).
+//! The conformance kit (crate `mp-ipc-conformance`) on mp-core: the behaviour suite of the
+//! two flavors (processes always, threads with the `threads` feature), and the connection
+//! suite on every transport this build has (socket always, shm with the feature) plus one
+//! it does not know (the kit's in-memory transport, in-process tests only).
 
-#[path = "../common/mod.rs"]
-mod common;
-mod suite;
-
-/// One `#[test]` per suite function, in a module per backend.
-macro_rules! instantiate {
-    ($backend:ty, $($name:ident),+ $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                crate::suite::$name::<$backend>();
-            }
-        )+
-    };
-}
-
-/// The suite's functions, for every backend.
-macro_rules! for_backend {
-    ($backend:ty) => {
-        instantiate!(
-            $backend,
-            process_lifecycle,
-            process_join_timeout_and_state_errors,
-            process_panic_is_reported,
-            queue_fifo_bounds_and_timeouts,
-            queue_producers_and_consumer_across_workers,
-            simple_queue_between_workers,
-            joinable_queue_join_waits_for_task_done,
-            pipe_round_trip_between_workers,
-            pipe_eof_when_the_peer_is_dropped,
-            pipe_oneway_and_bytes,
-            lock_between_workers,
-            pool_map_imap_ordering,
-            pool_apply_and_apply_async,
-            pool_panicking_task_fails_only_itself,
-            pool_close_join_and_closed_errors,
-        );
-    };
-}
-
-mod processes {
-    for_backend!(mp_core::api::Processes);
-}
-
+mp_ipc_conformance::processes_suite!(processes, mp_core::api::Processes);
 #[cfg(feature = "threads")]
-mod threads {
-    for_backend!(mp_core::api::Threads);
-}
+mp_ipc_conformance::processes_suite!(threads, mp_core::api::Threads);
+
+mp_ipc_conformance::connection_suite!(socket, mp_core::connection::Socket);
+#[cfg(feature = "shm")]
+mp_ipc_conformance::connection_suite!(shm, mp_core::connection::Shm);
+mp_ipc_conformance::connection_suite!(
+    in_memory,
+    mp_ipc_conformance::in_memory::InMemory,
+    in_process
+);

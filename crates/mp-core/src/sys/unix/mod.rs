@@ -1,8 +1,9 @@
 //! Unix: Unix domain socket channels, descriptor passing, `fork`, `exec` and `waitpid`.
 
 mod forkserver;
+mod listener;
+mod memory;
 mod os;
-mod shm;
 mod spool;
 mod start;
 
@@ -15,14 +16,15 @@ use mp_ipc::{Channel, IpcError};
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
+pub(crate) use listener::{unique_local_address, SysListener, SysStream};
+pub(crate) use memory::{
+    current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
+    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
+    shm_untrack, thread_alive,
+};
 pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, physical_memory, prepare_child_runtime,
     send_signal,
-};
-pub(crate) use shm::{
-    current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named, shm_unmap,
-    shm_untrack, thread_alive,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
@@ -33,6 +35,9 @@ use crate::StartMethod;
 
 /// The transport of pipes and boot channels.
 pub(crate) type Chan = mp_unix::UnixChannel;
+
+/// The socket transport of this platform.
+pub(crate) type SocketTransport = mp_unix::UnixSocket;
 
 /// Start methods of this platform, the default first.
 pub(crate) const AVAILABLE_START_METHODS: &[StartMethod] = &[

@@ -2,56 +2,28 @@
 //! Linux, an immediately unlinked `shm_open` elsewhere), `mmap`, and futex wait/wake.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use mp_ipc::memory::Mapping;
+
 /// A new anonymous shared-memory object of `len` bytes, zero-filled, its size sealed where
-/// the system can (see `mp_unix::memory::sized_object`). The kernel frees it when the last
+/// the system can (see `mp_unix::memory::create`). The kernel frees it when the last
 /// process holding it closes it or dies: nothing can leak.
 pub(crate) fn shm_create(len: usize) -> io::Result<OwnedFd> {
-    mp_unix::memory::sized_object(c"mp-shared", len)
+    mp_unix::memory::create(c"mp-shared", len)
 }
 
-/// Maps `len` bytes of a shared-memory object, shared and writable.
-pub(crate) fn shm_map(fd: &OwnedFd, len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: mapping a descriptor we hold; the kernel checks the length against the object.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len.max(1),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+/// Maps `len` bytes of a shared-memory object, shared and writable (refused if the object
+/// is smaller).
+pub(crate) fn shm_map(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    mp_unix::memory::map(fd.as_fd(), len)
 }
 
 /// The size of a shared-memory object.
 pub(crate) fn shm_size(fd: &OwnedFd) -> io::Result<usize> {
-    // SAFETY: fstat fills a zeroed stat structure.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_size as usize)
-}
-
-/// Unmaps what [`shm_map`] mapped.
-///
-/// # Safety
-/// `ptr`/`len` must come from one `shm_map`, and nothing may use the mapping afterwards.
-pub(crate) unsafe fn shm_unmap(ptr: NonNull<u8>, len: usize) {
-    // SAFETY: per the contract.
-    unsafe {
-        libc::munmap(ptr.as_ptr().cast(), len.max(1));
-    }
+    mp_unix::memory::size(fd.as_fd())
 }
 
 /// Sleeps while `*word == expected`, at most `timeout` (`None`: until woken). Spurious
@@ -248,6 +220,7 @@ mod tracker {
             let p = STATE.load(Ordering::Acquire);
             // SAFETY: a published state is never freed.
             if !p.is_null() && unsafe { (*p).0 } == me {
+                // SAFETY: as above.
                 return unsafe { &(*p).1 };
             }
             let fresh = Box::into_raw(Box::new((me, Mutex::new(None))));

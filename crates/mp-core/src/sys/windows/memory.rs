@@ -7,54 +7,18 @@
 //! handle: there is nothing to unlink and nothing for a crash to leave behind.
 
 use std::io;
-use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
-use std::ptr::NonNull;
+use std::os::windows::io::{FromRawHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::{GetLastError, ERROR_ALREADY_EXISTS, INVALID_HANDLE_VALUE};
-use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile, VirtualQuery,
-    FILE_MAP_ALL_ACCESS, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
-};
+use windows_sys::Win32::System::Memory::{OpenFileMappingW, FILE_MAP_ALL_ACCESS};
 
-/// A new pagefile-backed mapping of `len` bytes (at least one), zero-filled, whose handle is
-/// not inheritable; `name`, if given, is its name in the session namespace.
-fn create_mapping(len: usize, name: Option<&[u16]>) -> io::Result<OwnedHandle> {
-    let len = len.max(1) as u64;
-    let name_ptr = name.map_or(std::ptr::null(), |n| n.as_ptr());
-    // SAFETY: a pagefile-backed mapping with default (non-inheritable) security; `name_ptr`
-    // is null or a NUL-terminated UTF-16 string that outlives the call.
-    let h = unsafe {
-        CreateFileMappingW(
-            INVALID_HANDLE_VALUE,
-            std::ptr::null(),
-            PAGE_READWRITE,
-            (len >> 32) as u32,
-            len as u32,
-            name_ptr,
-        )
-    };
-    if h.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: read right after the call that set it.
-    let existed = name.is_some() && unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
-    // SAFETY: a fresh handle we own.
-    let owned = unsafe { OwnedHandle::from_raw_handle(h) };
-    if existed {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "a shared-memory segment with this name exists",
-        ));
-    }
-    Ok(owned)
-}
+use mp_ipc::memory::Mapping;
 
 /// A new anonymous shared-memory object of `len` bytes, zero-filled. It is freed when the
 /// last handle and view of it close, in whatever way the processes holding them end.
 pub(crate) fn shm_create(len: usize) -> io::Result<OwnedHandle> {
-    create_mapping(len, None)
+    mp_windows::memory::create(len)
 }
 
 /// The session-local kernel name of a segment: `Local\<name>`, NUL-terminated UTF-16.
@@ -67,7 +31,7 @@ fn kernel_name(name: &str) -> Vec<u16> {
 
 /// A new named segment of `len` bytes; `AlreadyExists` if the name is taken.
 pub(crate) fn shm_create_named(name: &str, len: usize) -> io::Result<OwnedHandle> {
-    create_mapping(len, Some(&kernel_name(name)))
+    mp_windows::memory::create_named(len, Some(&kernel_name(name)))
 }
 
 /// Opens an existing named segment; `NotFound` if no process holds one by that name.
@@ -97,62 +61,15 @@ pub(crate) fn shm_untrack(_name: &str) {}
 
 /// Maps `len` bytes of a mapping, shared and writable. Windows refuses a view larger than
 /// the mapping.
-pub(crate) fn shm_map(handle: &OwnedHandle, len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: mapping a section handle we hold.
-    let view = unsafe {
-        MapViewOfFile(
-            handle.as_raw_handle() as _,
-            FILE_MAP_ALL_ACCESS,
-            0,
-            0,
-            len.max(1),
-        )
-    };
-    NonNull::new(view.Value.cast()).ok_or_else(io::Error::last_os_error)
+pub(crate) fn shm_map(handle: &OwnedHandle, len: usize) -> io::Result<Mapping> {
+    mp_windows::memory::map(handle, len)
 }
 
-/// The size of a mapping: the size of a view of all of it, as `VirtualQuery` reports it,
-/// which is the mapping's size rounded up to whole pages (the memory in that last page
-/// exists and may be mapped, so this bound is sound for checking a length against).
+/// The size of a mapping: the size of a view of all of it, which is the mapping's size
+/// rounded up to whole pages (the memory in that last page exists and may be mapped, so this
+/// bound is sound for checking a length against).
 pub(crate) fn shm_size(handle: &OwnedHandle) -> io::Result<usize> {
-    // SAFETY: a view of the whole section (length 0), unmapped below.
-    let view = unsafe { MapViewOfFile(handle.as_raw_handle() as _, FILE_MAP_ALL_ACCESS, 0, 0, 0) };
-    if view.Value.is_null() {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a zeroed out-structure of the right size.
-    let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
-    // SAFETY: querying a view we just mapped.
-    let got = unsafe {
-        VirtualQuery(
-            view.Value,
-            &mut info,
-            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-        )
-    };
-    let result = if got == 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(info.RegionSize)
-    };
-    // SAFETY: the view mapped above, used no further.
-    unsafe {
-        UnmapViewOfFile(view);
-    }
-    result
-}
-
-/// Unmaps what [`shm_map`] mapped.
-///
-/// # Safety
-/// `ptr` must come from one `shm_map`, and nothing may use the mapping afterwards.
-pub(crate) unsafe fn shm_unmap(ptr: NonNull<u8>, _len: usize) {
-    // SAFETY: per the contract.
-    unsafe {
-        UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
-            Value: ptr.as_ptr().cast(),
-        });
-    }
+    mp_windows::memory::size(handle)
 }
 
 /// The re-check step of [`futex_wait`].

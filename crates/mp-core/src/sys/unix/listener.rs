@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
 
-use super::auth::TimedStream;
-use super::{Address, ListenerError};
+use crate::listener::{Address, ListenerError, TimedStream};
 
 /// A bound, listening socket (non-blocking, so an accept after a readiness wait never
 /// blocks), and a socket pair that wakes a thread waiting in [`accept`](Self::accept).
@@ -264,4 +263,9 @@ impl TimedStream for SysStream {
             }
         }
     }
+}
+
+/// A fresh local address named `name`: a Unix socket path in the temporary directory.
+pub(crate) fn unique_local_address(name: &str) -> Address {
+    Address::Unix(std::env::temp_dir().join(format!("{name}.sock")))
 }

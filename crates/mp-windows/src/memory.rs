@@ -7,7 +7,9 @@ use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr::NonNull;
 
-use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+pub use mp_ipc::memory::Mapping;
+
+use windows_sys::Win32::Foundation::{GetLastError, ERROR_ALREADY_EXISTS, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
@@ -15,8 +17,17 @@ use windows_sys::Win32::System::Memory::{
 
 /// A new zero-filled section of `len` bytes (at least one: the system refuses empty ones).
 pub fn create(len: usize) -> io::Result<OwnedHandle> {
+    create_named(len, None)
+}
+
+/// A new zero-filled section of `len` bytes (at least one), not inheritable; `name`, if
+/// given (NUL-terminated UTF-16, such as `Local\name`), is its name in the object namespace,
+/// and an existing section of that name is an `AlreadyExists` error.
+pub fn create_named(len: usize, name: Option<&[u16]>) -> io::Result<OwnedHandle> {
     let size = len.max(1) as u64;
-    // SAFETY: a pagefile-backed, unnamed section with default security; returns a new handle
+    let name_ptr = name.map_or(std::ptr::null(), |n| n.as_ptr());
+    // SAFETY: a pagefile-backed section with default (non-inheritable) security; `name_ptr`
+    // is null or a NUL-terminated UTF-16 string that outlives the call. Returns a new handle
     // or null.
     let h = unsafe {
         CreateFileMappingW(
@@ -25,20 +36,39 @@ pub fn create(len: usize) -> io::Result<OwnedHandle> {
             PAGE_READWRITE,
             (size >> 32) as u32,
             size as u32,
-            std::ptr::null(),
+            name_ptr,
         )
     };
     if h.is_null() {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: read right after the call that set it.
+    let existed = name.is_some() && unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
     // SAFETY: a fresh handle nobody else owns.
-    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+    let owned = unsafe { OwnedHandle::from_raw_handle(h) };
+    if existed {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "a shared-memory section with this name exists",
+        ));
+    }
+    Ok(owned)
 }
 
-/// Maps the first `len` bytes of the section, readable and writable. The system refuses a
-/// length beyond the section.
-pub fn map(section: &OwnedHandle, len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: mapping a section handle we hold.
+/// Maps the first `len` bytes of `section`, readable and writable, unmapped when the
+/// [`Mapping`] drops (the section handle may be closed before): the one mapping type of
+/// `mp`, held by `mp-core`'s segments and `mp-shm`'s rings. The system refuses a length
+/// beyond the section.
+///
+/// ```
+/// let section = mp_windows::memory::create(64).unwrap();
+/// let view = mp_windows::memory::map(&section, 64).unwrap();
+/// // SAFETY: inside the view, and nothing else uses it.
+/// unsafe { view.as_ptr().write(7) };
+/// assert_eq!(view.len(), 64);
+/// ```
+pub fn map(section: &OwnedHandle, len: usize) -> io::Result<Mapping> {
+    // SAFETY: mapping a section handle the caller holds.
     let view = unsafe {
         MapViewOfFile(
             section.as_raw_handle(),
@@ -48,14 +78,16 @@ pub fn map(section: &OwnedHandle, len: usize) -> io::Result<NonNull<u8>> {
             len.max(1),
         )
     };
-    NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)
+    let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+    // SAFETY: a fresh view of `len` bytes, released only by `unmap`.
+    Ok(unsafe { Mapping::from_raw(ptr, len, unmap) })
 }
 
-/// Unmaps a view made by [`map`].
+/// Unmaps a view (the length is the system's to know).
 ///
 /// # Safety
-/// `ptr` must be the start of a view from [`map`], and nothing may use it afterwards.
-pub unsafe fn unmap(ptr: NonNull<u8>) {
+/// `ptr` must be the start of a view, and nothing may use it afterwards.
+unsafe fn unmap(ptr: NonNull<u8>, _len: usize) {
     // SAFETY: per the contract.
     unsafe {
         UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
@@ -88,6 +120,6 @@ pub fn size(section: &OwnedHandle) -> io::Result<usize> {
         Ok(info.RegionSize)
     };
     // SAFETY: the view made above, no longer used.
-    unsafe { unmap(ptr) };
+    unsafe { unmap(ptr, 0) };
     result
 }

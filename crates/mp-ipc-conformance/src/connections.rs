@@ -1,15 +1,16 @@
-//! The behaviour suite every transport backend must pass, written once, generic over the
-//! backend, and instantiated per backend (`socket` always, `shm` with the feature), the way
-//! iceoryx2 runs one conformance suite per implementation. Real child processes, outer
-//! time bounds, and crash/corruption cases.
-
-mod common;
+//! The behaviour every transport must show once `mp-core` builds on it: typed connections
+//! and queues between real child processes under every start method, `wait`, connections
+//! inside messages, crashes. Generic over the transport; [`connection_suite!`] makes a
+//! `#[test]` of each (`mp-core`'s tests run it for `socket` and, with the feature, `shm`).
+//! Outer time bounds everywhere.
+//!
+//! [`connection_suite!`]: crate::connection_suite
 
 use std::time::{Duration, Instant};
 
-use common::{about, bounded, for_each_context, immediate};
+use crate::support::{about, immediate};
 
-use mp_core::connection::{pipe_oneway_with, pipe_with, Backend};
+use mp_core::connection::{pipe_oneway_with, pipe_with, Transport};
 use mp_core::{
     wait, Connection, ConnectionError, Context, GetError, JoinableQueue, PutError, Queue, Reader,
     SimpleQueue, Writer,
@@ -81,7 +82,8 @@ fn forward_conn(arg: (Connection<Connection<String>>, ())) {
     inner.send(&s.to_uppercase()).unwrap();
 }
 
-fn round_trip<B: Backend>(ctx: Context) {
+/// Values and byte messages of every size go to a child and back.
+pub fn round_trip<B: Transport>(ctx: Context) {
     let (a, b) = pipe_with::<_, B>().unwrap();
     let mut p = ctx.process(echo_values, b);
     p.start().unwrap();
@@ -118,7 +120,8 @@ fn round_trip<B: Backend>(ctx: Context) {
     p.join().unwrap();
 }
 
-fn big_message<B: Backend>(ctx: Context) {
+/// A 16 MiB message from a child arrives intact.
+pub fn big_message<B: Transport>(ctx: Context) {
     let n = 16 << 20;
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(send_big, (n, tx));
@@ -128,7 +131,8 @@ fn big_message<B: Backend>(ctx: Context) {
     p.join().unwrap();
 }
 
-fn closed_peer<B: Backend>(ctx: Context) {
+/// A peer that has exited: poll ready, end of stream, broken pipe.
+pub fn closed_peer<B: Transport>(ctx: Context) {
     let (a, b) = pipe_with::<u8, B>().unwrap();
     let mut p = ctx.process(hold_and_exit, b);
     p.start().unwrap();
@@ -139,7 +143,8 @@ fn closed_peer<B: Backend>(ctx: Context) {
     assert!(matches!(a.send(&1), Err(ConnectionError::BrokenPipe)));
 }
 
-fn ordered_and_not_merged<B: Backend>(ctx: Context) {
+/// Messages keep their order and boundaries, empty ones included.
+pub fn ordered_and_not_merged<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(send_sequence, tx);
     p.start().unwrap();
@@ -151,7 +156,8 @@ fn ordered_and_not_merged<B: Backend>(ctx: Context) {
     assert!(matches!(rx.recv_bytes(), Err(ConnectionError::Eof)));
 }
 
-fn polling_child_does_not_split<B: Backend>(ctx: Context) {
+/// A child polling a clone of the reading end takes nothing away.
+pub fn polling_child_does_not_split<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(poll_shared, rx.try_clone().unwrap());
     p.start().unwrap();
@@ -163,7 +169,8 @@ fn polling_child_does_not_split<B: Backend>(ctx: Context) {
     assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), vec![2u8; 2000]);
 }
 
-fn wait_mixed<B: Backend>(ctx: Context) {
+/// `wait` reports ends in the order their messages arrive.
+pub fn wait_mixed<B: Transport>(ctx: Context) {
     let mut readers = Vec::new();
     let mut procs = Vec::new();
     let go = mp_core::Event::new().unwrap();
@@ -196,7 +203,8 @@ fn wait_mixed<B: Backend>(ctx: Context) {
 
 /// `wait` on a connection alone wakes when the process holding the peer end dies without
 /// closing it, and the connection then reads EOF.
-fn wait_sees_a_dead_peer<B: Backend>(ctx: Context) {
+/// `wait` on an end wakes when the process holding the peer end dies with it open.
+pub fn wait_sees_a_dead_peer<B: Transport>(ctx: Context) {
     let (a, b) = pipe_with::<u8, B>().unwrap();
     let mut p = ctx.process(exit_holding, b);
     p.start().unwrap();
@@ -207,7 +215,8 @@ fn wait_sees_a_dead_peer<B: Backend>(ctx: Context) {
     p.join().unwrap();
 }
 
-fn connection_inside_a_message<B: Backend>(ctx: Context) {
+/// A connection sent inside a message works at the receiver.
+pub fn connection_inside_a_message<B: Transport>(ctx: Context) {
     let (carrier_here, carrier_there) = pipe_with::<Connection<String>, B>().unwrap();
     let mut p = ctx.process(forward_conn, (carrier_there, ()));
     p.start().unwrap();
@@ -220,7 +229,8 @@ fn connection_inside_a_message<B: Backend>(ctx: Context) {
     assert!(matches!(mine.recv_timeout(SECS), Err(ConnectionError::Eof)));
 }
 
-fn killed_writer<B: Backend>(ctx: Context) {
+/// A writer killed in the middle of large messages: whole messages, then end of stream or `Truncated`.
+pub fn killed_writer<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(write_forever, tx);
     p.start().unwrap();
@@ -240,7 +250,8 @@ fn killed_writer<B: Backend>(ctx: Context) {
     }
 }
 
-fn poll_timing<B: Backend>() {
+/// `poll` and `recv_timeout`: immediate, timed, and consuming nothing.
+pub fn poll_timing<B: Transport>() {
     let (a, b) = pipe_with::<u32, B>().unwrap();
     immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
     about("poll(100ms)", Duration::from_millis(100), || {
@@ -262,7 +273,8 @@ fn poll_timing<B: Backend>() {
     assert_eq!(b.recv().unwrap(), 5);
 }
 
-fn recv_into_and_limits<B: Backend>() {
+/// `recv_bytes_into`, `BufferTooShort` with the whole message, and the size limit.
+pub fn recv_into_and_limits<B: Transport>() {
     let (a, mut b) = pipe_with::<(), B>().unwrap();
     a.send_bytes(&payload(16)).unwrap();
     let mut buf = [0xAAu8; 40];
@@ -296,7 +308,8 @@ fn recv_into_and_limits<B: Backend>() {
     assert!(matches!(b.recv_bytes(), Err(ConnectionError::Broken)));
 }
 
-fn wrong_type_is_a_decode_error<B: Backend>() {
+/// A message that does not decode as the connection's type is a `Decode` error.
+pub fn wrong_type_is_a_decode_error<B: Transport>() {
     let (a, b) = pipe_with::<String, B>().unwrap();
     a.send_bytes(&[0xFF, 0xFF, 0xFF]).unwrap();
     assert!(matches!(b.recv(), Err(ConnectionError::Decode(_))));
@@ -304,7 +317,8 @@ fn wrong_type_is_a_decode_error<B: Backend>() {
     assert_eq!(b.recv().unwrap(), "still fine");
 }
 
-fn threads_stream<B: Backend>() {
+/// Two threads stream messages of mixed sizes both ways at once.
+pub fn threads_stream<B: Transport>() {
     // Many messages of mixed sizes between two threads, both directions at once.
     let (a, b) = pipe_with::<Vec<u8>, B>().unwrap();
     let t = std::thread::spawn(move || {
@@ -332,8 +346,9 @@ fn put_range(arg: (Queue<(u32, Vec<u8>)>, u32, u32)) {
     }
 }
 
-fn queue_fifo_and_sizes<B: Backend>(ctx: Context) {
-    let q = Queue::<(u32, Vec<u8>)>::with_backend::<B>(0).unwrap();
+/// A queue over the transport is FIFO for small items and items too big for any ring.
+pub fn queue_fifo_and_sizes<B: Transport>(ctx: Context) {
+    let q = Queue::<(u32, Vec<u8>)>::with_transport::<B>(0).unwrap();
     let mut p = ctx.process(put_range, (q.clone(), 0, 3000));
     p.start().unwrap();
     for i in 0..3000u32 {
@@ -365,8 +380,9 @@ fn produce_n(arg: (Queue<Option<u64>>, u64, u64)) {
     }
 }
 
-fn queue_many_to_many<B: Backend>(ctx: Context) {
-    let q = Queue::<Option<u64>>::with_backend::<B>(0).unwrap();
+/// Several producers and consumers: every item exactly once.
+pub fn queue_many_to_many<B: Transport>(ctx: Context) {
+    let q = Queue::<Option<u64>>::with_transport::<B>(0).unwrap();
     let (rx, tx) = pipe_oneway_with::<u64, B>().unwrap();
     let consumers: Vec<_> = (0..3)
         .map(|_| {
@@ -395,8 +411,9 @@ fn queue_many_to_many<B: Backend>(ctx: Context) {
     }
 }
 
-fn queue_bounded_and_joinable<B: Backend>() {
-    let q = Queue::<u32>::with_backend::<B>(2).unwrap();
+/// Bounded, joinable and simple queues over the transport.
+pub fn queue_bounded_and_joinable<B: Transport>() {
+    let q = Queue::<u32>::with_transport::<B>(2).unwrap();
     q.put(1).unwrap();
     q.put(2).unwrap();
     assert!(q.full());
@@ -409,7 +426,7 @@ fn queue_bounded_and_joinable<B: Backend>() {
     assert_eq!(q.get().unwrap(), 1);
     q.put(3).unwrap();
     assert_eq!(q.qsize(), 2);
-    let j = JoinableQueue::<u32>::with_backend::<B>(0).unwrap();
+    let j = JoinableQueue::<u32>::with_transport::<B>(0).unwrap();
     j.put(1).unwrap();
     j.put(2).unwrap();
     assert!(j.join_timeout(Duration::ZERO).is_err());
@@ -418,7 +435,7 @@ fn queue_bounded_and_joinable<B: Backend>() {
     j.task_done().unwrap();
     j.task_done().unwrap();
     j.join().unwrap();
-    let s = SimpleQueue::<String>::with_backend::<B>().unwrap();
+    let s = SimpleQueue::<String>::with_transport::<B>().unwrap();
     s.put("x".into()).unwrap();
     assert_eq!(s.get().unwrap(), "x");
 }
@@ -433,8 +450,9 @@ fn die_mid_use(arg: (Queue<u32>, Writer<()>)) {
     }
 }
 
-fn queue_killed_user<B: Backend>(ctx: Context) {
-    let q = Queue::<u32>::with_backend::<B>(0).unwrap();
+/// A queue user killed mid-use leaves the queue usable.
+pub fn queue_killed_user<B: Transport>(ctx: Context) {
+    let q = Queue::<u32>::with_transport::<B>(0).unwrap();
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(die_mid_use, (q.clone(), tx));
     p.start().unwrap();
@@ -452,85 +470,3 @@ fn queue_killed_user<B: Backend>(ctx: Context) {
     assert_eq!(seen.last(), Some(&3), "{seen:?}");
     assert!(seen.iter().all(|v| [1, 2, 3].contains(v)), "{seen:?}");
 }
-
-macro_rules! conformance {
-    ($m:ident, $b:ty) => {
-        mod $m {
-            use super::*;
-            type B = $b;
-
-            #[test]
-            fn values_and_bytes_round_trip() {
-                for_each_context(60, round_trip::<B>);
-            }
-            #[test]
-            fn a_16_mib_message_arrives_intact() {
-                for_each_context(60, big_message::<B>);
-            }
-            #[test]
-            fn a_closed_peer_is_eof_and_broken_pipe() {
-                for_each_context(30, closed_peer::<B>);
-            }
-            #[test]
-            fn messages_keep_order_and_boundaries() {
-                for_each_context(30, ordered_and_not_merged::<B>);
-            }
-            #[test]
-            fn a_polling_child_does_not_split_messages() {
-                for_each_context(30, polling_child_does_not_split::<B>);
-            }
-            #[test]
-            fn wait_sees_messages_in_arrival_order() {
-                for_each_context(30, wait_mixed::<B>);
-            }
-            #[test]
-            fn wait_sees_a_peer_that_died_holding_its_end() {
-                for_each_context(30, wait_sees_a_dead_peer::<B>);
-            }
-            #[test]
-            fn a_connection_travels_inside_a_message() {
-                for_each_context(30, connection_inside_a_message::<B>);
-            }
-            #[test]
-            fn a_writer_killed_mid_message_is_eof_or_truncated() {
-                for_each_context(60, killed_writer::<B>);
-            }
-            #[test]
-            fn poll_and_timeouts() {
-                bounded(30, poll_timing::<B>);
-            }
-            #[test]
-            fn recv_into_buffer_too_short_and_limits() {
-                bounded(30, recv_into_and_limits::<B>);
-            }
-            #[test]
-            fn a_message_of_the_wrong_type_is_a_decode_error() {
-                bounded(30, wrong_type_is_a_decode_error::<B>);
-            }
-            #[test]
-            fn two_threads_stream_both_ways() {
-                bounded(60, threads_stream::<B>);
-            }
-            #[test]
-            fn queue_is_fifo_for_small_and_big_items() {
-                for_each_context(60, queue_fifo_and_sizes::<B>);
-            }
-            #[test]
-            fn queue_many_producers_many_consumers_exactly_once() {
-                for_each_context(60, queue_many_to_many::<B>);
-            }
-            #[test]
-            fn queue_bounded_joinable_simple() {
-                bounded(30, queue_bounded_and_joinable::<B>);
-            }
-            #[test]
-            fn queue_survives_a_killed_user() {
-                for_each_context(60, queue_killed_user::<B>);
-            }
-        }
-    };
-}
-
-conformance!(socket, mp_core::connection::Socket);
-#[cfg(feature = "shm")]
-conformance!(shm, mp_core::connection::Shm);

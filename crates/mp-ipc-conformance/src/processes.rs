@@ -1,15 +1,17 @@
-//! The behaviour suite: every function is generic over the backend and bounded in time.
-//! Targets are `fn` items (generic ones too), as the process backend needs.
+//! The behaviour suite of `mp-core`'s two flavors (processes, and threads with its
+//! `threads` feature): every function is generic over [`mp_core::api::Flavor`] and bounded
+//! in time, and [`processes_suite!`](crate::processes_suite) makes a `#[test]` of each.
+//! Targets are `fn` items (generic ones too), as the process flavor needs.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mp_core::api::{
-    AsyncResultApi, Backend, JoinableQueueApi, PoolApi, ProcessApi, QueueApi, RecvApi, SendApi,
+    AsyncResultApi, Flavor, JoinableQueueApi, PoolApi, ProcessApi, QueueApi, RecvApi, SendApi,
 };
 use mp_core::{ConnectionError, GetError, Lock, PoolError, ProcessError, PutError, TaskError};
 
-use crate::common::{about, bounded, immediate};
+use crate::support::{about, bounded, immediate};
 
 const SECS: u64 = 60;
 
@@ -23,7 +25,8 @@ fn boom(n: u32) {
     panic!("boom {n}");
 }
 
-pub fn process_lifecycle<B: Backend>() {
+/// A worker starts, runs, ends with exit code 0, and reports its state at each step.
+pub fn process_lifecycle<B: Flavor>() {
     bounded(SECS, || {
         let mut p = B::process(noop, ());
         assert!(!p.is_alive());
@@ -41,7 +44,8 @@ pub fn process_lifecycle<B: Backend>() {
     });
 }
 
-pub fn process_join_timeout_and_state_errors<B: Backend>() {
+/// `join_timeout` gives up in time; joining or starting in the wrong state is an error.
+pub fn process_join_timeout_and_state_errors<B: Flavor>() {
     bounded(SECS, || {
         let p = B::process(nap, 10);
         assert!(matches!(p.join(), Err(ProcessError::NotStarted)));
@@ -64,7 +68,8 @@ pub fn process_join_timeout_and_state_errors<B: Backend>() {
     });
 }
 
-pub fn process_panic_is_reported<B: Backend>() {
+/// A worker that panics ends with a failure exit code, not silently.
+pub fn process_panic_is_reported<B: Flavor>() {
     bounded(SECS, || {
         let mut p = B::process(boom, 7);
         p.start().unwrap();
@@ -72,7 +77,11 @@ pub fn process_panic_is_reported<B: Backend>() {
             Err(ProcessError::Panicked { panic, exitcode }) => {
                 assert_eq!(exitcode, 1);
                 assert_eq!(panic.message, "boom 7");
-                assert!(panic.location.contains("suite.rs"), "{}", panic.location);
+                assert!(
+                    panic.location.contains("processes.rs"),
+                    "{}",
+                    panic.location
+                );
                 assert!(!panic.backtrace.is_empty());
             }
             other => panic!("expected a panic report, got {other:?}"),
@@ -82,7 +91,8 @@ pub fn process_panic_is_reported<B: Backend>() {
     });
 }
 
-pub fn queue_fifo_bounds_and_timeouts<B: Backend>() {
+/// A queue is FIFO, honours its bound, and its timeouts expire.
+pub fn queue_fifo_bounds_and_timeouts<B: Flavor>() {
     bounded(SECS, || {
         let q = B::bounded_queue::<String>(2).unwrap();
         assert!(q.empty());
@@ -122,14 +132,14 @@ pub fn queue_fifo_bounds_and_timeouts<B: Backend>() {
     });
 }
 
-fn produce<B: Backend>(arg: (B::Queue<(u32, u32)>, u32)) {
+fn produce<B: Flavor>(arg: (B::Queue<(u32, u32)>, u32)) {
     let (q, who) = arg;
     for i in 0..100 {
         q.put((who, i)).unwrap();
     }
 }
 
-fn consume<B: Backend>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
+fn consume<B: Flavor>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
     let (q, out) = arg;
     let mut sum = 0;
     for _ in 0..200 {
@@ -138,7 +148,8 @@ fn consume<B: Backend>(arg: (B::Queue<(u32, u32)>, B::Writer<u64>)) {
     out.send(&sum).unwrap();
 }
 
-pub fn queue_producers_and_consumer_across_workers<B: Backend>() {
+/// Several producing workers and one consumer: every item arrives exactly once.
+pub fn queue_producers_and_consumer_across_workers<B: Flavor>() {
     bounded(SECS, || {
         // Two producers and a consumer, all workers; the parent checks each producer's order.
         let q = B::queue::<(u32, u32)>().unwrap();
@@ -173,13 +184,14 @@ pub fn queue_producers_and_consumer_across_workers<B: Backend>() {
     });
 }
 
-fn put_squares<B: Backend>(q: B::SimpleQueue<u64>) {
+fn put_squares<B: Flavor>(q: B::SimpleQueue<u64>) {
     for i in 0..10u64 {
         q.put(i * i).unwrap();
     }
 }
 
-pub fn simple_queue_between_workers<B: Backend>() {
+/// A `SimpleQueue` carries items from a worker.
+pub fn simple_queue_between_workers<B: Flavor>() {
     bounded(SECS, || {
         let q = B::simple_queue::<u64>().unwrap();
         let mut p = B::process(put_squares::<B>, q.clone());
@@ -190,7 +202,7 @@ pub fn simple_queue_between_workers<B: Backend>() {
     });
 }
 
-fn work_and_mark_done<B: Backend>(q: B::JoinableQueue<u32>) {
+fn work_and_mark_done<B: Flavor>(q: B::JoinableQueue<u32>) {
     for _ in 0..5 {
         let _ = q.get().unwrap();
         std::thread::sleep(Duration::from_millis(10));
@@ -198,7 +210,8 @@ fn work_and_mark_done<B: Backend>(q: B::JoinableQueue<u32>) {
     }
 }
 
-pub fn joinable_queue_join_waits_for_task_done<B: Backend>() {
+/// `JoinableQueue::join` returns once every item is marked done.
+pub fn joinable_queue_join_waits_for_task_done<B: Flavor>() {
     bounded(SECS, || {
         let q = B::joinable_queue::<u32>().unwrap();
         for i in 0..5 {
@@ -215,7 +228,7 @@ pub fn joinable_queue_join_waits_for_task_done<B: Backend>() {
     });
 }
 
-fn shout<B: Backend>(conn: B::Connection<String>) {
+fn shout<B: Flavor>(conn: B::Connection<String>) {
     loop {
         match conn.recv() {
             Ok(s) if s == "bye" => return,
@@ -225,7 +238,8 @@ fn shout<B: Backend>(conn: B::Connection<String>) {
     }
 }
 
-pub fn pipe_round_trip_between_workers<B: Backend>() {
+/// A duplex pipe carries values to a worker and back.
+pub fn pipe_round_trip_between_workers<B: Flavor>() {
     bounded(SECS, || {
         let (here, there) = B::pipe::<String>().unwrap();
         let mut p = B::process(shout::<B>, there);
@@ -247,13 +261,14 @@ pub fn pipe_round_trip_between_workers<B: Backend>() {
     });
 }
 
-fn send_three<B: Backend>(w: B::Writer<u32>) {
+fn send_three<B: Flavor>(w: B::Writer<u32>) {
     for i in 1..=3 {
         w.send(&i).unwrap();
     }
 }
 
-pub fn pipe_eof_when_the_peer_is_dropped<B: Backend>() {
+/// A pipe reads end of stream once the worker holding the other end is done.
+pub fn pipe_eof_when_the_peer_is_dropped<B: Flavor>() {
     bounded(SECS, || {
         let (r, w) = B::pipe_oneway::<u32>().unwrap();
         let mut p = B::process(send_three::<B>, w);
@@ -274,14 +289,15 @@ pub fn pipe_eof_when_the_peer_is_dropped<B: Backend>() {
     });
 }
 
-fn bytes_back<B: Backend>(conn: B::Connection<u8>) {
+fn bytes_back<B: Flavor>(conn: B::Connection<u8>) {
     let m = conn.recv_bytes().unwrap();
     conn.send_bytes(&m.iter().rev().copied().collect::<Vec<_>>())
         .unwrap();
     conn.send_bytes(&[]).unwrap();
 }
 
-pub fn pipe_oneway_and_bytes<B: Backend>() {
+/// A one-way pipe, and raw byte messages, between workers.
+pub fn pipe_oneway_and_bytes<B: Flavor>() {
     bounded(SECS, || {
         let (here, there) = B::pipe::<u8>().unwrap();
         let mut p = B::process(bytes_back::<B>, there);
@@ -296,14 +312,15 @@ pub fn pipe_oneway_and_bytes<B: Backend>() {
     });
 }
 
-fn lock_probe<B: Backend>(arg: (Lock, B::Writer<bool>)) {
+fn lock_probe<B: Flavor>(arg: (Lock, B::Writer<bool>)) {
     let (lock, out) = arg;
     out.send(&lock.try_acquire().is_ok()).unwrap();
     let got = lock.acquire_timeout(Duration::from_secs(30));
     out.send(&got.is_ok()).unwrap();
 }
 
-pub fn lock_between_workers<B: Backend>() {
+/// A `Lock` excludes a worker while held here.
+pub fn lock_between_workers<B: Flavor>() {
     bounded(SECS, || {
         let lock = Lock::new().unwrap();
         let guard = lock.acquire().unwrap();
@@ -340,7 +357,8 @@ fn fails_on_3(x: u64) -> u64 {
     x
 }
 
-pub fn pool_map_imap_ordering<B: Backend>() {
+/// `map` and `imap` keep the order of the inputs; `imap_unordered` yields every result.
+pub fn pool_map_imap_ordering<B: Flavor>() {
     bounded(SECS, || {
         let pool = B::pool(3).unwrap();
         assert_eq!(pool.processes(), 3);
@@ -374,7 +392,8 @@ pub fn pool_map_imap_ordering<B: Backend>() {
     });
 }
 
-pub fn pool_apply_and_apply_async<B: Backend>() {
+/// `apply` and `apply_async` run one task and give its result.
+pub fn pool_apply_and_apply_async<B: Flavor>() {
     bounded(SECS, || {
         let pool = B::pool(2).unwrap();
         assert_eq!(pool.apply(square, 9).unwrap(), 81);
@@ -396,13 +415,14 @@ pub fn pool_apply_and_apply_async<B: Backend>() {
     });
 }
 
-pub fn pool_panicking_task_fails_only_itself<B: Backend>() {
+/// A task that panics fails alone, with its message; the others succeed.
+pub fn pool_panicking_task_fails_only_itself<B: Flavor>() {
     bounded(SECS, || {
         let pool = B::pool(2).unwrap();
         match pool.map(fails_on_3, 0..6) {
             Err(TaskError::Panicked(p)) => {
                 assert!(p.message.contains("three is not allowed"), "{}", p.message);
-                assert!(p.location.contains("suite.rs"), "{}", p.location);
+                assert!(p.location.contains("processes.rs"), "{}", p.location);
             }
             other => panic!("expected the task's panic, got {other:?}"),
         }
@@ -422,7 +442,8 @@ pub fn pool_panicking_task_fails_only_itself<B: Backend>() {
     });
 }
 
-pub fn pool_close_join_and_closed_errors<B: Backend>() {
+/// After `close`, new work is refused and `join` waits for the work in flight.
+pub fn pool_close_join_and_closed_errors<B: Flavor>() {
     bounded(SECS, || {
         assert!(matches!(B::pool(0), Err(PoolError::InvalidArgument(_))));
         let pool = B::pool(2).unwrap();

@@ -19,8 +19,7 @@ use mp_ipc::deadline::Deadline;
 use mp_ipc::handle::OwnedHandle;
 use mp_windows::named_pipe::{self, PipeListener};
 
-use super::auth::TimedStream;
-use super::{Address, ListenerError};
+use crate::listener::{Address, ListenerError, TimedStream};
 
 /// A bound, listening socket or named pipe, and the address a connection that wakes its
 /// accept thread goes to.
@@ -290,4 +289,9 @@ impl TimedStream for SysStream {
             }
         }
     }
+}
+
+/// A fresh local address named `name`: a named pipe `\\.\pipe\name`.
+pub(crate) fn unique_local_address(name: &str) -> Address {
+    Address::Pipe(format!(r"\\.\pipe\{name}"))
 }

@@ -53,7 +53,9 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use mp_ipc::deadline::Deadline;
 use mp_ipc::handle::OwnedHandle;
+use mp_ipc::spin::Pace;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -178,9 +180,6 @@ const RING_AT: usize = (std::mem::size_of::<Header>() + 63) & !63;
 const STAGE: usize = 64 << 10;
 /// `move_head` while the staging area (not the spool) moves into the ring.
 const MOVED_STAGE: u64 = u64::MAX;
-/// The ring of shm-backend queues.
-#[cfg(feature = "shm")]
-pub(crate) const SHM_RING: usize = 256 << 10;
 
 /// The shared state of one queue, held by every handle in every process.
 pub(crate) struct Core {
@@ -228,41 +227,21 @@ pub(crate) fn with_frame<T: Serialize, R>(
     Ok(r)
 }
 
-/// Spins while `ready()` is false, for at most [`SPIN_FOR`] and never past `deadline`; true
-/// if it became ready. On a single CPU spinning only delays the producer, so it is skipped.
+/// How long a getter looks for a new item (and a putter for room in the ring) before it
+/// sleeps: 50 µs, `MP_SPIN_US` if set, zero on a single CPU (where spinning only delays the
+/// producer).
+static SPIN: mp_ipc::spin::SpinLimit = mp_ipc::spin::SpinLimit::new(
+    mp_ipc::spin::GLOBAL_ENV,
+    std::time::Duration::from_micros(50),
+)
+.off_on_one_cpu();
+
+/// Spins while `ready()` is false, for at most [`SPIN`] and never past `deadline`; true if
+/// it became ready.
 fn spin_until(ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
-    static MULTI_CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*MULTI_CPU.get_or_init(|| crate::cpu_count() > 1) {
-        return false;
-    }
-    let start = Instant::now();
-    let stop = deadline.map_or(start + SPIN_FOR, |d| d.min(start + SPIN_FOR));
-    let mut round = 0u32;
-    loop {
-        for _ in 0..16 {
-            if ready() {
-                return true;
-            }
-            if round < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-            round += 1;
-        }
-        if Instant::now() >= stop {
-            return ready();
-        }
-    }
+    let deadline = deadline.map_or(Deadline::NEVER, Deadline::at);
+    mp_ipc::spin::spin_until(SPIN.get(), deadline, Pace::Busy { rounds: 4 }, ready)
 }
-
-/// A deadline that bounds nothing but the spin itself.
-fn far_future() -> Instant {
-    Instant::now() + SPIN_FOR
-}
-
-/// How long a getter looks for a new item before it sleeps.
-const SPIN_FOR: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// A held lock, released when dropped (also if decoding panics).
 struct Held<'a>(&'a RawLock);
@@ -630,7 +609,7 @@ impl Core {
         // drains (never past the spin limit, so `put` still does not wait for a reader).
         let in_ring = self.ring_put(frame)
             || (self.ring_fits(frame)
-                && spin_until(|| self.ring_room(frame), deadline.or(Some(far_future())))
+                && spin_until(|| self.ring_room(frame), deadline)
                 && self.ring_put(frame));
         if !in_ring {
             self.overflow_put(frame).map_err(corrupt_put)?;
