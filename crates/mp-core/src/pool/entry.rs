@@ -245,7 +245,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
         Ok(_) => Ok(()),
         Err(e) => {
             out.truncate(start);
-            Err(e.to_string())
+            Err(crate::handles::explain(&e))
         }
     }
 }
@@ -277,8 +277,12 @@ where
     // bytes, so conjuring it re-creates the caller's fn item or capture-free closure.
     let f: T = unsafe { std::mem::zeroed() };
     for _ in 0..count {
-        let (arg, rest) = postcard::take_from_bytes::<A>(items)
-            .map_err(|e| WireError::Decode(format!("cannot decode a task argument: {e}")))?;
+        let (arg, rest) = postcard::take_from_bytes::<A>(items).map_err(|e| {
+            WireError::Decode(format!(
+                "cannot decode a task argument: {}",
+                crate::handles::explain(&e)
+            ))
+        })?;
         items = rest;
         match run_caught(move || f.call_task(arg)) {
             Ok(value) => {
@@ -305,8 +309,12 @@ where
 {
     type_check(type_name, std::any::type_name::<(F, A)>())?;
     const { assert!(std::mem::size_of::<F>() == 0) };
-    let arg: A = postcard::from_bytes(arg)
-        .map_err(|e| WireError::Decode(format!("cannot decode the initializer argument: {e}")))?;
+    let arg: A = postcard::from_bytes(arg).map_err(|e| {
+        WireError::Decode(format!(
+            "cannot decode the initializer argument: {}",
+            crate::handles::explain(&e)
+        ))
+    })?;
     // SAFETY: as in `chunk_trampoline`.
     let f: F = unsafe { std::mem::zeroed() };
     run_caught(move || f(arg))

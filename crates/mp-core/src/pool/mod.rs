@@ -57,7 +57,10 @@ use serde::Serialize;
 use self::core::{Chunk, Config, Shared, Sink};
 use self::entry::{Entry, Plain, Star, TaskFn};
 use self::result::{ApplySink, MapSink, MapSlot, Slot};
+use self::worker::InitArg;
+use crate::handles::{self, SharedHandles};
 use crate::{ChildPanic, Context, ProcessError};
+use mp_ipc::handle::{OwnedHandle, RawHandle};
 
 pub use self::core::OnWorkerDeath;
 pub use self::entry::StarFn;
@@ -202,14 +205,28 @@ fn collect_input<I: IntoIterator>(iter: I) -> Result<Vec<I::Item>, PoolError> {
         .map_err(|p| PoolError::Input(panic_message(&*p)))
 }
 
-/// Encodes one chunk of arguments.
-fn encode_chunk<A: Serialize>(head: &[u8], items: &[A]) -> Result<Vec<u8>, String> {
-    let mut frame = core::chunk_frame(head, items.len(), items.len() * 8);
-    for a in items {
-        entry::encode_into(a, &mut frame)?;
-    }
-    core::seal_frame(&mut frame);
-    Ok(frame)
+/// Encodes one chunk of arguments; the handles of the shareable objects inside them are
+/// duplicated, to travel beside the frame.
+fn encode_chunk<A: Serialize>(
+    head: &[u8],
+    items: &[A],
+) -> Result<(Vec<u8>, Vec<OwnedHandle>), String> {
+    let (frame, raw) = handles::with_outbox(|| {
+        let mut frame = core::chunk_frame(head, items.len(), items.len() * 8);
+        for a in items {
+            entry::encode_into(a, &mut frame)?;
+        }
+        core::seal_frame(&mut frame);
+        Ok::<_, String>(frame)
+    });
+    Ok((frame?, duplicate_task_handles(&raw)?))
+}
+
+/// Our own copies of the handles a task argument holds (the argument may be dropped before
+/// the task is sent, or sent again to another worker).
+fn duplicate_task_handles(raw: &[RawHandle]) -> Result<Vec<OwnedHandle>, String> {
+    handles::duplicate_all(raw)
+        .map_err(|e| format!("cannot duplicate a handle inside a task argument: {e}"))
 }
 
 /// Python's default `map` chunk size: the input split into about four chunks per worker.
@@ -237,7 +254,7 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 pub struct PoolBuilder {
     processes: Option<usize>,
     context: Option<Context>,
-    init: Option<Result<(Entry, Vec<u8>), String>>,
+    init: Option<Result<InitArg, String>>,
     max_tasks: Option<usize>,
     on_death: OnWorkerDeath,
 }
@@ -265,11 +282,19 @@ impl PoolBuilder {
             )
         };
         let _ = f;
-        self.init = Some(
-            postcard::to_stdvec(&arg)
-                .map(|bytes| (Entry::init::<F, A>(), bytes))
-                .map_err(|e| e.to_string()),
-        );
+        // The shareable objects inside (a lock, a queue, ...) keep their handles beside the
+        // bytes; each worker started gets its own copies.
+        let (bytes, raw) = handles::with_outbox(|| postcard::to_stdvec(&arg));
+        self.init = Some(bytes.map_err(|e| handles::explain(&e)).and_then(|bytes| {
+            let handles = handles::duplicate_all(&raw).map_err(|e| {
+                format!("cannot duplicate a handle of the initializer argument: {e}")
+            })?;
+            Ok(InitArg {
+                entry: Entry::init::<F, A>(),
+                bytes,
+                handles: SharedHandles::new(handles),
+            })
+        }));
         self
     }
 
@@ -614,7 +639,8 @@ where
 {
     shared.check_running()?;
     let head = core::chunk_head(&Entry::chunk::<T, A, R>());
-    let frame = encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
+    let (frame, handles) =
+        encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
     let slot = Slot::new(callbacks);
     let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
     shared.submit([Chunk {
@@ -622,6 +648,7 @@ where
         index: 0,
         len: 1,
         frame,
+        handles,
     }])?;
     Ok(slot)
 }
@@ -651,12 +678,13 @@ where
     let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(chunks, slot));
     let mut out = Vec::with_capacity(chunks);
     for (index, part) in items.chunks(chunksize).enumerate() {
-        let frame = encode_chunk(&head, part).map_err(PoolError::Encode)?;
+        let (frame, handles) = encode_chunk(&head, part).map_err(PoolError::Encode)?;
         out.push(Chunk {
             sink: sink.clone(),
             index,
             len: part.len(),
             frame,
+            handles,
         });
     }
     shared.submit(out)
@@ -810,14 +838,19 @@ impl<'p> Chunked<'p> {
         let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
             let mut frame: Option<Vec<u8>> = None;
             let mut n = 0usize;
-            while n < chunksize {
-                let item = panic::catch_unwind(AssertUnwindSafe(|| it.next()))
-                    .map_err(|p| TaskError::Input(panic_message(&*p)))?;
-                let Some(a) = item else { break };
-                let f = frame.get_or_insert_with(|| core::chunk_frame(&head, 0, 0));
-                entry::encode_into(&a, f).map_err(TaskError::Encode)?;
-                n += 1;
-            }
+            let (read, raw) = handles::with_outbox(|| {
+                while n < chunksize {
+                    let item = panic::catch_unwind(AssertUnwindSafe(|| it.next()))
+                        .map_err(|p| TaskError::Input(panic_message(&*p)))?;
+                    let Some(a) = item else { break };
+                    let f = frame.get_or_insert_with(|| core::chunk_frame(&head, 0, 0));
+                    entry::encode_into(&a, f).map_err(TaskError::Encode)?;
+                    n += 1;
+                }
+                Ok::<(), TaskError>(())
+            });
+            read?;
+            let handles = duplicate_task_handles(&raw).map_err(TaskError::Encode)?;
             Ok(frame.map(|mut f| {
                 f[5..9].copy_from_slice(&(n as u32).to_le_bytes());
                 core::seal_frame(&mut f);
@@ -826,6 +859,7 @@ impl<'p> Chunked<'p> {
                     index,
                     len: n,
                     frame: f,
+                    handles,
                 }
             }))
         });

@@ -295,7 +295,9 @@ impl Process {
         child::install_panic_hook();
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
+        let handoff = sys::handoff_lock_for_fork();
         let forked = sys::fork_child(!outlive, move || {
+            drop(handoff);
             registry::become_forked_child(guard, child_identity, parent_pid, parent_name);
             sys::close_inherited(parent_end);
             crate::connection::close_inherited_connections_except(live, keep.as_deref());

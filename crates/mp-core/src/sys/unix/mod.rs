@@ -1,6 +1,7 @@
 //! Unix: Unix domain socket channels, descriptor passing, `fork`, `exec` and `waitpid`.
 
 mod forkserver;
+mod handoff;
 mod os;
 mod shm;
 mod spool;
@@ -15,6 +16,7 @@ use mp_ipc::{Channel, IpcError};
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
+pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
 };

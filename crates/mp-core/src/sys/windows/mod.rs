@@ -3,6 +3,7 @@
 //!
 //! Only the spawn start method exists: there is no `fork` on Windows.
 
+mod handoff;
 mod os;
 mod shm;
 mod spool;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
 
+pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
 };
