@@ -64,7 +64,9 @@ use mp_ipc::handle::{OwnedHandle, RawHandle};
 
 pub use self::core::OnWorkerDeath;
 pub use self::entry::StarFn;
-pub use self::executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor, TaskFuture};
+pub use self::executor::{
+    ExecutorBuilder, ExecutorMap, MapOptions, ProcessPoolExecutor, TaskFuture,
+};
 pub use self::futures::{as_completed, wait, AsCompleted, DoneAndNotDone, ReturnWhen, WaitTimeout};
 pub use self::result::{AsyncResult, Callbacks, IMap};
 
@@ -452,7 +454,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, arg)?.get()
+        self.apply_async(f, arg)?.into_result()
     }
 
     /// Starts `f(arg)` in a worker.
@@ -562,6 +564,38 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.chunked().starmap_async(f, iter)
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with callbacks (given the whole result list,
+    /// or the first error), as Python's `starmap_async(..., callback, error_callback)`.
+    ///
+    /// ```
+    /// use mp_core::pool::Callbacks;
+    /// let pool = mp_core::Pool::new(2).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let r = pool
+    ///     .starmap_async_with(
+    ///         |a: u32, b: u32| a + b,
+    ///         [(1, 2), (3, 4)],
+    ///         Callbacks::new().on_success(move |v: &Vec<u32>| tx.send(v.clone()).unwrap()),
+    ///     )
+    ///     .unwrap();
+    /// assert_eq!(r.get().unwrap(), [3, 7]);
+    /// assert_eq!(rx.recv().unwrap(), [3, 7]);
+    /// ```
+    pub fn starmap_async_with<F, Args, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.chunked().starmap_async_with(f, iter, callbacks)
     }
 
     /// Lazily maps `f` over `iter`, yielding results in input order (chunk size 1 unless
@@ -717,7 +751,7 @@ impl<'p> Chunked<'p> {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, iter)?.get()
+        self.map_async(f, iter)?.into_result()
     }
 
     /// See [`Pool::map_results`].
@@ -735,7 +769,9 @@ impl<'p> Chunked<'p> {
         let _ = f;
         let slot = Slot::new(None);
         self.map_job::<Plain<F>, A, R, I>(iter, MapSlot::Each(slot.clone()))?;
-        Ok(AsyncResult { slot }.get().unwrap_or_else(|e| vec![Err(e)]))
+        Ok(AsyncResult { slot }
+            .into_result()
+            .unwrap_or_else(|e| vec![Err(e)]))
     }
 
     /// See [`Pool::map_async`].
@@ -776,7 +812,7 @@ impl<'p> Chunked<'p> {
         Args: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async(f, iter)?.get()
+        self.starmap_async(f, iter)?.into_result()
     }
 
     /// See [`Pool::starmap_async`].
@@ -791,8 +827,24 @@ impl<'p> Chunked<'p> {
         Args: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.starmap_async_with(f, iter, Callbacks::new())
+    }
+
+    /// See [`Pool::starmap_async_with`].
+    pub fn starmap_async_with<F, Args, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         let _ = f;
-        let slot = Slot::new(None);
+        let slot = Slot::new(Some(callbacks));
         self.map_job::<Star<F>, Args, R, I>(iter, MapSlot::Values(slot.clone()))?;
         Ok(AsyncResult { slot })
     }
@@ -832,42 +884,61 @@ impl<'p> Chunked<'p> {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.pool.shared.check_running()?;
-        let chunksize = self.chunksize.unwrap_or(1);
-        let head = core::chunk_head(&Entry::chunk::<T, A, R>());
-        let mut it = iter.into_iter();
-        let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
-            let mut frame: Option<Vec<u8>> = None;
-            let mut n = 0usize;
-            let (read, raw) = handles::with_outbox(|| {
-                while n < chunksize {
-                    let item = panic::catch_unwind(AssertUnwindSafe(|| it.next()))
-                        .map_err(|p| TaskError::Input(panic_message(&*p)))?;
-                    let Some(a) = item else { break };
-                    let f = frame.get_or_insert_with(|| core::chunk_frame(&head, 0, 0));
-                    entry::encode_into(&a, f).map_err(TaskError::Encode)?;
-                    n += 1;
-                }
-                Ok::<(), TaskError>(())
-            });
-            read?;
-            let handles = duplicate_task_handles(&raw).map_err(TaskError::Encode)?;
-            Ok(frame.map(|mut f| {
-                f[5..9].copy_from_slice(&(n as u32).to_le_bytes());
-                core::seal_frame(&mut f);
-                Chunk {
-                    sink: sink.clone(),
-                    index,
-                    len: n,
-                    frame: f,
-                    handles,
-                }
-            }))
-        });
-        Ok(IMap::new(
-            self.pool.shared.clone(),
+        Ok(imap_job::<T, A, R, I>(
+            &self.pool.shared,
+            iter,
             ordered,
+            self.chunksize.unwrap_or(1),
             self.pool.processes * 2,
-            next_chunk,
         ))
     }
+}
+
+/// A lazy map over `iter`: chunks of `chunksize` items encoded and submitted as the results
+/// are consumed, at most `max_in_flight` chunks submitted and not yet yielded.
+pub(crate) fn imap_job<'a, T, A, R, I>(
+    shared: &Arc<Shared>,
+    iter: I,
+    ordered: bool,
+    chunksize: usize,
+    max_in_flight: usize,
+) -> IMap<'a, R>
+where
+    T: TaskFn<A, R>,
+    I: IntoIterator<Item = A>,
+    I::IntoIter: 'a,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+    let mut it = iter.into_iter();
+    let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
+        let mut frame: Option<Vec<u8>> = None;
+        let mut n = 0usize;
+        let (read, raw) = handles::with_outbox(|| {
+            while n < chunksize {
+                let item = panic::catch_unwind(AssertUnwindSafe(|| it.next()))
+                    .map_err(|p| TaskError::Input(panic_message(&*p)))?;
+                let Some(a) = item else { break };
+                let f = frame.get_or_insert_with(|| core::chunk_frame(&head, 0, 0));
+                entry::encode_into(&a, f).map_err(TaskError::Encode)?;
+                n += 1;
+            }
+            Ok::<(), TaskError>(())
+        });
+        read?;
+        let handles = duplicate_task_handles(&raw).map_err(TaskError::Encode)?;
+        Ok(frame.map(|mut f| {
+            f[5..9].copy_from_slice(&(n as u32).to_le_bytes());
+            core::seal_frame(&mut f);
+            Chunk {
+                sink: sink.clone(),
+                index,
+                len: n,
+                frame: f,
+                handles,
+            }
+        }))
+    });
+    IMap::new(shared.clone(), ordered, max_in_flight, next_chunk)
 }
