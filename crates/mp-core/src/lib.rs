@@ -60,6 +60,7 @@ pub mod dummy;
 mod error;
 mod handles;
 pub mod listener;
+pub mod logging;
 pub mod manager;
 pub mod pool;
 pub mod process;

@@ -85,6 +85,11 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 /// Runs example `name`, requires exit status 0 and each of `expected` in its stdout, and
 /// returns the stdout.
 fn run(name: &str, expected: &[&str]) -> String {
+    run_with_stderr(name, expected, &[]).0
+}
+
+/// Like [`run`], also requiring each of `expected_err` in its stderr; returns both.
+fn run_with_stderr(name: &str, expected: &[&str], expected_err: &[&str]) -> (String, String) {
     let exe = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let mut child = Command::new(&exe)
         .stdin(Stdio::null())
@@ -124,7 +129,13 @@ fn run(name: &str, expected: &[&str]) -> String {
             "{name}: expected {line:?} in its output\nstdout:\n{out}\nstderr:\n{err}"
         );
     }
-    out
+    for line in expected_err {
+        assert!(
+            err.contains(line),
+            "{name}: expected {line:?} in its stderr\nstdout:\n{out}\nstderr:\n{err}"
+        );
+    }
+    (out, err)
 }
 
 #[test]
@@ -292,4 +303,21 @@ fn py_executor() {
             "97 is prime: true",
         ],
     );
+}
+
+#[test]
+fn py_logging() {
+    let (_, err) = run_with_stderr(
+        "py_logging",
+        &["done"],
+        &[
+            "[WARN/MainProcess] doomed",
+            "[INFO/SyncManager] child process calling its target",
+            "[INFO/SyncManager] process exiting with exitcode 0",
+            "[INFO/Process-2] worker 1 says hello through log::info!",
+            "[WARN/Process-2] worker 1 is done",
+        ],
+    );
+    // Below the level: not printed.
+    assert!(!err.contains("DEBUG"), "{err}");
 }

@@ -183,6 +183,7 @@ impl Shared {
 
     /// No new work; the workers end once the queued work is done.
     pub(crate) fn close(&self) {
+        crate::logging::mp_log!(Debug, "closing pool");
         let mut st = self.lock();
         if st.status == Status::Running {
             st.status = Status::Closed;
@@ -198,6 +199,7 @@ impl Shared {
     /// Like [`terminate`](Self::terminate), with `SIGKILL` if `kill` (`TerminateProcess`
     /// either way on Windows).
     pub(crate) fn stop_now(&self, kill: bool) {
+        crate::logging::mp_log!(Debug, "terminating pool");
         let mut st = self.lock();
         if matches!(st.status, Status::Running | Status::Closed) {
             st.status = Status::Terminating { kill };
@@ -335,6 +337,11 @@ impl Dispatcher {
             .with_name(format!("{}Worker-{}", self.cfg.name, self.counter));
         process.start()?;
         let pid = process.pid().unwrap_or(0);
+        crate::logging::mp_log!(
+            Debug,
+            "added worker {} (pid {pid})",
+            process.name().unwrap_or("?")
+        );
         let mut st = self.shared.lock();
         st.pids.push(pid);
         st.started_total += 1;
