@@ -206,6 +206,9 @@ impl Process {
         if std::env::var_os(ENV_BOOT).is_some() {
             return Err(ProcessError::BootstrapMissing);
         }
+        if registry::identity().daemon {
+            return Err(ProcessError::DaemonCannotHaveChildren);
+        }
         sys::link_boot_constructor();
         let method = self.start_method();
         if !method.is_available() {
