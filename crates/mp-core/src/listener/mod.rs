@@ -47,6 +47,7 @@
 
 mod auth;
 mod error;
+pub mod python;
 #[cfg(unix)]
 mod sys_unix;
 #[cfg(unix)]
