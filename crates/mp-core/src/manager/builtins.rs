@@ -287,6 +287,32 @@ impl Object for List {
                 drop(old);
                 encode(&())
             }
+            ListOp::SetSlice(a, b, vs) => {
+                let (a, b) = (clamp(l.len(), a), clamp(l.len(), b));
+                let new = vs
+                    .into_iter()
+                    .map(|v| Blob::from_wire(v, ctx))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let old: Vec<Blob> = l.splice(a..b.max(a), new).collect();
+                drop(l);
+                drop(old);
+                encode(&())
+            }
+            ListOp::ReplaceIf(expected, vs) => {
+                let same = l.len() == expected.len()
+                    && l.iter().zip(&expected).all(|(b, e)| b.bytes == *e);
+                if !same {
+                    return encode(&false);
+                }
+                let new = vs
+                    .into_iter()
+                    .map(|v| Blob::from_wire(v, ctx))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let old = std::mem::replace(&mut *l, new);
+                drop(l);
+                drop(old);
+                encode(&true)
+            }
         }
     }
 }

@@ -207,6 +207,9 @@ pub(crate) struct ProxyCore {
     pub(crate) pool: Arc<Pool>,
     pub(crate) id: u64,
     pub(crate) typeid: String,
+    /// Whether this proxy holds a reference on the server (a [`detached`](Self::detached)
+    /// copy, made when the manager is gone, does not).
+    pub(crate) counted: bool,
 }
 
 /// The serialized form of a proxy. It carries the server's authkey, so that the receiver
@@ -232,7 +235,19 @@ impl ProxyCore {
             pool: self.pool.clone(),
             id: self.id,
             typeid: self.typeid.clone(),
+            counted: true,
         })
+    }
+
+    /// A copy that holds no reference (for `Clone` when the server cannot be asked for one:
+    /// its calls fail as the original's do, and dropping it releases nothing).
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            id: self.id,
+            typeid: self.typeid.clone(),
+            counted: false,
+        }
     }
 }
 
@@ -240,7 +255,9 @@ impl Drop for ProxyCore {
     fn drop(&mut self) {
         // A server that is gone needs no release: the error is ignored, and never waited
         // for long (a dead server's connections show end of stream at once).
-        let _ = self.pool.request(&Request::DecRef(self.id));
+        if self.counted {
+            let _ = self.pool.request(&Request::DecRef(self.id));
+        }
     }
 }
 
@@ -279,6 +296,7 @@ impl<'de> Deserialize<'de> for ProxyCore {
             pool: Pool::find_or_make(&w.address, &w.authkey, w.nonce),
             id: w.id,
             typeid: w.typeid,
+            counted: true,
         })
     }
 }

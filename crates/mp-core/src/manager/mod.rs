@@ -204,7 +204,13 @@ impl Services for Builtins {
 pub struct Manager {
     pool: Arc<Pool>,
     process: Option<Process>,
+    /// How long `shutdown` waits for the server process before terminating it.
+    shutdown_timeout: Duration,
 }
+
+/// The default `shutdown_timeout` (Python's is 1 s; a loaded machine needs more for a clean
+/// exit, and a server that answered the shutdown request exits by itself).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the parent tells the server process.
 #[derive(Serialize, Deserialize)]
@@ -249,6 +255,7 @@ pub struct ManagerBuilder<S: Services = Builtins> {
     authkey: Option<Vec<u8>>,
     context: Option<Context>,
     start_timeout: Duration,
+    shutdown_timeout: Duration,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -261,6 +268,7 @@ impl<S: Services> ManagerBuilder<S> {
             authkey: None,
             context: None,
             start_timeout: Duration::from_secs(30),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             _s: PhantomData,
         }
     }
@@ -280,6 +288,23 @@ impl<S: Services> ManagerBuilder<S> {
     /// Starts the server with this context's start method.
     pub fn context(mut self, context: Context) -> Self {
         self.context = Some(context);
+        self
+    }
+
+    /// How long [`Manager::shutdown`] (and dropping the manager) waits for the server
+    /// process to exit before it terminates it (Python's `shutdown_timeout`; the default is
+    /// 5 s, Python's 1 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut m = mp_core::manager::Manager::builder::<mp_core::manager::Builtins>()
+    ///     .shutdown_timeout(Duration::from_secs(5))
+    ///     .start()
+    ///     .unwrap();
+    /// m.shutdown().unwrap();
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -336,6 +361,7 @@ impl<S: Services> ManagerBuilder<S> {
         Ok(Manager {
             pool,
             process: Some(p),
+            shutdown_timeout: self.shutdown_timeout,
         })
     }
 }
@@ -364,6 +390,7 @@ impl Manager {
         Ok(Self {
             pool: Pool::connect(address, authkey, Some(Duration::from_secs(20)))?,
             process: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         })
     }
 
@@ -383,14 +410,19 @@ impl Manager {
     }
 
     /// Asks the server to stop, and waits for its process (if this handle started it; it is
-    /// killed if it has not exited within 5 s). Proxies then fail with
+    /// terminated if it has not exited within the
+    /// [`shutdown_timeout`](ManagerBuilder::shutdown_timeout), then killed if it still has
+    /// not after 5 s). Proxies then fail with
     /// [`ManagerError::Connection`] or [`ManagerError::Connect`].
     pub fn shutdown(&mut self) -> Result<(), ManagerError> {
         let r = self.pool.request(&Request::Shutdown).map(drop);
         if let Some(p) = self.process.take() {
-            if p.join_timeout(Duration::from_secs(5)).is_err() {
+            if p.join_timeout(self.shutdown_timeout).is_err() {
                 let _ = p.terminate();
-                let _ = p.join_timeout(Duration::from_secs(5));
+                if p.join_timeout(Duration::from_secs(5)).is_err() {
+                    let _ = p.kill();
+                    let _ = p.join_timeout(Duration::from_secs(5));
+                }
             }
         }
         match r {
@@ -408,6 +440,7 @@ impl Manager {
             pool: self.pool.clone(),
             id,
             typeid: typeid.into(),
+            counted: true,
         })
     }
 
@@ -451,6 +484,25 @@ impl Manager {
     /// An empty dict.
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
         Ok(DictProxy::from_core(self.create_plain("dict", &())?))
+    }
+
+    /// A dict holding `items` (Python's `m.dict(mapping)` or `m.dict(pairs)`).
+    ///
+    /// ```
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let d = m.dict_from([("a", 1), ("b", 2)]).unwrap();
+    /// assert_eq!(d.get(&"b").unwrap(), Some(2));
+    /// ```
+    pub fn dict_from<K, V, I>(&self, items: I) -> Result<DictProxy<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let d = self.dict()?;
+        let items: Vec<(K, V)> = items.into_iter().collect();
+        d.update(items.iter().map(|(k, v)| (k, v)))?;
+        Ok(d)
     }
 
     /// A list holding `items`.
