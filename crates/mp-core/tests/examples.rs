@@ -385,3 +385,11 @@ fn py_interop_server_with_a_python_client() {
         assert!(rest.contains(line), "{rest}");
     }
 }
+
+#[test]
+fn py_pool_initializer() {
+    let out = run("py_pool_initializer", &["all 10 tasks done"]);
+    for i in 0..10 {
+        assert!(out.contains(&format!("hello world {i}\n")), "{out}");
+    }
+}
