@@ -282,7 +282,7 @@ fn task_result_with_a_handle_is_refused_with_the_reason() {
 enum Shared {
     Lock(Lock),
     Value(Value<u32>),
-    Conn(Connection<String>),
+    Conn(Box<Connection<String>>),
     Queue(Queue<String>),
     Sem(Semaphore),
 }
@@ -337,7 +337,7 @@ fn queue_items_carry_shared_objects() {
         assert_eq!(v.get(), 42);
 
         let (here, there) = pipe::<String>().unwrap();
-        inbox.put(Shared::Conn(there)).unwrap();
+        inbox.put(Shared::Conn(Box::new(there))).unwrap();
         assert_eq!(next(), "conn used");
         assert_eq!(
             here.recv_timeout(Duration::from_secs(20)).unwrap(),
