@@ -789,3 +789,28 @@ fn dict_from_slices_atomic_sort_and_clone_after_shutdown() {
         assert!(l.try_clone().is_err());
     });
 }
+
+fn wait_at(b: mp_core::manager::BarrierProxy) {
+    b.wait(None).unwrap();
+}
+
+/// Python's `m.Barrier(parties, timeout=t)`: `wait(None)` uses the barrier's timeout.
+#[test]
+fn manager_barrier_with_a_default_timeout() {
+    common::bounded(60, || {
+        let m = mp_core::manager::Manager::start().unwrap();
+        let b = m.barrier_with_timeout(2, Duration::from_secs(30)).unwrap();
+        let mut p = Process::new(wait_at, b.clone());
+        p.start().unwrap();
+        assert!(b.wait(None).unwrap() <= 1);
+        p.join().unwrap();
+        let lonely = m
+            .barrier_with_timeout(2, Duration::from_millis(100))
+            .unwrap();
+        assert!(matches!(
+            lonely.wait(None),
+            Err(mp_core::manager::ManagerError::BrokenBarrier)
+        ));
+        assert!(lonely.broken().unwrap());
+    });
+}

@@ -68,6 +68,19 @@ pub(crate) fn register(r: &mut Registry) {
         }
         Ok(Arc::new(Barrier {
             parties,
+            default_timeout: None,
+            state: Mutex::new(BState::default()),
+            cv: Condvar::new(),
+        }))
+    });
+    r.add("barrier_with_timeout", |w, _| {
+        let (parties, timeout): (usize, std::time::Duration) = init(&w)?;
+        if parties == 0 {
+            return Err(err("ValueError", "a barrier needs at least one party"));
+        }
+        Ok(Arc::new(Barrier {
+            parties,
+            default_timeout: Some(timeout),
             state: Mutex::new(BState::default()),
             cv: Condvar::new(),
         }))
@@ -657,6 +670,8 @@ struct BState {
 
 struct Barrier {
     parties: usize,
+    /// Python's `Barrier(parties, timeout=...)`: the timeout of a `wait` given none.
+    default_timeout: Option<std::time::Duration>,
     state: Mutex<BState>,
     cv: Condvar,
 }
@@ -670,6 +685,7 @@ impl Object for Barrier {
         let mut g = lock(&self.state);
         match op {
             BarrierOp::Wait(timeout) => {
+                let timeout = timeout.or(self.default_timeout);
                 if g.broken {
                     return encode(&BarrierReply::Err(()));
                 }

@@ -586,6 +586,27 @@ impl Manager {
             self.create_plain("barrier", &parties)?,
         ))
     }
+
+    /// A barrier whose `wait(None)` gives up after `timeout` (Python's
+    /// `m.Barrier(parties, timeout=t)`); a wait that times out breaks it, as in Python.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let b = m.barrier_with_timeout(2, Duration::from_millis(50)).unwrap();
+    /// assert!(b.wait(None).is_err()); // nobody else came: timed out, broken
+    /// assert!(b.broken().unwrap());
+    /// ```
+    pub fn barrier_with_timeout(
+        &self,
+        parties: usize,
+        timeout: Duration,
+    ) -> Result<BarrierProxy, ManagerError> {
+        Ok(BarrierProxy::from_core(self.create_plain(
+            "barrier_with_timeout",
+            &(parties, timeout),
+        )?))
+    }
 }
 
 impl Drop for Manager {
