@@ -490,8 +490,8 @@ impl Manager {
     ///
     /// ```
     /// let m = mp_core::manager::Manager::start().unwrap();
-    /// let d = m.dict_from([("a", 1), ("b", 2)]).unwrap();
-    /// assert_eq!(d.get(&"b").unwrap(), Some(2));
+    /// let d = m.dict_from([("a".to_string(), 1), ("b".to_string(), 2)]).unwrap();
+    /// assert_eq!(d.get(&"b".to_string()).unwrap(), Some(2));
     /// ```
     pub fn dict_from<K, V, I>(&self, items: I) -> Result<DictProxy<K, V>, ManagerError>
     where
