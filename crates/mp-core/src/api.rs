@@ -136,10 +136,18 @@ pub trait SendApi<T>: Send {
 
 /// A pending result: [`crate::AsyncResult`] or `mp_core::dummy::AsyncResult`.
 pub trait AsyncResultApi<T> {
-    /// Waits for the result and takes it.
-    fn get(&self) -> Result<T, TaskError>;
+    /// Waits for the result and returns a copy (as often as asked).
+    fn get(&self) -> Result<T, TaskError>
+    where
+        T: Clone;
     /// Waits at most `timeout` ([`TaskError::Timeout`] after).
-    fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError>;
+    fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError>
+    where
+        T: Clone;
+    /// Waits for the result and moves it out.
+    fn into_result(self) -> Result<T, TaskError>
+    where
+        Self: Sized;
     /// Waits until ready.
     fn wait(&self);
     /// Whether it is ready.
@@ -421,11 +429,20 @@ impl<T: Portable> SendApi<T> for crate::Writer<T> {
 macro_rules! async_result_api {
     ($($ty:ty),+) => {$(
         impl<T> AsyncResultApi<T> for $ty {
-            fn get(&self) -> Result<T, TaskError> {
+            fn get(&self) -> Result<T, TaskError>
+            where
+                T: Clone,
+            {
                 <$ty>::get(self)
             }
-            fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
+            fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError>
+            where
+                T: Clone,
+            {
                 <$ty>::get_timeout(self, timeout)
+            }
+            fn into_result(self) -> Result<T, TaskError> {
+                <$ty>::into_result(self)
             }
             fn wait(&self) {
                 <$ty>::wait(self)

@@ -83,13 +83,33 @@ pub fn get_all_start_methods() -> Vec<StartMethod> {
     crate::sys::AVAILABLE_START_METHODS.to_vec()
 }
 
-/// The start method that [`Process::start`] uses when no context says otherwise.
+/// The start method that [`Process::start`] uses when no context says otherwise (Python's
+/// `get_start_method()`; unlike Python's, asking does not fix it: see
+/// [`set_start_method`]).
+///
+/// ```
+/// assert!(mp_core::get_start_method().is_available());
+/// ```
 pub fn get_start_method() -> StartMethod {
     StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Relaxed)).unwrap_or(StartMethod::Spawn)
 }
 
+/// The start method if one was set ([`set_start_method`], or inherited by a child from the
+/// method that started it), `None` while the default applies: Python's
+/// `get_start_method(allow_none=True)`.
+///
+/// ```
+/// use mp_core::{get_start_method_if_set, set_start_method, StartMethod};
+/// set_start_method(StartMethod::Spawn, true).unwrap();
+/// assert_eq!(get_start_method_if_set(), Some(StartMethod::Spawn));
+/// ```
+pub fn get_start_method_if_set() -> Option<StartMethod> {
+    StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Relaxed))
+}
+
 /// Sets the default start method. Like Python, setting it a second time to a different
-/// method is an error unless `force` is true.
+/// method is an error unless `force` is true. Unlike Python, [`get_start_method`] does not
+/// fix the method: setting it after asking for it is allowed.
 ///
 /// ```
 /// use mp_core::{set_start_method, StartMethod};

@@ -71,6 +71,11 @@ pub enum ProcessError {
     /// `RuntimeError`).
     #[error("this process was started by mp as a child, but its bootstrap never ran: call mp_core::main() as the first line of main (a child must not start processes before it has run its own target)")]
     BootstrapMissing,
+    /// A daemon process may not start children (Python: `AssertionError: daemonic processes
+    /// are not allowed to have children`): they would be left behind when it is terminated
+    /// at its parent's exit. Pool workers are daemons.
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonCannotHaveChildren,
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -61,6 +61,7 @@ pub mod dummy;
 mod error;
 mod handles;
 pub mod listener;
+pub mod logging;
 pub mod manager;
 pub mod pool;
 pub mod process;
@@ -72,7 +73,8 @@ mod wait;
 
 pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
 pub use context::{
-    get_all_start_methods, get_context, get_start_method, set_start_method, Context, StartMethod,
+    get_all_start_methods, get_context, get_start_method, get_start_method_if_set,
+    set_start_method, Context, StartMethod,
 };
 pub use error::{ChildPanic, ConnectionError, ContextError, DecodeError, ProcessError, WaitError};
 pub use handles::OsHandle;

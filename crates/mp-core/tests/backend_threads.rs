@@ -312,3 +312,72 @@ fn queue_shutdown_on_threads() {
         immediate("join once the taken item is done", || jq.join().unwrap());
     });
 }
+
+/// Not serializable: moved, never encoded.
+#[derive(Clone)]
+struct NoSerde(u32);
+
+/// Python's `multiprocessing.dummy` has `active_children`, `Value`, `Array` and a
+/// `connection` module with `Listener` and `Client`.
+#[test]
+fn dummy_active_children_values_and_listener() {
+    use mp_core::dummy::connection::{Client, Listener};
+    use mp_core::dummy::{active_children, Array, Event, Value};
+    use mp_core::listener::Address;
+    use mp_core::{AuthenticationError, ListenerError};
+
+    bounded(30, || {
+        let go = Event::new().unwrap();
+        let g2 = go.clone();
+        let v = Value::new(0u64).unwrap();
+        let a = Array::<u8>::zeroed(3).unwrap();
+        let (v2, a2) = (v.clone(), a.clone());
+        let mut p = Process::from_closure(move || {
+            assert!(g2.wait_timeout(Duration::from_secs(20)));
+            *v2.lock().unwrap() += 5;
+            a2.set(1, 9);
+        })
+        .with_name("busy");
+        p.start().unwrap();
+        let names: Vec<String> = active_children().into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["busy"]);
+        go.set();
+        p.join().unwrap();
+        assert!(active_children().is_empty());
+        assert_eq!((v.get(), a.to_vec()), (5, vec![0, 9, 0]));
+
+        let address = Address::unique_local();
+        let listener = Listener::bind(&address, Some(b"secret")).unwrap();
+        assert!(matches!(
+            Listener::bind(&address, None),
+            Err(ListenerError::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse
+        ));
+        assert!(matches!(
+            Client::connect::<u32>(&address, Some(b"wrong")),
+            Err(ListenerError::Authentication(AuthenticationError::Rejected))
+        ));
+        let addr2 = address.clone();
+        let t = std::thread::spawn(move || {
+            let c = Client::connect::<NoSerde>(&addr2, Some(b"secret")).unwrap();
+            c.send(&NoSerde(5)).unwrap();
+        });
+        let conn = listener.accept::<NoSerde>().unwrap();
+        assert_eq!(conn.recv().unwrap().0, 5);
+        t.join().unwrap();
+        drop(listener);
+        assert!(matches!(
+            Client::connect::<u32>(&address, Some(b"secret")),
+            Err(ListenerError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        ));
+
+        // poll_forever on the threads backend too.
+        let (a, b) = pipe::<u8>().unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a.send(&1).unwrap();
+        });
+        b.poll_forever().unwrap();
+        assert_eq!(b.recv().unwrap(), 1);
+        t.join().unwrap();
+    });
+}

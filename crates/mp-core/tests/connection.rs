@@ -383,3 +383,24 @@ fn conn_18_connections_travel_over_connections() {
         p.join().unwrap();
     });
 }
+
+fn send_later(w: Writer<u8>) {
+    std::thread::sleep(Duration::from_millis(100));
+    w.send(&7).unwrap();
+}
+
+/// Python's `poll(None)`: waits without limit for a message, and for end of file.
+#[test]
+fn poll_forever_waits_for_a_message_and_for_eof() {
+    for_each_context(30, |ctx| {
+        let (r, w) = pipe_oneway::<u8>().unwrap();
+        let mut p = ctx.process(send_later, w);
+        p.start().unwrap();
+        r.poll_forever().unwrap();
+        assert_eq!(r.recv().unwrap(), 7);
+        p.join().unwrap();
+        // The writer is gone: poll_forever returns (end of file), recv says so.
+        r.poll_forever().unwrap();
+        assert!(matches!(r.recv(), Err(ConnectionError::Eof)));
+    });
+}

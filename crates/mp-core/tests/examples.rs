@@ -85,6 +85,11 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 /// Runs example `name`, requires exit status 0 and each of `expected` in its stdout, and
 /// returns the stdout.
 fn run(name: &str, expected: &[&str]) -> String {
+    run_with_stderr(name, expected, &[]).0
+}
+
+/// Like [`run`], also requiring each of `expected_err` in its stderr; returns both.
+fn run_with_stderr(name: &str, expected: &[&str], expected_err: &[&str]) -> (String, String) {
     let exe = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let mut child = Command::new(&exe)
         .stdin(Stdio::null())
@@ -124,7 +129,13 @@ fn run(name: &str, expected: &[&str]) -> String {
             "{name}: expected {line:?} in its output\nstdout:\n{out}\nstderr:\n{err}"
         );
     }
-    out
+    for line in expected_err {
+        assert!(
+            err.contains(line),
+            "{name}: expected {line:?} in its stderr\nstdout:\n{out}\nstderr:\n{err}"
+        );
+    }
+    (out, err)
 }
 
 #[test]
@@ -292,4 +303,93 @@ fn py_executor() {
             "97 is prime: true",
         ],
     );
+}
+
+#[test]
+fn py_logging() {
+    let (_, err) = run_with_stderr(
+        "py_logging",
+        &["done"],
+        &[
+            "[WARN/MainProcess] doomed",
+            "[INFO/SyncManager] child process calling its target",
+            "[INFO/SyncManager] process exiting with exitcode 0",
+            "[INFO/Process-2] worker 1 says hello through log::info!",
+            "[WARN/Process-2] worker 1 is done",
+        ],
+    );
+    // Below the level: not printed.
+    assert!(!err.contains("DEBUG"), "{err}");
+}
+
+/// The interop pair: the Rust server `py_interop_server` and the plain Python client
+/// `examples/python/echo_client.py` (CPython's own `multiprocessing.connection.Client`),
+/// with the right key and a wrong one. Unix only: the Windows run has no Python.
+#[cfg(unix)]
+#[test]
+fn py_interop_server_with_a_python_client() {
+    use std::io::{BufRead, BufReader};
+    let exe = examples_dir().join("py_interop_server");
+    let mut server = Command::new(&exe)
+        .arg("secret")
+        .env("MP_INTEROP_CLIENTS", "2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the server");
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let address = first
+        .trim()
+        .strip_prefix("listening on ")
+        .expect(&first)
+        .to_string();
+    let client = |key: &str| {
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/echo_client.py"))
+            .args([address.as_str(), key, "hello", "world"])
+            .output()
+            .expect("python3 runs")
+    };
+    let good = client("secret");
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{text}");
+    assert!(
+        text.contains("python got 'HELLO'") && text.contains("python got 'WORLD'"),
+        "{text}"
+    );
+    let bad = client("wrong");
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("AUTHENTICATION FAILED"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = server.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > TIMEOUT {
+            let _ = server.kill();
+            panic!("the server did not stop after two clients");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    for line in [
+        "client accepted",
+        "rust got \"hello\"",
+        "client said bye",
+        "refused a client",
+    ] {
+        assert!(rest.contains(line), "{rest}");
+    }
+}
+
+#[test]
+fn py_pool_initializer() {
+    let out = run("py_pool_initializer", &["all 10 tasks done"]);
+    for i in 0..10 {
+        assert!(out.contains(&format!("hello world {i}\n")), "{out}");
+    }
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use mp_core::pool::{OnWorkerDeath, ProcessPoolExecutor};
+use mp_core::pool::{MapOptions, OnWorkerDeath, ProcessPoolExecutor, TaskFuture};
 use mp_core::{Context, PoolError, TaskError};
+use std::num::NonZeroUsize;
 
 fn executor(ctx: Context, n: usize) -> ProcessPoolExecutor {
     ProcessPoolExecutor::builder()
@@ -456,7 +457,7 @@ fn exec16_encode_decode_errors() {
         let err = ex
             .submit(|_: ()| Unencodable, ())
             .unwrap()
-            .result()
+            .into_result()
             .err()
             .unwrap();
         assert!(matches!(err, TaskError::Encode(_)));
@@ -631,7 +632,8 @@ fn exec29_future_states() {
         );
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
-        pending.add_done_callback(move || {
+        pending.add_done_callback(move |f| {
+            assert!(f.cancelled());
             c.fetch_add(1, Ordering::SeqCst);
         });
         assert!(pending.cancel());
@@ -644,7 +646,8 @@ fn exec29_future_states() {
         assert_eq!(pending2.result().unwrap(), 3);
         assert!(!pending2.cancel());
         let c = calls.clone();
-        pending2.add_done_callback(move || {
+        pending2.add_done_callback(move |f| {
+            assert_eq!(f.result().unwrap(), 3);
             c.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -833,5 +836,96 @@ fn exec30_as_completed() {
             .collect();
         assert_eq!(order, [0, 8, 7]);
         assert_eq!(late.result().unwrap(), 7);
+    });
+}
+
+fn fails(_: ()) -> u64 {
+    panic!("task failed on purpose")
+}
+
+/// Python's futures: `result()` as often as asked, `exception()`, a done callback that
+/// receives the future, `into_result` for values that are not `Clone`.
+#[test]
+fn future_result_twice_exception_and_callback_with_the_future() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let ok = ex.submit(pow, (3, 2)).unwrap();
+        assert_eq!(ok.result().unwrap(), 9);
+        assert_eq!(ok.result().unwrap(), 9);
+        assert_eq!(ok.result_timeout(Duration::ZERO).unwrap(), 9);
+        assert!(ok.exception().is_none());
+        assert_eq!(ok.exception_timeout(Duration::ZERO), Ok(None));
+
+        let bad = ex.submit(fails, ()).unwrap();
+        let e = bad.exception().expect("the task failed");
+        assert!(e.panic().unwrap().message.contains("on purpose"));
+        assert_eq!(bad.result().unwrap_err(), e);
+        assert_eq!(bad.result().unwrap_err(), e);
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = ex.submit(sleep_then, (7, 50)).unwrap();
+        f.add_done_callback(move |done: &TaskFuture<u64>| {
+            tx.send((done.done(), done.result(), done.exception()))
+                .unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)).unwrap(),
+            (true, Ok(7), None)
+        );
+        assert_eq!(f.into_result().unwrap(), 7);
+
+        let slow = ex.submit(sleep_then, (1, 60_000)).unwrap();
+        assert_eq!(
+            slow.exception_timeout(Duration::ZERO),
+            Err(TaskError::Timeout)
+        );
+        ex.kill_workers();
+    });
+}
+
+/// Python 3.14's `map(..., buffersize=n)`: the input is read lazily, at most `n` tasks
+/// ahead of the results consumed; without it, everything is submitted at once.
+#[test]
+fn executor_map_buffersize_reads_the_input_lazily() {
+    common::bounded(60, || {
+        let ex = ProcessPoolExecutor::new(2).unwrap();
+        let read = Arc::new(AtomicUsize::new(0));
+        let r = read.clone();
+        let input = (0u64..).inspect(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let opts = MapOptions::new().buffersize(NonZeroUsize::new(3).unwrap());
+        let mut it = ex.map_with(|x: u64| x + 1, input, opts).unwrap();
+        assert!(read.load(Ordering::SeqCst) <= 3);
+        for want in 1..=10 {
+            assert_eq!(it.next().unwrap().unwrap(), want);
+            // Consumed `want`; at most 3 more submitted ahead.
+            assert!(read.load(Ordering::SeqCst) <= want as usize + 3);
+        }
+        drop(it);
+
+        let read = Arc::new(AtomicUsize::new(0));
+        let r = read.clone();
+        let input = (0u64..20).inspect(move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let it = ex.map(|x: u64| x * 2, input).unwrap();
+        assert_eq!(
+            read.load(Ordering::SeqCst),
+            20,
+            "eager: all submitted by map"
+        );
+        let v: Vec<u64> = it.map(Result::unwrap).collect();
+        assert_eq!(v, (0..20).map(|x| x * 2).collect::<Vec<_>>());
+
+        let chunked = MapOptions::new()
+            .chunksize(NonZeroUsize::new(4).unwrap())
+            .buffersize(NonZeroUsize::new(1).unwrap());
+        let v: Vec<u64> = ex
+            .map_with(|x: u64| x, 0..9u64, chunked)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(v, (0..9).collect::<Vec<_>>());
     });
 }

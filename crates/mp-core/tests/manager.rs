@@ -741,3 +741,76 @@ fn bad_input_from_the_network() {
         let _ = get_context(StartMethod::Spawn);
     });
 }
+
+fn append_many(l: mp_core::manager::ListProxy<u32>) {
+    for i in 1000..1200 {
+        l.append(&i).unwrap();
+    }
+}
+
+/// Manager pieces of issue #16: a dict from a mapping, slice assignment, a sort that loses
+/// nothing to concurrent writers, and a proxy clone that does not panic once the manager
+/// is gone.
+#[test]
+fn dict_from_slices_atomic_sort_and_clone_after_shutdown() {
+    common::bounded(120, || {
+        let mut m = mp_core::manager::Manager::start().unwrap();
+        let d = m
+            .dict_from(vec![("a".to_string(), 1), ("b".to_string(), 2)])
+            .unwrap();
+        assert_eq!(d.len().unwrap(), 2);
+        assert_eq!(d.get(&"a".to_string()).unwrap(), Some(1));
+
+        let l = m.list(&[5u32, 4, 3, 2, 1]).unwrap();
+        l.set_slice(1, 3, &[40, 41, 42]).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [5, 40, 41, 42, 2, 1]);
+        l.set_slice(-2, 100, &[]).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [5, 40, 41, 42]);
+        l.set_slice(0, 0, &[9]).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [9, 5, 40, 41, 42]);
+
+        // A writer appends while this process sorts again and again: every element is kept.
+        let mut p = mp_core::Process::new(append_many, l.clone());
+        p.start().unwrap();
+        while p.is_alive() {
+            l.sort().unwrap();
+        }
+        p.join().unwrap();
+        l.sort().unwrap();
+        let v = l.to_vec().unwrap();
+        assert_eq!(v.len(), 5 + 200, "no append was lost to a sort");
+        assert!(v.windows(2).all(|w| w[0] <= w[1]));
+        l.sort_by(|a, b| b.cmp(a)).unwrap();
+        assert_eq!(l.get(0).unwrap(), 1199);
+
+        m.shutdown().unwrap();
+        let c = l.clone(); // the manager is gone: no panic
+        assert!(c.len().is_err());
+        assert!(l.try_clone().is_err());
+    });
+}
+
+fn wait_at(b: mp_core::manager::BarrierProxy) {
+    b.wait(None).unwrap();
+}
+
+/// Python's `m.Barrier(parties, timeout=t)`: `wait(None)` uses the barrier's timeout.
+#[test]
+fn manager_barrier_with_a_default_timeout() {
+    common::bounded(60, || {
+        let m = mp_core::manager::Manager::start().unwrap();
+        let b = m.barrier_with_timeout(2, Duration::from_secs(30)).unwrap();
+        let mut p = Process::new(wait_at, b.clone());
+        p.start().unwrap();
+        assert!(b.wait(None).unwrap() <= 1);
+        p.join().unwrap();
+        let lonely = m
+            .barrier_with_timeout(2, Duration::from_millis(100))
+            .unwrap();
+        assert!(matches!(
+            lonely.wait(None),
+            Err(mp_core::manager::ManagerError::BrokenBarrier)
+        ));
+        assert!(lonely.broken().unwrap());
+    });
+}

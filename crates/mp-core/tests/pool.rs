@@ -473,7 +473,7 @@ fn pool17_unencodable_result() {
                         .on_error(move |e: &TaskError| *s.lock().unwrap() = Some(e.clone())),
                 )
                 .unwrap();
-            let err = r.get().err().unwrap();
+            let err = r.into_result().err().unwrap();
             assert!(
                 matches!(&err, TaskError::Encode(m) if m.contains("Unencodable")),
                 "{err:?}"
@@ -785,5 +785,55 @@ fn map_closure() {
         let pool = Pool::new(2).unwrap();
         let v = pool.map(|x: u64| x * x, 0..1000).unwrap();
         assert_eq!(v, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
+    });
+}
+
+/// Python's `AsyncResult.get()` can be asked again; `into_result` moves the value out;
+/// `starmap_async` takes callbacks like `map_async`.
+#[test]
+fn async_result_get_twice_and_starmap_async_callbacks() {
+    common::bounded(60, || {
+        let p = Pool::new(2).unwrap();
+        let r = p.apply_async(sqr, 7).unwrap();
+        assert_eq!(r.get().unwrap(), 49);
+        assert_eq!(r.get().unwrap(), 49);
+        assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), 49);
+        assert_eq!(r.into_result().unwrap(), 49);
+
+        let m = p.map_async(sqr, vec![1, 2, 3]).unwrap();
+        assert_eq!(m.get().unwrap(), [1, 4, 9]);
+        assert_eq!(m.get().unwrap(), [1, 4, 9]);
+
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        let r = p
+            .starmap_async_with(
+                |a: i64, b: i64| a * b,
+                [(2, 3), (4, 5)],
+                Callbacks::new()
+                    .on_success(move |v: &Vec<i64>| *g.lock().unwrap() = Some(v.clone())),
+            )
+            .unwrap();
+        assert_eq!(r.get().unwrap(), [6, 20]);
+        // Callbacks have run by the time the result is ready.
+        assert_eq!(got.lock().unwrap().clone(), Some(vec![6, 20]));
+
+        let failed = Arc::new(Mutex::new(None));
+        let f = failed.clone();
+        let r = p
+            .starmap_async_with(
+                |a: i64, b: i64| -> i64 {
+                    assert!(b != 0, "division by zero");
+                    a / b
+                },
+                [(1, 1), (1, 0)],
+                Callbacks::new()
+                    .on_success(|_: &Vec<i64>| panic!("not a success"))
+                    .on_error(move |e| *f.lock().unwrap() = Some(e.clone())),
+            )
+            .unwrap();
+        let err = r.get().unwrap_err();
+        assert!(err.panic().unwrap().message.contains("division by zero"));
+        assert_eq!(failed.lock().unwrap().clone(), Some(err));
     });
 }

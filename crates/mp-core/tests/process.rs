@@ -495,3 +495,54 @@ fn proc_26_values_owned_by_the_target_are_dropped_on_normal_completion() {
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "goodbye");
     });
 }
+
+fn try_to_start_a_child(report: Writer<String>) {
+    let mut p = Process::new(sleep_ms, 1);
+    let outcome = match p.start() {
+        Ok(()) => {
+            let _ = p.join();
+            "started".to_string()
+        }
+        Err(e) => format!("{e:?}"),
+    };
+    report.send(&outcome).unwrap();
+}
+
+/// As in Python, a daemon process may not start children (it would leave them behind when
+/// it is terminated); a non-daemon one may.
+#[test]
+fn daemon_processes_cannot_have_children() {
+    for_each_context(60, |ctx| {
+        for (daemon, expect) in [(true, "DaemonCannotHaveChildren"), (false, "started")] {
+            let (r, w) = pipe_oneway::<String>().unwrap();
+            let mut p = ctx.process(try_to_start_a_child, w).with_daemon(daemon);
+            p.start().unwrap();
+            assert_eq!(r.recv_timeout(Duration::from_secs(30)).unwrap(), expect);
+            p.join().unwrap();
+        }
+    });
+    // Pool workers are daemons, as in Python.
+    let pool = mp_core::Pool::new(1).unwrap();
+    let (r, w) = pipe_oneway::<String>().unwrap();
+    pool.apply(try_to_start_a_child, w).unwrap();
+    assert_eq!(r.recv().unwrap(), "DaemonCannotHaveChildren");
+}
+
+fn report_start_method(w: Writer<Option<StartMethod>>) {
+    w.send(&mp_core::get_start_method_if_set()).unwrap();
+}
+
+/// Python's `get_start_method(allow_none=True)`: a child has the method that started it.
+#[test]
+fn get_start_method_if_set_in_a_child() {
+    for_each_context(60, |ctx| {
+        let (r, w) = pipe_oneway::<Option<StartMethod>>().unwrap();
+        let mut p = ctx.process(report_start_method, w);
+        p.start().unwrap();
+        assert_eq!(
+            r.recv_timeout(Duration::from_secs(30)).unwrap(),
+            Some(ctx.start_method())
+        );
+        p.join().unwrap();
+    });
+}

@@ -234,3 +234,95 @@ fn an_array_travels_inside_a_message() {
     tx.send(&a).unwrap();
     assert_eq!(rx.recv().unwrap().len(), 4);
 }
+
+fn bump_under_get_lock(arg: (Value<u32>, mp_core::Event)) {
+    let (v, done) = arg;
+    let _held = v.get_lock().acquire().unwrap();
+    // Python's `with v.get_lock(): v.value += 1`: get and set take the lock again.
+    v.set(v.get() + 1);
+    done.set();
+}
+
+/// Python's default: a `Value` or `Array` made without a lock gets a recursive one, so
+/// `get`/`set` while holding `get_lock()` work, in the parent and in a child; the child's
+/// lock is the parent's (it waits while the parent holds it).
+#[test]
+fn value_and_array_locks_are_recursive_by_default() {
+    for_each_context(30, |ctx: Context| {
+        let v = Value::new(1u32).unwrap();
+        assert!(v.get_lock().is_recursive());
+        {
+            let _held = v.get_lock().acquire().unwrap();
+            v.set(v.get() + 1);
+        }
+        assert_eq!(v.get(), 2);
+
+        let a = Array::from_slice(&[1u8, 2]).unwrap();
+        assert!(a.get_lock().is_recursive());
+        {
+            let _held = a.get_lock().acquire().unwrap();
+            a.set(0, a.get(0).unwrap() + 10);
+            assert_eq!(a.to_vec(), [11, 2]);
+            let mut g = a.lock().unwrap(); // a data guard inside a plain level is fine
+            g[1] = 20;
+        }
+        assert_eq!(a.to_vec(), [11, 20]);
+
+        let done = mp_core::Event::new().unwrap();
+        let held = v.get_lock().acquire().unwrap();
+        let mut p = ctx.process(bump_under_get_lock, (v.clone(), done.clone()));
+        p.start().unwrap();
+        // The child cannot have the lock while we hold it.
+        assert!(!done.wait_timeout(std::time::Duration::from_millis(200)));
+        drop(held);
+        assert!(done.wait_timeout(std::time::Duration::from_secs(20)));
+        p.join().unwrap();
+        assert_eq!(v.get(), 3);
+    });
+}
+
+/// With a plain lock (Python's `lock=Lock()`), the lock is what was given.
+#[test]
+fn value_with_a_plain_lock() {
+    let lock = mp_core::Lock::new().unwrap();
+    let v = Value::with_lock(5i64, lock.clone()).unwrap();
+    assert!(!v.get_lock().is_recursive());
+    let g = v.lock().unwrap();
+    assert!(lock.is_locked());
+    drop(g);
+    assert_eq!(v.get(), 5);
+}
+
+/// A data guard hands out `&mut`: reading the value another way from the same thread while
+/// it lives panics (as `RefCell` does) instead of aliasing it, and leaves the lock usable.
+#[test]
+fn value_guard_is_not_aliased_by_get_set_or_a_second_guard() {
+    let v = Value::new(1u16).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut g = v.lock().unwrap();
+        *g += 1;
+        v.get()
+    }));
+    let msg = *panicked.unwrap_err().downcast::<String>().unwrap();
+    assert!(msg.contains("guard"), "{msg}");
+    assert!(
+        !v.get_lock().is_locked(),
+        "the unwinding released every level"
+    );
+    assert_eq!(v.get(), 2);
+
+    let a = Array::<u8>::zeroed(3).unwrap();
+    let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = a.lock().unwrap();
+        let _h = a.lock();
+    }));
+    assert!(second.is_err());
+    let set = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = a.lock().unwrap();
+        a.set(0, 1);
+    }));
+    assert!(set.is_err());
+    assert!(!a.get_lock().is_locked());
+    a.set(0, 1);
+    assert_eq!(a.to_vec(), [1, 0, 0]);
+}

@@ -369,3 +369,57 @@ fn event_ping_pong_loses_no_wakeup() {
         assert_eq!(p.exitcode(), Some(0));
     });
 }
+
+/// Waits holding the condition's recursive lock twice; reports the depth it holds after the
+/// wait (through `depth`).
+fn nested_waiter(arg: (Condition, Semaphore, mp_core::Value<u32>)) {
+    let (cond, sleeping, depth) = arg;
+    let outer = cond.acquire().unwrap();
+    let inner = cond.acquire().unwrap();
+    sleeping.release().unwrap();
+    let inner = cond.wait(inner);
+    depth.set(cond.lock().as_rlock().unwrap().count());
+    drop((inner, outer));
+}
+
+/// Python's `Condition()` sits on an `RLock`, and `wait` releases every level the waiter
+/// holds (the notifier can take the lock) and takes them all back.
+#[test]
+fn condition_default_lock_is_recursive_and_wait_releases_every_level() {
+    for_each_context(30, |ctx: Context| {
+        let cond = Condition::new().unwrap();
+        assert!(cond.lock().is_recursive());
+        let sleeping = Semaphore::new(0).unwrap();
+        let depth_v = mp_core::Value::new(0u32).unwrap();
+        let mut p = ctx.process(
+            nested_waiter,
+            (cond.clone(), sleeping.clone(), depth_v.clone()),
+        );
+        p.start().unwrap();
+        sleeping
+            .acquire_timeout(Duration::from_secs(20))
+            .expect("the waiter did not start")
+            .forget();
+        // The waiter holds two levels; waiting released both, so we can take the lock.
+        let g = cond
+            .acquire_timeout(Duration::from_secs(20))
+            .expect("wait released every level");
+        drop(g);
+        assert!(eventually(20, || cond.notify(1) == 1));
+        p.join_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(depth_v.get(), 2);
+    });
+}
+
+/// `Condition::with_lock` takes a plain `Lock` too (Python's `Condition(Lock())`).
+#[test]
+fn condition_with_a_plain_lock() {
+    let lock = mp_core::Lock::new().unwrap();
+    let cond = Condition::with_lock(lock.clone()).unwrap();
+    let g = cond.acquire().unwrap();
+    assert!(lock.is_locked());
+    let (g, timed_out) = cond.wait_timeout(g, Duration::from_millis(10));
+    assert!(timed_out && lock.is_locked());
+    drop(g);
+    assert!(!lock.is_locked());
+}

@@ -225,6 +225,12 @@ macro_rules! recv_methods {
                 self.raw.poll(Some(timeout))
             }
 
+            /// Waits without limit until a message (or end of stream) can be read (Python's
+            /// `poll(None)`). Consumes nothing.
+            pub fn poll_forever(&self) -> Result<(), ConnectionError> {
+                self.raw.poll(None).map(drop)
+            }
+
             /// Receives one raw message.
             pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnectionError> {
                 self.raw.recv_bytes(None, None)

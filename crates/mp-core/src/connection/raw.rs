@@ -168,6 +168,29 @@ impl RawConnection {
         Ok(self.chan()?.send_frame(&[bytes])?)
     }
 
+    /// Sends bytes with OS handles beside them (the receiver gets copies): a pool's task
+    /// frame whose arguments hold shareable objects.
+    pub(crate) fn send_bytes_with_handles(
+        &self,
+        bytes: &[u8],
+        handles: &[RawHandle],
+    ) -> Result<(), ConnectionError> {
+        Ok(self.chan()?.send_frame_with_handles(&[bytes], handles)?)
+    }
+
+    /// Receives bytes and the OS handles sent beside them (none for a frame without).
+    pub(crate) fn recv_bytes_with_handles(
+        &self,
+    ) -> Result<(Vec<u8>, Vec<OwnedHandle>), ConnectionError> {
+        let chan = self.chan()?;
+        self.check_readable()?;
+        let mut buf = Vec::new();
+        let handles = chan
+            .recv_frame_with_handles(&mut buf, self.max_len)
+            .map_err(|e| self.note_framing_error(e.into()))?;
+        Ok((buf, handles))
+    }
+
     /// Sends a value; connections inside it travel as handles (the receiver gets copies).
     pub(crate) fn send_value<T: Serialize + ?Sized>(
         &self,

@@ -58,10 +58,17 @@ impl<T> Rx<T> {
         }
     }
 
-    fn poll(&self, timeout: Duration) -> bool {
+    fn poll(&self, timeout: Option<Duration>) -> bool {
         if self.ahead.borrow().is_some() {
             return true;
         }
+        let Some(timeout) = timeout else {
+            // Without limit: a message, or every sender gone.
+            if let Ok(m) = self.rx.recv() {
+                *self.ahead.borrow_mut() = Some(m);
+            }
+            return true;
+        };
         match self.rx.recv_timeout(timeout) {
             Ok(m) => {
                 *self.ahead.borrow_mut() = Some(m);
@@ -188,7 +195,14 @@ macro_rules! recv_methods {
             /// Whether a message (or end of stream) can be read without blocking, waiting up
             /// to `timeout` for one (zero: just look). Consumes nothing.
             pub fn poll(&self, timeout: Duration) -> Result<bool, ConnectionError> {
-                Ok(self.rx()?.poll(timeout))
+                Ok(self.rx()?.poll(Some(timeout)))
+            }
+
+            /// Waits without limit until a message (or end of stream) can be read (Python's
+            /// `poll(None)`). Consumes nothing.
+            pub fn poll_forever(&self) -> Result<(), ConnectionError> {
+                self.rx()?.poll(None);
+                Ok(())
             }
 
             /// Receives one raw message.
@@ -350,3 +364,168 @@ recv_methods!(Connection);
 recv_methods!(Reader);
 send_methods!(Connection);
 send_methods!(Writer);
+
+// ------------------------------------------------------------------------------------------
+// Listener and Client: Python's `multiprocessing.dummy.connection`.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::listener::{Address, AuthenticationError, ListenerError};
+
+/// Listeners of this process by address: their key and where new connections go.
+type Registry = HashMap<Address, (Option<Vec<u8>>, Sender<Box<dyn Any + Send>>)>;
+static LISTENERS: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn registry() -> std::sync::MutexGuard<'static, Option<Registry>> {
+    LISTENERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A listener for [`Client`]s of this process (threads), under an [`Address`] used as a name:
+/// Python's `multiprocessing.dummy.connection.Listener`, with the API of
+/// [`crate::Listener`]. A client whose key differs from the listener's is refused at
+/// `connect`, as a process client would be at the handshake.
+///
+/// ```
+/// use mp_core::dummy::connection::{Client, Listener};
+/// use mp_core::listener::Address;
+///
+/// let address = Address::unique_local();
+/// let listener = Listener::bind(&address, Some(b"key")).unwrap();
+/// let t = std::thread::spawn(move || {
+///     let conn = Client::connect::<String>(&address, Some(b"key")).unwrap();
+///     conn.send(&"hello".to_string()).unwrap();
+/// });
+/// let conn = listener.accept::<String>().unwrap();
+/// assert_eq!(conn.recv().unwrap(), "hello");
+/// t.join().unwrap();
+/// ```
+pub struct Listener {
+    address: Address,
+    rx: Option<Receiver<Box<dyn Any + Send>>>,
+}
+
+impl Listener {
+    /// Listens under `address` (any form: it is a name here); `AddrInUse` if another
+    /// listener of this process has it.
+    pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Self, ListenerError> {
+        let mut reg = registry();
+        let reg = reg.get_or_insert_with(HashMap::new);
+        if reg.contains_key(address) {
+            return Err(ListenerError::Io(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{address} is in use by another listener of this process"),
+            )));
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        reg.insert(address.clone(), (authkey.map(<[u8]>::to_vec), tx));
+        Ok(Self {
+            address: address.clone(),
+            rx: Some(rx),
+        })
+    }
+
+    /// The address it listens under.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Waits for a client; its connection carries `T` (a client that connected for another
+    /// type is refused with an `InvalidData` error, and the next one is waited for).
+    pub fn accept<T: Send + 'static>(&self) -> Result<Connection<T>, ListenerError> {
+        self.accept_until(None)
+    }
+
+    /// Like [`accept`](Self::accept), failing with [`ListenerError::Timeout`] after `timeout`.
+    pub fn accept_timeout<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Connection<T>, ListenerError> {
+        self.accept_until(Some(timeout))
+    }
+
+    fn accept_until<T: Send + 'static>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Connection<T>, ListenerError> {
+        let rx = self.rx.as_ref().ok_or(ListenerError::Closed)?;
+        let got = match timeout {
+            None => rx.recv().map_err(|_| ListenerError::Closed)?,
+            Some(t) => rx.recv_timeout(t).map_err(|e| match e {
+                RecvTimeoutError::Timeout => ListenerError::Timeout,
+                RecvTimeoutError::Disconnected => ListenerError::Closed,
+            })?,
+        };
+        got.downcast::<Connection<T>>().map(|c| *c).map_err(|_| {
+            ListenerError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a client connected for another message type",
+            ))
+        })
+    }
+
+    /// Stops listening: the address is free again; clients get `ConnectionRefused`.
+    pub fn close(&mut self) {
+        if self.rx.take().is_some() {
+            if let Some(reg) = registry().as_mut() {
+                reg.remove(&self.address);
+            }
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_none()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+/// Connects to a [`Listener`] of this process: Python's
+/// `multiprocessing.dummy.connection.Client`, with the API of [`crate::Client`].
+#[derive(Debug)]
+pub struct Client(());
+
+impl Client {
+    /// A connection to the listener at `address`: `ConnectionRefused` if there is none,
+    /// [`AuthenticationError::Rejected`] if `authkey` is not the listener's.
+    pub fn connect<T: Send + 'static>(
+        address: &Address,
+        authkey: Option<&[u8]>,
+    ) -> Result<Connection<T>, ListenerError> {
+        let tx = {
+            let reg = registry();
+            let Some((key, tx)) = reg.as_ref().and_then(|r| r.get(address)) else {
+                return Err(ListenerError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("no listener at {address} in this process"),
+                )));
+            };
+            if key.as_deref() != authkey && key.is_some() {
+                return Err(AuthenticationError::Rejected.into());
+            }
+            tx.clone()
+        };
+        let (here, there) = pipe::<T>()?;
+        tx.send(Box::new(there)).map_err(|_| {
+            ListenerError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "the listener closed",
+            ))
+        })?;
+        Ok(here)
+    }
+}

@@ -13,7 +13,9 @@
 //! | `Pipe()`, `Pipe(duplex=False)`, `Connection` | [`pipe`], [`pipe_oneway`], [`Connection`], [`Reader`], [`Writer`] | [`crate::pipe`], over crossbeam channels |
 //! | `Lock`, `RLock`, `Event`, ... (`threading`'s) | the same types as [`crate::sync`], re-exported | process-shared primitives work between threads too |
 //! | `Pool` (`multiprocessing.pool.ThreadPool`) | [`Pool`], [`AsyncResult`], [`IMap`] | [`crate::Pool`] on worker threads |
-//! | `current_process()`, `active_children()`, `cpu_count()` | [`current_process`], —, [`cpu_count`] | |
+//! | `current_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`active_children`], [`cpu_count`] | |
+//! | `Value`, `Array` | [`Value`], [`Array`] (and the raw forms), re-exported | shared memory works between threads too |
+//! | `multiprocessing.dummy.connection` (`Listener`, `Client`, `Pipe`) | [`connection`]: [`connection::Listener`], [`connection::Client`], [`pipe`] | [`crate::listener`], in this process |
 //!
 //! What differs from the process backend, and why:
 //! - nothing is serialized: arguments, queue items, messages and results are *moved* between
@@ -52,7 +54,7 @@
 //! assert_eq!(pool.map(|x: u32| x * 2, 0..4).unwrap(), [0, 2, 4, 6]);
 //! ```
 
-mod connection;
+pub mod connection;
 mod passage;
 mod pool;
 mod process;
@@ -60,7 +62,7 @@ mod queue;
 
 pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
 pub use pool::{AsyncResult, IMap, Pool};
-pub use process::{current_process, Process, Unsupported};
+pub use process::{active_children, current_process, Process, Unsupported};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 
 /// The synchronisation primitives, the very types of [`crate::sync`]: they are process-shared,
@@ -78,6 +80,21 @@ pub use queue::{JoinableQueue, Queue, SimpleQueue};
 /// drop(held);
 /// ```
 pub use crate::sync::*;
+
+/// The shared values and arrays, the very types of [`crate::shared`]: shared memory with a
+/// process-shared lock works between threads too (Python's `multiprocessing.dummy.Value`
+/// and `Array` are plain objects).
+///
+/// ```
+/// use mp_core::dummy::{Process, Value};
+/// let v = Value::new(1u32).unwrap();
+/// let v2 = v.clone();
+/// let mut p = Process::from_closure(move || *v2.lock().unwrap() += 1);
+/// p.start().unwrap();
+/// p.join().unwrap();
+/// assert_eq!(v.get(), 2);
+/// ```
+pub use crate::shared::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};
 
 pub use crate::pool::{PoolError, StarFn, TaskError};
 pub use crate::queue::{GetError, PutError, QueueError};

@@ -117,8 +117,8 @@ impl<T> Slot<T> {
 }
 
 /// The result of `apply_async`, `map_async`, `starmap_async`: Python's `AsyncResult`, with
-/// the methods of [`crate::AsyncResult`]. The value can be taken once; asking again gives
-/// [`TaskError::Taken`].
+/// the methods of [`crate::AsyncResult`]: [`get`](Self::get) as often as asked (a copy),
+/// [`into_result`](Self::into_result) to move the value out.
 ///
 /// ```
 /// let pool = mp_core::dummy::Pool::new(2).unwrap();
@@ -127,23 +127,37 @@ impl<T> Slot<T> {
 /// assert!(r.ready());
 /// assert_eq!(r.successful(), Some(true));
 /// assert_eq!(r.get().unwrap(), 42);
+/// assert_eq!(r.get().unwrap(), 42);
+/// assert_eq!(r.into_result().unwrap(), 42);
 /// ```
 pub struct AsyncResult<T> {
     slot: Arc<Slot<T>>,
 }
 
 impl<T> AsyncResult<T> {
-    /// Waits for the result and returns it.
-    pub fn get(&self) -> Result<T, TaskError> {
+    /// Waits for the result and returns a copy of it.
+    pub fn get(&self) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
         self.slot.wait(None);
-        self.slot.lock().0.take().unwrap_or(Err(TaskError::Taken))
+        self.slot.lock().0.clone().unwrap_or(Err(TaskError::Taken))
     }
 
     /// Waits at most `timeout`; [`TaskError::Timeout`] if the result is not ready by then.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
         if !self.slot.wait(Some(timeout)) {
             return Err(TaskError::Timeout);
         }
+        self.slot.lock().0.clone().unwrap_or(Err(TaskError::Taken))
+    }
+
+    /// Waits for the result and moves it out.
+    pub fn into_result(self) -> Result<T, TaskError> {
+        self.slot.wait(None);
         self.slot.lock().0.take().unwrap_or(Err(TaskError::Taken))
     }
 
@@ -344,7 +358,7 @@ impl Pool {
         A: Send + 'static,
         R: Send + 'static,
     {
-        self.apply_async(f, arg)?.get()
+        self.apply_async(f, arg)?.into_result()
     }
 
     /// Starts `f(arg)` on a worker.
@@ -414,7 +428,7 @@ impl Pool {
         A: Send + 'static,
         R: Send + 'static,
     {
-        self.map_async(f, iter)?.get()
+        self.map_async(f, iter)?.into_result()
     }
 
     /// `f` over every item; each item's own outcome, in input order.
@@ -433,7 +447,7 @@ impl Pool {
         let s2 = slot.clone();
         self.map_with(f, iter, move |all| s2.complete(Ok(all)))?;
         AsyncResult { slot }
-            .get()
+            .into_result()
             .map_err(|e| PoolError::Broken(e.to_string()))
     }
 
@@ -461,7 +475,7 @@ impl Pool {
         Args: Send + 'static,
         R: Send + 'static,
     {
-        self.starmap_async(f, iter)?.get()
+        self.starmap_async(f, iter)?.into_result()
     }
 
     /// Starts [`starmap`](Self::starmap).

@@ -22,6 +22,43 @@ thread_local! {
     static DAEMON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Threads started by [`Process::start`] and not yet seen ended: who started them, their
+/// name and daemon flag, and their completion.
+type Started = (std::thread::ThreadId, String, bool, std::sync::Weak<Done>);
+static STARTED: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+
+/// The threads the calling thread started with [`Process`] that are still running (Python's
+/// `multiprocessing.dummy.active_children()`); ended ones are forgotten, as Python's are.
+///
+/// ```
+/// use mp_core::dummy::{active_children, Event, Process};
+/// let go = Event::new().unwrap();
+/// let g2 = go.clone();
+/// let mut p = Process::from_closure(move || assert!(g2.wait_timeout(std::time::Duration::from_secs(30))))
+///     .with_name("waiter");
+/// p.start().unwrap();
+/// assert_eq!(active_children().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["waiter"]);
+/// go.set();
+/// p.join().unwrap();
+/// assert!(active_children().is_empty());
+/// ```
+pub fn active_children() -> Vec<ProcessInfo> {
+    let me = std::thread::current().id();
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    started.retain(|(_, _, _, done)| done.upgrade().is_some_and(|d| d.lock().is_none()));
+    let authkey = crate::current_process().authkey;
+    started
+        .iter()
+        .filter(|(by, ..)| *by == me)
+        .map(|(_, name, daemon, _)| ProcessInfo {
+            name: name.clone(),
+            pid: std::process::id(),
+            daemon: *daemon,
+            authkey: authkey.clone(),
+        })
+        .collect()
+}
+
 /// How the target ended: `Ok` or its panic.
 type Outcome = Result<(), ChildPanic>;
 
@@ -218,6 +255,12 @@ impl Process {
         match spawned {
             Ok(handle) => {
                 *done.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+                STARTED.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    std::thread::current().id(),
+                    name.clone(),
+                    daemon,
+                    Arc::downgrade(&done),
+                ));
                 self.name = Some(name);
                 self.daemon = Some(daemon);
                 Ok(())

@@ -55,6 +55,7 @@ mod auth;
 mod error;
 pub(crate) use crate::sys::{SysListener, SysStream};
 pub(crate) use auth::TimedStream;
+pub mod python;
 
 use std::fmt;
 use std::net::SocketAddr;

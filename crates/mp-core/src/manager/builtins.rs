@@ -99,6 +99,19 @@ pub(crate) fn register(r: &mut Registry) {
         }
         Ok(Arc::new(Barrier {
             parties,
+            default_timeout: None,
+            state: Mutex::new(BState::default()),
+            cv: Condvar::new(),
+        }))
+    });
+    r.add("barrier_with_timeout", |w, _| {
+        let (parties, timeout): (usize, std::time::Duration) = init(&w)?;
+        if parties == 0 {
+            return Err(err("ValueError", "a barrier needs at least one party"));
+        }
+        Ok(Arc::new(Barrier {
+            parties,
+            default_timeout: Some(timeout),
             state: Mutex::new(BState::default()),
             cv: Condvar::new(),
         }))
@@ -362,6 +375,32 @@ impl Object for List {
                 drop(l);
                 drop(old);
                 encode(&())
+            }
+            ListOp::SetSlice(a, b, vs) => {
+                let (a, b) = (clamp(l.len(), a), clamp(l.len(), b));
+                let new = vs
+                    .into_iter()
+                    .map(|v| Blob::from_wire(v, ctx))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let old: Vec<Blob> = l.splice(a..b.max(a), new).collect();
+                drop(l);
+                drop(old);
+                encode(&())
+            }
+            ListOp::ReplaceIf(expected, vs) => {
+                let same = l.len() == expected.len()
+                    && l.iter().zip(&expected).all(|(b, e)| b.bytes == *e);
+                if !same {
+                    return encode(&false);
+                }
+                let new = vs
+                    .into_iter()
+                    .map(|v| Blob::from_wire(v, ctx))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let old = std::mem::replace(&mut *l, new);
+                drop(l);
+                drop(old);
+                encode(&true)
             }
         }
     }
@@ -736,6 +775,8 @@ struct BState {
 
 struct Barrier {
     parties: usize,
+    /// Python's `Barrier(parties, timeout=...)`: the timeout of a `wait` given none.
+    default_timeout: Option<std::time::Duration>,
     state: Mutex<BState>,
     cv: Condvar,
 }
@@ -749,6 +790,7 @@ impl Object for Barrier {
         let mut g = lock(&self.state);
         match op {
             BarrierOp::Wait(timeout) => {
+                let timeout = timeout.or(self.default_timeout);
                 if g.broken {
                     return encode(&BarrierReply::Err(()));
                 }

@@ -230,6 +230,9 @@ pub(crate) struct ProxyCore {
     pub(crate) pool: Arc<Pool>,
     pub(crate) id: u64,
     pub(crate) typeid: String,
+    /// Whether this proxy holds a reference on the server (a [`detached`](Self::detached)
+    /// copy, made when the manager is gone, does not).
+    pub(crate) counted: bool,
 }
 
 /// The serialized form of a proxy. It carries the server's authkey, so that the receiver
@@ -255,7 +258,19 @@ impl ProxyCore {
             pool: self.pool.clone(),
             id: self.id,
             typeid: self.typeid.clone(),
+            counted: true,
         })
+    }
+
+    /// A copy that holds no reference (for `Clone` when the server cannot be asked for one:
+    /// its calls fail as the original's do, and dropping it releases nothing).
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            id: self.id,
+            typeid: self.typeid.clone(),
+            counted: false,
+        }
     }
 }
 
@@ -264,9 +279,11 @@ impl Drop for ProxyCore {
         // A server that is gone needs no release: the error is ignored, and never waited
         // for long (a dead server's connections show end of stream at once; one that hangs
         // is given up on after CONNECT_TIMEOUT).
-        let _ = self
-            .pool
-            .request_within(&Request::DecRef(self.id), Deadline::after(CONNECT_TIMEOUT));
+        if self.counted {
+            let _ = self
+                .pool
+                .request_within(&Request::DecRef(self.id), Deadline::after(CONNECT_TIMEOUT));
+        }
     }
 }
 
@@ -305,6 +322,7 @@ impl<'de> Deserialize<'de> for ProxyCore {
             pool: Pool::find_or_make(&w.address, &w.authkey, w.nonce),
             id: w.id,
             typeid: w.typeid,
+            counted: true,
         })
     }
 }

@@ -210,7 +210,13 @@ impl Services for Builtins {
 pub struct Manager {
     pool: Arc<Pool>,
     process: Option<Process>,
+    /// How long `shutdown` waits for the server process before terminating it.
+    shutdown_timeout: Duration,
 }
+
+/// The default `shutdown_timeout` (Python's is 1 s; a loaded machine needs more for a clean
+/// exit, and a server that answered the shutdown request exits by itself).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the parent tells the server process.
 #[derive(Serialize, Deserialize)]
@@ -258,6 +264,7 @@ pub struct ManagerBuilder<S: Services = Builtins> {
     context: Option<Context>,
     limits: Option<ServerLimits>,
     start_timeout: Duration,
+    shutdown_timeout: Duration,
     _s: PhantomData<fn() -> S>,
 }
 
@@ -271,6 +278,7 @@ impl<S: Services> ManagerBuilder<S> {
             context: None,
             limits: None,
             start_timeout: Duration::from_secs(30),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             _s: PhantomData,
         }
     }
@@ -306,6 +314,23 @@ impl<S: Services> ManagerBuilder<S> {
     /// ```
     pub fn limits(mut self, limits: ServerLimits) -> Self {
         self.limits = Some(limits);
+        self
+    }
+
+    /// How long [`Manager::shutdown`] (and dropping the manager) waits for the server
+    /// process to exit before it terminates it (Python's `shutdown_timeout`; the default is
+    /// 5 s, Python's 1 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut m = mp_core::manager::Manager::builder::<mp_core::manager::Builtins>()
+    ///     .shutdown_timeout(Duration::from_secs(5))
+    ///     .start()
+    ///     .unwrap();
+    /// m.shutdown().unwrap();
+    /// ```
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -363,6 +388,7 @@ impl<S: Services> ManagerBuilder<S> {
         Ok(Manager {
             pool,
             process: Some(p),
+            shutdown_timeout: self.shutdown_timeout,
         })
     }
 }
@@ -388,10 +414,7 @@ impl Manager {
     /// Connects to a running server (Python's `BaseManager(address, authkey).connect()`).
     /// Dropping the handle does not stop that server; [`shutdown`](Self::shutdown) does.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Self, ManagerError> {
-        Ok(Self {
-            pool: Pool::connect(address, authkey, Some(client::CONNECT_TIMEOUT))?,
-            process: None,
-        })
+        Self::connect_timeout(address, authkey, client::CONNECT_TIMEOUT)
     }
 
     /// Like [`connect`](Self::connect), bounding the connection, the handshake and the
@@ -414,6 +437,7 @@ impl Manager {
         Ok(Self {
             pool: Pool::connect(address, authkey, Some(timeout))?,
             process: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         })
     }
 
@@ -433,14 +457,19 @@ impl Manager {
     }
 
     /// Asks the server to stop, and waits for its process (if this handle started it; it is
-    /// killed if it has not exited within 5 s). Proxies then fail with
+    /// terminated if it has not exited within the
+    /// [`shutdown_timeout`](ManagerBuilder::shutdown_timeout), then killed if it still has
+    /// not after 5 s). Proxies then fail with
     /// [`ManagerError::Connection`] or [`ManagerError::Connect`].
     pub fn shutdown(&mut self) -> Result<(), ManagerError> {
         let r = self.pool.request(&Request::Shutdown).map(drop);
         if let Some(p) = self.process.take() {
-            if p.join_timeout(Duration::from_secs(5)).is_err() {
+            if p.join_timeout(self.shutdown_timeout).is_err() {
                 let _ = p.terminate();
-                let _ = p.join_timeout(Duration::from_secs(5));
+                if p.join_timeout(Duration::from_secs(5)).is_err() {
+                    let _ = p.kill();
+                    let _ = p.join_timeout(Duration::from_secs(5));
+                }
             }
         }
         match r {
@@ -458,6 +487,7 @@ impl Manager {
             pool: self.pool.clone(),
             id,
             typeid: typeid.into(),
+            counted: true,
         })
     }
 
@@ -501,6 +531,25 @@ impl Manager {
     /// An empty dict.
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ManagerError> {
         Ok(DictProxy::from_core(self.create_plain("dict", &())?))
+    }
+
+    /// A dict holding `items` (Python's `m.dict(mapping)` or `m.dict(pairs)`).
+    ///
+    /// ```
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let d = m.dict_from([("a".to_string(), 1), ("b".to_string(), 2)]).unwrap();
+    /// assert_eq!(d.get(&"b".to_string()).unwrap(), Some(2));
+    /// ```
+    pub fn dict_from<K, V, I>(&self, items: I) -> Result<DictProxy<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        let d = self.dict()?;
+        let items: Vec<(K, V)> = items.into_iter().collect();
+        d.update(items.iter().map(|(k, v)| (k, v)))?;
+        Ok(d)
     }
 
     /// A list holding `items`.
@@ -583,6 +632,27 @@ impl Manager {
         Ok(BarrierProxy::from_core(
             self.create_plain("barrier", &parties)?,
         ))
+    }
+
+    /// A barrier whose `wait(None)` gives up after `timeout` (Python's
+    /// `m.Barrier(parties, timeout=t)`); a wait that times out breaks it, as in Python.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let b = m.barrier_with_timeout(2, Duration::from_millis(50)).unwrap();
+    /// assert!(b.wait(None).is_err()); // nobody else came: timed out, broken
+    /// assert!(b.broken().unwrap());
+    /// ```
+    pub fn barrier_with_timeout(
+        &self,
+        parties: usize,
+        timeout: Duration,
+    ) -> Result<BarrierProxy, ManagerError> {
+        Ok(BarrierProxy::from_core(self.create_plain(
+            "barrier_with_timeout",
+            &(parties, timeout),
+        )?))
     }
 }
 

@@ -183,6 +183,12 @@ pub(crate) enum ListOp {
     Reverse,
     Repeat(usize),
     Replace(Vec<WireBlob>),
+    /// `l[a:b] = items` (clamped like Python's slices).
+    SetSlice(i64, i64, Vec<WireBlob>),
+    /// Replaces the content only if it is still `expected` (element encodings): the write
+    /// half of a read-modify-write done by the client (an atomic `sort`). Answers whether
+    /// it replaced.
+    ReplaceIf(Vec<Vec<u8>>, Vec<WireBlob>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -42,10 +42,12 @@ macro_rules! proxy_type {
         }
 
         impl<$($p),*> Clone for $name<$($p),*> {
-            /// Panics only if the manager is gone; use [`try_clone`](Self::try_clone) to get
-            /// the error instead.
+            /// Takes a new reference on the server. If the server cannot be reached (the
+            /// manager is gone), the clone is a proxy that holds no reference and whose calls
+            /// fail as this one's do; [`try_clone`](Self::try_clone) gives the error instead.
             fn clone(&self) -> Self {
-                self.try_clone().expect("cannot clone a proxy whose manager is gone")
+                self.try_clone()
+                    .unwrap_or_else(|_| Self::from_core(self.core.detached()))
             }
         }
 
@@ -280,15 +282,62 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
             .collect::<Result<Vec<_>, _>>()?;
         call(&self.core, &ListOp::Replace(vs))
     }
-    /// `l.sort()`: reads, sorts here, writes back (two calls, not atomic against other
-    /// writers; the server cannot compare values it only holds encoded).
+    /// `l[a:b] = items`, in one call (indices clamped like Python's; `b < a` inserts at
+    /// `a`).
+    ///
+    /// ```
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let l = m.list(&[0, 1, 2, 3]).unwrap();
+    /// l.set_slice(1, 3, &[7, 8, 9]).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [0, 7, 8, 9, 3]);
+    /// ```
+    pub fn set_slice(&self, a: i64, b: i64, items: &[T]) -> Result<(), ManagerError> {
+        let vs = items
+            .iter()
+            .map(|v| enc(&self.core, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        call(&self.core, &ListOp::SetSlice(a, b, vs))
+    }
+
+    /// `l.sort()`, atomically: no other writer's change is lost or interleaved. The server
+    /// holds values encoded and does not run client code, so the list is read, sorted here
+    /// and written back only if it did not change meanwhile (otherwise the sort starts
+    /// again).
+    ///
+    /// ```
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let l = m.list(&[3, 1, 2]).unwrap();
+    /// l.sort().unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [1, 2, 3]);
+    /// ```
     pub fn sort(&self) -> Result<(), ManagerError>
     where
         T: Ord,
     {
-        let mut v = self.to_vec()?;
-        v.sort();
-        self.replace(&v)
+        self.sort_by(|a, b| a.cmp(b))
+    }
+
+    /// [`sort`](Self::sort) with a comparison (Python's `l.sort(key=...)`).
+    pub fn sort_by(
+        &self,
+        mut compare: impl FnMut(&T, &T) -> std::cmp::Ordering,
+    ) -> Result<(), ManagerError> {
+        loop {
+            let snapshot: Vec<WireBlob> = call(&self.core, &ListOp::All)?;
+            let mut values = snapshot
+                .iter()
+                .map(decode_value)
+                .collect::<Result<Vec<T>, _>>()?;
+            values.sort_by(&mut compare);
+            let sorted = values
+                .iter()
+                .map(|v| enc(&self.core, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let expected = snapshot.into_iter().map(|w| w.bytes).collect();
+            if call(&self.core, &ListOp::ReplaceIf(expected, sorted))? {
+                return Ok(());
+            }
+        }
     }
     /// Iterates by index, one call per element, so changes made meanwhile are seen (as
     /// Python's list iterator over a proxy). Ends at the first index past the end.
@@ -322,7 +371,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 pub struct ArrayProxy<T>(ListProxy<T>);
 
 impl<T> Clone for ArrayProxy<T> {
-    /// Panics only if the manager is gone, as [`ListProxy`]'s clone.
+    /// As [`ListProxy`]'s clone: never panics.
     fn clone(&self) -> Self {
         Self(self.0.clone())
     }

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use super::entry::{Entry, WireError};
 use super::worker::{
-    self, WorkerArgs, FRAME_INIT_FAILED, FRAME_RESULTS, FRAME_TASKS, OUTCOME_FAILED, OUTCOME_OK,
+    self, InitArg, WorkerArgs, FRAME_INIT_FAILED, FRAME_RESULTS, FRAME_TASKS, OUTCOME_FAILED,
+    OUTCOME_OK,
 };
 use super::{PoolError, TaskError};
 use crate::{pipe, Connection, Context, Process, ProcessError, Waitable};
@@ -28,6 +29,9 @@ pub(crate) struct Chunk {
     pub(crate) len: usize,
     /// `[FRAME_TASKS][u32 len][chunk record]`, ready to send alone.
     pub(crate) frame: Vec<u8>,
+    /// The handles of the shareable objects in the chunk's arguments (our own duplicates),
+    /// sent beside the frame; a chunk with handles travels alone.
+    pub(crate) handles: Vec<mp_ipc::handle::OwnedHandle>,
 }
 
 /// Where the outcome of a chunk goes.
@@ -89,7 +93,7 @@ pub enum OnWorkerDeath {
 pub(crate) struct Config {
     pub(crate) processes: usize,
     pub(crate) context: Context,
-    pub(crate) init: Option<(Entry, Vec<u8>)>,
+    pub(crate) init: Option<InitArg>,
     pub(crate) max_tasks: Option<u64>,
     /// Start workers only when there is work for them (the executor), not all up front.
     pub(crate) lazy: bool,
@@ -179,6 +183,7 @@ impl Shared {
 
     /// No new work; the workers end once the queued work is done.
     pub(crate) fn close(&self) {
+        crate::logging::mp_log!(Debug, "closing pool");
         let mut st = self.lock();
         if st.status == Status::Running {
             st.status = Status::Closed;
@@ -194,6 +199,7 @@ impl Shared {
     /// Like [`terminate`](Self::terminate), with `SIGKILL` if `kill` (`TerminateProcess`
     /// either way on Windows).
     pub(crate) fn stop_now(&self, kill: bool) {
+        crate::logging::mp_log!(Debug, "terminating pool");
         let mut st = self.lock();
         if matches!(st.status, Status::Running | Status::Closed) {
             st.status = Status::Terminating { kill };
@@ -331,6 +337,11 @@ impl Dispatcher {
             .with_name(format!("{}Worker-{}", self.cfg.name, self.counter));
         process.start()?;
         let pid = process.pid().unwrap_or(0);
+        crate::logging::mp_log!(
+            Debug,
+            "added worker {} (pid {pid})",
+            process.name().unwrap_or("?")
+        );
         let mut st = self.shared.lock();
         st.pids.push(pid);
         st.started_total += 1;
@@ -451,10 +462,18 @@ impl Dispatcher {
                         if (prefetch || !batch.is_empty()) && bytes + size > PREFETCH_MAX_BYTES {
                             break;
                         }
+                        // Handles travel beside one chunk's frame: such a chunk goes alone.
+                        let alone = !front.handles.is_empty();
+                        if alone && !batch.is_empty() {
+                            break;
+                        }
                         let c = st.pending.pop_front().unwrap();
                         if c.sink.begin(c.index) {
                             bytes += size;
                             batch.push(c);
+                            if alone {
+                                break;
+                            }
                         }
                     }
                 }
@@ -463,6 +482,16 @@ impl Dispatcher {
                 }
                 let w = &mut self.workers[i];
                 let sent = match (&w.conn, batch.len()) {
+                    (Some(conn), 1) if !batch[0].handles.is_empty() => {
+                        let raw: Vec<_> = batch[0]
+                            .handles
+                            .iter()
+                            .map(mp_ipc::handle::raw_of)
+                            .collect();
+                        conn.raw()
+                            .send_bytes_with_handles(&batch[0].frame, &raw)
+                            .is_ok()
+                    }
                     (Some(conn), 1) => conn.send_bytes(&batch[0].frame).is_ok(),
                     (Some(conn), _) => {
                         let mut frame = Vec::with_capacity(bytes);

@@ -245,7 +245,7 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
         Ok(_) => Ok(()),
         Err(e) => {
             out.truncate(start);
-            Err(e.to_string())
+            Err(crate::handles::explain(&e))
         }
     }
 }

@@ -2,19 +2,21 @@
 //! waited on, polled, cancelled, and awaited from async code (they implement
 //! [`std::future::Future`]; no runtime is needed by this crate).
 
-use std::collections::VecDeque;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::dispatcher::{self, Shared};
 use super::entry::Plain;
-use super::result::{MapSlot, Phase, Slot};
+use super::result::{IMap, Phase, Slot};
 use super::{OnWorkerDeath, PoolBuilder, PoolError, TaskError};
 use crate::Context;
 
@@ -137,55 +139,84 @@ impl ProcessPoolExecutor {
     }
 
     /// Submits `f` over every item (one task each) and returns an iterator over the
-    /// results in input order.
-    pub fn map<F, A, R, I>(&self, f: F, iter: I) -> Result<ExecutorMap<R>, PoolError>
+    /// results in input order. As Python's `map` without `buffersize`, the whole input is
+    /// read and submitted now (a panic of the input iterator is the iteration's last item);
+    /// [`map_with`](Self::map_with) with [`MapOptions::buffersize`] reads it lazily.
+    pub fn map<'a, F, A, R, I>(&self, f: F, iter: I) -> Result<ExecutorMap<'a, R>, PoolError>
     where
         F: Fn(A) -> R + Copy + Send + 'static,
         I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_chunked(f, iter, 1)
+        self.map_with(f, iter, MapOptions::new())
     }
 
     /// Like [`map`](Self::map), `chunksize` items per task (zero is refused).
-    pub fn map_chunked<F, A, R, I>(
+    pub fn map_chunked<'a, F, A, R, I>(
         &self,
         f: F,
         iter: I,
         chunksize: usize,
-    ) -> Result<ExecutorMap<R>, PoolError>
+    ) -> Result<ExecutorMap<'a, R>, PoolError>
     where
         F: Fn(A) -> R + Copy + Send + 'static,
         I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let chunksize = NonZeroUsize::new(chunksize)
+            .ok_or_else(|| PoolError::InvalidArgument("chunksize must be at least 1".into()))?;
+        self.map_with(f, iter, MapOptions::new().chunksize(chunksize))
+    }
+
+    /// Python 3.14's `map(fn, iterable, timeout, chunksize, buffersize)`: with a
+    /// `buffersize`, the input is read lazily and at most that many tasks (chunks) are
+    /// submitted ahead of the results consumed, so an endless iterator works.
+    ///
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use mp_core::pool::{MapOptions, ProcessPoolExecutor};
+    /// let ex = ProcessPoolExecutor::new(2).unwrap();
+    /// let opts = MapOptions::new().buffersize(NonZeroUsize::new(4).unwrap());
+    /// let first: Vec<u64> = ex
+    ///     .map_with(|x: u64| x * 3, 0.., opts) // endless input
+    ///     .unwrap()
+    ///     .take(5)
+    ///     .map(Result::unwrap)
+    ///     .collect();
+    /// assert_eq!(first, [0, 3, 6, 9, 12]);
+    /// ```
+    pub fn map_with<'a, F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        options: MapOptions,
+    ) -> Result<ExecutorMap<'a, R>, PoolError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        if chunksize == 0 {
-            return Err(PoolError::InvalidArgument(
-                "chunksize must be at least 1".into(),
-            ));
-        }
         self.shared.check_running()?;
-        let items = super::collect_input(iter)?;
-        let mut chunks = VecDeque::new();
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let part: Vec<A> = items.by_ref().take(chunksize).collect();
-            let slot = Slot::new(None);
-            super::submit_map::<Plain<F>, A, R>(
-                &self.shared,
-                part,
-                chunksize,
-                MapSlot::Each(slot.clone()),
-            )?;
-            chunks.push_back(slot);
+        let deadline = options.timeout.map(Deadline::after);
+        let chunksize = options.chunksize.map_or(1, NonZeroUsize::get);
+        let bound = options.buffersize.map_or(usize::MAX, NonZeroUsize::get);
+        let mut inner =
+            super::imap_job::<Plain<F>, A, R, I>(&self.shared, iter, true, chunksize, bound);
+        if options.buffersize.is_none() {
+            // Python's eager map: everything is submitted before `map` returns.
+            inner.fill();
         }
         Ok(ExecutorMap {
-            chunks,
-            current: VecDeque::new(),
-            deadline: None,
+            inner,
+            deadline,
+            ended: false,
         })
     }
 
@@ -276,18 +307,61 @@ impl<R> std::fmt::Debug for TaskFuture<R> {
 }
 
 impl<R> TaskFuture<R> {
-    /// Waits for the result and takes it.
-    pub fn result(&self) -> Result<R, TaskError> {
+    /// Waits for the result and returns a copy of it (Python's `result()`; again and
+    /// again: it needs `R: Clone`, see [`into_result`](Self::into_result) otherwise).
+    pub fn result(&self) -> Result<R, TaskError>
+    where
+        R: Clone,
+    {
+        self.slot.wait(None);
+        self.slot.cloned().unwrap_or(Err(TaskError::Taken))
+    }
+
+    /// Waits at most `timeout` ([`TaskError::Timeout`] if not done by then; zero just looks).
+    pub fn result_timeout(&self, timeout: Duration) -> Result<R, TaskError>
+    where
+        R: Clone,
+    {
+        if !self.slot.wait(Some(timeout)) {
+            return Err(TaskError::Timeout);
+        }
+        self.slot.cloned().unwrap_or(Err(TaskError::Timeout))
+    }
+
+    /// Waits for the result and moves it out (no `Clone` needed; the future is consumed).
+    ///
+    /// ```
+    /// let ex = mp_core::pool::ProcessPoolExecutor::new(1).unwrap();
+    /// let f = ex.submit(|n: usize| vec![0u8; n], 3).unwrap();
+    /// assert_eq!(f.into_result().unwrap().len(), 3);
+    /// ```
+    pub fn into_result(self) -> Result<R, TaskError> {
         self.slot.wait(None);
         self.slot.take().unwrap_or(Err(TaskError::Taken))
     }
 
-    /// Waits at most `timeout` ([`TaskError::Timeout`] if not done by then; zero just looks).
-    pub fn result_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
+    /// Waits until done and returns the task's error, `None` if it succeeded (Python's
+    /// `exception()`; a cancelled future gives `Some(TaskError::Cancelled)` where Python
+    /// raises `CancelledError`).
+    ///
+    /// ```
+    /// let ex = mp_core::pool::ProcessPoolExecutor::new(1).unwrap();
+    /// assert!(ex.submit(|x: u8| x, 1).unwrap().exception().is_none());
+    /// let bad = ex.submit(|_: ()| -> u8 { panic!("no") }, ()).unwrap();
+    /// assert!(bad.exception().unwrap().panic().is_some());
+    /// ```
+    pub fn exception(&self) -> Option<TaskError> {
+        self.slot.wait(None);
+        self.slot.error().flatten()
+    }
+
+    /// Like [`exception`](Self::exception), waiting at most `timeout`:
+    /// `Err(TaskError::Timeout)` if not done by then.
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<TaskError>, TaskError> {
         if !self.slot.wait(Some(timeout)) {
             return Err(TaskError::Timeout);
         }
-        self.slot.take().unwrap_or(Err(TaskError::Timeout))
+        Ok(self.slot.error().flatten())
     }
 
     /// Waits at most `timeout` for completion; returns whether it is done.
@@ -316,10 +390,24 @@ impl<R> TaskFuture<R> {
         self.slot.cancel()
     }
 
-    /// Runs `f` when the future is done (at once if it already is); on the dispatcher
-    /// thread otherwise.
-    pub fn add_done_callback(&self, f: impl FnOnce() + Send + 'static) {
-        self.slot.add_done_hook(Box::new(f));
+    /// Runs `f` with the future when it is done (at once, on this thread, if it already is;
+    /// on the dispatcher thread otherwise), as Python's `add_done_callback(fn)` calls
+    /// `fn(future)`. Keep it short and do not wait on the executor from it.
+    ///
+    /// ```
+    /// let ex = mp_core::pool::ProcessPoolExecutor::new(1).unwrap();
+    /// let f = ex.submit(|x: u32| x * 2, 21).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// f.add_done_callback(move |done| tx.send(done.result()).unwrap());
+    /// assert_eq!(rx.recv().unwrap().unwrap(), 42);
+    /// ```
+    pub fn add_done_callback(&self, f: impl FnOnce(&TaskFuture<R>) + Send + 'static)
+    where
+        R: Send + 'static,
+    {
+        let slot = self.slot.clone();
+        self.slot
+            .add_done_hook(Box::new(move || f(&TaskFuture { slot })));
     }
 }
 
@@ -337,46 +425,88 @@ impl<R> std::future::Future for TaskFuture<R> {
     }
 }
 
-type ChunkSlot<R> = Arc<Slot<Vec<Result<R, TaskError>>>>;
-
-/// The iterator of [`ProcessPoolExecutor::map`]: results in input order.
-pub struct ExecutorMap<R> {
-    chunks: VecDeque<ChunkSlot<R>>,
-    current: VecDeque<Result<R, TaskError>>,
-    deadline: Option<Instant>,
+/// The settings of [`ProcessPoolExecutor::map_with`]: Python's `chunksize`, `buffersize`
+/// and `timeout` arguments of `Executor.map`.
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// let opts = mp_core::pool::MapOptions::new()
+///     .chunksize(NonZeroUsize::new(8).unwrap())
+///     .buffersize(NonZeroUsize::new(2).unwrap())
+///     .timeout(std::time::Duration::from_secs(60));
+/// # drop(opts);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MapOptions {
+    chunksize: Option<NonZeroUsize>,
+    buffersize: Option<NonZeroUsize>,
+    timeout: Option<Duration>,
 }
 
-impl<R> ExecutorMap<R> {
-    /// Gives up `timeout` from now: a result not ready by then is yielded as
-    /// [`TaskError::Timeout`], and the iteration ends.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.deadline = mp_ipc::deadline::Deadline::after(timeout).instant();
+impl MapOptions {
+    /// One item per task, the whole input submitted at once, no timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Items per task (Python's `chunksize`).
+    pub fn chunksize(mut self, n: NonZeroUsize) -> Self {
+        self.chunksize = Some(n);
+        self
+    }
+
+    /// Read the input lazily, with at most `n` tasks submitted and not yet yielded
+    /// (Python 3.14's `buffersize`).
+    pub fn buffersize(mut self, n: NonZeroUsize) -> Self {
+        self.buffersize = Some(n);
+        self
+    }
+
+    /// Give up `timeout` after `map_with` is called: a result not ready by then is yielded
+    /// as [`TaskError::Timeout`] and the iteration ends (Python's `timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 }
 
-impl<R> Iterator for ExecutorMap<R> {
+/// The iterator of [`ProcessPoolExecutor::map`]: results in input order.
+pub struct ExecutorMap<'a, R> {
+    inner: IMap<'a, R>,
+    deadline: Option<Deadline>,
+    ended: bool,
+}
+
+impl<R> ExecutorMap<'_, R> {
+    /// Gives up `timeout` from now: a result not ready by then is yielded as
+    /// [`TaskError::Timeout`], and the iteration ends.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = Some(Deadline::after(timeout));
+        self
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> Iterator for ExecutorMap<'_, R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(r) = self.current.pop_front() {
-                return Some(r);
-            }
-            let slot = self.chunks.front()?;
-            let timeout = self
-                .deadline
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            if !slot.wait(timeout) {
-                self.chunks.clear();
-                return Some(Err(TaskError::Timeout));
-            }
-            let slot = self.chunks.pop_front()?;
-            match slot.take() {
-                Some(Ok(items)) => self.current = items.into(),
-                Some(Err(e)) => return Some(Err(e)),
-                None => return Some(Err(TaskError::Taken)),
-            }
+        if self.ended {
+            return None;
         }
+        let next = self
+            .inner
+            .next_timeout(self.deadline.and_then(Deadline::instant));
+        if matches!(next, Some(Err(TaskError::Timeout)) | None) {
+            self.ended = true;
+        }
+        next
+    }
+}
+
+impl<R> std::fmt::Debug for ExecutorMap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorMap")
+            .field("ended", &self.ended)
+            .finish()
     }
 }

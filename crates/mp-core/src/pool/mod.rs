@@ -57,11 +57,16 @@ use serde::Serialize;
 use self::dispatcher::{Chunk, Config, Shared, Sink};
 use self::entry::{Entry, Plain, Star, TaskFn};
 use self::result::{ApplySink, MapSink, MapSlot, Slot};
+use self::worker::InitArg;
+use crate::handles::{self, SharedHandles};
 use crate::{ChildPanic, Context, ProcessError};
+use mp_ipc::handle::{OwnedHandle, RawHandle};
 
 pub use self::dispatcher::OnWorkerDeath;
 pub use self::entry::StarFn;
-pub use self::executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor, TaskFuture};
+pub use self::executor::{
+    ExecutorBuilder, ExecutorMap, MapOptions, ProcessPoolExecutor, TaskFuture,
+};
 pub use self::futures::{as_completed, wait, AsCompleted, DoneAndNotDone, ReturnWhen, WaitTimeout};
 pub use self::result::{AsyncResult, Callbacks, IMap};
 
@@ -202,14 +207,28 @@ fn collect_input<I: IntoIterator>(iter: I) -> Result<Vec<I::Item>, PoolError> {
         .map_err(|p| PoolError::Input(panic_message(&*p)))
 }
 
-/// Encodes one chunk of arguments.
-fn encode_chunk<A: Serialize>(head: &[u8], items: &[A]) -> Result<Vec<u8>, String> {
-    let mut frame = dispatcher::chunk_frame(head, items.len(), items.len() * 8);
-    for a in items {
-        entry::encode_into(a, &mut frame)?;
-    }
-    dispatcher::seal_frame(&mut frame);
-    Ok(frame)
+/// Encodes one chunk of arguments; the handles of the shareable objects inside them are
+/// duplicated, to travel beside the frame.
+fn encode_chunk<A: Serialize>(
+    head: &[u8],
+    items: &[A],
+) -> Result<(Vec<u8>, Vec<OwnedHandle>), String> {
+    let (frame, raw) = handles::with_outbox(|| {
+        let mut frame = dispatcher::chunk_frame(head, items.len(), items.len() * 8);
+        for a in items {
+            entry::encode_into(a, &mut frame)?;
+        }
+        dispatcher::seal_frame(&mut frame);
+        Ok::<_, String>(frame)
+    });
+    Ok((frame?, duplicate_task_handles(&raw)?))
+}
+
+/// Our own copies of the handles a task argument holds (the argument may be dropped before
+/// the task is sent, or sent again to another worker).
+fn duplicate_task_handles(raw: &[RawHandle]) -> Result<Vec<OwnedHandle>, String> {
+    handles::duplicate_all(raw)
+        .map_err(|e| format!("cannot duplicate a handle inside a task argument: {e}"))
 }
 
 /// Python's default `map` chunk size: the input split into about four chunks per worker.
@@ -237,7 +256,7 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 pub struct PoolBuilder {
     processes: Option<usize>,
     context: Option<Context>,
-    init: Option<Result<(Entry, Vec<u8>), String>>,
+    init: Option<Result<InitArg, String>>,
     max_tasks: Option<usize>,
     on_death: OnWorkerDeath,
 }
@@ -265,11 +284,19 @@ impl PoolBuilder {
             )
         };
         let _ = f;
-        self.init = Some(
-            postcard::to_stdvec(&arg)
-                .map(|bytes| (Entry::init::<F, A>(), bytes))
-                .map_err(|e| e.to_string()),
-        );
+        // The shareable objects inside (a lock, a queue, ...) keep their handles beside the
+        // bytes; each worker started gets its own copies.
+        let (bytes, raw) = handles::with_outbox(|| postcard::to_stdvec(&arg));
+        self.init = Some(bytes.map_err(|e| handles::explain(&e)).and_then(|bytes| {
+            let handles = handles::duplicate_all(&raw).map_err(|e| {
+                format!("cannot duplicate a handle of the initializer argument: {e}")
+            })?;
+            Ok(InitArg {
+                entry: Entry::init::<F, A>(),
+                bytes,
+                handles: SharedHandles::new(handles),
+            })
+        }));
         self
     }
 
@@ -427,7 +454,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, arg)?.get()
+        self.apply_async(f, arg)?.into_result()
     }
 
     /// Starts `f(arg)` in a worker.
@@ -539,6 +566,38 @@ impl Pool {
         self.chunked().starmap_async(f, iter)
     }
 
+    /// [`starmap_async`](Self::starmap_async) with callbacks (given the whole result list,
+    /// or the first error), as Python's `starmap_async(..., callback, error_callback)`.
+    ///
+    /// ```
+    /// use mp_core::pool::Callbacks;
+    /// let pool = mp_core::Pool::new(2).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let r = pool
+    ///     .starmap_async_with(
+    ///         |a: u32, b: u32| a + b,
+    ///         [(1, 2), (3, 4)],
+    ///         Callbacks::new().on_success(move |v: &Vec<u32>| tx.send(v.clone()).unwrap()),
+    ///     )
+    ///     .unwrap();
+    /// assert_eq!(r.get().unwrap(), [3, 7]);
+    /// assert_eq!(rx.recv().unwrap(), [3, 7]);
+    /// ```
+    pub fn starmap_async_with<F, Args, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.chunked().starmap_async_with(f, iter, callbacks)
+    }
+
     /// Lazily maps `f` over `iter`, yielding results in input order (chunk size 1 unless
     /// set with [`chunksize`](Self::chunksize)).
     pub fn imap<'a, F, A, R, I>(&self, f: F, iter: I) -> Result<IMap<'a, R>, PoolError>
@@ -614,7 +673,8 @@ where
 {
     shared.check_running()?;
     let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
-    let frame = encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
+    let (frame, handles) =
+        encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
     let slot = Slot::new(callbacks);
     let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
     shared.submit([Chunk {
@@ -622,6 +682,7 @@ where
         index: 0,
         len: 1,
         frame,
+        handles,
     }])?;
     Ok(slot)
 }
@@ -651,12 +712,13 @@ where
     let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(chunks, slot));
     let mut out = Vec::with_capacity(chunks);
     for (index, part) in items.chunks(chunksize).enumerate() {
-        let frame = encode_chunk(&head, part).map_err(PoolError::Encode)?;
+        let (frame, handles) = encode_chunk(&head, part).map_err(PoolError::Encode)?;
         out.push(Chunk {
             sink: sink.clone(),
             index,
             len: part.len(),
             frame,
+            handles,
         });
     }
     shared.submit(out)
@@ -689,7 +751,7 @@ impl<'p> Chunked<'p> {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, iter)?.get()
+        self.map_async(f, iter)?.into_result()
     }
 
     /// See [`Pool::map_results`].
@@ -707,7 +769,9 @@ impl<'p> Chunked<'p> {
         let _ = f;
         let slot = Slot::new(None);
         self.map_job::<Plain<F>, A, R, I>(iter, MapSlot::Each(slot.clone()))?;
-        Ok(AsyncResult { slot }.get().unwrap_or_else(|e| vec![Err(e)]))
+        Ok(AsyncResult { slot }
+            .into_result()
+            .unwrap_or_else(|e| vec![Err(e)]))
     }
 
     /// See [`Pool::map_async`].
@@ -748,7 +812,7 @@ impl<'p> Chunked<'p> {
         Args: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async(f, iter)?.get()
+        self.starmap_async(f, iter)?.into_result()
     }
 
     /// See [`Pool::starmap_async`].
@@ -763,8 +827,24 @@ impl<'p> Chunked<'p> {
         Args: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.starmap_async_with(f, iter, Callbacks::new())
+    }
+
+    /// See [`Pool::starmap_async_with`].
+    pub fn starmap_async_with<F, Args, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        I: IntoIterator<Item = Args>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         let _ = f;
-        let slot = Slot::new(None);
+        let slot = Slot::new(Some(callbacks));
         self.map_job::<Star<F>, Args, R, I>(iter, MapSlot::Values(slot.clone()))?;
         Ok(AsyncResult { slot })
     }
@@ -804,12 +884,38 @@ impl<'p> Chunked<'p> {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.pool.shared.check_running()?;
-        let chunksize = self.chunksize.unwrap_or(1);
-        let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
-        let mut it = iter.into_iter();
-        let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
-            let mut frame: Option<Vec<u8>> = None;
-            let mut n = 0usize;
+        Ok(imap_job::<T, A, R, I>(
+            &self.pool.shared,
+            iter,
+            ordered,
+            self.chunksize.unwrap_or(1),
+            self.pool.processes * 2,
+        ))
+    }
+}
+
+/// A lazy map over `iter`: chunks of `chunksize` items encoded and submitted as the results
+/// are consumed, at most `max_in_flight` chunks submitted and not yet yielded.
+pub(crate) fn imap_job<'a, T, A, R, I>(
+    shared: &Arc<Shared>,
+    iter: I,
+    ordered: bool,
+    chunksize: usize,
+    max_in_flight: usize,
+) -> IMap<'a, R>
+where
+    T: TaskFn<A, R>,
+    I: IntoIterator<Item = A>,
+    I::IntoIter: 'a,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
+    let mut it = iter.into_iter();
+    let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
+        let mut frame: Option<Vec<u8>> = None;
+        let mut n = 0usize;
+        let (read, raw) = handles::with_outbox(|| {
             while n < chunksize {
                 let item = panic::catch_unwind(AssertUnwindSafe(|| it.next()))
                     .map_err(|p| TaskError::Input(panic_message(&*p)))?;
@@ -818,22 +924,21 @@ impl<'p> Chunked<'p> {
                 entry::encode_into(&a, f).map_err(TaskError::Encode)?;
                 n += 1;
             }
-            Ok(frame.map(|mut f| {
-                f[5..9].copy_from_slice(&(n as u32).to_le_bytes());
-                dispatcher::seal_frame(&mut f);
-                Chunk {
-                    sink: sink.clone(),
-                    index,
-                    len: n,
-                    frame: f,
-                }
-            }))
+            Ok::<(), TaskError>(())
         });
-        Ok(IMap::new(
-            self.pool.shared.clone(),
-            ordered,
-            self.pool.processes * 2,
-            next_chunk,
-        ))
-    }
+        read?;
+        let handles = duplicate_task_handles(&raw).map_err(TaskError::Encode)?;
+        Ok(frame.map(|mut f| {
+            f[5..9].copy_from_slice(&(n as u32).to_le_bytes());
+            dispatcher::seal_frame(&mut f);
+            Chunk {
+                sink: sink.clone(),
+                index,
+                len: n,
+                frame: f,
+                handles,
+            }
+        }))
+    });
+    IMap::new(shared.clone(), ordered, max_in_flight, next_chunk)
 }

@@ -212,6 +212,26 @@ impl<T> Slot<T> {
         }
     }
 
+    /// A copy of the outcome if it is there (`Taken` if it was moved out).
+    pub(crate) fn cloned(&self) -> Option<Result<T, TaskError>>
+    where
+        T: Clone,
+    {
+        let s = self.lock();
+        s.success?;
+        Some(s.value.clone().unwrap_or(Err(TaskError::Taken)))
+    }
+
+    /// The error of a failed outcome, if it is there (`None` for a success).
+    pub(crate) fn error(&self) -> Option<Option<TaskError>> {
+        let s = self.lock();
+        s.success?;
+        Some(match &s.value {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        })
+    }
+
     /// Takes the outcome if it is there.
     pub(crate) fn take(&self) -> Option<Result<T, TaskError>> {
         let mut s = self.lock();
@@ -223,8 +243,9 @@ impl<T> Slot<T> {
 /// The result of an asynchronous call (`apply_async`, `map_async`, `starmap_async`):
 /// Python's `AsyncResult`.
 ///
-/// The value can be taken once, by [`get`](Self::get) or a successful
-/// [`get_timeout`](Self::get_timeout); asking again gives [`TaskError::Taken`].
+/// As in Python, [`get`](Self::get) can be asked any number of times (each gives a copy:
+/// it needs `T: Clone`); [`into_result`](Self::into_result) moves the value out, for any
+/// `T`, and consumes the handle, so it cannot be asked twice.
 ///
 /// ```
 /// let pool = mp_core::Pool::new(2).unwrap();
@@ -233,25 +254,45 @@ impl<T> Slot<T> {
 /// assert!(r.ready());
 /// assert_eq!(r.successful(), Some(true));
 /// assert_eq!(r.get().unwrap(), 42);
+/// assert_eq!(r.get().unwrap(), 42); // again
+/// assert_eq!(r.into_result().unwrap(), 42);
 /// ```
 pub struct AsyncResult<T> {
     pub(crate) slot: Arc<Slot<T>>,
 }
 
 impl<T> AsyncResult<T> {
-    /// Waits for the result and returns it.
-    pub fn get(&self) -> Result<T, TaskError> {
+    /// Waits for the result and returns a copy of it (Python's `get()`; again and again).
+    pub fn get(&self) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
         self.slot.wait(None);
-        self.slot.take().unwrap_or(Err(TaskError::Taken))
+        self.slot.cloned().unwrap_or(Err(TaskError::Taken))
     }
 
     /// Waits at most `timeout`; [`TaskError::Timeout`] if the result is not ready by then
     /// (it can still be asked for later).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError>
+    where
+        T: Clone,
+    {
         if !self.slot.wait(Some(timeout)) {
             return Err(TaskError::Timeout);
         }
-        self.slot.take().unwrap_or(Err(TaskError::Timeout))
+        self.slot.cloned().unwrap_or(Err(TaskError::Timeout))
+    }
+
+    /// Waits for the result and moves it out (no `Clone` needed).
+    ///
+    /// ```
+    /// let pool = mp_core::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(|x: u8| vec![x; 3], 7).unwrap();
+    /// assert_eq!(r.into_result().unwrap(), [7, 7, 7]);
+    /// ```
+    pub fn into_result(self) -> Result<T, TaskError> {
+        self.slot.wait(None);
+        self.slot.take().unwrap_or(Err(TaskError::Taken))
     }
 
     /// Waits until the result is ready (its callbacks have run by then).
@@ -555,7 +596,7 @@ impl<'a, R: DeserializeOwned + Send + 'static> IMap<'a, R> {
     }
 
     /// Reads input and submits chunks up to the in-flight bound.
-    fn fill(&mut self) {
+    pub(crate) fn fill(&mut self) {
         while !self.input_done && self.unconsumed() < self.max_in_flight {
             match (self.next_chunk)(&self.sink_dyn, self.submitted) {
                 Ok(Some(chunk)) => {
@@ -585,7 +626,10 @@ impl<'a, R: DeserializeOwned + Send + 'static> IMap<'a, R> {
         }
     }
 
-    fn next_timeout(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
+    pub(crate) fn next_timeout(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Option<Result<R, TaskError>> {
         loop {
             if let Some(r) = self.current.pop_front() {
                 return Some(r);

@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{self, ChunkFn, Entry, InitFn, WireError};
+use crate::handles::{self, SharedHandles};
 use crate::Connection;
 
 pub(crate) const FRAME_TASKS: u8 = 1;
@@ -23,11 +24,20 @@ pub(crate) const FRAME_INIT_FAILED: u8 = 3;
 pub(crate) const OUTCOME_OK: u8 = 0;
 pub(crate) const OUTCOME_FAILED: u8 = 1;
 
+/// A pool's initializer and its argument, encoded once and given to every worker it starts;
+/// the handles of the shareable objects inside the argument travel beside it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InitArg {
+    pub(crate) entry: Entry,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) handles: SharedHandles,
+}
+
 /// What a worker process is started with.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerArgs {
     pub(crate) conn: Connection<()>,
-    pub(crate) init: Option<(Entry, Vec<u8>)>,
+    pub(crate) init: Option<InitArg>,
     /// Chunks to run before exiting (`maxtasksperchild`).
     pub(crate) max_tasks: Option<u64>,
     /// How many chunks this worker has started: written before each chunk runs, read by
@@ -83,10 +93,16 @@ struct Head<'a> {
 pub(crate) fn worker_main(args: WorkerArgs) {
     entry::install_task_panic_hook();
     let conn = args.conn;
-    if let Some((init, arg)) = &args.init {
+    if let Some(init) = args.init {
         // SAFETY: the entry was made by `Entry::init` in our parent, same executable.
-        let f: InitFn = unsafe { init.resolve() };
-        if let Err(e) = f(&init.type_name, arg) {
+        let f: InitFn = unsafe { init.entry.resolve() };
+        let ran = match init.handles.into_owned() {
+            Ok(h) => handles::with_inbox(h, || f(&init.entry.type_name, &init.bytes)),
+            Err(e) => Err(WireError::Decode(format!(
+                "cannot take the handles of the initializer argument: {e}"
+            ))),
+        };
+        if let Err(e) = ran {
             let mut frame = vec![FRAME_INIT_FAILED];
             let _ = entry::encode_into(&e, &mut frame);
             let _ = conn.send_bytes(&frame);
@@ -96,7 +112,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     let mut done: u64 = 0;
     let mut out = vec![FRAME_RESULTS];
     loop {
-        let Ok(frame) = conn.recv_bytes() else {
+        let Ok((frame, mut handles)) = conn.raw().recv_bytes_with_handles() else {
             // The pool closed our connection (or the parent is gone): we are done.
             return;
         };
@@ -107,7 +123,11 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         while let Some(chunk) = chunks.next() {
             args.progress.set(done + 1);
             let start = Instant::now();
-            push_record(&mut out, |out| run_chunk(chunk, out));
+            // A frame with handles holds one chunk: its arguments take them by index.
+            let chunk_handles = std::mem::take(&mut handles);
+            handles::with_inbox(chunk_handles, || {
+                push_record(&mut out, |out| run_chunk(chunk, out))
+            });
             done += 1;
             let quota_done = args.max_tasks.is_some_and(|m| done >= m);
             if chunks.peek().is_none()

@@ -33,6 +33,8 @@ pub(crate) struct Boot {
     pub(crate) parent_name: String,
     pub(crate) start_method: StartMethod,
     pub(crate) outlive_parent: bool,
+    /// The logging settings the child inherits.
+    pub(crate) log: crate::logging::LogBoot,
 }
 
 /// What a child tells its parent.

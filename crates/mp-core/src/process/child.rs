@@ -84,6 +84,13 @@ pub(crate) fn run_spawned(chan: Chan, method: StartMethod) -> ! {
     drop(buf);
     registry::become_child(boot.identity, boot.parent_pid, boot.parent_name);
     crate::context::inherit_start_method(method);
+    let mut handles = handles;
+    let log_pipe = if boot.log.forwards() {
+        handles.pop()
+    } else {
+        None
+    };
+    boot.log.install(log_pipe);
     let Boot { entry, args, .. } = boot;
     run_child(chan, boot.outlive_parent, move || {
         // SAFETY: the entry id was made by our parent, which runs this same executable.
@@ -112,6 +119,7 @@ pub(crate) fn run_child(
         // SAFETY: a leaked Box of the process we were forked from; nobody else holds it here.
         drop(unsafe { Box::from_raw(old) });
     }
+    crate::logging::mp_log!(Info, "child process calling its target");
     let code = match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => 0,
         Ok(Err(msg)) => {
@@ -127,6 +135,7 @@ pub(crate) fn run_child(
 /// Flushes, tells the parent the code, and exits (running exit hooks, which join this
 /// child's own children).
 fn exit_child(code: i32) -> ! {
+    crate::logging::mp_log!(Info, "process exiting with exitcode {code}");
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     report(&Report::Exiting(code));

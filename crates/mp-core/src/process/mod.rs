@@ -14,7 +14,7 @@
 
 pub(crate) mod boot;
 pub(crate) mod child;
-mod registry;
+pub(crate) mod registry;
 
 pub(crate) use registry::my_pid;
 mod running;
@@ -30,6 +30,7 @@ use serde::Serialize;
 use self::boot::{Boot, Identity, ENV_BOOT};
 use self::running::{Finished, Running};
 use self::target::{ClosureTask, FnTask, Task};
+use crate::logging::{ChildLog, LogBoot};
 use crate::sys::{self, Signal};
 use crate::{ChildPanic, Context, ProcessError, Sentinel, StartMethod};
 
@@ -205,6 +206,9 @@ impl Process {
         if std::env::var_os(ENV_BOOT).is_some() {
             return Err(ProcessError::BootstrapMissing);
         }
+        if registry::identity().daemon {
+            return Err(ProcessError::DaemonCannotHaveChildren);
+        }
         sys::link_boot_constructor();
         let method = self.start_method();
         if !method.is_available() {
@@ -222,6 +226,13 @@ impl Process {
         };
         match started {
             Ok(running) => {
+                crate::logging::mp_log!(
+                    Debug,
+                    "started {} (pid {}, {})",
+                    running.name,
+                    running.pid,
+                    method.name()
+                );
                 // Like Python, reap finished children here, so their handles do not pile up.
                 registry::reap();
                 let running = Arc::new(running);
@@ -256,6 +267,12 @@ impl Process {
         .map_err(|e| fail(e.into()))?;
         drop(boot_child);
         let me = registry::identity();
+        // The child's log pipe, if this process gathers its children's records: its end
+        // goes last among the boot message's handles.
+        let child_log = ChildLog::for_next_child();
+        let mut handles = encoded.handles;
+        let log_handle = child_log.as_ref().and_then(ChildLog::child_handle);
+        handles.extend(log_handle);
         let boot = Boot {
             entry: encoded.entry,
             args: encoded.bytes,
@@ -264,13 +281,17 @@ impl Process {
             parent_name: me.name,
             start_method: method,
             outlive_parent: self.outlive_parent,
+            log: LogBoot::current(log_handle.is_some()),
         };
         let bytes =
             postcard::to_stdvec(&boot).map_err(|e| fail(ProcessError::Encode(e.to_string())))?;
         let running = Running::new(pid, identity.name, identity.daemon, boot_parent, waiter);
         // If the child died before reading its work, the send fails; the child's exit code
         // tells the story, so the process still counts as started.
-        let _ = sys::send_with_handles(running_boot(&running), &bytes, &encoded.handles);
+        let _ = sys::send_with_handles(running_boot(&running), &bytes, &handles);
+        if let Some(log) = child_log {
+            log.started(pid);
+        }
         Ok(running)
     }
 
@@ -289,23 +310,42 @@ impl Process {
         let parent_name = registry::identity().name;
         let outlive = self.outlive_parent;
         let child_identity = identity.clone();
-        let keep = task.handles();
+        let mut keep = task.handles();
+        let child_log = ChildLog::for_next_child();
+        if let (Some(keep), Some(h)) = (
+            keep.as_mut(),
+            child_log.as_ref().and_then(ChildLog::child_handle),
+        ) {
+            keep.push(h);
+        }
+        let (child_log, parent_log) = match child_log.map(ChildLog::split) {
+            Some((c, p)) => (Some(c), Some(p)),
+            None => (None, None),
+        };
         // The panic hook is installed here, not in the child: installing it takes a lock that
         // a panicking thread of this process could hold at the moment of the fork.
         child::install_panic_hook();
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
+        let handoff = sys::handoff_lock_for_fork();
         let forked = sys::fork_child(!outlive, move || {
+            drop(handoff);
             registry::become_forked_child(guard, child_identity, parent_pid, parent_name);
             sys::close_inherited(parent_end);
             crate::connection::close_inherited_connections_except(live, keep.as_deref());
             crate::context::inherit_start_method(StartMethod::Fork);
+            if let Some(log) = child_log {
+                log.install_in_forked_child();
+            }
             child::run_child(boot_child, outlive, move || {
                 task.run();
                 Ok(())
             })
         });
         let (pid, waiter) = forked.map_err(|e| (None, e.into()))?;
+        if let Some(log) = parent_log {
+            log.started(pid);
+        }
         Ok(Running::new(
             pid,
             identity.name,
@@ -332,6 +372,7 @@ impl Process {
         match running.wait(timeout)? {
             Some(finished) => {
                 registry::forget(running);
+                crate::logging::settle_child(running.pid);
                 finished.result()
             }
             None => Err(ProcessError::Timeout),

@@ -171,10 +171,15 @@ pub(crate) fn become_forked_child(
 
 extern "C" fn finish_children_at_exit() {
     let children: Vec<Arc<Running>> = std::mem::take(&mut *lock(&CHILDREN));
+    if !children.is_empty() {
+        crate::logging::mp_log!(Info, "process shutting down");
+    }
     for c in children.iter().filter(|c| c.daemon) {
+        crate::logging::mp_log!(Info, "calling terminate() for daemon {}", c.name);
         let _ = c.signal(Signal::Terminate);
     }
     for c in &children {
+        crate::logging::mp_log!(Info, "calling join() for process {}", c.name);
         let _ = c.wait(None);
     }
 }

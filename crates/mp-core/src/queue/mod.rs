@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use self::engine::{with_frame, Core};
 use crate::connection::{DefaultTransport, Transport};
+use crate::handles::Probe;
 
 /// Why a `put` failed; the item comes back where it was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,11 @@ pub enum GetError {
     /// An item was taken but is not a valid `T`; it is consumed, the queue goes on.
     #[error("could not decode the item: {0}")]
     Decode(crate::DecodeError),
+    /// An item was taken, but the handles of the shareable objects inside it (a
+    /// connection, a lock, ...) could not be fetched from the process that put it: it has
+    /// ended, for one. The item is consumed, the queue goes on.
+    #[error("could not take the handles of the item: {0}")]
+    Handles(String),
     /// The queue's shared state is damaged (someone wrote over it).
     #[error("the queue is corrupt: {0}")]
     Corrupt(String),
@@ -155,10 +161,20 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
         let Some(core) = &self.core else {
             return Err(PutError::Closed(item));
         };
-        let put = match with_frame(&item, |frame| core.put(frame, deadline, joinable)) {
+        // Handles inside the item are handed off: exported for the taker to fetch.
+        let (put, handoff) = crate::handles::encode_handoff(|| {
+            with_frame(&item, |frame| core.put(frame, deadline, joinable))
+        });
+        let put = match put {
             Ok(r) => r,
-            Err(e) => return Err(PutError::Encode(item, e)),
+            Err(e) => {
+                handoff.withdraw();
+                return Err(PutError::Encode(item, e));
+            }
         };
+        if put.is_err() {
+            handoff.withdraw();
+        }
         match put {
             Ok(()) => Ok(()),
             Err(QueueError::Io(e)) => Err(PutError::Io(item, e)),
@@ -170,8 +186,19 @@ impl<T: Serialize + DeserializeOwned> Handle<T> {
 
     fn get(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         let core = self.core.as_ref().ok_or(GetError::Closed)?;
-        core.get(deadline, |bytes| crate::codec::decode(bytes))?
-            .map_err(GetError::Decode)
+        // An item holding handles is copied out under the lock and decoded after it, since
+        // fetching its handles talks to the process that put it.
+        match core.get(deadline, crate::handles::decode_probe::<T>)? {
+            Probe::Done(value) => value.map_err(GetError::Decode),
+            Probe::Handles(bytes) => {
+                crate::handles::decode_handoff(&bytes).map_err(
+                    |e| match crate::handles::take_note() {
+                        Some(why) => GetError::Handles(why),
+                        None => GetError::Decode(e),
+                    },
+                )
+            }
+        }
     }
 }
 

@@ -9,6 +9,14 @@
 //! use the locked forms, or a [`Lock`] of your own. The locked forms give out `&mut T` /
 //! `&mut [T]` only while their lock is held; that is sound as long as nobody touches the same
 //! memory without the lock (for instance through [`Value::get_obj`]).
+//!
+//! Locks: as in Python, a `Value` or `Array` made without a lock gets a recursive one
+//! ([`RLock`](crate::RLock)), so `get`/`set` work while the same thread holds
+//! [`get_lock`](Value::get_lock) (Python's `with v.get_lock(): v.value += 1`); `with_lock`
+//! takes a plain [`Lock`] instead (then, as in Python, taking it twice deadlocks). The guard
+//! of [`Value::lock`] / [`Array::lock`] hands out `&mut` access, so while it lives the same
+//! thread may not read or write the value another way: `get`, `set` or a second `lock` on it
+//! then panic (as `RefCell` does), rather than alias the guard's `&mut`.
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -18,7 +26,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Segment, SharedData, SharedError};
-use crate::sync::{Lock, LockError, LockGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sync::{thread_owner_id, AnyLock, AnyLockError, AnyLockGuard};
 
 /// `len` elements of `T` in a segment of their own.
 struct Cells<T> {
@@ -37,11 +47,29 @@ impl<T> Clone for Cells<T> {
     }
 }
 
+/// Where the guard mark of `len` elements of `T` lives: the first 8-byte boundary after them.
+fn mark_offset<T>(len: usize) -> Option<usize> {
+    len.checked_mul(std::mem::size_of::<T>())?
+        .checked_add(7)
+        .map(|e| e & !7)
+}
+
+impl<T> Cells<T> {
+    /// The thread (`sync::thread_owner_id`) holding a [`ValueGuard`] or [`ArrayGuard`] on
+    /// these elements, 0 if none: written only under the lock, by its holder.
+    fn mark(&self) -> &AtomicU64 {
+        let at = mark_offset::<T>(self.len).expect("checked when the cells were made");
+        // SAFETY: `Cells` are always made with room for the mark at this 8-aligned offset
+        // (page-aligned base); an AtomicU64 is valid for any bits.
+        unsafe { self.segment.at(at) }
+    }
+}
+
 impl<T: SharedData> Cells<T> {
     fn zeroed(len: usize) -> Result<Self, SharedError> {
         assert!(std::mem::align_of::<T>() <= 4096, "alignment above a page");
-        let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
+        let bytes = mark_offset::<T>(len)
+            .and_then(|at| at.checked_add(8))
             .ok_or(SharedError::InvalidSize)?;
         Ok(Self {
             segment: Arc::new(Segment::create(bytes)?),
@@ -85,7 +113,7 @@ impl<'de, T> Deserialize<'de> for Cells<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (segment, len) = <(Segment, u64)>::deserialize(d)?;
         let len = usize::try_from(len).map_err(D::Error::custom)?;
-        let need = len.checked_mul(std::mem::size_of::<T>());
+        let need = mark_offset::<T>(len).and_then(|at| at.checked_add(8));
         if !matches!(need, Some(n) if n <= segment.len()) {
             return Err(D::Error::custom(
                 "shared array longer than its segment (wrong element type?)",
@@ -118,15 +146,58 @@ impl<G> std::fmt::Debug for OwnerDied<G> {
     }
 }
 
-/// Locks, turning a dead holder into [`OwnerDied`] around the guard `make` builds.
-fn lock_with<'a, G>(
-    lock: &'a Lock,
-    make: impl FnOnce(LockGuard<'a>) -> G,
+/// One level of a value's or array's lock, taken by [`Value::get`] and friends: panics if
+/// this thread holds a data guard on the same elements (its `&mut` must not be aliased).
+fn level<'a, T>(lock: &'a AnyLock, cells: &Cells<T>, what: &str) -> AnyLockGuard<'a> {
+    let g = lock.acquire_anyway();
+    if cells.mark().load(Ordering::Relaxed) == thread_owner_id() {
+        drop(g);
+        panic!(
+            "this thread holds the {what}'s guard (from `lock()`): read and write through it, \
+             or drop it first"
+        );
+    }
+    g
+}
+
+/// Takes a data guard: marks the elements as borrowed by this thread, turning a dead holder
+/// into [`OwnerDied`] around the guard `make` builds.
+fn lock_with<'a, T, G>(
+    lock: &'a AnyLock,
+    cells: &'a Cells<T>,
+    what: &str,
+    make: impl FnOnce(DataLock<'a>) -> G,
 ) -> Result<G, OwnerDied<G>> {
-    match lock.acquire() {
-        Ok(g) => Ok(make(g)),
-        Err(LockError::OwnerDied(g)) => Err(OwnerDied(make(g))),
+    let (g, died) = match lock.acquire() {
+        Ok(g) => (g, false),
+        Err(AnyLockError::OwnerDied(g)) => (g, true),
         Err(e) => unreachable!("an acquisition without timeout cannot fail with {e}"),
+    };
+    let mark = cells.mark();
+    let me = thread_owner_id();
+    if mark.load(Ordering::Relaxed) == me {
+        drop(g);
+        panic!("this thread already holds the {what}'s guard (from `lock()`): use that one");
+    }
+    mark.store(me, Ordering::Relaxed);
+    let data = DataLock { _level: g, mark };
+    if died {
+        Err(OwnerDied(make(data)))
+    } else {
+        Ok(make(data))
+    }
+}
+
+/// A level of the lock plus the elements' borrow mark, cleared (before the level is
+/// released) when dropped.
+struct DataLock<'a> {
+    _level: AnyLockGuard<'a>,
+    mark: &'a AtomicU64,
+}
+
+impl Drop for DataLock<'_> {
+    fn drop(&mut self) {
+        self.mark.store(0, Ordering::Relaxed);
     }
 }
 
@@ -199,44 +270,69 @@ impl<T: SharedData + std::fmt::Debug> std::fmt::Debug for RawValue<T> {
 #[serde(bound = "")]
 pub struct Value<T> {
     cells: Cells<T>,
-    lock: Lock,
+    lock: AnyLock,
 }
 
 /// Holds a [`Value`]'s lock and gives access to the value; releases the lock when dropped.
 pub struct ValueGuard<'a, T> {
-    _lock: LockGuard<'a>,
+    _lock: DataLock<'a>,
     ptr: *mut T,
     _t: PhantomData<&'a mut T>,
 }
 
 impl<T: SharedData> Value<T> {
-    /// A new shared value with a new lock.
+    /// A new shared value with a new recursive lock (Python's `Value(t, v)`).
+    ///
+    /// ```
+    /// let v = mp_core::Value::new(1i32).unwrap();
+    /// let _held = v.get_lock().acquire().unwrap();
+    /// v.set(v.get() + 1); // the lock is recursive: no deadlock
+    /// assert_eq!(v.get(), 2);
+    /// ```
     pub fn new(v: T) -> Result<Self, SharedError> {
-        Self::with_lock(v, Lock::new()?)
+        Self::with_lock(v, AnyLock::new()?)
     }
 
-    /// A new shared value guarded by `lock` (shared with other values, say).
-    pub fn with_lock(v: T, lock: Lock) -> Result<Self, SharedError> {
+    /// A new shared value guarded by `lock`: a [`Lock`](crate::Lock) (Python's
+    /// `Value(t, v, lock=Lock())`) or an [`RLock`](crate::RLock) shared with other values.
+    ///
+    /// ```
+    /// let v = mp_core::Value::with_lock(1u8, mp_core::Lock::new().unwrap()).unwrap();
+    /// assert!(!v.get_lock().is_recursive());
+    /// ```
+    pub fn with_lock(v: T, lock: impl Into<AnyLock>) -> Result<Self, SharedError> {
         Ok(Self {
             cells: Cells::from_slice(&[v])?,
-            lock,
+            lock: lock.into(),
         })
     }
 
     /// Reads the value under the lock. A dead previous holder is ignored (use
     /// [`lock`](Self::lock) to be told).
+    ///
+    /// # Panics
+    /// If this thread holds the value's [`ValueGuard`] (read through it instead).
     pub fn get(&self) -> T {
-        *self.lock().unwrap_or_else(OwnerDied::into_inner)
+        let _level = level(&self.lock, &self.cells, "value");
+        self.cells.read(0)
     }
 
     /// Writes the value under the lock.
+    ///
+    /// # Panics
+    /// If this thread holds the value's [`ValueGuard`] (write through it instead).
     pub fn set(&self, v: T) {
-        *self.lock().unwrap_or_else(OwnerDied::into_inner) = v;
+        let _level = level(&self.lock, &self.cells, "value");
+        self.cells.write(0, v)
     }
 
     /// Takes the lock; the guard derefs to the value.
+    ///
+    /// # Panics
+    /// If this thread already holds a guard of this value (possible with the default
+    /// recursive lock; a plain lock would deadlock instead).
     pub fn lock(&self) -> Result<ValueGuard<'_, T>, OwnerDied<ValueGuard<'_, T>>> {
-        lock_with(&self.lock, |g| ValueGuard {
+        lock_with(&self.lock, &self.cells, "value", |g| ValueGuard {
             _lock: g,
             ptr: self.cells.ptr(),
             _t: PhantomData,
@@ -244,7 +340,7 @@ impl<T: SharedData> Value<T> {
     }
 
     /// The lock (Python's `get_lock()`).
-    pub fn get_lock(&self) -> &Lock {
+    pub fn get_lock(&self) -> &AnyLock {
         &self.lock
     }
 
@@ -386,36 +482,45 @@ impl<T: SharedData + std::fmt::Debug> std::fmt::Debug for RawArray<T> {
 #[serde(bound = "")]
 pub struct Array<T> {
     cells: Cells<T>,
-    lock: Lock,
+    lock: AnyLock,
 }
 
 /// Holds an [`Array`]'s lock and gives access to its elements as a slice.
 pub struct ArrayGuard<'a, T> {
-    _lock: LockGuard<'a>,
+    _lock: DataLock<'a>,
     ptr: *mut T,
     len: usize,
     _t: PhantomData<&'a mut [T]>,
 }
 
 impl<T: SharedData> Array<T> {
-    /// `len` zero elements with a new lock.
+    /// `len` zero elements with a new recursive lock.
     pub fn zeroed(len: usize) -> Result<Self, SharedError> {
         Ok(Self {
             cells: Cells::zeroed(len)?,
-            lock: Lock::new()?,
+            lock: AnyLock::new()?,
         })
     }
 
-    /// A copy of `items` with a new lock.
+    /// A copy of `items` with a new recursive lock.
     pub fn from_slice(items: &[T]) -> Result<Self, SharedError> {
-        Self::from_slice_with_lock(items, Lock::new()?)
+        Self::from_slice_with_lock(items, AnyLock::new()?)
     }
 
-    /// A copy of `items` guarded by `lock`.
-    pub fn from_slice_with_lock(items: &[T], lock: Lock) -> Result<Self, SharedError> {
+    /// A copy of `items` guarded by `lock`, a [`Lock`](crate::Lock) or an
+    /// [`RLock`](crate::RLock) (Python's `Array(t, seq, lock=...)`).
+    ///
+    /// ```
+    /// let a = mp_core::Array::from_slice_with_lock(&[1u8, 2], mp_core::Lock::new().unwrap()).unwrap();
+    /// assert_eq!(a.to_vec(), [1, 2]);
+    /// ```
+    pub fn from_slice_with_lock(
+        items: &[T],
+        lock: impl Into<AnyLock>,
+    ) -> Result<Self, SharedError> {
         Ok(Self {
             cells: Cells::from_slice(items)?,
-            lock,
+            lock: lock.into(),
         })
     }
 
@@ -430,29 +535,44 @@ impl<T: SharedData> Array<T> {
     }
 
     /// Element `i` read under the lock, or `None` past the end.
+    ///
+    /// # Panics
+    /// If this thread holds the array's [`ArrayGuard`].
     pub fn get(&self, i: usize) -> Option<T> {
-        self.lock()
-            .unwrap_or_else(OwnerDied::into_inner)
-            .get(i)
-            .copied()
+        let _level = level(&self.lock, &self.cells, "array");
+        (i < self.len()).then(|| self.cells.read(i))
     }
 
     /// Writes element `i` under the lock.
     ///
     /// # Panics
-    /// If `i` is out of range.
+    /// If `i` is out of range, or this thread holds the array's [`ArrayGuard`].
     pub fn set(&self, i: usize, v: T) {
-        self.lock().unwrap_or_else(OwnerDied::into_inner)[i] = v;
+        assert!(
+            i < self.len(),
+            "index {i} out of range for length {}",
+            self.len()
+        );
+        let _level = level(&self.lock, &self.cells, "array");
+        self.cells.write(i, v)
     }
 
     /// A copy of all elements, taken under the lock.
+    ///
+    /// # Panics
+    /// If this thread holds the array's [`ArrayGuard`].
     pub fn to_vec(&self) -> Vec<T> {
-        self.lock().unwrap_or_else(OwnerDied::into_inner).to_vec()
+        let _level = level(&self.lock, &self.cells, "array");
+        (0..self.len()).map(|i| self.cells.read(i)).collect()
     }
 
     /// Takes the lock; the guard derefs to `[T]`.
+    ///
+    /// # Panics
+    /// If this thread already holds a guard of this array (possible with the default
+    /// recursive lock; a plain lock would deadlock instead).
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>, OwnerDied<ArrayGuard<'_, T>>> {
-        lock_with(&self.lock, |g| ArrayGuard {
+        lock_with(&self.lock, &self.cells, "array", |g| ArrayGuard {
             _lock: g,
             ptr: self.cells.ptr(),
             len: self.cells.len,
@@ -461,7 +581,7 @@ impl<T: SharedData> Array<T> {
     }
 
     /// The lock (Python's `get_lock()`).
-    pub fn get_lock(&self) -> &Lock {
+    pub fn get_lock(&self) -> &AnyLock {
         &self.lock
     }
 

@@ -1,8 +1,9 @@
 //! `Condition`: Python's `multiprocessing.Condition`, a process-shared condition variable.
 //!
 //! Differences from Python:
-//! - it is always associated with a [`Lock`] (not an `RLock`): waiting releases the lock once,
-//!   which a recursive lock held several times could not do safely;
+//! - as in Python it sits on an [`RLock`](crate::RLock) unless given a lock
+//!   ([`Condition::with_lock`] takes a [`Lock`](crate::Lock) or an `RLock`); waiting releases
+//!   every level the waiting thread holds and takes them all back, as Python's does;
 //! - waiting takes the lock's guard by value and gives it back (`cond.wait(guard) -> guard`),
 //!   so it cannot be called without holding the lock; [`Condition::wait_timeout`] returns the
 //!   guard with a `timed_out` flag (Python returns "notified", the opposite);
@@ -14,7 +15,7 @@
 //!   not specified (Python's process Condition makes no order promise either);
 //! - if the lock's holder dies while a waiter is asleep, the waiter still gets the lock back
 //!   when it wakes; the "owner died" indication is not passed on by `wait` (use
-//!   [`Lock::acquire`] directly where it matters).
+//!   [`AnyLock::acquire`] directly where it matters).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::futex;
-use super::{Lock, LockError, LockGuard, SyncError};
+use super::{AnyLock, AnyLockError, AnyLockGuard, SyncError};
 use crate::process::my_pid;
 use crate::shared::Segment;
 
@@ -67,22 +68,25 @@ fn split(c: u64) -> (u32, u32) {
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
-    lock: Lock,
+    lock: AnyLock,
     segment: Arc<Segment>,
 }
 
 impl Condition {
-    /// A condition with a new lock of its own.
+    /// A condition with a new recursive lock of its own (Python's `Condition()`).
     ///
     /// ```
     /// let cond = mp_core::Condition::new().unwrap();
-    /// drop(cond.acquire().unwrap());
+    /// let outer = cond.acquire().unwrap();
+    /// let inner = cond.acquire().unwrap(); // an RLock, as in Python
+    /// # drop((inner, outer));
     /// ```
     pub fn new() -> Result<Self, SyncError> {
-        Self::with_lock(Lock::new()?)
+        Self::with_lock(AnyLock::new()?)
     }
 
-    /// A condition over an existing `lock` (Python's `Condition(lock)`).
+    /// A condition over an existing lock, a [`Lock`](crate::Lock) or an
+    /// [`RLock`](crate::RLock) (Python's `Condition(lock)`).
     ///
     /// ```
     /// let lock = mp_core::Lock::new().unwrap();
@@ -90,9 +94,9 @@ impl Condition {
     /// let _g = cond.acquire().unwrap();
     /// assert!(lock.is_locked());
     /// ```
-    pub fn with_lock(lock: Lock) -> Result<Self, SyncError> {
+    pub fn with_lock(lock: impl Into<AnyLock>) -> Result<Self, SyncError> {
         Ok(Self {
-            lock,
+            lock: lock.into(),
             segment: Arc::new(Segment::create(std::mem::size_of::<RawCondition>())?),
         })
     }
@@ -108,27 +112,27 @@ impl Condition {
     /// let cond = mp_core::Condition::new().unwrap();
     /// assert!(!cond.lock().is_locked());
     /// ```
-    pub fn lock(&self) -> &Lock {
+    pub fn lock(&self) -> &AnyLock {
         &self.lock
     }
 
-    /// Acquires the associated lock (see [`Lock::acquire`]).
+    /// Acquires the associated lock (see [`AnyLock::acquire`]).
     ///
     /// ```
     /// let cond = mp_core::Condition::new().unwrap();
     /// let _guard = cond.acquire().unwrap();
     /// ```
-    pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<'_>> {
+    pub fn acquire(&self) -> Result<AnyLockGuard<'_>, AnyLockError<'_>> {
         self.lock.acquire()
     }
 
-    /// Acquires the associated lock within `timeout` (see [`Lock::acquire_timeout`]).
+    /// Acquires the associated lock within `timeout` (see [`AnyLock::acquire_timeout`]).
     ///
     /// ```
     /// let cond = mp_core::Condition::new().unwrap();
     /// let _guard = cond.acquire_timeout(std::time::Duration::from_secs(1)).unwrap();
     /// ```
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<'_>> {
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<AnyLockGuard<'_>, AnyLockError<'_>> {
         self.lock.acquire_timeout(timeout)
     }
 
@@ -182,21 +186,34 @@ impl Condition {
         }
     }
 
-    /// Releases the lock, waits for a notification or the deadline, re-acquires the lock.
+    /// Releases the lock (every level this thread holds, for an `RLock`), waits for a
+    /// notification or the deadline, re-acquires the lock (as many levels).
     fn wait_until<'a>(
         &'a self,
-        guard: LockGuard<'a>,
+        guard: AnyLockGuard<'a>,
         deadline: Option<Instant>,
-    ) -> (LockGuard<'a>, bool) {
-        let raw_lock = self.lock.raw_lock();
+    ) -> (AnyLockGuard<'a>, bool) {
+        let held = match &self.lock {
+            AnyLock::Plain(l) => {
+                let raw = l.raw_lock();
+                raw.is_locked() && raw.owner() == my_pid()
+            }
+            AnyLock::Recursive(r) => r.count() > 0,
+        };
         assert!(
-            raw_lock.is_locked() && raw_lock.owner() == my_pid(),
+            held,
             "Condition::wait needs the guard of the condition's own lock"
         );
         let raw = self.raw();
         raw.counts.fetch_add(ONE_WAITER, Ordering::SeqCst);
         guard.leak();
-        let _ = self.lock.release();
+        let levels = match &self.lock {
+            AnyLock::Plain(l) => {
+                let _ = l.release();
+                1
+            }
+            AnyLock::Recursive(r) => r.release_all().unwrap_or(1),
+        };
         let notified = loop {
             let seen = raw.seq.load(Ordering::SeqCst);
             if self.take_token() {
@@ -206,11 +223,9 @@ impl Condition {
                 break self.leave();
             }
         };
-        let guard = match self.lock.acquire() {
-            Ok(g) => g,
-            Err(e) => e
-                .into_guard()
-                .expect("an acquisition without deadline ends holding the lock"),
+        let guard = match &self.lock {
+            AnyLock::Plain(_) => self.lock.acquire_anyway(),
+            AnyLock::Recursive(r) => AnyLockGuard::Recursive(r.acquire_restore(levels)),
         };
         (guard, !notified)
     }
@@ -234,7 +249,7 @@ impl Condition {
     /// drop(guard);
     /// t.join().unwrap();
     /// ```
-    pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockGuard<'a> {
+    pub fn wait<'a>(&'a self, guard: AnyLockGuard<'a>) -> AnyLockGuard<'a> {
         self.wait_until(guard, None).0
     }
 
@@ -250,9 +265,9 @@ impl Condition {
     /// ```
     pub fn wait_timeout<'a>(
         &'a self,
-        guard: LockGuard<'a>,
+        guard: AnyLockGuard<'a>,
         timeout: Duration,
-    ) -> (LockGuard<'a>, bool) {
+    ) -> (AnyLockGuard<'a>, bool) {
         self.wait_until(guard, futex::deadline(Some(timeout)))
     }
 
@@ -266,9 +281,9 @@ impl Condition {
     /// ```
     pub fn wait_for<'a>(
         &'a self,
-        mut guard: LockGuard<'a>,
+        mut guard: AnyLockGuard<'a>,
         mut pred: impl FnMut() -> bool,
-    ) -> LockGuard<'a> {
+    ) -> AnyLockGuard<'a> {
         while !pred() {
             guard = self.wait(guard);
         }
@@ -287,10 +302,10 @@ impl Condition {
     /// ```
     pub fn wait_for_timeout<'a>(
         &'a self,
-        mut guard: LockGuard<'a>,
+        mut guard: AnyLockGuard<'a>,
         timeout: Duration,
         mut pred: impl FnMut() -> bool,
-    ) -> (LockGuard<'a>, bool) {
+    ) -> (AnyLockGuard<'a>, bool) {
         let deadline = mp_ipc::deadline::Deadline::after(timeout);
         loop {
             if pred() {

@@ -5,7 +5,7 @@
 //! | `Lock()` | [`Lock`] |
 //! | `RLock()` | [`RLock`] |
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore`], [`BoundedSemaphore`] |
-//! | `Condition(lock)` | [`Condition`] (over a [`Lock`]) |
+//! | `Condition(lock=None)` | [`Condition`] (over an [`RLock`] by default, or any [`AnyLock`]) |
 //! | `Event()` | [`Event`] |
 //! | `Barrier(parties, action, timeout)`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
 //!
@@ -21,6 +21,7 @@
 //!   [`LockError::OwnerDied`], which carries the guard: the new owner is told, and can check
 //!   the state the lock protects (Python's process locks stay locked for ever).
 
+mod anylock;
 mod barrier;
 mod condition;
 mod event;
@@ -29,6 +30,7 @@ mod lock;
 mod rlock;
 mod semaphore;
 
+pub use anylock::{AnyLock, AnyLockError, AnyLockGuard};
 pub use barrier::{Barrier, BrokenBarrierError};
 pub use condition::Condition;
 pub use event::Event;
@@ -37,6 +39,7 @@ pub use rlock::{RLock, RLockError, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 
 pub(crate) use lock::{Acquired, RawLock};
+pub(crate) use rlock::me as thread_owner_id;
 
 /// Errors of the synchronisation primitives (Python: `ValueError`, `RuntimeError`,
 /// `AssertionError` for misuse).

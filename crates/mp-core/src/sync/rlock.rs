@@ -31,7 +31,7 @@ pub(crate) fn my_thread_id() -> u32 {
 }
 
 /// `(pid, thread)` of the calling thread as one word, so that it is read in one load.
-fn me() -> u64 {
+pub(crate) fn me() -> u64 {
     (u64::from(my_pid()) << 32) | u64::from(my_thread_id())
 }
 
@@ -236,6 +236,30 @@ impl RLock {
             raw.lock.unlock()?;
         }
         Ok(())
+    }
+
+    /// Releases every level the calling thread holds, for a condition wait; returns how many
+    /// (to give to [`acquire_restore`](Self::acquire_restore)). Python's `_release_save`.
+    pub(crate) fn release_all(&self) -> Result<u32, SyncError> {
+        let raw = self.raw();
+        if raw.owner.load(Ordering::Acquire) != me() {
+            return Err(SyncError::NotOwner);
+        }
+        let levels = raw.count.swap(0, Ordering::Relaxed);
+        raw.owner.store(0, Ordering::Release);
+        raw.lock.unlock()?;
+        Ok(levels)
+    }
+
+    /// Acquires the lock again with `levels` levels, after [`release_all`](Self::release_all);
+    /// the guard returned stands for one of them (the caller's others were leaked). A dead
+    /// previous holder is ignored (the waiter did not hold the lock meanwhile).
+    pub(crate) fn acquire_restore(&self, levels: u32) -> RLockGuard<'_> {
+        let raw = self.raw();
+        let _ = raw.lock.lock(None);
+        raw.owner.store(me(), Ordering::Release);
+        raw.count.store(levels.max(1), Ordering::Relaxed);
+        self.guard()
     }
 
     /// Whether some thread of some process holds the lock.

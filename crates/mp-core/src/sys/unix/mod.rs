@@ -1,6 +1,7 @@
 //! Unix: Unix domain socket channels, descriptor passing, `fork`, `exec` and `waitpid`.
 
 mod forkserver;
+mod handoff;
 mod listener;
 mod memory;
 mod os;
@@ -22,6 +23,8 @@ pub(crate) use memory::{
     shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
     shm_untrack, thread_alive,
 };
+pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
+
 pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, physical_memory, prepare_child_runtime,
     send_signal,
