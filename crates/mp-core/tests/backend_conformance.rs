@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{about, bounded, for_each_context, immediate};
+use common::{about, bounded, for_each_context, prompt, LONG};
 
 use mp_core::connection::{pipe_oneway_with, pipe_with, Backend};
 use mp_core::{
@@ -133,7 +133,7 @@ fn closed_peer<B: Backend>(ctx: Context) {
     let mut p = ctx.process(hold_and_exit, b);
     p.start().unwrap();
     p.join().unwrap();
-    immediate("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
+    prompt("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
     assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
     assert!(matches!(a.recv_bytes(), Err(ConnectionError::Eof)));
     assert!(matches!(a.send(&1), Err(ConnectionError::BrokenPipe)));
@@ -242,7 +242,7 @@ fn killed_writer<B: Backend>(ctx: Context) {
 
 fn poll_timing<B: Backend>() {
     let (a, b) = pipe_with::<u32, B>().unwrap();
-    immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
+    prompt("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
     about("poll(100ms)", Duration::from_millis(100), || {
         assert!(!b.poll(Duration::from_millis(100)).unwrap())
     });
@@ -253,9 +253,7 @@ fn poll_timing<B: Backend>() {
         ))
     });
     a.send(&5).unwrap();
-    immediate("poll(100ms) with data", || {
-        assert!(b.poll(Duration::from_millis(100)).unwrap())
-    });
+    prompt("poll(LONG) with data", || assert!(b.poll(LONG).unwrap()));
     for _ in 0..3 {
         assert!(b.poll(Duration::ZERO).unwrap(), "polling consumes nothing");
     }

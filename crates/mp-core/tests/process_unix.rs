@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, exec_contexts, for_each_context, immediate, sleep_forever, sleep_ms};
+use common::{bounded, exec_contexts, for_each_context, prompt, sleep_forever, sleep_ms};
 use mp_core::{
     active_children, get_context, get_start_method, parent_process, pipe_oneway, set_start_method,
     Context, Process, ProcessError, StartMethod, Writer,
@@ -96,7 +96,7 @@ fn proc_07_08_terminate_and_kill() {
         for (signal, code) in [("terminate", -15), ("kill", -9), ("interrupt", -2)] {
             let mut p = ctx.process(sleep_forever, ());
             p.start().unwrap();
-            immediate("join_timeout(0)", || {
+            prompt("join_timeout(0)", || {
                 assert!(matches!(
                     p.join_timeout(Duration::ZERO),
                     Err(ProcessError::Timeout)

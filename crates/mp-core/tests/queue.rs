@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{about, bounded, for_each_context, immediate};
+use common::{about, bounded, for_each_context, prompt};
 use mp_core::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
 
 const SECS: Duration = Duration::from_secs(10);
@@ -28,7 +28,7 @@ fn queue_01_03_bounded_put_full_and_shared_capacity() {
             q.put(i).unwrap();
         }
         assert!(!q.empty() && q.full());
-        immediate("put_nowait on a full queue", || {
+        prompt("put_nowait on a full queue", || {
             assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))))
         });
         about(
@@ -66,7 +66,7 @@ fn queue_04_05_fifo_get_forms_and_empty_timing() {
         assert_eq!(q.get_timeout(Duration::from_secs(1)).unwrap(), 4);
         assert_eq!(q.get_nowait().unwrap(), 5);
         assert!(q.empty());
-        immediate("get_nowait on empty", || {
+        prompt("get_nowait on empty", || {
             assert!(matches!(q.get_nowait(), Err(GetError::Empty)))
         });
         about(
@@ -396,7 +396,7 @@ fn queue_11_shutdown_empty() {
         assert_eq!(q.qsize(), 0);
         assert!(matches!(q.put_nowait(3), Err(PutError::ShutDown(3))));
         assert!(matches!(q.get_timeout(SECS), Err(GetError::ShutDown)));
-        immediate("join after shutdown", || q.join().unwrap());
+        prompt("join after shutdown", || q.join().unwrap());
     });
 }
 
@@ -428,7 +428,7 @@ fn queue_12_shutdown_nonempty() {
             Err(QueueError::Timeout)
         ));
         q.task_done().unwrap();
-        immediate("join once done", || q.join().unwrap());
+        prompt("join once done", || q.join().unwrap());
     });
 }
 
