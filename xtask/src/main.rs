@@ -12,6 +12,7 @@
 
 mod bench;
 mod json;
+mod proof;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -42,6 +43,13 @@ commands:
                                         checking that nothing is lost, duplicated, torn or hung
                                         and nothing leaks; the time (default 1 minute) is shared
                                         by the process backends (socket, shm)
+  sanitize [--sanitizer address|thread]... [--backend <b>]... [-- <cargo test args>]
+                                        the tests of mp-ipc, mp-unix, mp-shm and mp-core under
+                                        AddressSanitizer (this toolchain) and ThreadSanitizer
+                                        (Debian's Rust, std rebuilt with -Zbuild-std)
+  fuzz [--seconds <n>] [<target>]...    every fuzz target (fuzz/, cargo fuzz) for n seconds
+                                        each (default 60) over its committed seeds; prints
+                                        runs and coverage
   backends                              lists the backends mp-core has
 
 options:
@@ -74,6 +82,8 @@ fn run() -> Result<()> {
         "test-windows" => test_windows(rest),
         "bench" => bench::run(rest),
         "chaos" => chaos(rest),
+        "sanitize" => proof::sanitize(rest),
+        "fuzz" => proof::fuzz(rest),
         "backends" => {
             for b in available_backends()? {
                 println!("{b}");

@@ -69,6 +69,10 @@ pub mod sync;
 mod sys;
 mod wait;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
 pub use context::{
     get_all_start_methods, get_context, get_start_method, set_start_method, Context, StartMethod,

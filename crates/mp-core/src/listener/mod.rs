@@ -45,7 +45,7 @@
 //! client.join().unwrap();
 //! ```
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 #[cfg(unix)]
 mod sys_unix;

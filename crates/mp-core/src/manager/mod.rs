@@ -56,10 +56,10 @@
 //! ```
 
 mod builtins;
-mod client;
-mod protocol;
+pub(crate) mod client;
+pub(crate) mod protocol;
 mod proxies;
-mod server;
+pub(crate) mod server;
 mod shm;
 
 use std::marker::PhantomData;
