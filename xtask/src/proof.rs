@@ -138,7 +138,7 @@ pub fn sanitize(rest: &[String]) -> Result<()> {
         for b in &backends {
             eprintln!("\n==== {s} sanitizer, backend {b} ====");
             let cmd = match s.as_str() {
-                "address" => asan_command(b, &extra),
+                "address" => asan_command(b, &extra)?,
                 "thread" => tsan_command(b, &extra)?,
                 other => bail!("unknown sanitizer {other:?} (address, thread)"),
             };
@@ -174,20 +174,33 @@ fn sanitized_test(mut cmd: Command, backend: &str, extra: &[String]) -> Command 
 /// `detect_leaks=0`: children leave through `_exit`-like paths (a failed exec, a killed
 /// worker, the boot code's exit after the target) with their allocations live by design, and
 /// LeakSanitizer would fail every one of them; leaks are not what this run looks for.
-fn asan_command(backend: &str, extra: &[String]) -> Command {
-    let mut cmd = sanitized_test(cargo(), backend, extra);
+/// `handle_segv=0`: tests crash workers on purpose (a write through a null pointer) and check
+/// that they died of `SIGSEGV`; ASan would turn that death into its report and exit code.
+fn asan_env(cmd: &mut Command) {
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env(
             "RUSTFLAGS",
             "-Zsanitizer=address -Cforce-frame-pointers=yes",
         )
-        .env("RUSTDOCFLAGS", "-Zsanitizer=address")
         .env(
             "ASAN_OPTIONS",
-            "detect_leaks=0:abort_on_error=0:exitcode=86",
+            "detect_leaks=0:handle_segv=0:abort_on_error=0:exitcode=86",
         )
         .env("CARGO_TARGET_DIR", target_dir("asan"));
-    cmd
+}
+
+fn asan_command(backend: &str, extra: &[String]) -> Result<Command> {
+    // tests/examples.rs runs the examples: built here with the same flags, then found by it
+    // (MP_EXAMPLES_PREBUILT) instead of being built again without them.
+    let mut examples = cargo();
+    examples.args(["build", "-p", "mp-core", "--examples", "--target", HOST]);
+    examples.args(&backend_args(backend)[1..]);
+    asan_env(&mut examples);
+    run_cmd(examples)?;
+    let mut cmd = sanitized_test(cargo(), backend, extra);
+    asan_env(&mut cmd);
+    cmd.env("MP_EXAMPLES_PREBUILT", "1");
+    Ok(cmd)
 }
 
 /// ThreadSanitizer: Debian's rustc and cargo with `-Zbuild-std` over [`tsan_sysroot`].

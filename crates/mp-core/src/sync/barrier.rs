@@ -15,7 +15,7 @@
 //!   (use one); a party that dies inside the barrier's short internal critical section breaks
 //!   the barrier.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use super::model::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
