@@ -50,6 +50,8 @@ commands:
   fuzz [--seconds <n>] [<target>]...    every fuzz target (fuzz/, cargo fuzz) for n seconds
                                         each (default 60) over its committed seeds; prints
                                         runs and coverage
+  loom [-- <test args>]                 the loom models of the sync protocols (--cfg loom)
+  miri [-- <test args>]                 the one-process unit tests under Miri (nightly + miri)
   backends                              lists the backends mp-core has
 
 options:
@@ -84,6 +86,8 @@ fn run() -> Result<()> {
         "chaos" => chaos(rest),
         "sanitize" => proof::sanitize(rest),
         "fuzz" => proof::fuzz(rest),
+        "loom" => proof::loom(rest),
+        "miri" => proof::miri(rest),
         "backends" => {
             for b in available_backends()? {
                 println!("{b}");

@@ -373,3 +373,64 @@ pub fn fuzz(rest: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Loom.
+
+/// `cargo xtask loom [-- <test args>]`: the loom models (`sync/loom_models.rs`), built with
+/// `--cfg loom` in a target dir of their own, optimised (loom explores thousands of
+/// interleavings). LOOM_MAX_PREEMPTIONS raises or lowers every model's bound.
+pub fn loom(rest: &[String]) -> Result<()> {
+    let (_, extra) = split_dashes(rest);
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "mp-core",
+        "--lib",
+        "--release",
+        "--",
+        "loom_models",
+    ])
+    .args(&extra)
+    .env("RUSTFLAGS", "--cfg loom")
+    .env("CARGO_TARGET_DIR", target_dir("loom"));
+    run_cmd(cmd)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Miri.
+
+/// `cargo xtask miri [-- <test args>]`: the unit tests of the crates whose logic runs in one
+/// process (mp-ipc's framing and deadlines, mp-shm's ring over a heap buffer, mp-core's
+/// in-process units) under Miri, with a nightly toolchain that has the `miri` component.
+/// Without one it says so and stops with an error naming what to install.
+pub fn miri(rest: &[String]) -> Result<()> {
+    let (_, extra) = split_dashes(rest);
+    let mut probe = Command::new("cargo");
+    probe.args(["+nightly", "miri", "--version"]);
+    let ok = probe.output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        bail!(
+            "Miri is not installed: it needs a nightly toolchain with the miri and rust-src \
+             components (rustup toolchain install nightly --component miri rust-src); \
+             the sanitizers (cargo xtask sanitize) cover the same code meanwhile"
+        );
+    }
+    let mut setup = Command::new("cargo");
+    setup
+        .current_dir(root())
+        .args(["+nightly", "miri", "setup"])
+        .env("CARGO_TARGET_DIR", target_dir("miri"));
+    run_cmd(setup)?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root())
+        .args([
+            "+nightly", "miri", "test", "-p", "mp-ipc", "-p", "mp-shm", "--lib",
+        ])
+        .args(&extra)
+        // Isolation off: the tests read the clock; -Zmiri-disable-isolation lets them.
+        .env("MIRIFLAGS", "-Zmiri-disable-isolation")
+        .env("CARGO_TARGET_DIR", target_dir("miri"));
+    run_cmd(cmd)
+}
