@@ -401,10 +401,11 @@ pub fn loom(rest: &[String]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Miri.
 
-/// `cargo xtask miri [-- <test args>]`: the unit tests of the crates whose logic runs in one
-/// process (mp-ipc's framing and deadlines, mp-shm's ring over a heap buffer, mp-core's
-/// in-process units) under Miri, with a nightly toolchain that has the `miri` component.
-/// Without one it says so and stops with an error naming what to install.
+/// `cargo xtask miri [-- <test args>]`: the unit tests of mp-ipc (framing, limits, deadlines)
+/// under Miri, with a nightly toolchain that has the `miri` component; without one it says
+/// so and stops with an error naming what to install. mp-shm's and mp-core's tests make
+/// segments with `memfd_create` and `mmap` and talk over sockets, which Miri does not
+/// emulate; the sanitizers cover them.
 pub fn miri(rest: &[String]) -> Result<()> {
     let (_, extra) = split_dashes(rest);
     let mut probe = Command::new("cargo");

@@ -75,8 +75,9 @@ impl FrameHeader {
     }
 }
 
-/// How far to grow a buffer holding `have` of `want` bytes: never more than [`GROW_STEP`]
-/// beyond what has arrived, so allocation follows the data actually received.
+/// How far to grow a buffer holding `have` of `want` bytes: to twice what has arrived, or
+/// [`GROW_STEP`] beyond it while that is more, never past `want`; so allocation follows the
+/// data actually received (at most about twice it), with few copies for a large body.
 pub fn next_capacity(have: usize, want: usize) -> usize {
     want.min(have.saturating_add(GROW_STEP).max(have * 2))
 }
