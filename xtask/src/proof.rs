@@ -427,7 +427,7 @@ pub fn miri(rest: &[String]) -> Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
         .args([
-            "+nightly", "miri", "test", "-p", "mp-ipc", "-p", "mp-shm", "--lib",
+            "+nightly", "miri", "test", "-p", "mp-ipc", "--lib",
         ])
         .args(&extra)
         // Isolation off: the tests read the clock; -Zmiri-disable-isolation lets them.
