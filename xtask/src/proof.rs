@@ -163,8 +163,15 @@ fn sanitized_test(mut cmd: Command, backend: &str, extra: &[String]) -> Command 
     let features = backend_args(backend);
     // backend_args starts with --workspace, which -p replaces here.
     cmd.args(&features[1..])
-        .args(["--target", HOST, "--lib", "--tests", "--no-fail-fast"])
-        .args(extra);
+        .args(["--target", HOST, "--no-fail-fast"]);
+    // Extra arguments that choose targets (`--test queue`, `--lib`) replace the default.
+    if !extra
+        .iter()
+        .any(|a| a == "--lib" || a == "--test" || a == "--tests")
+    {
+        cmd.args(["--lib", "--tests"]);
+    }
+    cmd.args(extra);
     cmd
 }
 
@@ -426,9 +433,7 @@ pub fn miri(rest: &[String]) -> Result<()> {
     run_cmd(setup)?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
-        .args([
-            "+nightly", "miri", "test", "-p", "mp-ipc", "--lib",
-        ])
+        .args(["+nightly", "miri", "test", "-p", "mp-ipc", "--lib"])
         .args(&extra)
         // Isolation off: the tests read the clock; -Zmiri-disable-isolation lets them.
         .env("MIRIFLAGS", "-Zmiri-disable-isolation")
