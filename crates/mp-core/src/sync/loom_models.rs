@@ -9,7 +9,9 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 use loom::thread;
 
+use super::barrier::RawBarrier;
 use super::event::RawEvent;
+use super::Barrier;
 use super::lock::{Acquired, RawLock};
 use super::model::{kill, set_pid, tick, Ordering};
 use super::semaphore::RawSemaphore;
@@ -158,5 +160,32 @@ fn semaphore_release_wakes_a_sleeper_per_unit() {
             t.join().unwrap();
         }
         assert!(!sem.try_take(), "a unit was taken twice or made up");
+    });
+}
+
+/// Two rounds of a barrier of two: each party passes each round exactly once, with the
+/// indices 0 and 1 once per round, and nobody sleeps through the release (the last to arrive
+/// wakes the others; the one who leaves last opens the next round).
+#[test]
+fn barrier_releases_every_party_every_round() {
+    model_bounded(2, || {
+        let b = Arc::new(RawBarrier::model(2));
+        let other = {
+            let b = b.clone();
+            thread::spawn(move || {
+                (0..2)
+                    .map(|_| Barrier::wait_raw(&b, None, None).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let mine: Vec<u32> = (0..2)
+            .map(|_| Barrier::wait_raw(&b, None, None).unwrap())
+            .collect();
+        let theirs = other.join().unwrap();
+        for round in 0..2 {
+            let mut got = [mine[round], theirs[round]];
+            got.sort();
+            assert_eq!(got, [0, 1], "round {round}: {mine:?} {theirs:?}");
+        }
     });
 }
