@@ -310,13 +310,15 @@ fn several_consumers_share_the_items_exactly_once() {
 }
 
 fn echo_big(arg: (Queue<Vec<u8>>, Queue<Vec<u8>>)) {
-    let v = arg.0.get_timeout(SECS).unwrap();
+    // The parent builds and encodes 64 MiB first: on a loaded machine (or under a sanitizer)
+    // that takes longer than SECS, so the wait is long; the test's bound catches a hang.
+    let v = arg.0.get_timeout(common::LONG).unwrap();
     arg.1.put(v).unwrap();
 }
 
 #[test]
 fn a_64_mib_item_goes_through_intact() {
-    bounded(60, || {
+    bounded(300, || {
         let (to, from) = (
             Queue::<Vec<u8>>::new().unwrap(),
             Queue::<Vec<u8>>::new().unwrap(),
@@ -325,7 +327,7 @@ fn a_64_mib_item_goes_through_intact() {
         p.start().unwrap();
         let item: Vec<u8> = (0..64usize << 20).map(|i| (i % 241) as u8).collect();
         to.put(item.clone()).unwrap();
-        assert_eq!(from.get_timeout(Duration::from_secs(30)).unwrap(), item);
+        assert_eq!(from.get_timeout(common::LONG).unwrap(), item);
         p.join().unwrap();
     });
 }
