@@ -68,7 +68,7 @@ impl Rng {
 /// 96 KiB, more than a shm ring holds at once), the others small.
 fn payload(tag: u32, seq: u32) -> Vec<u8> {
     let mut r = Rng(((tag as u64) << 32 | seq as u64) ^ 0x5eed);
-    let len = if r.next() % 4 == 0 {
+    let len = if r.next() & 3 == 0 {
         r.range(1024, 96 << 10)
     } else {
         r.range(0, 64)
@@ -118,7 +118,7 @@ fn queue_round(ctx: &Context, rng: &mut Rng) -> Result<String, String> {
     let producers = rng.range(2, 3) as u32;
     let consumers = rng.range(2, 3) as usize;
     let per_producer = rng.range(50, 300) as u32;
-    let q: Queue<Option<Item>> = if rng.next() % 2 == 0 {
+    let q: Queue<Option<Item>> = if rng.next() & 1 == 0 {
         Queue::new()
     } else {
         Queue::bounded(rng.range(consumers as u64 + 1, 32) as u32)
@@ -148,7 +148,7 @@ fn queue_round(ctx: &Context, rng: &mut Rng) -> Result<String, String> {
     let mut killed_cons = vec![false; cons.len()];
     for _ in 0..rng.range(1, 3) {
         rng.sleep_up_to(150);
-        if rng.next() % 2 == 0 {
+        if rng.next() & 1 == 0 {
             let i = rng.range(0, prods.len() as u64 - 1) as usize;
             prods[i].kill().map_err(|e| format!("kill: {e}"))?;
             killed_prod[i] = true;
@@ -265,7 +265,7 @@ fn kill_pid(pid: u32) {
 fn pool_round(ctx: &Context, rng: &mut Rng) -> Result<String, String> {
     let pool = Pool::builder()
         .processes(rng.range(2, 3) as usize)
-        .context(ctx.clone())
+        .context(*ctx)
         .build()
         .map_err(|e| format!("Pool: {e}"))?;
     let n = rng.range(30, 80);
@@ -303,7 +303,7 @@ fn pool_round(ctx: &Context, rng: &mut Rng) -> Result<String, String> {
 fn executor_round(ctx: &Context, rng: &mut Rng) -> Result<String, String> {
     let ex = ProcessPoolExecutor::builder()
         .max_workers(rng.range(2, 3) as usize)
-        .context(ctx.clone())
+        .context(*ctx)
         .build()
         .map_err(|e| format!("executor: {e}"))?;
     let n = rng.range(30, 80);
@@ -355,7 +355,7 @@ fn client(arg: (ListProxy<(u32, u32)>, u32, u32)) {
 
 fn manager_round(ctx: &Context, rng: &mut Rng) -> Result<String, String> {
     let mut m = Manager::builder::<Builtins>()
-        .context(ctx.clone())
+        .context(*ctx)
         .start()
         .map_err(|e| format!("Manager: {e}"))?;
     let list: ListProxy<(u32, u32)> = m.list(&[]).map_err(|e| format!("list: {e}"))?;

@@ -327,7 +327,7 @@ fn fork_while_another_thread_panics() {
         std::thread::sleep(Duration::from_millis(300)); // now inside the hook
         let pool = mp_core::Pool::builder()
             .processes(1)
-            .context(ctx.clone())
+            .context(ctx)
             .build()
             .unwrap();
         assert_eq!(pool.apply(triple, 5).unwrap(), 15);

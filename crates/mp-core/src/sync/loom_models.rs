@@ -11,10 +11,10 @@ use loom::thread;
 
 use super::barrier::RawBarrier;
 use super::event::RawEvent;
-use super::Barrier;
 use super::lock::{Acquired, RawLock};
 use super::model::{kill, set_pid, tick, Ordering};
 use super::semaphore::RawSemaphore;
+use super::Barrier;
 
 /// Runs a model with at most `bound` preemptions per execution (LOOM_MAX_PREEMPTIONS
 /// overrides it): every interleaving with that many forced switches is explored.
