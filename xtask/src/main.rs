@@ -5,12 +5,14 @@
 //! cargo xtask lint [--no-fmt] [--backend <b>]...     rustfmt --check, clippy -D warnings
 //! cargo xtask test-windows [--backend b] [-- <args>]  mp-core's tests for Windows, under Wine
 //! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
+//! cargo xtask chaos [--minutes N] [--seed S]          workloads while processes are killed
 //! ```
 //!
 //! Every command it runs is printed first, prefixed with `$`.
 
 mod bench;
 mod json;
+mod proof;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -35,6 +37,21 @@ commands:
                                         (needs $MP_WINDOWS_ENV or ../shared/windows/env.sh)
   bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
                                         writes docs/benchmarks.md and docs/benchmarks.svg
+  chaos [--minutes <n>] [--seconds <n>] [--seed <s>] [--backend <b>]...
+                                        pool, executor, queue, manager and lock workloads under
+                                        every start method while random processes are killed,
+                                        checking that nothing is lost, duplicated, torn or hung
+                                        and nothing leaks; the time (default 1 minute) is shared
+                                        by the process backends (socket, shm)
+  sanitize [--sanitizer address|thread]... [--backend <b>]... [-- <cargo test args>]
+                                        the tests of mp-ipc, mp-unix, mp-shm and mp-core under
+                                        AddressSanitizer (this toolchain) and ThreadSanitizer
+                                        (Debian's Rust, std rebuilt with -Zbuild-std)
+  fuzz [--seconds <n>] [<target>]...    every fuzz target (fuzz/, cargo fuzz) for n seconds
+                                        each (default 60) over its committed seeds; prints
+                                        runs and coverage
+  loom [-- <test args>]                 the loom models of the sync protocols (--cfg loom)
+  miri [-- <test args>]                 the one-process unit tests under Miri (nightly + miri)
   backends                              lists the backends mp-core has
 
 options:
@@ -66,6 +83,11 @@ fn run() -> Result<()> {
         }
         "test-windows" => test_windows(rest),
         "bench" => bench::run(rest),
+        "chaos" => chaos(rest),
+        "sanitize" => proof::sanitize(rest),
+        "fuzz" => proof::fuzz(rest),
+        "loom" => proof::loom(rest),
+        "miri" => proof::miri(rest),
         "backends" => {
             for b in available_backends()? {
                 println!("{b}");
@@ -329,4 +351,68 @@ fn test_windows(rest: &[String]) -> Result<()> {
         .args(["-c", &script, "xtask-test-windows"])
         .arg(env);
     run_cmd(cmd)
+}
+
+/// `cargo xtask chaos`: runs the `mp-chaos` binary once per process backend (the threads
+/// backend runs in one process, so there is nothing to kill), sharing the time between them.
+/// One seed, printed, drives every run, so a failure's choices can be replayed with `--seed`.
+fn chaos(rest: &[String]) -> Result<()> {
+    let mut seconds = 60u64;
+    let mut seed = None;
+    let mut other = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        let mut number = |name: &str| -> Result<u64> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--minutes" => seconds = number("--minutes")? * 60,
+            "--seconds" => seconds = number("--seconds")?,
+            "--seed" => seed = Some(number("--seed")?),
+            _ => other.push(a.clone()),
+        }
+    }
+    let backends: Vec<&str> = parse_backends(&other)?
+        .into_iter()
+        .filter(|b| *b != "threads")
+        .collect();
+    if backends.is_empty() {
+        bail!("no process backend to run chaos on");
+    }
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 & ((1 << 53) - 1))
+    });
+    eprintln!("xtask chaos: seed {seed}; replay with: cargo xtask chaos --seed {seed}");
+    let each = (seconds / backends.len() as u64).max(1);
+    let mut failed = Vec::new();
+    for b in &backends {
+        eprintln!("\n==== chaos, backend {b} ({each} s) ====");
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "-p",
+            "mp-chaos",
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("mp-core/{b}"))
+        .args([
+            "--",
+            "--seconds",
+            &each.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]);
+        if run_cmd(cmd).is_err() {
+            failed.push(*b);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("chaos failed on {failed:?} (seed {seed}: cargo xtask chaos --seed {seed} --backend {})", failed[0]);
+    }
+    Ok(())
 }

@@ -48,6 +48,9 @@
 //! - `threads`: `dummy`, Python's `multiprocessing.dummy`: the same API on threads, with
 //!   crossbeam channels. [`api`] has the traits that let one function run on processes or
 //!   threads.
+// Under `--cfg loom` (cargo xtask loom) the sync protocols use loom's model instead of the
+// real futex and atomics, which leaves some platform items unused.
+#![cfg_attr(loom, allow(unused_imports, dead_code))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -70,6 +73,10 @@ pub mod shared;
 pub mod sync;
 mod sys;
 mod wait;
+
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
 pub use context::{

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bounded, immediate};
+use common::{bounded, prompt};
 use mp_core::dummy::{
     current_process, pipe, pipe_oneway, JoinableQueue, Pool, Process, Queue, Unsupported,
 };
@@ -178,7 +178,7 @@ fn pipe_poll_reads_ahead_and_mismatched_messages_are_decode_errors() {
         w.close();
         assert!(w.is_closed());
         assert!(matches!(w.send(&1), Err(ConnectionError::Closed)));
-        immediate("recv after the writer closed", || {
+        prompt("recv after the writer closed", || {
             assert!(matches!(r.recv(), Err(ConnectionError::Eof)))
         });
     });
@@ -309,7 +309,7 @@ fn queue_shutdown_on_threads() {
             Err(QueueError::Timeout)
         ));
         jq.task_done().unwrap();
-        immediate("join once the taken item is done", || jq.join().unwrap());
+        prompt("join once the taken item is done", || jq.join().unwrap());
     });
 }
 

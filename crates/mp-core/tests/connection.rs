@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{about, bounded, for_each_context, immediate};
+use common::{about, bounded, for_each_context, prompt, LONG};
 
 use mp_core::{pipe, pipe_oneway, wait, Connection, ConnectionError, Process, Reader, Writer};
 
@@ -86,7 +86,7 @@ fn conn_02_recv_bytes_into_and_buffer_too_short() {
 fn conn_03_poll_timing() {
     bounded(30, || {
         let (a, b) = pipe::<u32>().unwrap();
-        immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
+        prompt("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
         about("poll(100ms)", Duration::from_millis(100), || {
             assert!(!b.poll(Duration::from_millis(100)).unwrap())
         });
@@ -97,9 +97,7 @@ fn conn_03_poll_timing() {
             ))
         });
         a.send(&5).unwrap();
-        immediate("poll(100ms) with data", || {
-            assert!(b.poll(Duration::from_millis(100)).unwrap())
-        });
+        prompt("poll(LONG) with data", || assert!(b.poll(LONG).unwrap()));
         assert_eq!(b.recv().unwrap(), 5);
     });
 }
@@ -134,7 +132,7 @@ fn conn_05_06_a_closed_peer_is_eof_not_a_hang() {
         let mut p = ctx.process(hold_and_exit, b);
         p.start().unwrap();
         p.join().unwrap();
-        immediate("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
+        prompt("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
         assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
         assert!(matches!(a.recv_bytes(), Err(ConnectionError::Eof)));
         assert!(matches!(a.send(&1), Err(ConnectionError::BrokenPipe)));

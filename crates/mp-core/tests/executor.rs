@@ -723,14 +723,13 @@ fn exec30_wait() {
         assert!(common::eventually(10, || slow.running()));
         let pending = ex.submit(pow, (3, 3)).unwrap();
 
-        let t = Instant::now();
+        // Answered while `slow` still runs: had it waited for `slow`, both would be done.
         let r = wait([&finished, &slow], ReturnWhen::FirstCompleted, None);
-        assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
         assert!(std::ptr::eq(r.done[0], &finished) && std::ptr::eq(r.not_done[0], &slow));
 
-        // Cancelled while waited on: that completes the wait.
-        let t = Instant::now();
+        // Cancelled while waited on: that completes the wait (before `slow` does, or `slow`
+        // would be among the done).
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(100));
@@ -739,7 +738,6 @@ fn exec30_wait() {
             let r = wait([&slow, &pending], ReturnWhen::FirstCompleted, None);
             assert!(r.done.len() == 1 && std::ptr::eq(r.done[0], &pending));
         });
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
         let t = Instant::now();
         let r = wait(
@@ -747,8 +745,8 @@ fn exec30_wait() {
             ReturnWhen::AllCompleted,
             Some(Duration::from_millis(50)),
         );
+        // The timeout ended the wait, not `slow`'s completion.
         assert!(t.elapsed() >= Duration::from_millis(50));
-        assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!((r.done.len(), r.not_done.len()), (1, 1));
 
         let r = wait(

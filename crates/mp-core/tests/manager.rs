@@ -624,28 +624,24 @@ fn shv_07_manager_value_and_array() {
 
 #[test]
 fn slow_client_does_not_block_others() {
-    bounded(30, || {
+    bounded(90, || {
         let m = Manager::start().unwrap();
         let q: QueueProxy<i32> = m.queue(0).unwrap();
         let d: DictProxy<i32, i32> = m.dict().unwrap();
         let q2 = q.clone();
-        // Several threads block in the server.
+        // Several threads block in the server, far longer than the other client needs.
         let blocked: Vec<_> = (0..4)
             .map(|_| {
                 let q = q2.clone();
-                std::thread::spawn(move || q.get_timeout(Duration::from_secs(3)))
+                std::thread::spawn(move || q.get_timeout(Duration::from_secs(60)))
             })
             .collect();
         std::thread::sleep(Duration::from_millis(100));
-        let t = Instant::now();
         for i in 0..200 {
             d.set(&i, &i).unwrap();
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "took {:?}",
-            t.elapsed()
-        );
+        // The other client was served while they still wait (none of them has returned).
+        assert!(blocked.iter().all(|b| !b.is_finished()));
         for _ in 0..4 {
             q.put(&1).unwrap();
         }

@@ -166,9 +166,7 @@ fn pool05_empty_inputs() {
             .unwrap()
             .is_empty());
         let r = p.chunksize(cs(1)).map_async(sqr, Vec::new()).unwrap();
-        let v = common::immediate("empty map_async", || {
-            r.get_timeout(Duration::from_millis(100)).unwrap()
-        });
+        let v = common::prompt("empty map_async", || r.get_timeout(common::LONG).unwrap());
         assert!(v.is_empty());
         assert!(p
             .starmap(|a: i64, b: i64| a + b, Vec::new())

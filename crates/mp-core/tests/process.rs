@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{about, bounded, echo_back, for_each_context, immediate, sleep_forever, sleep_ms};
+use common::{about, bounded, echo_back, for_each_context, prompt, sleep_forever, sleep_ms};
 
 use mp_core::{
     active_children, current_process, get_start_method, parent_process, pipe, pipe_oneway, wait,
@@ -395,7 +395,7 @@ fn proc_08_terminate_gives_minus_sigterm() {
     for_each_context(60, |ctx| {
         let mut p = ctx.process(sleep_forever, ());
         p.start().unwrap();
-        immediate("join_timeout(0)", || {
+        prompt("join_timeout(0)", || {
             assert!(matches!(
                 p.join_timeout(Duration::ZERO),
                 Err(ProcessError::Timeout)

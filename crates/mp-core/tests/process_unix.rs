@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, exec_contexts, for_each_context, immediate, sleep_forever, sleep_ms};
+use common::{bounded, exec_contexts, for_each_context, prompt, sleep_forever, sleep_ms};
 use mp_core::{
     active_children, get_context, get_start_method, parent_process, pipe_oneway, set_start_method,
     Context, Process, ProcessError, StartMethod, Writer,
@@ -96,7 +96,7 @@ fn proc_07_08_terminate_and_kill() {
         for (signal, code) in [("terminate", -15), ("kill", -9), ("interrupt", -2)] {
             let mut p = ctx.process(sleep_forever, ());
             p.start().unwrap();
-            immediate("join_timeout(0)", || {
+            prompt("join_timeout(0)", || {
                 assert!(matches!(
                     p.join_timeout(Duration::ZERO),
                     Err(ProcessError::Timeout)
@@ -285,5 +285,58 @@ fn proc_19_a_killed_fork_server_is_replaced() {
         second.start().unwrap();
         second.join().unwrap();
         assert_ne!(mp_core::process::forkserver_pid(), Some(server));
+    });
+}
+
+/// A panic hook that holds the hook lock (std takes it for reading while a hook runs) for a
+/// while, for panics of threads named "slow-panic"; others go to the previous hook.
+fn install_slow_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("slow-panic") {
+                std::thread::sleep(Duration::from_secs(3));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn triple(x: u64) -> u64 {
+    3 * x
+}
+
+/// A pool worker forked while another thread of the parent is inside a panic hook (so the
+/// hook lock is held at the moment of the fork) must still work: before the fix it called
+/// `take_hook` first thing and waited for a lock nobody in the child would ever release.
+#[test]
+fn fork_while_another_thread_panics() {
+    bounded(60, || {
+        install_slow_panic_hook();
+        let ctx = mp_core::get_context(mp_core::StartMethod::Fork).unwrap();
+        // A first fork installs the process hook in this (parent) process.
+        let mut first = ctx.process(sleep_ms, 1);
+        first.start().unwrap();
+        first.join_timeout(Duration::from_secs(20)).unwrap();
+        let panicking = std::thread::Builder::new()
+            .name("slow-panic".into())
+            .spawn(|| panic!("on purpose, inside a slow hook"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // now inside the hook
+        let pool = mp_core::Pool::builder()
+            .processes(1)
+            .context(ctx)
+            .build()
+            .unwrap();
+        assert_eq!(pool.apply(triple, 5).unwrap(), 15);
+        // A plain forked process, too.
+        let mut p = ctx.process(sleep_ms, 1);
+        p.start().unwrap();
+        p.join_timeout(Duration::from_secs(20)).unwrap();
+        assert!(panicking.join().is_err());
+        pool.close();
+        pool.join().unwrap();
     });
 }

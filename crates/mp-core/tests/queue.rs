@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{about, bounded, for_each_context, immediate};
+use common::{about, bounded, for_each_context, prompt};
 use mp_core::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
 
 const SECS: Duration = Duration::from_secs(10);
@@ -28,7 +28,7 @@ fn queue_01_03_bounded_put_full_and_shared_capacity() {
             q.put(i).unwrap();
         }
         assert!(!q.empty() && q.full());
-        immediate("put_nowait on a full queue", || {
+        prompt("put_nowait on a full queue", || {
             assert!(matches!(q.put_nowait(7), Err(PutError::Full(7))))
         });
         about(
@@ -66,7 +66,7 @@ fn queue_04_05_fifo_get_forms_and_empty_timing() {
         assert_eq!(q.get_timeout(Duration::from_secs(1)).unwrap(), 4);
         assert_eq!(q.get_nowait().unwrap(), 5);
         assert!(q.empty());
-        immediate("get_nowait on empty", || {
+        prompt("get_nowait on empty", || {
             assert!(matches!(q.get_nowait(), Err(GetError::Empty)))
         });
         about(
@@ -310,13 +310,15 @@ fn several_consumers_share_the_items_exactly_once() {
 }
 
 fn echo_big(arg: (Queue<Vec<u8>>, Queue<Vec<u8>>)) {
-    let v = arg.0.get_timeout(SECS).unwrap();
+    // The parent builds and encodes 64 MiB first: on a loaded machine (or under a sanitizer)
+    // that takes longer than SECS, so the wait is long; the test's bound catches a hang.
+    let v = arg.0.get_timeout(common::LONG).unwrap();
     arg.1.put(v).unwrap();
 }
 
 #[test]
 fn a_64_mib_item_goes_through_intact() {
-    bounded(60, || {
+    bounded(300, || {
         let (to, from) = (
             Queue::<Vec<u8>>::new().unwrap(),
             Queue::<Vec<u8>>::new().unwrap(),
@@ -325,7 +327,7 @@ fn a_64_mib_item_goes_through_intact() {
         p.start().unwrap();
         let item: Vec<u8> = (0..64usize << 20).map(|i| (i % 241) as u8).collect();
         to.put(item.clone()).unwrap();
-        assert_eq!(from.get_timeout(Duration::from_secs(30)).unwrap(), item);
+        assert_eq!(from.get_timeout(common::LONG).unwrap(), item);
         p.join().unwrap();
     });
 }
@@ -396,7 +398,7 @@ fn queue_11_shutdown_empty() {
         assert_eq!(q.qsize(), 0);
         assert!(matches!(q.put_nowait(3), Err(PutError::ShutDown(3))));
         assert!(matches!(q.get_timeout(SECS), Err(GetError::ShutDown)));
-        immediate("join after shutdown", || q.join().unwrap());
+        prompt("join after shutdown", || q.join().unwrap());
     });
 }
 
@@ -428,7 +430,7 @@ fn queue_12_shutdown_nonempty() {
             Err(QueueError::Timeout)
         ));
         q.task_done().unwrap();
-        immediate("join once done", || q.join().unwrap());
+        prompt("join once done", || q.join().unwrap());
     });
 }
 

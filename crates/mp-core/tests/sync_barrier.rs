@@ -7,7 +7,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{for_each_context, immediate};
+use common::{for_each_context, prompt};
 use mp_core::{pipe_oneway, Barrier, Context, Lock, Process, Reader, Semaphore, Writer};
 
 const N: u32 = 5;
@@ -384,11 +384,11 @@ fn bar_09_single_party_broken_and_reset() {
     for_each_context(30, |ctx| {
         let one = Barrier::new(1).unwrap();
         for _ in 0..3 {
-            immediate("Barrier(1).wait()", || assert_eq!(one.wait(), Ok(0)));
+            prompt("Barrier(1).wait()", || assert_eq!(one.wait(), Ok(0)));
         }
         let b = Barrier::new(N).unwrap();
         b.abort();
-        immediate("wait on a broken barrier", || assert!(b.wait().is_err()));
+        prompt("wait on a broken barrier", || assert!(b.wait().is_err()));
         assert!(b.broken());
         let (rx, tx) = pipe_oneway::<u32>().unwrap();
         let mut p = ctx.process(check_in_child, (b.clone(), tx));

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{about, bounded, eventually, for_each_context, immediate};
+use common::{about, bounded, eventually, for_each_context, prompt, LONG};
 use mp_core::{pipe_oneway, Condition, Context, Event, Process, Semaphore, Writer};
 
 /// Python's `_TestCondition.f`: take the lock, say "sleeping", wait, say "woken".
@@ -174,7 +174,7 @@ fn cond_04_timeouts_and_wait_result() {
     for_each_context(30, |ctx| {
         let cond = Condition::new().unwrap();
         let guard = cond.acquire().unwrap();
-        let guard = immediate("wait_timeout(0)", || {
+        let guard = prompt("wait_timeout(0)", || {
             let (g, timed_out) = cond.wait_timeout(guard, Duration::ZERO);
             assert!(timed_out);
             g
@@ -285,7 +285,7 @@ fn event_01_set_clear_wait() {
     for_each_context(30, |ctx| {
         let ev = Event::new().unwrap();
         assert!(!ev.is_set());
-        immediate("wait(0) on a clear event", || {
+        prompt("wait(0) on a clear event", || {
             assert!(!ev.wait_timeout(Duration::ZERO))
         });
         about(
@@ -296,9 +296,9 @@ fn event_01_set_clear_wait() {
         assert!(format!("{ev:?}").contains("set: false"));
         ev.set();
         assert!(ev.is_set());
-        immediate("wait() on a set event", || ev.wait());
-        immediate("wait(100ms) on a set event", || {
-            assert!(ev.wait_timeout(Duration::from_millis(100)))
+        prompt("wait() on a set event", || ev.wait());
+        prompt("wait(LONG) on a set event", || {
+            assert!(ev.wait_timeout(LONG))
         });
         assert!(format!("{ev:?}").contains("set: true"));
         ev.clear();
@@ -317,11 +317,11 @@ fn event_01_set_clear_wait() {
 fn check_and_clear(arg: (Event, Writer<(bool, bool)>)) {
     let (ev, tx) = arg;
     let was_set = ev.is_set();
-    let t = Instant::now();
-    ev.wait();
-    let at_once = t.elapsed() < Duration::from_millis(50);
+    // Set before the child started: the wait answers true without using its long timeout
+    // (a wrong wait would time out and answer false, or outlive the test's bound).
+    let saw_it = ev.wait_timeout(LONG);
     ev.clear();
-    tx.send(&(was_set, at_once)).unwrap();
+    tx.send(&(was_set, saw_it)).unwrap();
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn event_02_seen_and_cleared_by_a_child() {
         );
         p.join().unwrap();
         assert!(!ev.is_set());
-        immediate("wait(1ms)", || {
+        prompt("wait(1ms)", || {
             assert!(!ev.wait_timeout(Duration::from_millis(1)))
         });
     });

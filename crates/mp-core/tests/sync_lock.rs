@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{about, bounded, for_each_context, immediate};
+use common::{about, bounded, for_each_context, prompt};
 use mp_core::{pipe_oneway, Lock, LockError, SyncError, Writer};
 
 #[test]
@@ -29,7 +29,7 @@ fn lock_01_03_acquire_release_and_guards() {
     assert!(!lock.is_locked());
     bounded(10, move || {
         let _g = lock.acquire().unwrap();
-        immediate("try_acquire on a held lock", || {
+        prompt("try_acquire on a held lock", || {
             assert!(lock.try_acquire().is_err())
         });
         about("acquire_timeout(100ms)", Duration::from_millis(100), || {

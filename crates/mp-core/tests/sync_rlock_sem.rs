@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{about, bounded, for_each_context, immediate};
+use common::{about, bounded, for_each_context, prompt};
 use mp_core::{
     pipe_oneway, BoundedSemaphore, Lock, RLock, RLockError, Semaphore, SyncError, Writer,
 };
@@ -49,7 +49,7 @@ fn lock_03_rlock_guards_and_blocking() {
         let _g = rlock.acquire().unwrap();
         let other = rlock.clone();
         std::thread::spawn(move || {
-            immediate("try_acquire of an RLock held by another thread", || {
+            prompt("try_acquire of an RLock held by another thread", || {
                 assert!(matches!(other.try_acquire(), Err(RLockError::WouldBlock)))
             });
             about("acquire_timeout(100ms)", Duration::from_millis(100), || {
@@ -215,8 +215,8 @@ fn lock_08_bounded_semaphore_refuses_over_release() {
 fn lock_09_semaphore_timeouts() {
     bounded(10, || {
         let sem = Semaphore::new(0).unwrap();
-        immediate("try_acquire on 0", || assert!(sem.try_acquire().is_none()));
-        immediate("acquire_timeout(0) on 0", || {
+        prompt("try_acquire on 0", || assert!(sem.try_acquire().is_none()));
+        prompt("acquire_timeout(0) on 0", || {
             assert!(sem.acquire_timeout(Duration::ZERO).is_none())
         });
         about(

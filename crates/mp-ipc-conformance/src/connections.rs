@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{about, immediate};
+use crate::support::{about, prompt, LONG};
 
 use mp_core::connection::{pipe_oneway_with, pipe_with, Transport};
 use mp_core::{
@@ -137,7 +137,7 @@ pub fn closed_peer<B: Transport>(ctx: Context) {
     let mut p = ctx.process(hold_and_exit, b);
     p.start().unwrap();
     p.join().unwrap();
-    immediate("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
+    prompt("poll at EOF", || assert!(a.poll(Duration::ZERO).unwrap()));
     assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
     assert!(matches!(a.recv_bytes(), Err(ConnectionError::Eof)));
     assert!(matches!(a.send(&1), Err(ConnectionError::BrokenPipe)));
@@ -253,7 +253,7 @@ pub fn killed_writer<B: Transport>(ctx: Context) {
 /// `poll` and `recv_timeout`: immediate, timed, and consuming nothing.
 pub fn poll_timing<B: Transport>() {
     let (a, b) = pipe_with::<u32, B>().unwrap();
-    immediate("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
+    prompt("poll(0)", || assert!(!b.poll(Duration::ZERO).unwrap()));
     about("poll(100ms)", Duration::from_millis(100), || {
         assert!(!b.poll(Duration::from_millis(100)).unwrap())
     });
@@ -264,9 +264,7 @@ pub fn poll_timing<B: Transport>() {
         ))
     });
     a.send(&5).unwrap();
-    immediate("poll(100ms) with data", || {
-        assert!(b.poll(Duration::from_millis(100)).unwrap())
-    });
+    prompt("poll(LONG) with data", || assert!(b.poll(LONG).unwrap()));
     for _ in 0..3 {
         assert!(b.poll(Duration::ZERO).unwrap(), "polling consumes nothing");
     }

@@ -11,7 +11,7 @@ use mp_core::api::{
 };
 use mp_core::{ConnectionError, GetError, Lock, PoolError, ProcessError, PutError, TaskError};
 
-use crate::support::{about, bounded, immediate};
+use crate::support::{about, bounded, prompt};
 
 const SECS: u64 = 60;
 
@@ -57,7 +57,7 @@ pub fn process_join_timeout_and_state_errors<B: Flavor>() {
             p.join_timeout(Duration::from_millis(50))
         });
         assert!(matches!(r, Err(ProcessError::Timeout)), "{r:?}");
-        immediate("join_timeout(0)", || {
+        prompt("join_timeout(0)", || {
             assert!(matches!(
                 p.join_timeout(Duration::ZERO),
                 Err(ProcessError::Timeout)

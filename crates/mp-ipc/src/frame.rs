@@ -91,10 +91,11 @@ pub fn into_slice(frame: Vec<u8>, out: &mut [u8]) -> Result<usize, Vec<u8>> {
     Ok(frame.len())
 }
 
-/// How far to grow a buffer holding `have` of `want` bytes: never more than [`GROW_STEP`]
-/// beyond what has arrived, so allocation follows the data actually received.
+/// How far to grow a buffer holding `have` of `want` bytes: to twice what has arrived, or
+/// [`GROW_STEP`] beyond it while that is more, never past `want`; so allocation follows the
+/// data actually received (at most about twice it), with few copies for a large body.
 pub fn next_capacity(have: usize, want: usize) -> usize {
-    want.min(have.saturating_add(GROW_STEP).max(have * 2))
+    want.min(have.saturating_add(GROW_STEP).max(have.saturating_mul(2)))
 }
 
 #[cfg(test)]

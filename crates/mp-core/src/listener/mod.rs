@@ -51,7 +51,7 @@
 //! ```
 
 mod accept;
-mod auth;
+pub(crate) mod auth;
 mod error;
 pub(crate) use crate::sys::{SysListener, SysStream};
 pub(crate) use auth::TimedStream;

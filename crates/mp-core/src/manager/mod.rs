@@ -62,10 +62,10 @@
 //! ```
 
 mod builtins;
-mod client;
-mod protocol;
+pub(crate) mod client;
+pub(crate) mod protocol;
 mod proxies;
-mod server;
+pub(crate) mod server;
 mod shared_memory;
 
 use std::marker::PhantomData;

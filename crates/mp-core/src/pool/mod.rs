@@ -40,6 +40,7 @@
 
 mod dispatcher;
 mod entry;
+pub(crate) use entry::install_task_panic_hook;
 mod executor;
 mod futures;
 mod result;

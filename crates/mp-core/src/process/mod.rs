@@ -322,9 +322,13 @@ impl Process {
             Some((c, p)) => (Some(c), Some(p)),
             None => (None, None),
         };
-        // The panic hook is installed here, not in the child: installing it takes a lock that
-        // a panicking thread of this process could hold at the moment of the fork.
+        // The panic hooks are installed here, not in the child: installing one takes a lock
+        // that a panicking thread of this process could hold at the moment of the fork, and
+        // the child would wait for it for ever. That includes the pool's task hook, which a
+        // forked worker would otherwise install first thing (found by `cargo xtask sanitize`:
+        // a forked worker hung in `take_hook` while another test thread panicked).
         child::install_panic_hook();
+        crate::pool::install_task_panic_hook();
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
         let handoff = sys::handoff_lock_for_fork();

@@ -47,9 +47,9 @@
 //!
 //! Sleepers wait on sequence words (futexes) that are bumped only when someone sleeps.
 
+use crate::sync::model::{fence, AtomicU32, AtomicU64, Ordering};
 use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 

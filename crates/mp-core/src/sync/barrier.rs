@@ -15,7 +15,7 @@
 //!   (use one); a party that dies inside the barrier's short internal critical section breaks
 //!   the barrier.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use super::model::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ const BROKEN: u32 = 3;
 const NO_TIMEOUT: u64 = u64::MAX;
 
 #[repr(C)]
-struct RawBarrier {
+pub(super) struct RawBarrier {
     /// Guards every field below.
     lock: RawLock,
     /// Bumped on every change others may wait for; the futex word.
@@ -48,6 +48,23 @@ struct RawBarrier {
     /// The action as an offset from [`anchor`]; meaningful when `has_action` is 1.
     action: AtomicI64,
     has_action: AtomicU32,
+}
+
+impl RawBarrier {
+    /// A barrier for `parties`, no action, no timeout, on the heap, for the loom models.
+    #[cfg(loom)]
+    pub(super) fn model(parties: u32) -> Self {
+        Self {
+            lock: RawLock::model(),
+            seq: AtomicU32::new(0),
+            state: AtomicU32::new(FILLING),
+            count: AtomicU32::new(0),
+            parties: AtomicU32::new(parties),
+            timeout_ns: AtomicU64::new(NO_TIMEOUT),
+            action: AtomicI64::new(0),
+            has_action: AtomicU32::new(0),
+        }
+    }
 }
 
 /// The fixed point action offsets are measured from.
@@ -275,7 +292,15 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrierError> {
-        let raw = self.raw();
+        Self::wait_raw(self.raw(), self.action(), deadline)
+    }
+
+    /// The protocol, on the shared words (so that the loom models run it on heap words).
+    pub(super) fn wait_raw(
+        raw: &RawBarrier,
+        action: Option<fn()>,
+        deadline: Option<Instant>,
+    ) -> Result<u32, BrokenBarrierError> {
         let mut inner = Inner::lock(raw);
         // Enter: wait while the previous round drains or a reset completes.
         while matches!(inner.state(), DRAINING | RESETTING) {
@@ -293,7 +318,7 @@ impl Barrier {
         raw.count.store(index + 1, Ordering::Relaxed);
         let parties = raw.parties.load(Ordering::Relaxed);
         let outcome = if index + 1 == parties {
-            self.release(&inner)
+            Self::release(action, &inner)
         } else {
             Self::wait_release(&mut inner, deadline)
         };
@@ -312,8 +337,8 @@ impl Barrier {
     }
 
     /// The last party: run the action, then release everybody.
-    fn release(&self, inner: &Inner<'_>) -> Outcome {
-        if let Some(action) = self.action() {
+    fn release(action: Option<fn()>, inner: &Inner<'_>) -> Outcome {
+        if let Some(action) = action {
             if let Err(panic) = std::panic::catch_unwind(action) {
                 inner.break_();
                 return Outcome::ActionPanicked(panic);

@@ -17,7 +17,7 @@
 //!   when it wakes; the "owner died" indication is not passed on by `wait` (use
 //!   [`AnyLock::acquire`] directly where it matters).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use super::model::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

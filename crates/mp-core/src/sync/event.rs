@@ -5,7 +5,7 @@
 //! Python builds its Event from a Condition and a Lock; this one is a single futex word, so
 //! `set`, `clear` and `is_set` never block.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use super::model::{seqcst_point, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +16,54 @@ use super::SyncError;
 use crate::shared::Segment;
 
 #[repr(C)]
-struct RawEvent {
+pub(super) struct RawEvent {
     /// 0 clear, 1 set; the futex word.
     flag: AtomicU32,
     /// Threads sleeping (or about to) on `flag`, so that `set` skips the wake-up call when
     /// nobody waits.
     waiters: AtomicU32,
+}
+
+/// The protocol, on the shared words (so that the loom models run it on heap words).
+impl RawEvent {
+    /// A clear event on the heap, for the loom models.
+    #[cfg(loom)]
+    pub(super) fn model() -> Self {
+        Self {
+            flag: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    pub(super) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire) != 0
+    }
+
+    pub(super) fn set(&self) {
+        let was = self.flag.swap(1, Ordering::SeqCst);
+        seqcst_point();
+        if was == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake(&self.flag, u32::MAX);
+        }
+    }
+
+    pub(super) fn clear(&self) {
+        self.flag.store(0, Ordering::SeqCst);
+    }
+
+    pub(super) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.is_set() {
+                return true;
+            }
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            let in_time = futex::wait_until(&self.flag, 0, deadline);
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            if !in_time {
+                return self.is_set();
+            }
+        }
+    }
 }
 
 /// A flag shared between processes: Python's `multiprocessing.Event`.
@@ -69,7 +111,7 @@ impl Event {
     /// assert!(e.is_set());
     /// ```
     pub fn is_set(&self) -> bool {
-        self.raw().flag.load(Ordering::Acquire) != 0
+        self.raw().is_set()
     }
 
     /// Sets the flag and wakes every waiter, in every process.
@@ -81,10 +123,7 @@ impl Event {
     /// assert!(e.is_set());
     /// ```
     pub fn set(&self) {
-        let raw = self.raw();
-        if raw.flag.swap(1, Ordering::SeqCst) == 0 && raw.waiters.load(Ordering::SeqCst) > 0 {
-            futex::wake(&raw.flag, u32::MAX);
-        }
+        self.raw().set()
     }
 
     /// Clears the flag.
@@ -96,22 +135,11 @@ impl Event {
     /// assert!(!e.is_set());
     /// ```
     pub fn clear(&self) {
-        self.raw().flag.store(0, Ordering::SeqCst);
+        self.raw().clear()
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        let raw = self.raw();
-        loop {
-            if self.is_set() {
-                return true;
-            }
-            raw.waiters.fetch_add(1, Ordering::SeqCst);
-            let in_time = futex::wait_until(&raw.flag, 0, deadline);
-            raw.waiters.fetch_sub(1, Ordering::SeqCst);
-            if !in_time {
-                return self.is_set();
-            }
-        }
+        self.raw().wait_until(deadline)
     }
 
     /// Blocks until the flag is set (at once if it is).

@@ -1,9 +1,8 @@
 //! Waiting on a shared 32-bit word until a deadline, across processes.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys;
+use super::model::{self as sys, AtomicU32, Ordering};
 
 /// The longest single sleep: waiters wake this often to check whether a lock's owner died.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_millis(100);

@@ -1,15 +1,14 @@
 //! `Lock`: Python's `multiprocessing.Lock`, a process-shared binary lock that tells the next
 //! owner when its holder died.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::futex;
+use super::model::{my_pid, pid_alive, AtomicU32, Ordering};
 use super::SyncError;
-use crate::process::my_pid;
 use crate::shared::Segment;
 
 const UNLOCKED: u32 = 0;
@@ -45,6 +44,16 @@ pub(crate) enum Acquired {
 const PARTICIPANT_LOOK: Duration = Duration::from_millis(500);
 
 impl RawLock {
+    /// A free lock on the heap, for the loom models.
+    #[cfg(loom)]
+    pub(crate) fn model() -> Self {
+        Self {
+            state: AtomicU32::new(UNLOCKED),
+            owner: AtomicU32::new(0),
+            tid: AtomicU32::new(0),
+        }
+    }
+
     pub(crate) fn try_lock(&self) -> bool {
         if self
             .state
@@ -143,7 +152,7 @@ impl RawLock {
                         return Acquired::OwnerDied;
                     }
                 } else {
-                    let mut gone = !crate::sys::pid_alive(owner);
+                    let mut gone = !pid_alive(owner);
                     if let Some(seg) = strict.filter(|_| !gone) {
                         if last_participant.elapsed() >= PARTICIPANT_LOOK {
                             last_participant = Instant::now();
@@ -195,6 +204,12 @@ impl RawLock {
 
     pub(crate) fn owner(&self) -> u32 {
         self.owner.load(Ordering::Relaxed)
+    }
+
+    /// The word waiters sleep on (the loom models wake it as the periodic check would).
+    #[cfg(loom)]
+    pub(crate) fn state_word(&self) -> &AtomicU32 {
+        &self.state
     }
 }
 

@@ -27,6 +27,9 @@ mod condition;
 mod event;
 pub(crate) mod futex;
 mod lock;
+#[cfg(all(test, loom))]
+mod loom_models;
+pub(crate) mod model;
 mod rlock;
 mod semaphore;
 

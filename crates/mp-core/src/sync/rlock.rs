@@ -8,8 +8,8 @@
 //! waiting for ever. A thread that ends while holding the lock, in a process that lives on, is
 //! not detected (as in Python).
 
+use super::model::{AtomicU32, AtomicU64, Ordering};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,10 @@ use crate::shared::Segment;
 
 /// A number for the calling thread, unique within its process.
 pub(crate) fn my_thread_id() -> u32 {
-    static NEXT: AtomicU32 = AtomicU32::new(1);
+    // A process-local counter, never shared: the real atomic even under loom.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     thread_local! {
-        static ID: u32 = NEXT.fetch_add(1, Ordering::Relaxed);
+        static ID: u32 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     ID.with(|id| *id)
 }

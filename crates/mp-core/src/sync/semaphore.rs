@@ -9,7 +9,7 @@
 //! platform (Python cannot check it on macOS). As in Python, a semaphore has no owner: a unit
 //! taken by a process that dies is not given back.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use super::model::{seqcst_point, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use super::SyncError;
 use crate::shared::Segment;
 
 #[repr(C)]
-struct RawSemaphore {
+pub(super) struct RawSemaphore {
     /// The count; also the futex word waiters sleep on while it is 0.
     value: AtomicU32,
     /// Threads sleeping (or about to) on `value`, so that `release` skips the wake-up call
@@ -28,6 +28,72 @@ struct RawSemaphore {
     waiters: AtomicU32,
     /// The largest value `release` may reach (`u32::MAX`: unbounded).
     max: AtomicU32,
+}
+
+/// The protocol, on the shared words (so that the loom models run it on heap words).
+impl RawSemaphore {
+    /// A semaphore of `value` (no maximum) on the heap, for the loom models.
+    #[cfg(loom)]
+    pub(super) fn model(value: u32) -> Self {
+        Self {
+            value: AtomicU32::new(value),
+            waiters: AtomicU32::new(0),
+            max: AtomicU32::new(u32::MAX),
+        }
+    }
+
+    pub(super) fn try_take(&self) -> bool {
+        let value = &self.value;
+        let mut v = value.load(Ordering::Relaxed);
+        while v > 0 {
+            match value.compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+        false
+    }
+
+    pub(super) fn take_until(&self, deadline: Option<Instant>) -> bool {
+        if self.try_take() {
+            return true;
+        }
+        let raw = self;
+        loop {
+            raw.waiters.fetch_add(1, Ordering::SeqCst);
+            let in_time = futex::wait_until(&raw.value, 0, deadline);
+            raw.waiters.fetch_sub(1, Ordering::SeqCst);
+            if self.try_take() {
+                return true;
+            }
+            if !in_time {
+                return false;
+            }
+        }
+    }
+
+    pub(super) fn release(&self) -> Result<(), SyncError> {
+        let raw = self;
+        let max = raw.max.load(Ordering::Relaxed);
+        let mut v = raw.value.load(Ordering::Relaxed);
+        loop {
+            if v >= max {
+                return Err(SyncError::ReleasedTooManyTimes);
+            }
+            match raw
+                .value
+                .compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        seqcst_point();
+        if raw.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake(&raw.value, 1);
+        }
+        Ok(())
+    }
 }
 
 /// A counter shared between processes: Python's `multiprocessing.Semaphore`.
@@ -94,33 +160,11 @@ impl Semaphore {
     }
 
     fn try_take(&self) -> bool {
-        let value = &self.raw().value;
-        let mut v = value.load(Ordering::Relaxed);
-        while v > 0 {
-            match value.compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => v = now,
-            }
-        }
-        false
+        self.raw().try_take()
     }
 
     fn take_until(&self, deadline: Option<Instant>) -> bool {
-        if self.try_take() {
-            return true;
-        }
-        let raw = self.raw();
-        loop {
-            raw.waiters.fetch_add(1, Ordering::SeqCst);
-            let in_time = futex::wait_until(&raw.value, 0, deadline);
-            raw.waiters.fetch_sub(1, Ordering::SeqCst);
-            if self.try_take() {
-                return true;
-            }
-            if !in_time {
-                return false;
-            }
-        }
+        self.raw().take_until(deadline)
     }
 
     /// Blocks until the value is positive, then takes one unit.
@@ -165,25 +209,7 @@ impl Semaphore {
     /// assert_eq!(sem.get_value(), 1);
     /// ```
     pub fn release(&self) -> Result<(), SyncError> {
-        let raw = self.raw();
-        let max = raw.max.load(Ordering::Relaxed);
-        let mut v = raw.value.load(Ordering::Relaxed);
-        loop {
-            if v >= max {
-                return Err(SyncError::ReleasedTooManyTimes);
-            }
-            match raw
-                .value
-                .compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => v = now,
-            }
-        }
-        if raw.waiters.load(Ordering::SeqCst) > 0 {
-            futex::wake(&raw.value, 1);
-        }
-        Ok(())
+        self.raw().release()
     }
 
     /// The current value (Python's `get_value()`, available on every platform here).

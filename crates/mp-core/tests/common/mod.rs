@@ -10,7 +10,9 @@ use serde::Serialize;
 
 // Written once, in the conformance kit, whose mp-core-level suites use them too.
 #[allow(unused_imports)]
-pub use mp_ipc_conformance::support::{about, bounded, contexts, for_each_context, immediate};
+pub use mp_ipc_conformance::support::{
+    about, bounded, contexts, for_each_context, prompt, LONG, PROMPT,
+};
 
 /// The methods that re-execute or fork from a clean server (not plain fork).
 pub fn exec_contexts() -> Vec<Context> {
