@@ -248,13 +248,6 @@ impl Process {
             ProcessError::NeedsFork(_) => fail(ProcessError::NeedsFork(method)),
             e => fail(e),
         })?;
-        let (boot_parent, boot_child) = sys::chan_pair().map_err(|e| fail(e.into()))?;
-        let (pid, waiter) = match method {
-            StartMethod::ForkServer => sys::start_forkserver(&boot_child),
-            _ => sys::spawn_child("spawn", &boot_child, !self.outlive_parent),
-        }
-        .map_err(|e| fail(e.into()))?;
-        drop(boot_child);
         let me = registry::identity();
         let boot = Boot {
             entry: encoded.entry,
@@ -267,10 +260,28 @@ impl Process {
         };
         let bytes =
             postcard::to_stdvec(&boot).map_err(|e| fail(ProcessError::Encode(e.to_string())))?;
+        let (boot_parent, boot_child) = sys::chan_pair().map_err(|e| fail(e.into()))?;
+        // A boot message that fits in the channel's buffer is written before the child
+        // exists, so the child finds it at once instead of waiting for the parent to be told
+        // the child's pid (a fork server's answer costs a wake-up of each side). A larger one
+        // could fill the buffer with nobody reading yet: it goes after the start.
+        let early = bytes.len() <= sys::EARLY_BOOT_MAX;
+        if early {
+            // A failure here shows again below, or as the child's failure to boot.
+            let _ = sys::send_with_handles(&boot_parent, &bytes, &encoded.handles);
+        }
+        let (pid, waiter) = match method {
+            StartMethod::ForkServer => sys::start_forkserver(&boot_child),
+            _ => sys::spawn_child("spawn", &boot_child, !self.outlive_parent),
+        }
+        .map_err(|e| fail(e.into()))?;
+        drop(boot_child);
         let running = Running::new(pid, identity.name, identity.daemon, boot_parent, waiter);
-        // If the child died before reading its work, the send fails; the child's exit code
-        // tells the story, so the process still counts as started.
-        let _ = sys::send_with_handles(running_boot(&running), &bytes, &encoded.handles);
+        if !early {
+            // If the child died before reading its work, the send fails; the child's exit
+            // code tells the story, so the process still counts as started.
+            let _ = sys::send_with_handles(running_boot(&running), &bytes, &encoded.handles);
+        }
         Ok(running)
     }
 
@@ -300,7 +311,7 @@ impl Process {
             sys::close_inherited(parent_end);
             crate::connection::close_inherited_connections_except(live, keep.as_deref());
             crate::context::inherit_start_method(StartMethod::Fork);
-            child::run_child(boot_child, outlive, move || {
+            child::run_child(boot_child, outlive, true, move || {
                 task.run();
                 Ok(())
             })

@@ -16,7 +16,8 @@ pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
 pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
+    current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,
+    prepare_child_runtime, send_signal,
 };
 pub(crate) use shm::{
     futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
@@ -54,6 +55,10 @@ pub(crate) fn chan_raw_handle(c: &Chan) -> RawFd {
 pub(crate) fn chan_try_clone(c: &Chan) -> io::Result<Chan> {
     c.try_clone()
 }
+
+/// Boot messages up to this size are written to the boot channel before the child starts:
+/// far below a socket pair's buffer (208 KiB on Linux), so the write cannot block.
+pub(crate) const EARLY_BOOT_MAX: usize = 16 << 10;
 
 /// Sends a boot message with the handles the child inherits.
 pub(crate) fn send_with_handles(c: &Chan, bytes: &[u8], handles: &[RawFd]) -> Result<(), IpcError> {
@@ -162,4 +167,10 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
 /// Ends a child the way `main` returning would: `exit` runs the `atexit` hooks.
 pub(crate) fn exit_process(code: i32) -> ! {
     std::process::exit(code)
+}
+
+/// Ends a forked child at once (`_exit`): no `atexit` hooks, no stdio flush of C's buffers.
+pub(crate) fn exit_forked_child(code: i32) -> ! {
+    // SAFETY: _exit ends the process; it has no preconditions.
+    unsafe { libc::_exit(code) }
 }

@@ -15,7 +15,8 @@ use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
 
 pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, prepare_child_runtime, send_signal,
+    current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,
+    prepare_child_runtime, send_signal,
 };
 pub(crate) use shm::{
     futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
@@ -52,6 +53,10 @@ pub(crate) fn chan_raw_handle(c: &Chan) -> RawHandle {
 pub(crate) fn chan_try_clone(c: &Chan) -> io::Result<Chan> {
     c.try_clone()
 }
+
+/// Boot messages are never written before the child starts: their handles are duplicated
+/// into the child's process, which must exist by then.
+pub(crate) const EARLY_BOOT_MAX: usize = 0;
 
 /// Sends a boot message with the handles the child inherits: each handle is duplicated into
 /// the child, found through the boot channel's pair id, which [`spawn_child`] recorded.
@@ -213,4 +218,9 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
 pub(crate) fn exit_process(code: i32) -> ! {
     run_exit_hooks();
     std::process::exit(code)
+}
+
+/// Windows has no forked children; exits as [`exit_process`] does.
+pub(crate) fn exit_forked_child(code: i32) -> ! {
+    exit_process(code)
 }
