@@ -360,3 +360,23 @@ fn proc_a_child_joins_its_children_before_it_exits() {
         assert_eq!(rx.recv().unwrap(), 7);
     });
 }
+
+/// A forked closure may capture any buffer of its parent: the child counts as a holder of
+/// every buffer its parent had until it exits. (Here rather than in `shared_vec.rs`: such a
+/// child holds the buffers of every test of the binary running at the time.)
+#[test]
+fn svec_a_closure_in_a_forked_child_holds_every_buffer() {
+    bounded(30, || {
+        let v = mp_core::SharedVec::from_slice(&[1u8, 2]).unwrap();
+        let (rx, tx) = pipe_oneway::<u8>().unwrap();
+        let mut p = Process::from_closure(move || {
+            let _ = rx.recv();
+        })
+        .with_context(get_context(StartMethod::Fork).unwrap());
+        p.start().unwrap();
+        assert!(!v.is_unique(), "the forked child maps the buffer too");
+        tx.send(&0).unwrap();
+        p.join().unwrap();
+        assert!(v.is_unique());
+    });
+}

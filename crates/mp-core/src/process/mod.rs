@@ -300,14 +300,17 @@ impl Process {
         let parent_name = registry::identity().name;
         let outlive = self.outlive_parent;
         let child_identity = identity.clone();
-        let keep = task.handles();
+        let (keep, given) = crate::shared::collect_given_buffers(|| task.handles());
         // The panic hook is installed here, not in the child: installing it takes a lock that
         // a panicking thread of this process could hold at the moment of the fork.
         child::install_panic_hook();
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
+        let (buffers, parent_buffers) =
+            crate::shared::lock_buffers_for_fork(keep.is_some().then_some(given));
         let forked = sys::fork_child(!outlive, move || {
             registry::become_forked_child(guard, child_identity, parent_pid, parent_name);
+            buffers.in_child();
             sys::close_inherited(parent_end);
             crate::connection::close_inherited_connections_except(live, keep.as_deref());
             crate::context::inherit_start_method(StartMethod::Fork);
@@ -316,6 +319,7 @@ impl Process {
                 Ok(())
             })
         });
+        parent_buffers.forked(forked.as_ref().ok().map(|(pid, _)| *pid));
         let (pid, waiter) = forked.map_err(|e| (None, e.into()))?;
         Ok(Running::new(
             pid,

@@ -20,8 +20,8 @@ pub(crate) use os::{
     prepare_child_runtime, send_signal,
 };
 pub(crate) use shm::{
-    futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_map, shm_open_named,
-    shm_size, shm_track, shm_unlink_named, shm_unmap, shm_untrack,
+    futex_wait, futex_wake, pid_alive, shm_create, shm_create_named, shm_identity, shm_map,
+    shm_open_named, shm_size, shm_track, shm_unlink_named, shm_unmap, shm_untrack,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,

@@ -47,6 +47,18 @@ pub(crate) fn shm_size(fd: &OwnedFd) -> io::Result<usize> {
     Ok(st.st_size as usize)
 }
 
+/// What identifies a shared-memory object whatever descriptor names it (device and inode),
+/// so that a process can tell it already maps an object it receives again.
+pub(crate) fn shm_identity(fd: &OwnedFd) -> Option<(u64, u64)> {
+    // SAFETY: fstat fills a zeroed stat structure.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// Unmaps what [`shm_map`] mapped.
 ///
 /// # Safety
