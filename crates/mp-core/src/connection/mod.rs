@@ -203,15 +203,15 @@ macro_rules! common_methods {
 /// The receiving methods, shared by [`Connection`] and [`Reader`].
 macro_rules! recv_methods {
     ($ty:ident) => {
-        impl<T: DeserializeOwned> $ty<T> {
+        impl<T: DeserializeOwned + 'static> $ty<T> {
             /// Blocks until a value arrives. A closed or dead peer gives [`ConnectionError::Eof`].
             pub fn recv(&self) -> Result<T, ConnectionError> {
-                self.raw.recv_value(None)
+                self.raw.recv_typed(None)
             }
 
             /// Like [`recv`](Self::recv), failing with [`ConnectionError::Timeout`] after `timeout`.
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, ConnectionError> {
-                self.raw.recv_value(Some(timeout))
+                self.raw.recv_typed(Some(timeout))
             }
         }
 
@@ -258,11 +258,11 @@ macro_rules! recv_methods {
 /// The sending methods, shared by [`Connection`] and [`Writer`].
 macro_rules! send_methods {
     ($ty:ident) => {
-        impl<T: Serialize> $ty<T> {
+        impl<T: Serialize + 'static> $ty<T> {
             /// Sends a value. Encoding errors reach the caller and send nothing; a closed peer is
             /// [`ConnectionError::BrokenPipe`].
             pub fn send(&self, value: &T) -> Result<(), ConnectionError> {
-                self.raw.send_value(value)
+                self.raw.send_typed(value)
             }
         }
 
