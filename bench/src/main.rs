@@ -17,9 +17,12 @@
 
 #[cfg(unix)]
 mod copy;
+#[cfg(target_os = "linux")]
+mod idle;
 mod manager;
 mod pool;
 mod queues;
+mod scaling;
 mod shared;
 #[cfg(feature = "shm")]
 mod shm;
@@ -50,6 +53,9 @@ fn main() {
         ("pool", pool::run),
         ("manager", manager::run),
         ("zerocopy", zerocopy::run),
+        ("scaling", scaling::run),
+        #[cfg(target_os = "linux")]
+        ("idle", idle::run),
         #[cfg(unix)]
         ("copy", copy::run),
     ];
