@@ -169,7 +169,8 @@ fn svec_bytes_form_writes_and_grows() {
     use std::io::Write;
     let mut b = SharedBytes::with_capacity(2).unwrap();
     b.write_all(b"hello, ").unwrap();
-    write!(b, "{}", "world").unwrap();
+    let who = "world";
+    write!(b, "{who}").unwrap();
     assert_eq!(&b[..], b"hello, world");
     assert!(b.capacity() >= 12);
     let keep = b.clone();

@@ -203,7 +203,7 @@ macro_rules! common_methods {
 /// The receiving methods, shared by [`Connection`] and [`Reader`].
 macro_rules! recv_methods {
     ($ty:ident) => {
-        impl<T: DeserializeOwned + 'static> $ty<T> {
+        impl<T: DeserializeOwned> $ty<T> {
             /// Blocks until a value arrives. A closed or dead peer gives [`ConnectionError::Eof`].
             pub fn recv(&self) -> Result<T, ConnectionError> {
                 self.raw.recv_typed(None)
@@ -258,7 +258,7 @@ macro_rules! recv_methods {
 /// The sending methods, shared by [`Connection`] and [`Writer`].
 macro_rules! send_methods {
     ($ty:ident) => {
-        impl<T: Serialize + 'static> $ty<T> {
+        impl<T: Serialize> $ty<T> {
             /// Sends a value. Encoding errors reach the caller and send nothing; a closed peer is
             /// [`ConnectionError::BrokenPipe`].
             pub fn send(&self, value: &T) -> Result<(), ConnectionError> {

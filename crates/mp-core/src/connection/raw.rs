@@ -1,8 +1,9 @@
 //! The untyped connection under [`Connection`](super::Connection), [`Reader`](super::Reader)
 //! and [`Writer`](super::Writer): a platform channel plus the per-end state.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -176,13 +177,12 @@ impl RawConnection {
     /// varint length, then the bytes, as postcard writes it) goes out as two parts of one
     /// frame, with no copy and no per-byte encoding. The receiver sees the same bytes either
     /// way.
-    pub(crate) fn send_typed<T: Serialize + 'static>(
-        &self,
-        value: &T,
-    ) -> Result<(), ConnectionError> {
-        let Some(bytes) = (value as &dyn Any).downcast_ref::<Vec<u8>>() else {
+    pub(crate) fn send_typed<T: Serialize>(&self, value: &T) -> Result<(), ConnectionError> {
+        if !is_byte_vec::<T>() {
             return self.send_value(value);
-        };
+        }
+        // SAFETY: T is Vec<u8> (same type id; Vec<u8> has no lifetime that could differ).
+        let bytes = unsafe { &*(value as *const T).cast::<Vec<u8>>() };
         let mut prefix = [0u8; 10];
         let k = encode_varint(bytes.len() as u64, &mut prefix);
         Ok(self.chan()?.send_frame(&[&prefix[..k], bytes])?)
@@ -191,11 +191,11 @@ impl RawConnection {
     /// [`recv_value`](Self::recv_value) with a fast path for `Vec<u8>`: the frame is read
     /// into this end's reused buffer and the bytes are copied once into a vector of exactly
     /// their size, instead of being decoded one by one into a growing vector.
-    pub(crate) fn recv_typed<T: DeserializeOwned + 'static>(
+    pub(crate) fn recv_typed<T: DeserializeOwned>(
         &self,
         timeout: Option<Duration>,
     ) -> Result<T, ConnectionError> {
-        if TypeId::of::<T>() != TypeId::of::<Vec<u8>>() {
+        if !is_byte_vec::<T>() {
             return self.recv_value(timeout);
         }
         let chan = self.chan()?;
@@ -208,8 +208,10 @@ impl RawConnection {
         if buf.capacity() > SCRATCH_KEEP {
             *buf = Vec::new();
         }
-        let bytes: Box<dyn Any> = Box::new(value?);
-        Ok(*bytes.downcast::<T>().expect("T is Vec<u8>: checked above"))
+        let bytes = std::mem::ManuallyDrop::new(value?);
+        // SAFETY: T is Vec<u8> (checked above): this moves the vector out as a T, and the
+        // original is not dropped.
+        Ok(unsafe { std::mem::transmute_copy::<Vec<u8>, T>(&bytes) })
     }
 
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnectionError> {
@@ -304,6 +306,32 @@ impl RawConnection {
         }
         value
     }
+}
+
+/// Whether `T` is `Vec<u8>`, for any `T` (not only `'static` ones, which `TypeId::of`
+/// needs): the type id is taken through a trait object whose lifetime bound is erased.
+/// Lifetimes do not exist at run time and `Vec<u8>` has none, so equal ids mean `T` is
+/// exactly `Vec<u8>`.
+fn is_byte_vec<T: ?Sized>() -> bool {
+    trait Id {
+        fn id(&self) -> TypeId
+        where
+            Self: 'static;
+    }
+    impl<U: ?Sized> Id for PhantomData<U> {
+        fn id(&self) -> TypeId
+        where
+            Self: 'static,
+        {
+            TypeId::of::<U>()
+        }
+    }
+    let probe = PhantomData::<T>;
+    let short: &dyn Id = &probe;
+    // SAFETY: only the trait object's lifetime bound changes; `id` reads no data, and a
+    // type id is the same whatever the lifetimes of the type it names.
+    let long: &(dyn Id + 'static) = unsafe { std::mem::transmute(short) };
+    long.id() == TypeId::of::<Vec<u8>>()
 }
 
 /// Writes `n` as postcard's varint (LEB128) into `out`; returns the length used.
