@@ -15,15 +15,28 @@
 //! Children are re-executions of this binary (spawn) or forks of it, so `mp_core::main()`
 //! comes first in `main`.
 
+#[cfg(unix)]
+mod copy;
+#[cfg(target_os = "linux")]
+mod idle;
 mod manager;
 mod pool;
 mod queues;
+mod scaling;
 mod shared;
 #[cfg(feature = "shm")]
 mod shm;
 mod sync;
+mod zerocopy;
+
+/// Set in the environment of the bare re-exec measured beside spawn: the child exits first
+/// thing, so what is measured is the cost of running this binary at all.
+pub const BARE_EXIT: &str = "MP_BENCH_BARE_EXIT";
 
 fn main() {
+    if std::env::var_os(BARE_EXIT).is_some() {
+        std::process::exit(0);
+    }
     mp_core::main();
     if let Some(tag) = std::env::args().skip_while(|a| a != "--tag").nth(1) {
         TAG.set(tag).expect("set once");
@@ -39,6 +52,12 @@ fn main() {
         ("shared", shared::run),
         ("pool", pool::run),
         ("manager", manager::run),
+        ("zerocopy", zerocopy::run),
+        ("scaling", scaling::run),
+        #[cfg(target_os = "linux")]
+        ("idle", idle::run),
+        #[cfg(unix)]
+        ("copy", copy::run),
     ];
     #[cfg(feature = "shm")]
     areas.push(("shm", shm::run));
@@ -128,6 +147,7 @@ mod unix {
     fn noop(_: ()) {}
 
     fn start_join(plan: &Plan) {
+        let exe = std::env::current_exe().expect("current_exe");
         for (method, full, name) in [
             (StartMethod::Spawn, 60, "spawn"),
             (StartMethod::Fork, 200, "fork"),
@@ -143,13 +163,22 @@ mod unix {
                 p.start().expect("start");
                 p.join().expect("join");
             }
+            // mp and the bare floor alternate, so that both see the same machine.
             let mut samples = Vec::new();
+            let mut floor = Vec::new();
             for _ in 0..plan.n(full) {
                 let t = Instant::now();
                 let mut p = Process::new(noop, ()).with_context(ctx);
                 p.start().expect("start");
                 p.join().expect("join");
                 samples.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                if method == StartMethod::Spawn {
+                    bare_reexec(&exe);
+                } else {
+                    bare_fork();
+                }
+                floor.push(t.elapsed().as_secs_f64());
             }
             emit(
                 &format!("start_join.{name}"),
@@ -158,7 +187,42 @@ mod unix {
                 "Process::new(noop, ()).start() + join()",
                 &samples,
             );
+            emit(
+                &format!("start_join.{name}"),
+                "raw",
+                "s",
+                if method == StartMethod::Spawn {
+                    "bare re-exec of this binary (std Command spawn + wait; the child exits first thing in main), alternating with mp's"
+                } else {
+                    "bare fork() + _exit(0) in the child + waitpid(), alternating with mp's"
+                },
+                &floor,
+            );
         }
+    }
+
+    /// The floor under fork's start + join: `fork`, `_exit` at once, `waitpid`.
+    fn bare_fork() {
+        // SAFETY: the child calls only _exit; the parent reaps it.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        }
+    }
+
+    /// The floor under spawn's start + join: run this binary again, which exits at the top
+    /// of `main` ([`crate::BARE_EXIT`]), and wait for it.
+    fn bare_reexec(exe: &std::path::Path) {
+        std::process::Command::new(exe)
+            .env(crate::BARE_EXIT, "1")
+            .spawn()
+            .expect("spawn")
+            .wait()
+            .expect("wait");
     }
 
     // ---------------------------------------------------------------- round trip
@@ -396,6 +460,22 @@ mod unix {
         }
     }
 
+    /// The typed twin of [`mp_producer`]: commands and payloads are `Vec<u8>` values.
+    fn typed_producer(conn: Connection<Vec<u8>>) {
+        while let Ok(cmd) = conn.recv() {
+            let Ok(cmd) = <[u8; 16]>::try_from(cmd.as_slice()) else {
+                return;
+            };
+            let (count, size) = decode_cmd(&cmd);
+            let payload = vec![0xA5u8; size];
+            for _ in 0..count {
+                if conn.send(&payload).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     fn raw_producer(mut s: UnixStream) {
         let mut cmd = [0u8; 16];
         while s.read_exact(&mut cmd).is_ok() {
@@ -496,6 +576,28 @@ mod unix {
                     "mp_into",
                     "B/s",
                     "child send_bytes -> parent recv_bytes_into(reused buffer)",
+                    &s,
+                );
+            }
+            // mp, typed: `Connection<Vec<u8>>::send` / `recv` (postcard encoding).
+            {
+                let (here, there) = pipe_with::<Vec<u8>, Socket>().expect("pipe");
+                let mut p = Process::new(typed_producer, there).with_context(spawn);
+                p.start().expect("start");
+                let s = tput_reps(reps, 2, count, size, |cmd| {
+                    here.send(&cmd.to_vec()).expect("send");
+                    for _ in 0..count {
+                        let m = here.recv().expect("recv");
+                        debug_assert_eq!(m.len(), size);
+                    }
+                });
+                drop(here);
+                p.join().expect("join");
+                emit(
+                    &bench,
+                    "mp_typed",
+                    "B/s",
+                    "typed: child Connection<Vec<u8>>::send -> parent recv() (a new Vec per message)",
                     &s,
                 );
             }

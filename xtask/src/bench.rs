@@ -13,6 +13,9 @@ use anyhow::{bail, Context, Result};
 use crate::json::{self, Json};
 use crate::{cargo, metadata, root, run_cmd, show};
 
+#[path = "bench_perf.rs"]
+mod perf;
+
 /// Benchmark groups, each run for Rust then for Python before the next group starts. A
 /// pinned group runs under `taskset -c 0` (parent and child on one CPU) with the benchmark
 /// names tagged `.cpu0`: on small VMs a round trip between two CPUs is dominated by the
@@ -131,7 +134,8 @@ pub fn run(args: &[String]) -> Result<()> {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    for (round, &(group, pinned)) in (1..=rounds).flat_map(|r| GROUPS.iter().map(move |g| (r, g))) {
+    let groups: Vec<(&str, bool)> = GROUPS.iter().chain(perf::GROUPS).copied().collect();
+    for (round, &(group, pinned)) in (1..=rounds).flat_map(|r| groups.iter().map(move |g| (r, g))) {
         if pinned && !taskset {
             eprintln!("-- no taskset: skipping the pinned {group} group");
             continue;
@@ -190,6 +194,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let md = report.markdown(&machine, &load_after, &table, &targets);
         std::fs::write(docs.join("benchmarks.md"), md)?;
         std::fs::write(docs.join("benchmarks.svg"), report.svg())?;
+        std::fs::write(docs.join("scaling.svg"), report.scaling_svg())?;
         eprintln!("wrote docs/benchmarks.md and docs/benchmarks.svg");
     }
     eprintln!("bench took {:.0?}", started.elapsed());
@@ -409,24 +414,24 @@ const fn row(title: &'static str, bench: &'static str, raw: Option<&'static str>
 
 const ROWS: &[Row] = &[
     Row {
-        title: "start + join, spawn",
+        title: "start + join, spawn (reference: bare re-exec of the binary)",
         bench: "start_join.spawn",
         mp: "mp",
-        raw: None,
+        raw: Some("raw"),
         python: Some(("start_join.spawn", "python")),
     },
     Row {
-        title: "start + join, fork",
+        title: "start + join, fork (reference: bare fork + waitpid)",
         bench: "start_join.fork",
         mp: "mp",
-        raw: None,
+        raw: Some("raw"),
         python: Some(("start_join.fork", "python")),
     },
     Row {
-        title: "start + join, forkserver",
+        title: "start + join, forkserver (reference: bare fork + waitpid)",
         bench: "start_join.forkserver",
         mp: "mp",
-        raw: None,
+        raw: Some("raw"),
         python: Some(("start_join.forkserver", "python")),
     },
     Row {
@@ -613,6 +618,8 @@ fn fmt_value(v: f64, unit: &str) -> String {
         "B/s" if v >= 1e9 => format!("{:.2} GB/s", v / 1e9),
         "B/s" => format!("{:.0} MB/s", v / 1e6),
         "x" | "ratio" => format!("{v:.2}×"),
+        "cpu" => format!("{:.2} % CPU", v * 100.0),
+        "MiB" => format!("{v:.1} MiB"),
         _ if unit.ends_with("/s") && v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
         _ if unit.ends_with("/s") && v >= 1e3 => format!("{:.0} k {unit}", v / 1e3),
         _ if (1e-6..1e6).contains(&v) && unit.is_empty() => format!("{v:.3}"),
@@ -673,6 +680,7 @@ impl Report<'_> {
         Option<f64>,
     )> {
         ROWS.iter()
+            .chain(perf::ROWS)
             .filter_map(|r| {
                 let mp = self.get(r.bench, r.mp)?;
                 let raw = r.raw.and_then(|i| self.get(r.bench, i));
@@ -830,6 +838,7 @@ impl Report<'_> {
                 None => line(None, text.into()),
             }
         }
+        self.perf_targets(&mut line);
         // Not a goal: how much of the round trip is the waiting strategy.
         for bench in ["rtt8.process", "rtt8.process.cpu0"] {
             if let (Some(m), Some(r), Some(s), Some(n)) = (
@@ -883,6 +892,8 @@ impl Report<'_> {
         md.push_str(table);
         md.push_str("\n![mp relative to Python and to a raw Unix socket](benchmarks.svg)\n\n");
         md.push_str(targets);
+        md.push('\n');
+        md.push_str(&self.scaling_markdown());
         md.push_str("\n## What is measured\n\n");
         md.push_str(
             "- **start + join**: wall time of `Process::new(noop, ()).with_context(ctx).start()` + \
@@ -907,8 +918,10 @@ impl Report<'_> {
              after the warm-up in a long-lived process, *cold* is the first batch \
              (16 × 1 MiB) of a fresh interpreter with a fresh child, each sample a new \
              interpreter. Python's large-message rate depends a lot on the allocator's state \
-             (fresh `bytes` of 1 MiB per message), hence both.\n\n",
+             (fresh `bytes` of 1 MiB per message), hence both.\n",
         );
+        md.push_str(perf::METHOD);
+        md.push('\n');
         md.push_str("Series notes as reported by the programs:\n\n");
         for ((bench, imp), s) in self.results {
             let _ = writeln!(

@@ -93,8 +93,8 @@ pub use process::{
 };
 pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
 pub use shared::{
-    Array, ArrayGuard, OwnerDied, RawArray, RawValue, ShareableList, SharedData, SharedError,
-    SharedMemory, ShortStr, Value, ValueGuard,
+    Array, ArrayGuard, OwnerDied, RawArray, RawValue, ShareableList, SharedBytes, SharedData,
+    SharedError, SharedMemory, SharedVec, ShortStr, Value, ValueGuard,
 };
 pub use sync::{
     Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Event, Lock, LockError, LockGuard,

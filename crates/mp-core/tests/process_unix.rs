@@ -340,3 +340,96 @@ fn fork_while_another_thread_panics() {
         pool.join().unwrap();
     });
 }
+
+/// The pid of the test process, which registered `note_exit_hook`.
+static HOOK_OWNER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// An `atexit` hook of the test program: in any other process that runs it (a forked child
+/// exiting through `exit`), it leaves a marker file named after that process.
+extern "C" fn note_exit_hook() {
+    let me = std::process::id();
+    if me != HOOK_OWNER.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = std::fs::write(hook_marker(me), b"ran");
+    }
+}
+
+fn hook_marker(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mp-test-atexit-{pid}"))
+}
+
+fn send_pid(tx: Writer<u32>) {
+    tx.send(&std::process::id()).unwrap();
+}
+
+/// A forked child leaves without the exit hooks of the program it was forked from (Python's
+/// forked children end with `os._exit`); a spawned child is a program of its own and runs
+/// its own, which the test cannot register, so only fork and the fork server are checked.
+#[test]
+fn proc_forked_children_do_not_run_the_parents_exit_hooks() {
+    bounded(60, || {
+        if HOOK_OWNER.swap(std::process::id(), std::sync::atomic::Ordering::SeqCst) == 0 {
+            // SAFETY: registering a plain function with no captured state.
+            unsafe { libc::atexit(note_exit_hook) };
+        }
+        for method in [StartMethod::Fork, StartMethod::ForkServer] {
+            let (rx, tx) = pipe_oneway::<u32>().unwrap();
+            let mut p = get_context(method).unwrap().process(send_pid, tx);
+            p.start().unwrap();
+            let pid = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            p.join().unwrap();
+            assert!(
+                !hook_marker(pid).exists(),
+                "{method:?}: the child ran its parent's atexit hook"
+            );
+        }
+    });
+}
+
+/// Starts a non-daemon grandchild that reports after a while, and returns at once.
+fn leave_a_slow_grandchild(tx: Writer<u32>) {
+    let mut g = Process::new(report_later, tx);
+    g.start().unwrap();
+}
+
+fn report_later(tx: Writer<u32>) {
+    std::thread::sleep(Duration::from_millis(200));
+    tx.send(&7).unwrap();
+}
+
+/// A child's own children are joined before it exits, whatever the start method (for a
+/// forked child, without the inherited exit hooks): once the child is joined, the
+/// grandchild has finished.
+#[test]
+fn proc_a_child_joins_its_children_before_it_exits() {
+    for_each_context(60, |ctx| {
+        let (rx, tx) = pipe_oneway::<u32>().unwrap();
+        let mut p = ctx.process(leave_a_slow_grandchild, tx);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert!(
+            rx.poll(Duration::ZERO).unwrap(),
+            "the child exited before its grandchild finished"
+        );
+        assert_eq!(rx.recv().unwrap(), 7);
+    });
+}
+
+/// A forked closure may capture any buffer of its parent: the child counts as a holder of
+/// every buffer its parent had until it exits. (Here rather than in `shared_vec.rs`: such a
+/// child holds the buffers of every test of the binary running at the time.)
+#[test]
+fn svec_a_closure_in_a_forked_child_holds_every_buffer() {
+    bounded(30, || {
+        let v = mp_core::SharedVec::from_slice(&[1u8, 2]).unwrap();
+        let (rx, tx) = pipe_oneway::<u8>().unwrap();
+        let mut p = Process::from_closure(move || {
+            let _ = rx.recv();
+        })
+        .with_context(get_context(StartMethod::Fork).unwrap());
+        p.start().unwrap();
+        assert!(!v.is_unique(), "the forked child maps the buffer too");
+        tx.send(&0).unwrap();
+        p.join().unwrap();
+        assert!(v.is_unique());
+    });
+}

@@ -207,14 +207,14 @@ macro_rules! recv_methods {
         impl<T: DeserializeOwned> $ty<T> {
             /// Blocks until a value arrives. A closed or dead peer gives [`ConnectionError::Eof`].
             pub fn recv(&self) -> Result<T, ConnectionError> {
-                self.raw.recv_value(None)
+                self.raw.recv_typed(None)
             }
 
             /// Like [`recv`](Self::recv), failing with [`ConnectionError::Timeout`] after `timeout`,
             /// also when a message stalls half-way: the part received is kept and the next
             /// receive continues it.
             pub fn recv_timeout(&self, timeout: Duration) -> Result<T, ConnectionError> {
-                self.raw.recv_value(Some(timeout))
+                self.raw.recv_typed(Some(timeout))
             }
         }
 
@@ -273,7 +273,7 @@ macro_rules! send_methods {
             /// Sends a value. Encoding errors reach the caller and send nothing; a closed peer is
             /// [`ConnectionError::BrokenPipe`].
             pub fn send(&self, value: &T) -> Result<(), ConnectionError> {
-                self.raw.send_value(value)
+                self.raw.send_typed(value)
             }
         }
 

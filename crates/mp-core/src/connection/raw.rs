@@ -1,7 +1,9 @@
 //! The untyped connection under [`Connection`](super::Connection), [`Reader`](super::Reader)
 //! and [`Writer`](super::Writer): a platform channel plus the per-end state.
 
+use std::any::TypeId;
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -55,8 +57,9 @@ pub(crate) fn close_inherited_connections_except(
     });
 }
 
-/// Receive buffers above this size are not kept between messages.
-const SCRATCH_KEEP: usize = 1 << 20;
+/// Receive buffers above this size are not kept between messages (a 1 MiB message, with
+/// its few bytes of encoding, stays below it).
+const SCRATCH_KEEP: usize = 4 << 20;
 
 /// A framed channel end with its receive limit, its broken flag and a reusable buffer.
 /// The `Cell`s make it `!Sync`: one thread uses an end at a time.
@@ -202,6 +205,44 @@ impl RawConnection {
         Ok(chan.send_frame_with_handles(&[&bytes], &handles)?)
     }
 
+    /// [`send_value`](Self::send_value) with a fast path for `Vec<u8>`: its encoding (a
+    /// varint length, then the bytes, as postcard writes it) goes out as two parts of one
+    /// frame, with no copy and no per-byte encoding. The receiver sees the same bytes either
+    /// way.
+    pub(crate) fn send_typed<T: Serialize>(&self, value: &T) -> Result<(), ConnectionError> {
+        if !is_byte_vec::<T>() {
+            return self.send_value(value);
+        }
+        // SAFETY: T is Vec<u8> (same type id; Vec<u8> has no lifetime that could differ).
+        let bytes = unsafe { &*(value as *const T).cast::<Vec<u8>>() };
+        let mut prefix = [0u8; 10];
+        let k = encode_varint(bytes.len() as u64, &mut prefix);
+        Ok(self.chan()?.send_frame(&[&prefix[..k], bytes])?)
+    }
+
+    /// [`recv_value`](Self::recv_value) with a fast path for `Vec<u8>`: the frame is read
+    /// into this end's reused buffer and the bytes are copied once into a vector of exactly
+    /// their size, instead of being decoded one by one into a growing vector.
+    pub(crate) fn recv_typed<T: DeserializeOwned>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<T, ConnectionError> {
+        if !is_byte_vec::<T>() {
+            return self.recv_value(timeout);
+        }
+        let mut buf = self.scratch.borrow_mut();
+        // Handles sent with a byte vector have nowhere to go: they are closed.
+        self.recv_frame(&mut buf, timeout, None)?;
+        let value = decode_byte_vec(&buf);
+        if buf.capacity() > SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        let bytes = std::mem::ManuallyDrop::new(value?);
+        // SAFETY: T is Vec<u8> (checked above): this moves the vector out as a T, and the
+        // original is not dropped.
+        Ok(unsafe { std::mem::transmute_copy::<Vec<u8>, T>(&bytes) })
+    }
+
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnectionError> {
         Ok(self.chan()?.poll(timeout)?)
     }
@@ -289,6 +330,73 @@ impl RawConnection {
         }
         value
     }
+}
+
+/// Whether `T` is `Vec<u8>`, for any `T` (not only `'static` ones, which `TypeId::of`
+/// needs): the type id is taken through a trait object whose lifetime bound is erased.
+/// Lifetimes do not exist at run time and `Vec<u8>` has none, so equal ids mean `T` is
+/// exactly `Vec<u8>`.
+fn is_byte_vec<T: ?Sized>() -> bool {
+    trait Id {
+        fn id(&self) -> TypeId
+        where
+            Self: 'static;
+    }
+    impl<U: ?Sized> Id for PhantomData<U> {
+        fn id(&self) -> TypeId
+        where
+            Self: 'static,
+        {
+            TypeId::of::<U>()
+        }
+    }
+    let probe = PhantomData::<T>;
+    let short: &dyn Id = &probe;
+    // SAFETY: only the trait object's lifetime bound changes; `id` reads no data, and a
+    // type id is the same whatever the lifetimes of the type it names.
+    let long: &(dyn Id + 'static) = unsafe { std::mem::transmute(short) };
+    long.id() == TypeId::of::<Vec<u8>>()
+}
+
+/// Writes `n` as postcard's varint (LEB128) into `out`; returns the length used.
+fn encode_varint(mut n: u64, out: &mut [u8; 10]) -> usize {
+    let mut i = 0;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out[i] = byte;
+            return i + 1;
+        }
+        out[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+/// Decodes a `Vec<u8>` as postcard encodes it (a varint length, then the bytes), as
+/// `postcard::from_bytes` would: trailing bytes are ignored, a short or malformed frame is
+/// an error.
+fn decode_byte_vec(frame: &[u8]) -> Result<Vec<u8>, ConnectionError> {
+    let mut len: u64 = 0;
+    for (i, &b) in frame.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let body = &frame[i + 1..];
+            return match usize::try_from(len) {
+                Ok(n) if n <= body.len() => Ok(body[..n].to_vec()),
+                _ => Err(ConnectionError::Decode(crate::DecodeError::Invalid(
+                    postcard::Error::DeserializeUnexpectedEnd,
+                ))),
+            };
+        }
+    }
+    Err(ConnectionError::Decode(crate::DecodeError::Invalid(
+        if frame.len() < 10 {
+            postcard::Error::DeserializeUnexpectedEnd
+        } else {
+            postcard::Error::DeserializeBadVarint
+        },
+    )))
 }
 
 /// A raw handle serialized through the handle outbox.

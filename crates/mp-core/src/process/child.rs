@@ -10,11 +10,12 @@
 //! returns, as threads do when a Rust `main` returns (Python would wait for its non-daemon
 //! threads).
 
+use std::cell::Cell;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Once;
-use std::thread::{self, ThreadId};
+use std::thread;
 
 use mp_ipc::Channel;
 
@@ -30,7 +31,13 @@ static REPORT_TO: AtomicPtr<Reporter> = AtomicPtr::new(std::ptr::null_mut());
 
 struct Reporter {
     chan: Chan,
-    target_thread: ThreadId,
+}
+
+thread_local! {
+    /// Set on the thread that runs this child's target, whose panics are reported. A plain
+    /// flag rather than a `ThreadId`: taking the current thread's id creates its handle
+    /// (an allocation and a TLS key) in every forked child, for a one-time check.
+    static TARGET_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
 fn reporter() -> Option<&'static Reporter> {
@@ -92,25 +99,28 @@ pub(crate) fn run_spawned(chan: Chan, method: StartMethod) -> ! {
     };
     boot.log.install(log_pipe);
     let Boot { entry, args, .. } = boot;
-    run_child(chan, boot.outlive_parent, move || {
+    // A fork server's child is a fork: it leaves as one (see `exit_child`).
+    let forked = method == StartMethod::ForkServer;
+    run_child(chan, boot.outlive_parent, forked, move || {
         // SAFETY: the entry id was made by our parent, which runs this same executable.
         let trampoline = unsafe { entry.resolve() };
         trampoline(&entry, &args, handles)
     })
 }
 
-/// Runs a child's body with reporting and the parent watchdog, then exits.
+/// Runs a child's body with reporting and the parent watchdog, then exits. `forked`: the
+/// process is a fork of another program's process (the fork start method, or a fork
+/// server's child), which decides how it exits (see [`exit_child`]).
 pub(crate) fn run_child(
     chan: Chan,
     outlive_parent: bool,
+    forked: bool,
     body: impl FnOnce() -> Result<(), String>,
 ) -> ! {
     start_watchdog(&chan, outlive_parent);
     install_panic_hook();
-    let reporter = Box::new(Reporter {
-        chan,
-        target_thread: thread::current().id(),
-    });
+    let reporter = Box::new(Reporter { chan });
+    TARGET_THREAD.with(|t| t.set(true));
     // A forked grandchild replaces the reporter it inherited (its parent's, towards the
     // grandparent) and closes its copy of that channel. This runs before the target starts,
     // while nothing else in this process reads the pointer.
@@ -129,16 +139,27 @@ pub(crate) fn run_child(
         }
         Err(_) => 1,
     };
-    exit_child(code)
+    exit_child(code, forked)
 }
 
-/// Flushes, tells the parent the code, and exits (running exit hooks, which join this
-/// child's own children).
-fn exit_child(code: i32) -> ! {
+/// Flushes, tells the parent the code, and exits.
+///
+/// A spawned child exits through the platform's exit path, so exit hooks run (mp's joins
+/// this child's own children). A forked child joins its children itself and then leaves
+/// without running the exit hooks it inherited from the program it was forked from, as
+/// Python's forked children do (`os._exit`): they belong to that program (its C libraries'
+/// clean-up, say), and running them costs the child about as much as the `fork` did.
+fn exit_child(code: i32, forked: bool) -> ! {
+    if forked {
+        registry::finish_children();
+    }
     crate::logging::mp_log!(Info, "process exiting with exitcode {code}");
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     report(&Report::Exiting(code));
+    if forked {
+        sys::exit_forked_child(code)
+    }
     sys::exit_process(code)
 }
 
@@ -159,8 +180,7 @@ pub(crate) fn install_panic_hook() {
     ONCE.call_once(|| {
         let default_hook = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            let on_target_thread =
-                reporter().is_some_and(|r| r.target_thread == thread::current().id());
+            let on_target_thread = reporter().is_some() && TARGET_THREAD.with(|t| t.get());
             if on_target_thread {
                 let (message, location, backtrace) = describe_panic(info);
                 report(&Report::Panicked {
@@ -176,7 +196,16 @@ pub(crate) fn install_panic_hook() {
 
 /// Watches the boot channel: the parent never writes after the boot message, so the read
 /// returns only when the parent's end closes, that is, when the parent is gone.
+///
+/// Not started when the kernel already kills this child with its parent (a parent-death
+/// signal armed at start, Linux) and the child is not meant to outlive it: a thread costs
+/// about as much as the `fork` itself (its stack, its creation, and tearing it down at
+/// exit), and it would only ever see its own process die. `ParentProcess::is_alive` stays
+/// true there, which is what it is for as long as this child can run.
 fn start_watchdog(chan: &Chan, outlive_parent: bool) {
+    if !outlive_parent && sys::parent_death_signal_armed() {
+        return;
+    }
     let Ok(watch) = sys::chan_try_clone(chan) else {
         return;
     };

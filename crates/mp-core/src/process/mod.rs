@@ -259,13 +259,6 @@ impl Process {
             ProcessError::NeedsFork(_) => fail(ProcessError::NeedsFork(method)),
             e => fail(e),
         })?;
-        let (boot_parent, boot_child) = sys::chan_pair().map_err(|e| fail(e.into()))?;
-        let (pid, waiter) = match method {
-            StartMethod::ForkServer => sys::start_forkserver(&boot_child),
-            _ => sys::spawn_child("spawn", &boot_child, !self.outlive_parent),
-        }
-        .map_err(|e| fail(e.into()))?;
-        drop(boot_child);
         let me = registry::identity();
         // The child's log pipe, if this process gathers its children's records: its end
         // goes last among the boot message's handles.
@@ -285,10 +278,28 @@ impl Process {
         };
         let bytes =
             postcard::to_stdvec(&boot).map_err(|e| fail(ProcessError::Encode(e.to_string())))?;
+        let (boot_parent, boot_child) = sys::chan_pair().map_err(|e| fail(e.into()))?;
+        // A boot message that fits in the channel's buffer is written before the child
+        // exists, so the child finds it at once instead of waiting for the parent to be told
+        // the child's pid (a fork server's answer costs a wake-up of each side). A larger one
+        // could fill the buffer with nobody reading yet: it goes after the start.
+        let early = bytes.len() <= sys::EARLY_BOOT_MAX;
+        if early {
+            // A failure here shows again below, or as the child's failure to boot.
+            let _ = sys::send_with_handles(&boot_parent, &bytes, &handles);
+        }
+        let (pid, waiter) = match method {
+            StartMethod::ForkServer => sys::start_forkserver(&boot_child),
+            _ => sys::spawn_child("spawn", &boot_child, !self.outlive_parent),
+        }
+        .map_err(|e| fail(e.into()))?;
+        drop(boot_child);
         let running = Running::new(pid, identity.name, identity.daemon, boot_parent, waiter);
-        // If the child died before reading its work, the send fails; the child's exit code
-        // tells the story, so the process still counts as started.
-        let _ = sys::send_with_handles(running_boot(&running), &bytes, &handles);
+        if !early {
+            // If the child died before reading its work, the send fails; the child's exit
+            // code tells the story, so the process still counts as started.
+            let _ = sys::send_with_handles(running_boot(&running), &bytes, &handles);
+        }
         if let Some(log) = child_log {
             log.started(pid);
         }
@@ -310,7 +321,7 @@ impl Process {
         let parent_name = registry::identity().name;
         let outlive = self.outlive_parent;
         let child_identity = identity.clone();
-        let mut keep = task.handles();
+        let (mut keep, given) = crate::shared::collect_given_buffers(|| task.handles());
         let child_log = ChildLog::for_next_child();
         if let (Some(keep), Some(h)) = (
             keep.as_mut(),
@@ -332,20 +343,24 @@ impl Process {
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
         let handoff = sys::handoff_lock_for_fork();
+        let (buffers, parent_buffers) =
+            crate::shared::lock_buffers_for_fork(keep.is_some().then_some(given));
         let forked = sys::fork_child(!outlive, move || {
             drop(handoff);
             registry::become_forked_child(guard, child_identity, parent_pid, parent_name);
+            buffers.in_child();
             sys::close_inherited(parent_end);
             crate::connection::close_inherited_connections_except(live, keep.as_deref());
             crate::context::inherit_start_method(StartMethod::Fork);
             if let Some(log) = child_log {
                 log.install_in_forked_child();
             }
-            child::run_child(boot_child, outlive, move || {
+            child::run_child(boot_child, outlive, true, move || {
                 task.run();
                 Ok(())
             })
         });
+        parent_buffers.forked(forked.as_ref().ok().map(|(pid, _)| *pid));
         let (pid, waiter) = forked.map_err(|e| (None, e.into()))?;
         if let Some(log) = parent_log {
             log.started(pid);

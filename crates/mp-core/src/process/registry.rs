@@ -170,6 +170,12 @@ pub(crate) fn become_forked_child(
 }
 
 extern "C" fn finish_children_at_exit() {
+    finish_children();
+}
+
+/// What a process does with its children as it exits, as Python's exit hook does: terminate
+/// the daemons, then wait for all of them.
+pub(crate) fn finish_children() {
     let children: Vec<Arc<Running>> = std::mem::take(&mut *lock(&CHILDREN));
     if !children.is_empty() {
         crate::logging::mp_log!(Info, "process shutting down");

@@ -92,7 +92,9 @@ pub(crate) trait Task: Send {
     fn run(self: Box<Self>);
     /// The handles the argument holds, if they can be known (not for closures).
     fn handles(&self) -> Option<Vec<RawHandle>> {
-        self.encode().ok().map(|e| e.handles)
+        crate::shared::encode_unsent(|| self.encode())
+            .ok()
+            .map(|e| e.handles)
     }
 }
 

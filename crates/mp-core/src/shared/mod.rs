@@ -7,6 +7,8 @@
 //! - [`RawValue`] / [`RawArray`]: the same without a lock.
 //! - [`SharedMemory`]: a named segment any process can open by name.
 //! - [`ShareableList`]: a fixed-length list of plain data in a named segment.
+//! - [`SharedVec`] / [`SharedBytes`]: a buffer that is sent to other processes without
+//!   being copied (Python: pickle protocol 5 out-of-band buffers over `shared_memory`).
 //!
 //! What can live in shared memory is said by the [`SharedData`] marker trait.
 
@@ -15,12 +17,17 @@ mod list;
 mod memory;
 pub(crate) mod segment;
 mod value;
+mod vec;
 
 pub use data::{SharedData, ShortStr};
 pub use list::ShareableList;
 pub use memory::SharedMemory;
 pub(crate) use segment::Segment;
 pub use value::{Array, ArrayGuard, OwnerDied, RawArray, RawValue, Value, ValueGuard};
+pub(crate) use vec::{
+    collect_given as collect_given_buffers, encode_unsent, lock_for_fork as lock_buffers_for_fork,
+};
+pub use vec::{SharedBytes, SharedVec};
 
 /// Errors of shared memory and shared values. Each names the Python exception it stands for.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,10 @@ pub enum SharedError {
     /// shareable list).
     #[error("the segment does not hold this kind of data: {0}")]
     Mismatch(String),
+    /// A [`SharedVec`] is written only by its only holder, and another process (or another
+    /// handle here, or a message on its way) holds this one.
+    #[error("the shared buffer has other holders: it is read-only until they let go")]
+    NotUnique,
     /// Any other OS error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -33,6 +33,24 @@ impl Segment {
         Ok(Self { handle, map, len })
     }
 
+    /// Maps `len` bytes of a segment received from another process; a length beyond the
+    /// object is refused, so a bad message cannot make this process map past its end.
+    pub(crate) fn open(handle: OwnedHandle, len: usize) -> io::Result<Self> {
+        let actual = sys::shm_size(&handle)?;
+        if len > actual {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a segment of {len} bytes was announced, but the object has {actual}"),
+            ));
+        }
+        Self::map(handle, len)
+    }
+
+    /// The segment's handle.
+    pub(crate) fn handle(&self) -> &OwnedHandle {
+        &self.handle
+    }
+
     /// The first byte.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
@@ -41,11 +59,6 @@ impl Segment {
     /// The length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// The OS object behind the mapping.
-    pub(crate) fn handle(&self) -> &OwnedHandle {
-        &self.handle
     }
 
     /// A shared reference to a `T` placed at `offset`.
@@ -91,14 +104,7 @@ impl Serialize for SegmentHandle<'_> {
 impl<'de> Deserialize<'de> for Segment {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (handle, len) = <(crate::OsHandle, u64)>::deserialize(d)?;
-        let handle = handle.into_inner();
         let len = usize::try_from(len).map_err(D::Error::custom)?;
-        let actual = sys::shm_size(&handle).map_err(D::Error::custom)?;
-        if len > actual {
-            return Err(D::Error::custom(format!(
-                "a segment of {len} bytes was announced, but the object has {actual}"
-            )));
-        }
-        Self::map(handle, len).map_err(D::Error::custom)
+        Self::open(handle.into_inner(), len).map_err(D::Error::custom)
     }
 }

@@ -26,6 +26,19 @@ pub(crate) fn shm_size(fd: &OwnedFd) -> io::Result<usize> {
     mp_unix::memory::size(fd.as_fd())
 }
 
+/// What identifies a shared-memory object whatever descriptor names it (device and inode),
+/// so that a process can tell it already maps an object it receives again.
+pub(crate) fn shm_identity(fd: &OwnedFd) -> Option<(u64, u64)> {
+    // SAFETY: fstat fills a zeroed stat structure.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on a descriptor we hold.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
 /// Sleeps while `*word == expected`, at most `timeout` (`None`: until woken). Spurious
 /// wake-ups are possible; callers re-check their condition.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {

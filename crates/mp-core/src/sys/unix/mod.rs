@@ -17,17 +17,17 @@ use mp_ipc::{Channel, IpcError};
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
+pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 pub(crate) use listener::{unique_local_address, SysListener, SysStream};
 pub(crate) use memory::{
     current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
+    shm_create_named, shm_identity, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
     shm_untrack, thread_alive,
 };
-pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 
 pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, physical_memory, prepare_child_runtime,
-    send_signal,
+    current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,
+    physical_memory, prepare_child_runtime, send_signal,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
@@ -64,6 +64,10 @@ pub(crate) fn chan_raw_handle(c: &Chan) -> RawFd {
 pub(crate) fn chan_try_clone(c: &Chan) -> io::Result<Chan> {
     c.try_clone()
 }
+
+/// Boot messages up to this size are written to the boot channel before the child starts:
+/// far below a socket pair's buffer (208 KiB on Linux), so the write cannot block.
+pub(crate) const EARLY_BOOT_MAX: usize = 16 << 10;
 
 /// Sends a boot message with the handles the child inherits.
 pub(crate) fn send_with_handles(c: &Chan, bytes: &[u8], handles: &[RawFd]) -> Result<(), IpcError> {
@@ -172,4 +176,10 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
 /// Ends a child the way `main` returning would: `exit` runs the `atexit` hooks.
 pub(crate) fn exit_process(code: i32) -> ! {
     std::process::exit(code)
+}
+
+/// Ends a forked child at once (`_exit`): no `atexit` hooks, no stdio flush of C's buffers.
+pub(crate) fn exit_forked_child(code: i32) -> ! {
+    // SAFETY: _exit ends the process; it has no preconditions.
+    unsafe { libc::_exit(code) }
 }

@@ -39,6 +39,22 @@ pub(crate) fn arm_parent_death_signal(parent: libc::pid_t) {
     let _ = parent;
 }
 
+/// Whether this process gets `SIGKILL` when its parent dies (Linux: a parent-death signal
+/// was armed before it started, see [`arm_parent_death_signal`]; it survives `exec`).
+pub(crate) fn parent_death_signal_armed() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
+        let rc = unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+        rc == 0 && sig == libc::SIGKILL
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 pub(crate) fn send_signal(pid: u32, signal: Signal) -> io::Result<()> {
     let sig = match signal {
         Signal::Terminate => libc::SIGTERM,

@@ -65,6 +65,12 @@ pub(crate) fn shm_map(handle: &OwnedHandle, len: usize) -> io::Result<Mapping> {
     mp_windows::memory::map(handle, len)
 }
 
+/// What identifies a section whatever handle names it: not cheaply known on Windows, so a
+/// process maps a section it receives again anew.
+pub(crate) fn shm_identity(_handle: &OwnedHandle) -> Option<(u64, u64)> {
+    None
+}
+
 /// The size of a mapping: the size of a view of all of it, which is the mapping's size
 /// rounded up to whole pages (the memory in that last page exists and may be mapped, so this
 /// bound is sound for checking a length against).

@@ -16,17 +16,17 @@ use std::time::Duration;
 use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
 
+pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 pub(crate) use listener::{unique_local_address, SysListener, SysStream};
 pub(crate) use memory::{
     current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
+    shm_create_named, shm_identity, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
     shm_untrack, thread_alive,
 };
-pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 
 pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, physical_memory, prepare_child_runtime,
-    send_signal,
+    current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,
+    physical_memory, prepare_child_runtime, send_signal,
 };
 pub(crate) use spool::{
     spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
@@ -62,6 +62,10 @@ pub(crate) fn chan_raw_handle(c: &Chan) -> RawHandle {
 pub(crate) fn chan_try_clone(c: &Chan) -> io::Result<Chan> {
     c.try_clone()
 }
+
+/// Boot messages are never written before the child starts: their handles are duplicated
+/// into the child's process, which must exist by then.
+pub(crate) const EARLY_BOOT_MAX: usize = 0;
 
 /// Sends a boot message with the handles the child inherits: each handle is duplicated into
 /// the child, found through the boot channel's pair id, which [`spawn_child`] recorded.
@@ -223,4 +227,9 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
 pub(crate) fn exit_process(code: i32) -> ! {
     run_exit_hooks();
     std::process::exit(code)
+}
+
+/// Windows has no forked children; exits as [`exit_process`] does.
+pub(crate) fn exit_forked_child(code: i32) -> ! {
+    exit_process(code)
 }

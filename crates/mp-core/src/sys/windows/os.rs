@@ -84,6 +84,12 @@ pub(crate) fn die_with_parent_now() -> ! {
     std::process::abort()
 }
 
+/// Windows has no parent-death signal: the boot-channel watchdog is what ends a child whose
+/// parent died.
+pub(crate) fn parent_death_signal_armed() -> bool {
+    false
+}
+
 /// A child booted before `main`: nothing to set up on Windows (no `SIGPIPE`; a write to a
 /// vanished peer is already an error).
 pub(crate) fn prepare_child_runtime() {}
