@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
@@ -99,12 +99,9 @@ extern "C" fn on_sigchld(_: libc::c_int) {
 }
 
 fn self_pipe() -> io::Result<[RawFd; 2]> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fds)
+    let (r, w) = mp_unix::cloexec::pipe(true)?;
+    // The server keeps both ends for its whole life (and closes them in each child).
+    Ok([r.into_raw_fd(), w.into_raw_fd()])
 }
 
 fn set_sigchld(handler: libc::sighandler_t) {

@@ -1,6 +1,8 @@
 //! Spool files: anonymous, growable, kernel-held byte stores that several processes read and
-//! write by offset (`memfd` + `pread`/`pwrite` on Linux). Queues keep their items here, so a
-//! `put` never waits for a reader and nothing is lost when the writer exits.
+//! write by offset (`pread`/`pwrite` on a `memfd` on Linux and FreeBSD, on an unlinked
+//! temporary file on macOS and in the generic flavour: see `mp_unix::memory`). Queues keep
+//! their items here, so a `put` never waits for a reader and nothing is lost when the writer
+//! exits.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -8,7 +10,7 @@ use std::os::unix::fs::FileExt;
 
 /// A new empty spool.
 pub(crate) fn spool_create() -> io::Result<OwnedFd> {
-    super::shm::shm_create(0)
+    mp_unix::memory::growable_object(c"mp-spool")
 }
 
 fn as_file(fd: &OwnedFd) -> std::mem::ManuallyDrop<std::fs::File> {
@@ -45,16 +47,5 @@ pub(crate) fn spool_truncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 /// Frees the memory of `[offset, offset + len)` while keeping offsets valid (Linux: punch a
 /// hole). Where the platform cannot, the memory is freed when the spool next empties.
 pub(crate) fn spool_release(fd: &OwnedFd, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: fallocate on a descriptor we hold; failure only means nothing is freed.
-    unsafe {
-        libc::fallocate(
-            fd.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        );
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (fd, offset, len);
+    mp_unix::memory::release_range(fd, offset, len)
 }
