@@ -16,6 +16,7 @@
 //! comes first in `main`.
 
 mod manager;
+mod platform;
 mod pool;
 mod queues;
 mod shared;
@@ -39,6 +40,7 @@ fn main() {
         ("shared", shared::run),
         ("pool", pool::run),
         ("manager", manager::run),
+        ("platform", platform::run),
     ];
     #[cfg(feature = "shm")]
     areas.push(("shm", shm::run));

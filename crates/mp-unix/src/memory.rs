@@ -121,26 +121,28 @@ mod imp {
 
     use super::*;
 
-    /// A name no other creation of this process uses and another process is unlikely to
-    /// guess: pid, a counter and the clock, in at most 31 bytes (macOS's limit for POSIX
-    /// shared-memory names, the leading `/` included).
-    fn unique(prefix: &str) -> String {
+    /// `prefix` followed by a part no other creation of this process uses and another
+    /// process is unlikely to guess (pid, a counter and the clock), cut to `max` bytes.
+    fn unique(prefix: &str, max: usize) -> String {
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let mix = nanos ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(40);
-        format!("{prefix}{:x}.{mix:x}", std::process::id())
+        let mut name = format!("{prefix}{:x}.{mix:016x}", std::process::id());
+        name.truncate(max);
+        name
     }
 
     /// Calls `create` with fresh names until one is not taken (`EEXIST`), a few times.
     fn create_unique(
         prefix: &str,
+        max: usize,
         create: impl Fn(&CString) -> io::Result<OwnedFd>,
     ) -> io::Result<OwnedFd> {
         let mut last = None;
         for _ in 0..16 {
-            let name = CString::new(unique(prefix)).map_err(io::Error::other)?;
+            let name = CString::new(unique(prefix, max)).map_err(io::Error::other)?;
             match create(&name) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 r => return r,
@@ -149,8 +151,14 @@ mod imp {
         Err(last.unwrap_or_else(|| io::Error::other("no free name")))
     }
 
-    pub(super) fn anonymous_object(_label: &std::ffi::CStr) -> io::Result<OwnedFd> {
-        create_unique("/mp.", |name| {
+    /// The longest POSIX shared-memory name macOS takes, the leading `/` included.
+    const SHM_NAME_MAX: usize = 31;
+
+    pub(super) fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+        // The label (at most 12 bytes of it) shows in the name, and so in `/proc/<pid>/fd`
+        // on Linux; at least 8 hex digits of the unique part remain.
+        let label: String = label.to_string_lossy().chars().take(12).collect();
+        create_unique(&format!("/{label}."), SHM_NAME_MAX, |name| {
             // SAFETY: shm_open/shm_unlink with a valid C string. POSIX makes the new
             // descriptor close-on-exec (macOS does so whatever the flags say).
             unsafe {
@@ -176,7 +184,7 @@ mod imp {
             dir.to_string_lossy().trim_end_matches('/'),
             label.to_string_lossy()
         );
-        create_unique(&prefix, |path| {
+        create_unique(&prefix, usize::MAX, |path| {
             // SAFETY: open/unlink with a valid C string; O_CLOEXEC is atomic everywhere.
             unsafe {
                 let fd = libc::open(
