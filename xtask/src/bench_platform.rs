@@ -94,7 +94,7 @@ pub fn run(args: &[String]) -> Result<()> {
              lower is better.\n\n\
              Machine: {} CPUs, `{}`, load average {load_before} before and {} after the run. \
              Figures from a loaded machine are indicative: compare the two columns of one run, \
-             not runs with each other.\n\n{table}\n",
+             not runs with each other.\n\n{table}\n             Lock and event waits sleep at once, so every hand-off pays the wait's wake-up: the              futex's, or the generic poll's (it re-checks the word after 25 µs, 50 µs, ... up to              every 2 ms, plus the kernel's timer slack). Queue getters spin for up to 50 µs              before they sleep, so a round trip seldom reaches the wait and the two builds stay              close; the rest of the difference is the temporary-file spool.\n",
             if quick { ", quick" } else { "" },
             sh("nproc", &[]),
             sh("uname", &["-srm"]),
