@@ -17,6 +17,7 @@
 //! mp is receiving at that instant can still reach that program. Where [`ATOMIC`] is true
 //! the lock is never taken and costs nothing.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -27,6 +28,12 @@ pub const ATOMIC: bool = cfg!(any(mp_os = "linux", mp_os = "freebsd"));
 
 static FORK_LOCK: RwLock<()> = RwLock::new(());
 
+thread_local! {
+    /// Whether this thread holds the exclusive side: then nobody else can fork, and
+    /// [`creating`] needs (and must take) nothing.
+    static FORKING: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Held while a descriptor is made and marked close-on-exec in two steps; see [`creating`].
 #[must_use = "the window is only covered while the guard lives"]
 pub struct CreateGuard {
@@ -36,34 +43,48 @@ pub struct CreateGuard {
 /// Held across mp's `fork` and spawn; see [`forking`].
 #[must_use = "the fork is only covered while the guard lives"]
 pub struct ForkGuard {
-    _guard: Option<RwLockWriteGuard<'static, ()>>,
+    guard: Option<RwLockWriteGuard<'static, ()>>,
 }
 
-/// Takes the shared side of the fork lock (nothing where [`ATOMIC`]): hold it from before a
-/// descriptor is created until it is close-on-exec, without blocking in between.
+impl Drop for ForkGuard {
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            FORKING.with(|f| f.set(false));
+        }
+    }
+}
+
+/// Takes the shared side of the fork lock (nothing where [`ATOMIC`], or in the thread that
+/// holds [`forking`]): hold it from before a descriptor is created until it is
+/// close-on-exec, without blocking in between.
 ///
 /// ```
 /// let _g = mp_unix::cloexec::creating();
 /// // create a descriptor, then mp_unix::cloexec::set(fd)
 /// ```
 pub fn creating() -> CreateGuard {
+    let needed = !ATOMIC && !FORKING.with(Cell::get);
     CreateGuard {
-        _guard: (!ATOMIC).then(|| FORK_LOCK.read().unwrap_or_else(|e| e.into_inner())),
+        _guard: needed.then(|| FORK_LOCK.read().unwrap_or_else(|e| e.into_inner())),
     }
 }
 
-/// Takes the exclusive side of the fork lock (nothing where [`ATOMIC`]): hold it across a
-/// `fork` (both processes drop it afterwards) or a spawn, so that no descriptor is between
-/// its creation and its close-on-exec flag at that instant.
+/// Takes the exclusive side of the fork lock (nothing where [`ATOMIC`]; nothing more if this
+/// thread holds it already): hold it across a `fork` (both processes drop it afterwards) or
+/// a spawn, so that no descriptor is between its creation and its close-on-exec flag at that
+/// instant, and a forked child starts with the lock free.
 ///
 /// ```
 /// let g = mp_unix::cloexec::forking();
 /// drop(g); // fork or spawn while it is held
 /// ```
 pub fn forking() -> ForkGuard {
-    ForkGuard {
-        _guard: (!ATOMIC).then(|| FORK_LOCK.write().unwrap_or_else(|e| e.into_inner())),
+    if ATOMIC || FORKING.with(Cell::get) {
+        return ForkGuard { guard: None };
     }
+    let guard = FORK_LOCK.write().unwrap_or_else(|e| e.into_inner());
+    FORKING.with(|f| f.set(true));
+    ForkGuard { guard: Some(guard) }
 }
 
 /// Marks `fd` close-on-exec.
@@ -213,6 +234,16 @@ mod tests {
             unsafe { libc::fcntl(r.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK,
             0
         );
+    }
+
+    #[test]
+    fn the_forking_thread_may_still_make_descriptors() {
+        let f = forking();
+        let (r, w) = pipe(false).unwrap();
+        let nested = forking();
+        drop((nested, creating()));
+        drop(f);
+        drop((r, w, creating()));
     }
 
     #[test]

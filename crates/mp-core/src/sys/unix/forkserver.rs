@@ -153,8 +153,13 @@ pub(crate) fn serve(ctl: Chan) -> ! {
         };
         let status = Chan::from_fd(fds.pop().expect("two descriptors")).ok();
         let boot = fds.pop().expect("two descriptors");
+        // The server is single-threaded; it takes the fork lock all the same, as every fork
+        // of mp does, so that the child starts with it free.
+        let fork_lock = mp_unix::cloexec::forking();
         // SAFETY: the server is single-threaded, so fork is safe here.
-        match unsafe { libc::fork() } {
+        let pid = unsafe { libc::fork() };
+        drop(fork_lock);
+        match pid {
             -1 => {
                 let _ = ctl.send_frame(&[io::Error::last_os_error().to_string().as_bytes()]);
             }

@@ -68,6 +68,9 @@ pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Resu
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let arm = die_with_parent && is_main_thread();
+    // The fork lock, so that the child starts with it free: a thread holding its shared
+    // side at the instant of the fork would not exist in the child, which would then wait
+    // for ever to spawn (macOS; nothing elsewhere). Both processes drop it at once.
     let fork_lock = mp_unix::cloexec::forking();
     // SAFETY: fork itself is sound; the hazards for the child are documented on
     // StartMethod::Fork, and mp's own locks are held across it by the caller.
@@ -91,7 +94,11 @@ pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Resu
                 })
             }
         }
-        pid => Ok((pid as u32, Waiter::direct(pid as u32))),
+        pid => {
+            // Before the exit watch: making it may take the shared side of the lock.
+            drop(fork_lock);
+            Ok((pid as u32, Waiter::direct(pid as u32)))
+        }
     }
 }
 
