@@ -37,13 +37,18 @@ const BACKENDS: &[&str] = &["socket", "shm", "threads"];
 /// close-on-exec under the fork lock, the polling wait.
 const VARIANTS: &[(&str, &[&str])] = &[("posix-generic", &["shm", "posix-generic"])];
 
-/// Targets `check-targets` checks, with the crates that exist there.
+/// Targets `check-targets` checks.
 const CHECK_TARGETS: &[&str] = &[
     "aarch64-apple-darwin",
     "x86_64-apple-darwin",
     "x86_64-unknown-freebsd",
     "x86_64-pc-windows-gnu",
 ];
+
+/// The target on which `check-targets` also checks the `posix-generic` paths, which exist
+/// for Unixes other than Linux (the tests compile them for Linux already). Both feature sets
+/// stay side by side in the target's directory, so neither check undoes the other.
+const CHECK_GENERIC_ON: &str = "aarch64-apple-darwin";
 
 /// The library crates `check-targets` checks (lib, tests, examples), all backends on.
 const CHECK_PACKAGES: &[&str] = &["mp-ipc", "mp-unix", "mp-windows", "mp-shm", "mp-core"];
@@ -59,9 +64,10 @@ commands:
                                         once per backend
                                         (needs $MP_WINDOWS_ENV or ../shared/windows/env.sh)
   check-targets [--target <t>]...       cargo check (library, tests, examples; every backend;
-                                        no warnings allowed) for aarch64-apple-darwin,
-                                        x86_64-apple-darwin, x86_64-unknown-freebsd and
-                                        x86_64-pc-windows-gnu, with Debian's Rust and
+                                        no warnings allowed) for aarch64-apple-darwin (also
+                                        with posix-generic), x86_64-apple-darwin,
+                                        x86_64-unknown-freebsd and x86_64-pc-windows-gnu,
+                                        with Debian's Rust and
                                         -Zbuild-std (installs rustc-web, cargo-web,
                                         rust-web-src if missing)
   bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
@@ -438,25 +444,39 @@ fn check_targets(rest: &[String]) -> Result<()> {
     cross::ensure_packages(cross::PACKAGES)?;
     let started = Instant::now();
     let mut results = Vec::new();
-    for t in &targets {
-        eprintln!("\n==== check {t} ====");
+    let runs = targets.iter().flat_map(|t| {
+        let generic = (t == CHECK_GENERIC_ON).then_some((t, true));
+        [(t, false)].into_iter().chain(generic)
+    });
+    for (t, generic) in runs {
+        let name = if generic {
+            format!("{t} (posix-generic)")
+        } else {
+            t.clone()
+        };
+        eprintln!("\n==== check {name} ====");
         let took = Instant::now();
         let mut cmd = cross::cargo("check", t, &format!("check-{t}"))?;
         for p in CHECK_PACKAGES {
             cmd.args(["-p", p]);
         }
-        cmd.args(["--all-targets", "--features", "mp-core/shm,mp-core/threads"])
+        let features = if generic {
+            "mp-core/shm,mp-core/threads,mp-core/posix-generic"
+        } else {
+            "mp-core/shm,mp-core/threads"
+        };
+        cmd.args(["--all-targets", "--features", features])
             .env("CARGO_TERM_COLOR", "never");
-        results.push((t, run_without_warnings(cmd), took.elapsed()));
+        results.push((name, run_without_warnings(cmd), took.elapsed()));
     }
     eprintln!("\n==== summary ({:.0?} total) ====", started.elapsed());
     let mut failed = 0;
     for (t, r, took) in &results {
         match r {
-            Ok(()) => eprintln!("  {t:<24} ok      ({took:.0?})"),
+            Ok(()) => eprintln!("  {t:<40} ok      ({took:.0?})"),
             Err(e) => {
                 failed += 1;
-                eprintln!("  {t:<24} FAILED  ({took:.0?}): {e:#}");
+                eprintln!("  {t:<40} FAILED  ({took:.0?}): {e:#}");
             }
         }
     }
