@@ -158,10 +158,12 @@ pub(crate) fn serve(ctl: Chan) -> ! {
         let fork_lock = mp_unix::cloexec::forking();
         // SAFETY: the server is single-threaded, so fork is safe here.
         let pid = unsafe { libc::fork() };
+        let fork_error = (pid == -1).then(io::Error::last_os_error);
         drop(fork_lock);
         match pid {
             -1 => {
-                let _ = ctl.send_frame(&[io::Error::last_os_error().to_string().as_bytes()]);
+                let e = fork_error.unwrap_or_else(|| io::Error::other("fork failed"));
+                let _ = ctl.send_frame(&[e.to_string().as_bytes()]);
             }
             0 => {
                 set_sigchld(libc::SIG_DFL);
