@@ -20,6 +20,7 @@ mod copy;
 #[cfg(target_os = "linux")]
 mod idle;
 mod manager;
+mod platform;
 mod pool;
 mod queues;
 mod scaling;
@@ -58,6 +59,7 @@ fn main() {
         ("idle", idle::run),
         #[cfg(unix)]
         ("copy", copy::run),
+        ("platform", platform::run),
     ];
     #[cfg(feature = "shm")]
     areas.push(("shm", shm::run));

@@ -47,6 +47,18 @@ pub fn run(reps: usize) {
         &rates,
     );
 
+    let rtts = round_trips(reps);
+    emit(
+        "queue.rtt",
+        "s",
+        "put on one queue, echoed back on another by a child process",
+        &rtts,
+    );
+}
+
+/// Round trips through two spool queues between this process and a child: the mean time
+/// of one put + echoed get, per repetition.
+pub(crate) fn round_trips(reps: usize) -> Vec<f64> {
     let (there, back) = (
         Queue::<u64>::with_transport::<Socket>(0).unwrap(),
         Queue::<u64>::with_transport::<Socket>(0).unwrap(),
@@ -69,10 +81,5 @@ pub fn run(reps: usize) {
     }
     there.put(u64::MAX).unwrap();
     p.join().unwrap();
-    emit(
-        "queue.rtt",
-        "s",
-        "put on one queue, echoed back on another by a child process",
-        &rtts,
-    );
+    rtts
 }

@@ -33,7 +33,8 @@ fn ponger(arg: (Event, Event, u32)) {
     }
 }
 
-fn event_ping_pong(reps: usize) -> Vec<f64> {
+/// Event ping-pong with a child process: the mean round trip, per repetition.
+pub(crate) fn event_ping_pong(reps: usize) -> Vec<f64> {
     (0..reps)
         .map(|_| {
             let (ping, pong) = (Event::new().unwrap(), Event::new().unwrap());

@@ -39,9 +39,9 @@ const GROUPS: &[(&str, bool)] = &[
 const TRANSPORT_GROUPS: &[&str] = &["start_join", "rtt", "tput"];
 
 /// One benchmark series: the samples of one implementation of one benchmark.
-struct Series {
+pub(crate) struct Series {
     unit: String,
-    note: String,
+    pub(crate) note: String,
     samples: Vec<f64>,
 }
 
@@ -59,7 +59,7 @@ impl Series {
     }
 
     /// Linear-interpolated quantile, `q` in 0..=1.
-    fn quantile(&self, q: f64) -> f64 {
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
         let s = self.sorted();
         if s.is_empty() {
             return f64::NAN;
@@ -70,7 +70,7 @@ impl Series {
         s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
     }
 
-    fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         self.quantile(0.5)
     }
 
@@ -80,7 +80,7 @@ impl Series {
 }
 
 /// `(bench, impl)` → series.
-type Results = BTreeMap<(String, String), Series>;
+pub(crate) type Results = BTreeMap<(String, String), Series>;
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
@@ -206,7 +206,7 @@ fn python() -> String {
 }
 
 /// Runs a benchmark program and adds the JSON lines of its stdout to `results`.
-fn collect(mut cmd: Command, results: &mut Results) -> Result<()> {
+pub(crate) fn collect(mut cmd: Command, results: &mut Results) -> Result<()> {
     let line = show(&cmd);
     eprintln!("$ {line}");
     let out = cmd
@@ -248,7 +248,7 @@ fn collect(mut cmd: Command, results: &mut Results) -> Result<()> {
     Ok(())
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()
@@ -258,7 +258,7 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())

@@ -4,13 +4,17 @@
 //! cargo xtask test-all-backends [--backend <b>]...   tests (all targets, then doctests) per backend
 //! cargo xtask lint [--no-fmt] [--backend <b>]...     rustfmt --check, clippy -D warnings
 //! cargo xtask test-windows [--backend b] [-- <args>]  mp-core's tests for Windows, under Wine
+//! cargo xtask check-targets [--target t]...          cargo check for macOS, FreeBSD and Windows
 //! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
 //! cargo xtask chaos [--minutes N] [--seed S]          workloads while processes are killed
+//! cargo xtask bench-platform [--quick] [--no-write]  native vs posix-generic paths -> docs/benchmarks-platform.md
 //! ```
 //!
 //! Every command it runs is printed first, prefixed with `$`.
 
 mod bench;
+mod bench_platform;
+mod cross;
 mod json;
 mod proof;
 
@@ -25,6 +29,32 @@ use anyhow::{bail, Context, Result};
 /// backend here is one line.
 const BACKENDS: &[&str] = &["socket", "shm", "threads"];
 
+/// Extra test runs that are not backends: a name and the mp-core features it turns on. They
+/// take `--backend <name>` like a backend and run after the backends.
+///
+/// `posix-generic` (Unix only): the shm backend (whose rings add the `shm_open` segment path
+/// to what every backend uses) with mp-core's `posix-generic` feature, which forces the
+/// portable POSIX code paths on Linux: `shm_open` segments, the temporary-file queue spool,
+/// `kill(pid, 0)` liveness and no exit watch, no parent-death signal (the watchdog alone),
+/// close-on-exec under the fork lock, the polling wait.
+const VARIANTS: &[(&str, &[&str])] = &[("posix-generic", &["shm", "posix-generic"])];
+
+/// Targets `check-targets` checks.
+const CHECK_TARGETS: &[&str] = &[
+    "aarch64-apple-darwin",
+    "x86_64-apple-darwin",
+    "x86_64-unknown-freebsd",
+    "x86_64-pc-windows-gnu",
+];
+
+/// The target on which `check-targets` also checks the `posix-generic` paths, which exist
+/// for Unixes other than Linux (the tests compile them for Linux already). Both feature sets
+/// stay side by side in the target's directory, so neither check undoes the other.
+const CHECK_GENERIC_ON: &str = "aarch64-apple-darwin";
+
+/// The library crates `check-targets` checks (lib, tests, examples), all backends on.
+const CHECK_PACKAGES: &[&str] = &["mp-ipc", "mp-unix", "mp-windows", "mp-shm", "mp-core"];
+
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
@@ -35,6 +65,13 @@ commands:
                                         mp-core's tests cross-compiled for Windows, run in Wine,
                                         once per backend
                                         (needs $MP_WINDOWS_ENV or ../shared/windows/env.sh)
+  check-targets [--target <t>]...       cargo check (library, tests, examples; every backend;
+                                        no warnings allowed) for aarch64-apple-darwin (also
+                                        with posix-generic), x86_64-apple-darwin,
+                                        x86_64-unknown-freebsd and x86_64-pc-windows-gnu,
+                                        with Debian's Rust and
+                                        -Zbuild-std (installs rustc-web, cargo-web,
+                                        rust-web-src if missing)
   bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
                                         writes docs/benchmarks.md and docs/benchmarks.svg
   chaos [--minutes <n>] [--seconds <n>] [--seed <s>] [--backend <b>]...
@@ -52,10 +89,15 @@ commands:
                                         runs and coverage
   loom [-- <test args>]                 the loom models of the sync protocols (--cfg loom)
   miri [-- <test args>]                 the one-process unit tests under Miri (nightly + miri)
+  bench-platform [--quick] [--no-write] [--rounds <n>]
+                                        lock hand-off, event ping-pong and queue round trip with
+                                        the native and the posix-generic code paths; writes
+                                        docs/benchmarks-platform.md
   backends                              lists the backends mp-core has
 
 options:
-  --backend <b>   only this backend (repeatable; also --backend=a,b)";
+  --backend <b>   only this backend (repeatable; also --backend=a,b); `posix-generic` is the
+                  extra Unix run with the portable POSIX code paths forced";
 
 fn main() -> ExitCode {
     match run() {
@@ -75,21 +117,23 @@ fn run() -> Result<()> {
     };
     let rest = &args[1..];
     match cmd.as_str() {
-        "test-all-backends" => test_all_backends(&parse_backends(rest)?),
+        "test-all-backends" => test_all_backends(&parse_backends(rest, true)?),
         "lint" => {
             let fmt = !rest.iter().any(|a| a == "--no-fmt");
             let rest: Vec<String> = rest.iter().filter(|a| *a != "--no-fmt").cloned().collect();
-            lint(fmt, &parse_backends(&rest)?)
+            lint(fmt, &parse_backends(&rest, true)?)
         }
         "test-windows" => test_windows(rest),
+        "check-targets" => check_targets(rest),
         "bench" => bench::run(rest),
         "chaos" => chaos(rest),
         "sanitize" => proof::sanitize(rest),
         "fuzz" => proof::fuzz(rest),
         "loom" => proof::loom(rest),
         "miri" => proof::miri(rest),
+        "bench-platform" => bench_platform::run(rest),
         "backends" => {
-            for b in available_backends()? {
+            for b in available_backends(true)? {
                 println!("{b}");
             }
             Ok(())
@@ -179,8 +223,9 @@ pub fn metadata() -> Result<json::Json> {
     json::parse(std::str::from_utf8(&out.stdout)?).context("parsing cargo metadata")
 }
 
-/// The entries of [`BACKENDS`] that are features of mp-core.
-fn available_backends() -> Result<Vec<&'static str>> {
+/// The entries of [`BACKENDS`] that are features of mp-core, then the [`VARIANTS`] whose
+/// features mp-core all has (on Unix only: they are Unix code paths).
+fn available_backends(with_variants: bool) -> Result<Vec<&'static str>> {
     let meta = metadata()?;
     let packages = meta
         .get("packages")
@@ -191,17 +236,23 @@ fn available_backends() -> Result<Vec<&'static str>> {
         .find(|p| p.get("name").and_then(|n| n.as_str()) == Some("mp-core"))
         .context("mp-core is not in the workspace")?;
     let features = core.get("features").map(|f| f.keys()).unwrap_or_default();
+    let has = |f: &str| features.contains(&f);
+    let variants = VARIANTS
+        .iter()
+        .filter(|(_, needs)| with_variants && cfg!(unix) && needs.iter().all(|f| has(f)))
+        .map(|(name, _)| *name);
     Ok(BACKENDS
         .iter()
         .copied()
-        .filter(|b| features.contains(b))
+        .filter(|b| has(b))
+        .chain(variants)
         .collect())
 }
 
 /// `--backend a --backend b,c` → the chosen backends, checked against mp-core's features;
-/// none given → all that exist.
-fn parse_backends(args: &[String]) -> Result<Vec<&'static str>> {
-    let available = available_backends()?;
+/// none given → all that exist (and the [`VARIANTS`] if `with_variants`).
+fn parse_backends(args: &[String], with_variants: bool) -> Result<Vec<&'static str>> {
+    let available = available_backends(with_variants)?;
     let mut wanted: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -227,16 +278,20 @@ fn parse_backends(args: &[String]) -> Result<Vec<&'static str>> {
         .collect()
 }
 
-/// The cargo arguments selecting one backend for the whole workspace. Features of other
-/// packages are named `package/feature`; `--no-default-features` applies to every selected
-/// package, so crates depending on mp-core must leave its defaults off themselves (mp-bench
-/// does).
+/// The cargo arguments selecting one backend (or [variant](VARIANTS)) for the whole
+/// workspace. Features of other packages are named `package/feature`;
+/// `--no-default-features` applies to every selected package, so crates depending on
+/// mp-core must leave its defaults off themselves (mp-bench does).
 fn backend_args(backend: &str) -> Vec<String> {
+    let features: Vec<String> = match VARIANTS.iter().find(|(name, _)| *name == backend) {
+        Some((_, features)) => features.iter().map(|f| format!("mp-core/{f}")).collect(),
+        None => vec![format!("mp-core/{backend}")],
+    };
     vec![
         "--workspace".into(),
         "--no-default-features".into(),
         "--features".into(),
-        format!("mp-core/{backend}"),
+        features.join(","),
     ]
 }
 
@@ -303,7 +358,7 @@ fn lint(fmt: bool, backends: &[&str]) -> Result<()> {
 fn test_windows(rest: &[String]) -> Result<()> {
     let extra: Vec<&String> = rest.iter().skip_while(|a| *a != "--").skip(1).collect();
     let options: Vec<String> = rest.iter().take_while(|a| *a != "--").cloned().collect();
-    let backends = parse_backends(&options)?;
+    let backends = parse_backends(&options, false)?;
     // $MP_WINDOWS_ENV, when set, is the only candidate (so it can also point elsewhere).
     let candidates: Vec<PathBuf> = match std::env::var_os("MP_WINDOWS_ENV") {
         Some(p) => vec![PathBuf::from(p)],
@@ -319,38 +374,164 @@ fn test_windows(rest: &[String]) -> Result<()> {
         eprintln!("  (the GitHub workflow runs the tests on a real Windows runner instead)");
         return Ok(());
     };
-    let quoted_extra: String = extra
-        .iter()
-        .map(|a| format!(" '{}'", a.replace('\'', r"'\''")))
-        .collect();
-    // wcargo builds with Debian's rustc; its doctests need the matching rustdoc, not the one
-    // the PATH offers (a rustup toolchain of another version refuses the std it built).
-    // There is no cargo inside Wine, so the examples are built first for tests/examples.rs.
-    // One run per backend; each backend crate's own tests run with its backend.
-    // Every backend runs even if an earlier one failed; the exit status says if any did.
-    let mut script = String::from(
-        r#"source "$1" || exit 1; [ -x /usr/bin/rustdoc ] && export RUSTDOC=/usr/bin/rustdoc; failed="""#,
-    );
+    // The environment script installs Wine, MinGW and the toolchain if missing and exports
+    // the Wine prefix, the linker and the runner; the builds themselves are `cross::cargo`.
+    let vars = sourced_env(env)?;
+    cross::ensure_packages(cross::PACKAGES)?;
+    // Doctests need the rustdoc that matches Debian's rustc, not the one the PATH offers (a
+    // rustup toolchain of another version refuses the std it built).
+    let rustdoc = Path::new("/usr/bin/rustdoc").exists();
+    // One run per backend; each backend crate's own tests run with its backend. There is no
+    // cargo inside Wine, so the examples are built first for tests/examples.rs. Every
+    // backend runs even if an earlier one failed; the exit status says if any did.
+    let mut failed = Vec::new();
     for b in &backends {
-        let features = format!("--no-default-features --features mp-core/{b}");
-        let own = match *b {
-            "socket" => " -p mp-windows",
-            "shm" => " -p mp-shm",
-            _ => "",
+        eprintln!("\n==== backend {b} (Windows, Wine) ====");
+        let features = [
+            "--no-default-features".to_string(),
+            "--features".into(),
+            format!("mp-core/{b}"),
+        ];
+        let mut build = cross::cargo("build", WINDOWS, "windows")?;
+        build
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .args(["-q", "-p", "mp-core", "--examples"])
+            .args(&features);
+        let mut test = cross::cargo("test", WINDOWS, "windows")?;
+        test.envs(vars.iter().map(|(k, v)| (k, v)))
+            .env("MP_EXAMPLES_PREBUILT", "1")
+            .args(["-p", "mp-core"]);
+        match *b {
+            "socket" => test.args(["-p", "mp-windows"]),
+            "shm" => test.args(["-p", "mp-shm"]),
+            _ => &mut test,
         };
-        script.push_str(&format!(
-            "; echo '==== backend {b} (Windows, Wine) ====' \
-             ; {{ wcargo build -q -p mp-core {features} --examples \
-             && MP_EXAMPLES_PREBUILT=1 wcargo test -p mp-core{own} {features}{quoted_extra}; }} \
-             || failed=\"$failed {b}\""
-        ));
+        test.args(&features).args(&extra);
+        if rustdoc {
+            test.env("RUSTDOC", "/usr/bin/rustdoc");
+        }
+        if run_cmd(build).and_then(|()| run_cmd(test)).is_err() {
+            failed.push(*b);
+        }
     }
-    script.push_str(r#"; [ -z "$failed" ] || { echo "test-windows: failed:$failed"; exit 1; }"#);
+    if !failed.is_empty() {
+        bail!("test-windows: failed: {}", failed.join(" "));
+    }
+    Ok(())
+}
+
+const WINDOWS: &str = "x86_64-pc-windows-gnu";
+
+/// The variables a shell script sets or changes when sourced (run with bash; its output goes
+/// to stderr).
+fn sourced_env(script: &Path) -> Result<Vec<(String, String)>> {
     let mut cmd = Command::new("bash");
-    cmd.current_dir(root())
-        .args(["-c", &script, "xtask-test-windows"])
-        .arg(env);
-    run_cmd(cmd)
+    cmd.args(["-c", r#"source "$1" >&2 && env -0"#, "xtask"])
+        .arg(script)
+        .stderr(std::process::Stdio::inherit());
+    eprintln!("$ {}", show(&cmd));
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not source {}", script.display()))?;
+    if !out.status.success() {
+        bail!("sourcing {} failed: {}", script.display(), out.status);
+    }
+    Ok(out
+        .stdout
+        .split(|&b| b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+        .filter(|(k, v)| std::env::var(k).ok().as_deref() != Some(*v))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+/// `cargo check` of the library crates (library, tests, examples; every backend) for each
+/// target, with Debian's toolchain building the target's std, each target in its own
+/// target directory (`check-<target>`) so that a second run is incremental. A warning fails
+/// the check like an error.
+fn check_targets(rest: &[String]) -> Result<()> {
+    let mut targets: Vec<String> = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--target" => targets.push(it.next().context("--target needs a value")?.clone()),
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    if targets.is_empty() {
+        targets = CHECK_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    cross::ensure_packages(cross::PACKAGES)?;
+    let started = Instant::now();
+    let mut results = Vec::new();
+    let runs = targets.iter().flat_map(|t| {
+        let generic = (t == CHECK_GENERIC_ON).then_some((t, true));
+        [(t, false)].into_iter().chain(generic)
+    });
+    for (t, generic) in runs {
+        let name = if generic {
+            format!("{t} (posix-generic)")
+        } else {
+            t.clone()
+        };
+        eprintln!("\n==== check {name} ====");
+        let took = Instant::now();
+        let mut cmd = cross::cargo("check", t, &format!("check-{t}"))?;
+        for p in CHECK_PACKAGES {
+            cmd.args(["-p", p]);
+        }
+        let features = if generic {
+            "mp-core/shm,mp-core/threads,mp-core/posix-generic"
+        } else {
+            "mp-core/shm,mp-core/threads"
+        };
+        cmd.args(["--all-targets", "--features", features])
+            .env("CARGO_TERM_COLOR", "never");
+        results.push((name, run_without_warnings(cmd), took.elapsed()));
+    }
+    eprintln!("\n==== summary ({:.0?} total) ====", started.elapsed());
+    let mut failed = 0;
+    for (t, r, took) in &results {
+        match r {
+            Ok(()) => eprintln!("  {t:<40} ok      ({took:.0?})"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("  {t:<40} FAILED  ({took:.0?}): {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} target(s) failed");
+    }
+    Ok(())
+}
+
+/// Runs a cargo command, passing its output through, and fails if it fails or prints a
+/// warning (cargo shows warnings of workspace crates only, so each is ours).
+fn run_without_warnings(mut cmd: Command) -> Result<()> {
+    use std::io::BufRead;
+    let line = show(&cmd);
+    eprintln!("$ {line}");
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not run {line}"))?;
+    let mut warnings = 0;
+    for l in std::io::BufReader::new(child.stderr.take().expect("piped")).lines() {
+        let l = l?;
+        if l.starts_with("warning") {
+            warnings += 1;
+        }
+        eprintln!("{l}");
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{line}: {status}");
+    }
+    if warnings > 0 {
+        bail!("{warnings} warning line(s)");
+    }
+    Ok(())
 }
 
 /// `cargo xtask chaos`: runs the `mp-chaos` binary once per process backend (the threads
@@ -374,7 +555,7 @@ fn chaos(rest: &[String]) -> Result<()> {
             _ => other.push(a.clone()),
         }
     }
-    let backends: Vec<&str> = parse_backends(&other)?
+    let backends: Vec<&str> = parse_backends(&other, false)?
         .into_iter()
         .filter(|b| *b != "threads")
         .collect();

@@ -132,7 +132,7 @@ pub fn sanitize(rest: &[String]) -> Result<()> {
     if sanitizers.is_empty() {
         sanitizers = vec!["address".into(), "thread".into()];
     }
-    let backends = parse_backends(&options)?;
+    let backends = parse_backends(&options, false)?;
     let mut failed = Vec::new();
     for s in &sanitizers {
         for b in &backends {

@@ -104,8 +104,8 @@ pub use wait::{wait, Sentinel, Waitable};
 
 /// Runs the child's work if this process was started by `mp`; returns at once otherwise.
 ///
-/// The counterpart of Python's `if __name__ == "__main__":` guard. On Linux and Windows a
-/// constructor does this before `main` runs, so the call is optional there; putting it first
+/// The counterpart of Python's `if __name__ == "__main__":` guard. On Linux, macOS, FreeBSD
+/// and Windows a constructor does this before `main` runs, so the call is optional there; putting it first
 /// in `main` makes the program correct on every platform and says what happens. In a child it
 /// never returns. If a child reaches a [`Process::start`] without having run this, `start`
 /// fails with [`ProcessError::BootstrapMissing`] instead of starting processes recursively.

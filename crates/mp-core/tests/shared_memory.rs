@@ -7,8 +7,9 @@ use std::time::Duration;
 use common::for_each_context;
 use mp_core::{pipe_oneway, Context, ShareableList, SharedError, SharedMemory, ShortStr, Writer};
 
+/// A fresh name, short enough for macOS (30 bytes without the leading `/`).
 fn unique(tag: &str) -> String {
-    format!("mptest_{tag}_{}_{}", std::process::id(), rand_u32())
+    format!("mpt_{tag}_{:x}{:08x}", std::process::id(), rand_u32())
 }
 
 fn rand_u32() -> u32 {

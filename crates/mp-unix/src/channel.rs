@@ -139,9 +139,13 @@ impl ReadAhead {
 }
 
 impl UnixChannel {
-    /// A connected pair; both ends are close-on-exec.
+    /// A connected pair; both ends are close-on-exec (atomically where the OS can; under
+    /// the [fork lock](crate::cloexec) on macOS).
     pub fn pair() -> io::Result<(Self, Self)> {
-        let (a, b) = UnixStream::pair()?;
+        let (a, b) = {
+            let _g = crate::cloexec::creating();
+            UnixStream::pair()?
+        };
         Ok((Self::wrap(a), Self::wrap(b)))
     }
 

@@ -10,7 +10,7 @@
 //! channel ([`IpcError::Corrupt`]).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use mp_ipc::IpcError;
 
@@ -93,31 +93,32 @@ pub(crate) fn recv_with_rights(
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of::<[u64; 130]>() as _;
     let first = fds.len();
-    let n = loop {
+    let blocking = flags & libc::MSG_DONTWAIT == 0;
+    let n = crate::cloexec::receive(fd, blocking, |cloexec| {
         // SAFETY: msg describes live buffers.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
-        if n >= 0 {
-            break n as usize;
+        let n = unsafe { libc::recvmsg(fd, &mut msg, cloexec | flags) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(IpcError::Io(err));
-        }
-    };
-    // SAFETY: the kernel filled msg_control; walk it with the CMSG macros.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let bytes = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+        // SAFETY: the kernel filled msg_control; walk it with the CMSG macros.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    let bytes = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                        fds.push(crate::cloexec::received(std::ptr::read_unaligned(
+                            data.add(i),
+                        )));
+                    }
                 }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
-    }
+        Ok(n as usize)
+    })
+    .map_err(IpcError::Io)?;
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         fds.truncate(first);
         return Err(IpcError::Corrupt(
@@ -156,6 +157,12 @@ mod tests {
         assert_eq!((buf.as_slice(), fds.len()), (&b"file"[..], 1));
         b.recv_frame(&mut buf, 1024).unwrap();
         assert_eq!(buf, b"after");
+        // SAFETY: F_GETFD on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fds[0].as_raw_fd(), libc::F_GETFD) };
+        assert!(
+            flags & libc::FD_CLOEXEC != 0,
+            "a received descriptor leaks into exec"
+        );
         let mut received = std::fs::File::from(fds.into_iter().next().unwrap());
         received.write_all(b"foo").unwrap();
         let mut back = String::new();

@@ -1,6 +1,21 @@
 //! Shared memory on Unix, written once for every crate of `mp`: anonymous objects
-//! ([`anonymous_object`], [`create`], its size sealed where the system can), their size, and [`map`], which makes the one mapping
-//! type of `mp` ([`Mapping`]) that `mp-core`'s segments and `mp-shm`'s rings both hold.
+//! ([`anonymous_object`]; [`create`], sized once, its size sealed where the system can),
+//! growable spool files ([`growable_object`]), their size, and [`map`], which makes the one
+//! mapping type of `mp` ([`Mapping`]) that `mp-core`'s segments and `mp-shm`'s rings hold.
+//!
+//! | flavour   | [`anonymous_object`] (sized once, mapped) | [`growable_object`] (`pread`/`pwrite`, grows, shrinks) |
+//! |-----------|--------------------------------------------|---------------------------------------------------------|
+//! | `linux`   | `memfd_create`                             | `memfd_create`                                          |
+//! | `freebsd` | `shm_open(SHM_ANON)`                       | `memfd_create` (FreeBSD 13+; grows on write)            |
+//! | `apple`   | `shm_open` of a unique name, unlinked at once | a temporary file, unlinked at once                   |
+//! | `generic` | as `apple`                                 | as `apple`                                              |
+//!
+//! Every object is close-on-exec from its creation and is freed by the kernel when the last
+//! process holding it closes it or dies. A POSIX shared-memory object on macOS cannot be
+//! read or written with `pread`/`pwrite`, nor resized after its first `ftruncate`, hence the
+//! temporary file for growable objects there (it lives in the page cache like any file and
+//! is written to disk only under memory pressure or never).
+
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -28,7 +43,7 @@ pub fn create(label: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
     let len = libc::off_t::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
     // SAFETY: ftruncate on a descriptor we own.
-    if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len) } != 0 {
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
         return Err(io::Error::last_os_error());
     }
     imp::seal_size(&fd)?;
@@ -99,9 +114,10 @@ unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 }
 
 /// A new, empty, close-on-exec shared-memory object that no name refers to, so the kernel
-/// frees it when the last process holding it closes it or dies. `label` shows in
-/// `/proc/<pid>/fd` on Linux (`memfd_create`); elsewhere the object is made with `shm_open`
-/// under a unique name that is unlinked at once.
+/// frees it when the last process holding it closes it or dies. Give it a size with
+/// `ftruncate` once, then map it. `label` shows in `/proc/<pid>/fd` on Linux
+/// (`memfd_create`); with `shm_open` the object has a unique short name for the instant
+/// between its creation and its unlinking.
 ///
 /// ```
 /// let fd = mp_unix::memory::anonymous_object(c"doc").unwrap();
@@ -111,32 +127,75 @@ pub fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
     imp::anonymous_object(label)
 }
 
+/// A new, empty, close-on-exec object that several processes read and write by offset
+/// (`pread`/`pwrite`), that grows when written past its end and shrinks with `ftruncate`,
+/// and that the kernel frees with its last holder: a `memfd` where the OS has one, an
+/// unlinked temporary file elsewhere.
+///
+/// ```
+/// use std::os::unix::fs::FileExt;
+/// let f = std::fs::File::from(mp_unix::memory::growable_object(c"doc").unwrap());
+/// f.write_all_at(b"abc", 4096).unwrap();
+/// let mut b = [0u8; 3];
+/// f.read_exact_at(&mut b, 4096).unwrap();
+/// assert_eq!(&b, b"abc");
+/// ```
+pub fn growable_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    imp::growable_object(label)
+}
+
+/// Frees the memory of `[offset, offset + len)` of a [`growable_object`], keeping its size
+/// and offsets (Linux: a hole punched with `fallocate`). Elsewhere nothing is freed until the
+/// object is truncated.
+pub fn release_range(fd: &OwnedFd, offset: u64, len: u64) {
+    #[cfg(mp_os = "linux")]
+    // SAFETY: fallocate on a descriptor we hold; failure only means nothing is freed.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        );
+    }
+    #[cfg(not(mp_os = "linux"))]
+    let _ = (fd, offset, len);
+}
+
 /// Whether the size of the object behind `fd` can no longer change (sealed on Linux; an
 /// object received from another process may not be). Never true on other systems.
 pub fn size_is_sealed(fd: &OwnedFd) -> bool {
     imp::size_is_sealed(fd)
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// `memfd_create` with `flags` besides close-on-exec.
+#[cfg(any(mp_os = "linux", mp_os = "freebsd"))]
+fn memfd(label: &std::ffi::CStr, flags: libc::c_uint) -> io::Result<OwnedFd> {
+    // SAFETY: memfd_create with a valid C string; returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(mp_os = "linux")]
 mod imp {
     use super::*;
 
     pub(super) fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
-        // SAFETY: memfd_create with a valid C string; returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::memfd_create(label.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        memfd(label, libc::MFD_ALLOW_SEALING)
+    }
+
+    pub(super) fn growable_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+        memfd(label, 0)
     }
 
     const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
 
     pub(super) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         // SAFETY: adding seals to a memfd we own.
         let rc = unsafe {
             libc::fcntl(
@@ -152,49 +211,193 @@ mod imp {
     }
 
     pub(super) fn size_is_sealed(fd: &OwnedFd) -> bool {
-        use std::os::fd::AsRawFd;
         // SAFETY: reading the seals of a descriptor we hold.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
         seals >= 0 && seals & SIZE_SEALS == SIZE_SEALS
     }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-mod imp {
+/// Where sizes are not sealed: nothing to do, never sealed.
+#[cfg(not(mp_os = "linux"))]
+mod unsealed {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    pub(super) fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = std::ffi::CString::new(format!(
-            "/mp-{}-{}-{}",
-            label.to_string_lossy(),
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ))
-        .map_err(io::Error::other)?;
-        // SAFETY: shm_open/shm_unlink with a valid C string.
-        unsafe {
-            let fd = libc::shm_open(
-                name.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-                0o600,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::shm_unlink(name.as_ptr());
-            let _ = libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            Ok(OwnedFd::from_raw_fd(fd))
-        }
-    }
-
-    /// No seals: the size stays changeable by any holder.
     pub(super) fn seal_size(_fd: &OwnedFd) -> io::Result<()> {
         Ok(())
     }
 
     pub(super) fn size_is_sealed(_fd: &OwnedFd) -> bool {
         false
+    }
+}
+
+#[cfg(mp_os = "freebsd")]
+mod imp {
+    use super::*;
+    pub(super) use super::unsealed::{seal_size, size_is_sealed};
+
+    pub(super) fn anonymous_object(_label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+        // SAFETY: shm_open with SHM_ANON creates an object no name refers to; libc adds
+        // O_CLOEXEC as well.
+        let fd = unsafe { libc::shm_open(libc::SHM_ANON, libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    pub(super) fn growable_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+        // An SHM_ANON object does not grow on write; a memfd (same kind of object, with
+        // SHM_GROW_ON_WRITE) does.
+        memfd(label, 0)
+    }
+}
+
+#[cfg(any(mp_os = "apple", mp_os = "generic"))]
+mod imp {
+    use std::ffi::CString;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    pub(super) use super::unsealed::{seal_size, size_is_sealed};
+
+    /// `prefix` followed by a part no other creation of this process uses and another
+    /// process is unlikely to guess (pid, a counter and the clock), cut to `max` bytes.
+    fn unique(prefix: &str, max: usize) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mix = nanos ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(40);
+        let mut name = format!("{prefix}{:x}.{mix:016x}", std::process::id());
+        name.truncate(max);
+        name
+    }
+
+    /// Calls `create` with fresh names until one is not taken (`EEXIST`), a few times.
+    fn create_unique(
+        prefix: &str,
+        max: usize,
+        create: impl Fn(&CString) -> io::Result<OwnedFd>,
+    ) -> io::Result<OwnedFd> {
+        let mut last = None;
+        for _ in 0..16 {
+            let name = CString::new(unique(prefix, max)).map_err(io::Error::other)?;
+            match create(&name) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                r => return r,
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free name")))
+    }
+
+    /// The longest POSIX shared-memory name macOS takes, the leading `/` included.
+    const SHM_NAME_MAX: usize = 31;
+
+    pub(super) fn anonymous_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+        // The label (at most 12 bytes of it) shows in the name, and so in `/proc/<pid>/fd`
+        // on Linux; at least 8 hex digits of the unique part remain.
+        let label: String = label.to_string_lossy().chars().take(12).collect();
+        create_unique(&format!("/{label}."), SHM_NAME_MAX, |name| {
+            // SAFETY: shm_open/shm_unlink with a valid C string. POSIX makes the new
+            // descriptor close-on-exec (macOS does so whatever the flags say).
+            unsafe {
+                let fd = libc::shm_open(
+                    name.as_ptr(),
+                    libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                    0o600 as libc::c_uint,
+                );
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let fd = OwnedFd::from_raw_fd(fd);
+                libc::shm_unlink(name.as_ptr());
+                Ok(fd)
+            }
+        })
+    }
+
+    pub(super) fn growable_object(label: &std::ffi::CStr) -> io::Result<OwnedFd> {
+        let dir = std::env::temp_dir();
+        let prefix = format!(
+            "{}/.{}-",
+            dir.to_string_lossy().trim_end_matches('/'),
+            label.to_string_lossy()
+        );
+        create_unique(&prefix, usize::MAX, |path| {
+            // SAFETY: open/unlink with a valid C string; O_CLOEXEC is atomic everywhere.
+            unsafe {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_RDWR
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600 as libc::c_uint,
+                );
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let fd = OwnedFd::from_raw_fd(fd);
+                libc::unlink(path.as_ptr());
+                Ok(fd)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    fn cloexec(fd: &OwnedFd) -> bool {
+        // SAFETY: F_GETFD on a live descriptor.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn an_anonymous_object_is_sized_once_and_shared_by_its_mappings() {
+        let fd = anonymous_object(c"test").unwrap();
+        assert!(cloexec(&fd));
+        // SAFETY: ftruncate and two mappings of a descriptor we own, unmapped below.
+        unsafe {
+            assert_eq!(libc::ftruncate(fd.as_raw_fd(), 4096), 0);
+            let map = || {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            let (a, b) = (map(), map());
+            assert!(a != libc::MAP_FAILED && b != libc::MAP_FAILED);
+            *a.cast::<u8>().add(100) = 42;
+            assert_eq!(*b.cast::<u8>().add(100), 42);
+            libc::munmap(a, 4096);
+            libc::munmap(b, 4096);
+        }
+    }
+
+    #[test]
+    fn a_growable_object_grows_on_write_and_shrinks() {
+        let fd = growable_object(c"mp-test").unwrap();
+        assert!(cloexec(&fd));
+        let f = std::fs::File::from(fd);
+        f.write_all_at(b"hello", 10_000).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 10_005);
+        let mut b = [1u8; 5];
+        f.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!(b, [0; 5]);
+        f.set_len(0).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 0);
+        f.write_all_at(b"x", 3).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 4);
     }
 }

@@ -1,13 +1,76 @@
-//! Questions about processes and threads named by a number read from shared memory, where
-//! another process may have written anything: is it a process at all, is it alive, does it
-//! have a given segment mapped, is it one of this process's threads.
+//! Child processes: a descriptor that becomes readable when one exits, the parent-death
+//! signal, and whether a process still lives.
 //!
-//! Never call `kill` on such a number unchecked: `kill(0, 0)` asks about the caller's whole
-//! process group and `kill(-1, 0)` about every process it may signal, and both "succeed".
+//! | flavour   | exit watch                         | parent-death signal | zombie check          |
+//! |-----------|------------------------------------|---------------------|-----------------------|
+//! | `linux`   | pidfd (`pidfd_open`, Linux 5.3+)   | `PR_SET_PDEATHSIG`  | `/proc/<pid>/stat`    |
+//! | `apple`   | kqueue, `EVFILT_PROC`/`NOTE_EXIT`  | none                | `proc_pidinfo`        |
+//! | `freebsd` | kqueue, `EVFILT_PROC`/`NOTE_EXIT`  | none (see below)    | `sysctl(KERN_PROC_PID)` |
+//! | `generic` | none: callers poll `waitpid`       | none                | none: `kill(pid, 0)`  |
+//!
+//! Without the parent-death signal a child dies with its parent through mp's watchdog
+//! thread, which reads the boot channel until the parent's end closes. (FreeBSD has
+//! `procctl(PROC_PDEATHSIG_CTL)`; the watchdog covers it, so mp does not use it.)
+
+//!
+//! Numbers read from shared memory, where another process may have written anything, are
+//! checked before any system call: is it a process at all, is it alive, does it have a
+//! given segment mapped, is it one of this process's threads. Never call `kill` on such a
+//! number unchecked: `kill(0, 0)` asks about the caller's whole process group and
+//! `kill(-1, 0)` about every process it may signal, and both "succeed".
 //! [`pid_plausible`] is the check; every function here applies it first.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+/// Whether [`arm_parent_death_signal`] does anything here (Linux).
+pub const PARENT_DEATH_SIGNAL: bool = cfg!(mp_os = "linux");
+
+/// A descriptor that becomes readable once the child `pid` has exited, without reaping it:
+/// a pidfd on Linux, a kqueue watching `EVFILT_PROC`/`NOTE_EXIT` on macOS and FreeBSD
+/// (readable at once if the child is already gone). `None` where there is no such thing (the
+/// generic flavour, old kernels): then callers poll `waitpid`.
+///
+/// ```
+/// let child = std::process::Command::new("true").spawn().unwrap();
+/// if let Some(fd) = mp_unix::process::exit_watch(child.id()) {
+///     use std::os::fd::AsRawFd;
+///     assert!(mp_unix::poll::poll_readable(fd.as_raw_fd(), None).unwrap());
+/// }
+/// # let mut child = child; child.wait().unwrap();
+/// ```
+pub fn exit_watch(pid: u32) -> Option<OwnedFd> {
+    imp::exit_watch(pid)
+}
+
+/// In a freshly forked child: asks for `SIGKILL` when the parent dies (Linux), and exits at
+/// once if `parent` is already gone. Does nothing where there is no parent-death signal.
+/// Async-signal-safe.
+pub fn arm_parent_death_signal(parent: libc::pid_t) {
+    #[cfg(mp_os = "linux")]
+    // SAFETY: prctl, getppid and _exit are async-signal-safe.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    #[cfg(not(mp_os = "linux"))]
+    let _ = parent;
+}
+
+/// Whether the calling thread is the process's main thread, where that matters: Linux sends
+/// the parent-death signal when the *thread* that forked exits, so it is only worth arming
+/// from the main thread. False where there is no parent-death signal.
+pub fn is_main_thread() -> bool {
+    #[cfg(mp_os = "linux")]
+    // SAFETY: gettid and getpid have no preconditions.
+    unsafe {
+        libc::gettid() == libc::getpid()
+    }
+    #[cfg(not(mp_os = "linux"))]
+    false
+}
 
 /// The largest pid the kernel hands out (Linux's `PID_MAX_LIMIT`; other systems use less).
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -45,26 +108,9 @@ pub fn pid_alive(pid: u32) -> bool {
     !is_zombie(pid)
 }
 
-/// Whether `pid` is a zombie: ended, not yet reaped (Linux: `/proc/<pid>/stat`; elsewhere
-/// never).
+/// Whether `pid` has ended but is not reaped yet. Always false in the generic flavour.
 pub fn is_zombie(pid: u32) -> bool {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false)
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        let _ = pid;
-        false
-    }
+    imp::is_zombie(pid)
 }
 
 /// The calling thread's system-wide id (Linux `gettid`); 0 where there is none to ask.
@@ -161,10 +207,218 @@ pub fn holds_object(pid: u32, fd: BorrowedFd<'_>) -> Option<bool> {
     maps_object(pid, fd).or_else(|| (pid == 1 && std::process::id() != 1).then_some(false))
 }
 
+#[cfg(mp_os = "linux")]
+mod imp {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    pub(super) fn exit_watch(pid: u32) -> Option<OwnedFd> {
+        // SAFETY: the syscall returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        // SAFETY: a fresh descriptor we own; pidfds are close-on-exec.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    pub(super) fn is_zombie(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(any(mp_os = "apple", mp_os = "freebsd"))]
+mod imp {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// One kevent change.
+    fn change(ident: usize, filter: i16, flags: u16, fflags: u32) -> libc::kevent {
+        // SAFETY: kevent is plain data (its layout differs between the BSDs: extra fields
+        // stay zero).
+        let mut k: libc::kevent = unsafe { std::mem::zeroed() };
+        k.ident = ident as _;
+        k.filter = filter as _;
+        k.flags = flags as _;
+        k.fflags = fflags as _;
+        k
+    }
+
+    fn apply(kq: &OwnedFd, changes: &[libc::kevent]) -> bool {
+        // SAFETY: registering changes on our kqueue; no events are read back.
+        unsafe {
+            libc::kevent(
+                kq.as_raw_fd(),
+                changes.as_ptr(),
+                changes.len() as _,
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null(),
+            ) == 0
+        }
+    }
+
+    /// Whether our child `pid` has exited (not reaping it).
+    fn exited(pid: u32) -> bool {
+        // SAFETY: waitid fills a zeroed siginfo_t; WNOWAIT leaves the child to be reaped.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0
+                && info.si_pid() != 0
+        }
+    }
+
+    pub(super) fn exit_watch(pid: u32) -> Option<OwnedFd> {
+        let kq = {
+            // kqueues are not inherited by fork; the flag covers a spawn all the same.
+            let _g = crate::cloexec::creating();
+            // SAFETY: kqueue returns a new descriptor or -1.
+            let fd = unsafe { libc::kqueue() };
+            if fd < 0 {
+                return None;
+            }
+            // SAFETY: a fresh descriptor we own.
+            let kq = unsafe { OwnedFd::from_raw_fd(fd) };
+            crate::cloexec::set(fd).ok()?;
+            kq
+        };
+        let watched = apply(
+            &kq,
+            &[change(
+                pid as usize,
+                libc::EVFILT_PROC,
+                libc::EV_ADD,
+                libc::NOTE_EXIT,
+            )],
+        );
+        let gone = if watched {
+            // The child may have exited before the watch began (macOS then reports nothing).
+            exited(pid)
+        } else {
+            // ESRCH: it has exited already (macOS refuses to watch a zombie).
+            std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        };
+        if gone {
+            // Make the queue readable for good: a user event, triggered, never collected.
+            let user = |flags, fflags| change(1, libc::EVFILT_USER, flags, fflags);
+            if !apply(&kq, &[user(libc::EV_ADD, 0), user(0, libc::NOTE_TRIGGER)]) {
+                return None;
+            }
+        } else if !watched {
+            return None;
+        }
+        Some(kq)
+    }
+
+    #[cfg(mp_os = "apple")]
+    pub(super) fn is_zombie(pid: u32) -> bool {
+        // SAFETY: proc_pidinfo fills at most `size` bytes of a zeroed structure; the
+        // argument 1 asks it to report zombies too.
+        unsafe {
+            let mut info: libc::proc_bsdshortinfo = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::proc_bsdshortinfo>() as libc::c_int;
+            libc::proc_pidinfo(
+                pid as libc::c_int,
+                libc::PROC_PIDT_SHORTBSDINFO,
+                1,
+                (&mut info as *mut libc::proc_bsdshortinfo).cast(),
+                size,
+            ) == size
+                && info.pbsi_status == libc::SZOMB
+        }
+    }
+
+    #[cfg(mp_os = "freebsd")]
+    pub(super) fn is_zombie(pid: u32) -> bool {
+        let mib = [
+            libc::CTL_KERN,
+            libc::KERN_PROC,
+            libc::KERN_PROC_PID,
+            pid as libc::c_int,
+        ];
+        // SAFETY: sysctl fills at most `len` bytes of a zeroed kinfo_proc (whose size the
+        // kernel keeps fixed across releases).
+        unsafe {
+            let mut info: libc::kinfo_proc = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::kinfo_proc>();
+            libc::sysctl(
+                mib.as_ptr(),
+                mib.len() as libc::c_uint,
+                (&mut info as *mut libc::kinfo_proc).cast(),
+                &mut len,
+                std::ptr::null(),
+                0,
+            ) == 0
+                && len == std::mem::size_of::<libc::kinfo_proc>()
+                && info.ki_stat == libc::SZOMB
+        }
+    }
+}
+
+#[cfg(mp_os = "generic")]
+mod imp {
+    use std::os::fd::OwnedFd;
+
+    pub(super) fn exit_watch(_pid: u32) -> Option<OwnedFd> {
+        None
+    }
+
+    pub(super) fn is_zombie(_pid: u32) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
     use super::*;
-    use std::os::fd::AsFd;
+
+    #[test]
+    fn the_exit_watch_fires_when_the_child_ends_and_not_before() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        let watch = exit_watch(child.id());
+        if let Some(fd) = &watch {
+            assert!(!crate::poll::poll_readable(fd.as_raw_fd(), Some(Duration::ZERO)).unwrap());
+            assert!(
+                crate::poll::poll_readable(fd.as_raw_fd(), Some(Duration::from_secs(30))).unwrap()
+            );
+            // Not reaped by the watch: the status is still there for waitpid.
+            assert!(is_zombie(child.id()) && !pid_alive(child.id()));
+        } else {
+            // Only the generic flavour, and Linux before 5.3, have no watch.
+            assert!(["generic", "linux"].contains(&crate::FLAVOUR));
+        }
+        assert!(child.wait().unwrap().success());
+        assert!(!pid_alive(child.id()));
+    }
+
+    #[test]
+    fn a_watch_on_a_child_that_already_ended_is_ready() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // Let it end, unreaped (the generic flavour cannot tell; it has no watch either).
+        while !cfg!(mp_os = "generic") && !is_zombie(child.id()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(fd) = exit_watch(child.id()) {
+            assert!(
+                crate::poll::poll_readable(fd.as_raw_fd(), Some(Duration::from_secs(30))).unwrap()
+            );
+        }
+        child.wait().unwrap();
+    }
 
     #[test]
     fn numbers_that_name_no_process_are_refused() {
@@ -179,6 +433,7 @@ mod tests {
     #[test]
     fn a_mapped_segment_is_seen_in_the_maps_of_its_holder_only() {
         let fd = crate::memory::create(c"maps-test", 4096).unwrap();
+        use std::os::fd::AsFd;
         assert_eq!(maps_object(std::process::id(), fd.as_fd()), Some(false));
         // SAFETY: mapping the fresh object read-only, unmapped below.
         let p = unsafe {

@@ -8,7 +8,8 @@
 //! - [`join`](Process::join) returns an error when the child failed: a panic comes back with
 //!   its message, location and the child's backtrace ([`ProcessError::Panicked`]);
 //! - children die with their parent unless [`with_outlive_parent`](Process::with_outlive_parent)
-//!   says otherwise (Linux: parent-death signal; everywhere: a watchdog on the boot channel);
+//!   says otherwise (Linux: parent-death signal; everywhere, and alone on macOS and FreeBSD:
+//!   a watchdog on the boot channel);
 //! - at exit, like Python, the parent terminates its running daemon children and waits for
 //!   the others.
 

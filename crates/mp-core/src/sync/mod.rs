@@ -10,9 +10,11 @@
 //! | `Barrier(parties, action, timeout)`, `BrokenBarrierError` | [`Barrier`], [`BrokenBarrierError`] |
 //!
 //! Every primitive keeps its state in a small shared-memory segment (see
-//! [`crate::shared`]) and blocks with a process-shared futex on Linux (a short sleep-and-check
-//! loop elsewhere, for now). A primitive passed to a child, as an argument or inside a message,
-//! is the same object there: both processes see the same memory.
+//! [`crate::shared`]) and blocks in the kernel on a process-shared word: a futex on Linux,
+//! `os_sync_wait_on_address` (or `__ulock_wait`) on macOS, `_umtx_op` on FreeBSD, a short
+//! sleep-and-check loop on other Unixes (and with the `posix-generic` feature). A primitive
+//! passed to a child, as an argument or inside a message, is the same object there: both
+//! processes see the same memory.
 //!
 //! Differences from Python:
 //! - acquisition returns an RAII guard; dropping it releases;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
@@ -99,12 +99,9 @@ extern "C" fn on_sigchld(_: libc::c_int) {
 }
 
 fn self_pipe() -> io::Result<[RawFd; 2]> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fds)
+    let (r, w) = mp_unix::cloexec::pipe(true)?;
+    // The server keeps both ends for its whole life (and closes them in each child).
+    Ok([r.into_raw_fd(), w.into_raw_fd()])
 }
 
 fn set_sigchld(handler: libc::sighandler_t) {
@@ -156,10 +153,17 @@ pub(crate) fn serve(ctl: Chan) -> ! {
         };
         let status = Chan::from_fd(fds.pop().expect("two descriptors")).ok();
         let boot = fds.pop().expect("two descriptors");
+        // The server is single-threaded; it takes the fork lock all the same, as every fork
+        // of mp does, so that the child starts with it free.
+        let fork_lock = mp_unix::cloexec::forking();
         // SAFETY: the server is single-threaded, so fork is safe here.
-        match unsafe { libc::fork() } {
+        let pid = unsafe { libc::fork() };
+        let fork_error = (pid == -1).then(io::Error::last_os_error);
+        drop(fork_lock);
+        match pid {
             -1 => {
-                let _ = ctl.send_frame(&[io::Error::last_os_error().to_string().as_bytes()]);
+                let e = fork_error.unwrap_or_else(|| io::Error::other("fork failed"));
+                let _ = ctl.send_frame(&[e.to_string().as_bytes()]);
             }
             0 => {
                 set_sigchld(libc::SIG_DFL);

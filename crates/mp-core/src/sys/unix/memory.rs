@@ -1,5 +1,6 @@
-//! Shared memory and process-shared waiting on Unix: anonymous segments (`memfd_create` on
-//! Linux, an immediately unlinked `shm_open` elsewhere), `mmap`, and futex wait/wake.
+//! Shared memory and process-shared waiting on Unix: anonymous segments
+//! (`mp_unix::memory`: `memfd_create` on Linux, `SHM_ANON` on FreeBSD, an immediately
+//! unlinked `shm_open` elsewhere), `mmap`, and wait/wake on a word (`mp_unix::futex`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -40,68 +41,16 @@ pub(crate) fn shm_identity(fd: &OwnedFd) -> Option<(u64, u64)> {
 }
 
 /// Sleeps while `*word == expected`, at most `timeout` (`None`: until woken). Spurious
-/// wake-ups are possible; callers re-check their condition.
+/// wake-ups are possible; callers re-check their condition. The OS call is chosen in
+/// `mp_unix::futex` (futex, `os_sync_wait_on_address`/`__ulock_wait`, `_umtx_op`, or a
+/// polling fallback).
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    imp::wait(word, expected, timeout)
+    mp_unix::futex::wait(word, expected, timeout)
 }
 
 /// Wakes up to `n` sleepers on `word`, in any process.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
-    imp::wake(word, n)
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-mod imp {
-    use std::sync::atomic::AtomicU32;
-    use std::time::Duration;
-
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: a shared (not private) futex wait on a live word; the kernel only reads it.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                ts_ptr,
-            );
-        }
-    }
-
-    pub(super) fn wake(word: &AtomicU32, n: u32) {
-        // SAFETY: waking sleepers of a live word.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE,
-                n.min(i32::MAX as u32),
-            );
-        }
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-mod imp {
-    //! No process-shared futex: sleep in short steps and re-check.
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
-
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        let step = Duration::from_micros(200);
-        if word.load(Ordering::Acquire) == expected {
-            std::thread::sleep(timeout.map_or(step, |t| t.min(step)));
-        }
-    }
-
-    pub(super) fn wake(_word: &AtomicU32, _n: u32) {}
+    mp_unix::futex::wake(word, n)
 }
 
 pub(crate) use mp_unix::process::{current_tid, pid_alive, pid_plausible, thread_alive};
@@ -201,7 +150,7 @@ mod tracker {
     //! open. A forked child of the creator that creates segments starts its own tracker.
 
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::Mutex;
 
@@ -284,7 +233,7 @@ mod tracker {
     }
 
     fn start() -> io::Result<Tracker> {
-        let (reader, writer) = pipe()?;
+        let (reader, writer) = mp_unix::cloexec::pipe(false)?;
         // Everything the tracker needs, allocated before the fork.
         let mut table = vec![0u8; CAPACITY * SLOT];
         let mut buf = vec![0u8; 8192];
@@ -304,21 +253,6 @@ mod tracker {
             writer,
             live: Default::default(),
         })
-    }
-
-    /// A close-on-exec pipe: (read end, write end).
-    fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe fills two descriptors.
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptors we own; marking them close-on-exec.
-        unsafe {
-            libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
-            libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC);
-            Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-        }
     }
 
     /// The tracker's life. Only async-signal-safe calls.

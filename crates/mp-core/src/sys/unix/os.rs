@@ -1,5 +1,5 @@
-//! Small OS calls: signals, thread identity, the child's runtime set-up. Linux-only calls
-//! have a portable fallback here.
+//! Small OS calls: signals, the child's runtime set-up, exit codes. The calls that differ
+//! between Unix flavours live in `mp_unix` (`process`, `futex`, `memory`, `cloexec`).
 
 use std::io;
 
@@ -9,38 +9,8 @@ pub(crate) fn current_pid() -> u32 {
     std::process::id()
 }
 
-/// Whether the caller is the process's main thread (Linux: `gettid() == getpid()`). The
-/// parent-death signal fires when the *thread* that forked exits, so it is only armed for
-/// children started from the main thread; the liveness channel covers the rest.
-pub(crate) fn is_main_thread() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid and getpid have no preconditions.
-        unsafe { libc::gettid() == libc::getpid() }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
-}
-
-/// In a freshly forked child: ask for `SIGKILL` when the parent dies (Linux), and exit
-/// at once if it already has. Async-signal-safe.
-pub(crate) fn arm_parent_death_signal(parent: libc::pid_t) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl, getppid and _exit are async-signal-safe.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != parent {
-            libc::_exit(1);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = parent;
-}
-
 /// Whether this process gets `SIGKILL` when its parent dies (Linux: a parent-death signal
-/// was armed before it started, see [`arm_parent_death_signal`]; it survives `exec`).
+/// was armed before it started, see `mp_unix::process::arm_parent_death_signal`; it survives `exec`).
 pub(crate) fn parent_death_signal_armed() -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -104,26 +74,6 @@ pub(crate) fn exit_code(status: libc::c_int) -> i32 {
         -libc::WTERMSIG(status)
     } else {
         libc::WEXITSTATUS(status)
-    }
-}
-
-/// A descriptor that becomes readable when `pid` exits (Linux `pidfd_open`), if available.
-pub(crate) fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::FromRawFd;
-        // SAFETY: the syscall returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        if fd >= 0 {
-            // SAFETY: a fresh descriptor we own; pidfds are close-on-exec.
-            return Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
-        }
-        None
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = pid;
-        None
     }
 }
 

@@ -1,6 +1,8 @@
 //! Spool files: anonymous, growable, kernel-held byte stores that several processes read and
-//! write by offset (`memfd` + `pread`/`pwrite` on Linux). Queues keep their items here, so a
-//! `put` never waits for a reader and nothing is lost when the writer exits.
+//! write by offset (`pread`/`pwrite` on a `memfd` on Linux and FreeBSD, on an unlinked
+//! temporary file on macOS and in the generic flavour: see `mp_unix::memory`). Queues keep
+//! their items here, so a `put` never waits for a reader and nothing is lost when the writer
+//! exits.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -11,7 +13,7 @@ pub(crate) fn spool_create() -> io::Result<OwnedFd> {
     // Not sealed: the spool grows and shrinks. It is read and written by offset, never
     // mapped, so a peer that truncates it makes reads come up short (a corrupt queue),
     // not a signal.
-    mp_unix::memory::anonymous_object(c"mp-spool")
+    mp_unix::memory::growable_object(c"mp-spool")
 }
 
 fn as_file(fd: &OwnedFd) -> std::mem::ManuallyDrop<std::fs::File> {
@@ -48,16 +50,5 @@ pub(crate) fn spool_truncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 /// Frees the memory of `[offset, offset + len)` while keeping offsets valid (Linux: punch a
 /// hole). Where the platform cannot, the memory is freed when the spool next empties.
 pub(crate) fn spool_release(fd: &OwnedFd, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: fallocate on a descriptor we hold; failure only means nothing is freed.
-    unsafe {
-        libc::fallocate(
-            fd.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        );
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (fd, offset, len);
+    mp_unix::memory::release_range(fd, offset, len)
 }

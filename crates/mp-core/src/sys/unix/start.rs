@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use mp_ipc::Channel;
 
-use super::os::{arm_parent_death_signal, exit_code, is_main_thread, pidfd_open};
+use mp_unix::process::{arm_parent_death_signal, exit_watch, is_main_thread};
+
+use super::os::exit_code;
 use super::Chan;
 use crate::process::boot::ENV_BOOT;
 
@@ -39,7 +41,12 @@ pub(crate) fn spawn_child(
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    // On macOS a descriptor another thread is making may not be close-on-exec yet: the
+    // fork lock keeps the spawn out of that window (nothing where the OS is atomic).
+    let child = {
+        let _fork = mp_unix::cloexec::forking();
+        cmd.spawn()?
+    };
     let pid = child.id();
     // std's Child neither waits nor kills on drop; the Waiter reaps the child.
     drop(child);
@@ -61,12 +68,16 @@ pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Resu
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let arm = die_with_parent && is_main_thread();
+    // The fork lock, so that the child starts with it free: a thread holding its shared
+    // side at the instant of the fork would not exist in the child, which would then wait
+    // for ever to spawn (macOS; nothing elsewhere). Both processes drop it at once.
+    let fork_lock = mp_unix::cloexec::forking();
     // SAFETY: fork itself is sound; the hazards for the child are documented on
     // StartMethod::Fork, and mp's own locks are held across it by the caller.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
-            drop((out, err));
+            drop((out, err, fork_lock));
             if arm {
                 arm_parent_death_signal(parent);
             }
@@ -83,7 +94,11 @@ pub(crate) fn fork_child(die_with_parent: bool, body: impl FnOnce()) -> io::Resu
                 })
             }
         }
-        pid => Ok((pid as u32, Waiter::direct(pid as u32))),
+        pid => {
+            // Before the exit watch: making it may take the shared side of the lock.
+            drop(fork_lock);
+            Ok((pid as u32, Waiter::direct(pid as u32)))
+        }
     }
 }
 
@@ -104,8 +119,9 @@ pub(crate) enum Exit {
     Unknown,
 }
 
-/// Waits for one child: a direct child by `waitpid` (woken by a pidfd where the kernel has
-/// them), a fork-server child by the status the server sends when it reaps it.
+/// Waits for one child: a direct child by `waitpid`, woken by its exit watch (a pidfd on
+/// Linux, a kqueue on macOS and FreeBSD: `mp_unix::process::exit_watch`), a fork-server
+/// child by the status the server sends when it reaps it.
 #[derive(Debug)]
 pub(crate) struct Waiter {
     pid: u32,
@@ -114,7 +130,7 @@ pub(crate) struct Waiter {
 
 #[derive(Debug)]
 enum Kind {
-    Direct { pidfd: Option<OwnedFd> },
+    Direct { watch: Option<OwnedFd> },
     Server { status: Chan },
 }
 
@@ -123,7 +139,7 @@ impl Waiter {
         Self {
             pid,
             kind: Kind::Direct {
-                pidfd: pidfd_open(pid),
+                watch: exit_watch(pid),
             },
         }
     }
@@ -138,7 +154,7 @@ impl Waiter {
     /// A descriptor that becomes readable when the child has ended, if there is one.
     pub(crate) fn sentinel(&self) -> Option<RawFd> {
         match &self.kind {
-            Kind::Direct { pidfd } => pidfd.as_ref().map(|f| f.as_raw_fd()),
+            Kind::Direct { watch } => watch.as_ref().map(|f| f.as_raw_fd()),
             Kind::Server { status } => Some(status.as_raw_fd()),
         }
     }
@@ -202,7 +218,8 @@ impl Waiter {
                     mp_unix::poll::poll_readable(fd, left)?;
                 }
                 _ => {
-                    // No pidfd (old kernel, non-Linux) or an orphan: poll with backoff.
+                    // No exit watch (old kernel, generic flavour) or an orphan: poll with
+                    // backoff.
                     std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
                     nap = (nap * 2).min(Duration::from_millis(20));
                 }
