@@ -128,7 +128,8 @@ impl Read for Timed<'_> {
         }
         // A zero timeout is refused by the OS calls: at least a millisecond.
         let left = self.1.remaining_capped(Duration::MAX);
-        self.0.set_io_timeout(Some(left.max(Duration::from_millis(1))))?;
+        self.0
+            .set_io_timeout(Some(left.max(Duration::from_millis(1))))?;
         let got = self.0.read(buf);
         self.0.set_io_timeout(None)?;
         got

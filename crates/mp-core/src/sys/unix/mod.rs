@@ -17,13 +17,13 @@ use mp_ipc::{Channel, IpcError};
 pub(crate) use forkserver::{
     serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
 };
+pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 pub(crate) use listener::{unique_local_address, SysListener, SysStream};
 pub(crate) use memory::{
     current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
-    shm_untrack, thread_alive,
+    shm_create_named, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named, shm_untrack,
+    thread_alive,
 };
-pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
 
 pub(crate) use os::{
     current_pid, die_with_parent_now, ignore_interrupts, physical_memory, prepare_child_runtime,
