@@ -169,8 +169,9 @@ pub fn maps_object(pid: u32, fd: BorrowedFd<'_>) -> Option<bool> {
         if !pid_plausible(pid) {
             return Some(false);
         }
-        // SAFETY: fstat fills a zeroed stat structure of a descriptor the caller holds.
+        // SAFETY: an all-zero stat is a valid value of this plain C structure.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat fills that structure for a descriptor the caller holds open.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
             return None;
         }

@@ -1,7 +1,8 @@
 //! Accepting off the caller's thread: no client, silent or slow, holds up another.
 //!
 //! Each listener has one *accept thread*, started at bind, that takes connections from the
-//! OS as they come. With an authkey, each connection's handshake then runs on a short-lived
+//! OS while an `accept` of its process waits (see [`State::wants`]), as they come. With an
+//! authkey, each connection's handshake then runs on a short-lived
 //! thread of its own, against its deadline. Handshakes in progress (*pending*) are bounded in
 //! total and per peer address (an IPv4 address, an IPv6 /64 prefix; all local clients count
 //! as one peer). When a bound is reached, the oldest pending handshake of that peer (or, for
@@ -103,6 +104,8 @@ struct State {
     ready: VecDeque<Outcome>,
     ready_ok: usize,
     closed: bool,
+    /// `accept` calls of this process waiting in [`Shared::next`].
+    waiting: usize,
     /// The process the threads run in (a forked child has none of them).
     pid: u32,
 }
@@ -148,6 +151,17 @@ impl State {
         self.ready_ok < MAX_READY && self.workers < 2 * self.limits.max_pending.max(1)
     }
 
+    /// Whether this process wants a connection now: some `accept` waits that what is ready
+    /// will not satisfy. The listening socket may be shared with forked children (or a
+    /// parent) that accept on it too; a connection taken by a process where nobody asked
+    /// for one would be stolen from the process that did, whose `accept` would then wait
+    /// in vain. So, as Python's `accept`, a process takes connections only when asked;
+    /// until then the kernel's backlog holds them for whichever process asks first.
+    /// Handshakes still pending do not count: they may never finish.
+    fn wants(&self) -> bool {
+        self.waiting > self.ready.len()
+    }
+
     /// Ends everything in progress (closing, or a forked child inheriting stale state).
     fn clear(&mut self, shut_down: bool) {
         for p in self.pending.drain(..) {
@@ -180,6 +194,7 @@ impl Shared {
                 ready: VecDeque::new(),
                 ready_ok: 0,
                 closed: false,
+                waiting: 0,
                 pid: std::process::id(),
             }),
             changed: Condvar::new(),
@@ -217,9 +232,11 @@ impl Shared {
         if st.pid == std::process::id() {
             return false;
         }
-        // The parent's threads do not exist here; their connections are the parent's too.
+        // The parent's threads do not exist here; their connections are the parent's too,
+        // and so are the `accept`s that were waiting at the fork.
         st.clear(false);
         st.workers = 0;
+        st.waiting = 0;
         st.pid = std::process::id();
         true
     }
@@ -227,20 +244,22 @@ impl Shared {
     /// The next finished handshake, waiting until `deadline`.
     pub(crate) fn next(&self, deadline: Deadline) -> Result<Outcome, ListenerError> {
         let mut st = self.lock();
-        loop {
+        // Counted while waiting: the accept thread takes connections only then.
+        st.waiting += 1;
+        self.changed.notify_all();
+        let outcome = loop {
             if let Some(o) = st.ready.pop_front() {
                 if o.result.is_ok() {
                     st.ready_ok -= 1;
                 }
-                self.changed.notify_all();
-                return Ok(o);
+                break Ok(o);
             }
             if st.closed {
-                return Err(ListenerError::Closed);
+                break Err(ListenerError::Closed);
             }
             st = match deadline.remaining() {
                 None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(left) if left.is_zero() => return Err(ListenerError::Timeout),
+                Some(left) if left.is_zero() => break Err(ListenerError::Timeout),
                 Some(left) => {
                     self.changed
                         .wait_timeout(st, left)
@@ -248,7 +267,10 @@ impl Shared {
                         .0
                 }
             };
-        }
+        };
+        st.waiting -= 1;
+        self.changed.notify_all();
+        outcome
     }
 
     /// Marks handshake `id` as one of a client that holds the key: no longer evictable
@@ -283,19 +305,27 @@ impl Shared {
     }
 }
 
-/// The accept thread: takes connections while there is room, until the listener closes.
+/// The accept thread: takes connections while this process wants them and there is room,
+/// until the listener closes.
 pub(crate) fn run(listener: Arc<SysListener>, shared: Arc<Shared>) {
+    // Asked again once a connection is waiting, just before it is taken: the `accept` that
+    // wanted it may have been satisfied or given up while this thread waited for one.
+    let wanted = || {
+        let st = shared.lock();
+        !st.closed && st.wants()
+    };
     loop {
         {
             let mut st = shared.lock();
-            while !st.closed && !st.has_room() {
+            // Waits until closed, or until a connection is both wanted and room is left.
+            while !(st.closed || (st.has_room() && st.wants())) {
                 st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             if st.closed {
                 return;
             }
         }
-        match listener.accept(SysListener::ACCEPT_SLICE) {
+        match listener.accept(SysListener::ACCEPT_SLICE, &wanted) {
             Ok(Some(stream)) => admit(&shared, stream),
             Ok(None) => {}
             Err(e) => {

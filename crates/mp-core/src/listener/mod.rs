@@ -16,8 +16,10 @@
 //! memory and time. Handshakes run in the background, several at once and a bounded number
 //! per peer address (the oldest pending one makes way for a new connection), so a silent or
 //! slow client delays nobody else: `accept` returns clients in the order their handshakes
-//! finish (Python's `accept` authenticates inline: one silent client stops it). See
-//! `docs/security.md`.
+//! finish (Python's `accept` authenticates inline: one silent client stops it). As with
+//! Python, connections are taken from the OS only while an `accept` waits, so a listener
+//! inherited by a forked child serves whichever process asks, and neither takes the other's
+//! clients. See `docs/security.md`.
 //! An empty key is a key like any other (not "no authentication"); `None` skips the handshake
 //! on both sides.
 //!
@@ -157,8 +159,9 @@ impl fmt::Display for Address {
 
 /// A listening socket that hands out authenticated [`Connection`]s (Python's `Listener`).
 ///
-/// Connections are accepted and authenticated in the background as they arrive (see the
-/// [module documentation](self)); [`accept`](Self::accept) returns the next one done. A
+/// While an [`accept`](Self::accept) waits, connections are accepted and authenticated in
+/// the background as they arrive (see the [module documentation](self)), and `accept`
+/// returns the next one done; meanwhile, clients wait in the kernel's backlog. A
 /// client that stays silent, is slow, or sends garbage delays nobody: its handshake runs on
 /// its own, bounded in time ([`set_handshake_timeout`](Self::set_handshake_timeout)) and in
 /// number ([`set_max_pending_handshakes`](Self::set_max_pending_handshakes)).

@@ -84,9 +84,14 @@ impl SysListener {
         ))
     }
 
-    /// Accepts one stream, waiting at most `timeout`; `None` on timeout and once
-    /// [`wake`](Self::wake) was called.
-    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
+    /// Accepts one stream, waiting at most `timeout`; `None` on timeout, once
+    /// [`wake`](Self::wake) was called, and when a client waits but `take` says this process
+    /// no longer wants it (it stays in the backlog, for another process sharing the socket).
+    pub(crate) fn accept(
+        &self,
+        timeout: Option<Duration>,
+        take: &dyn Fn() -> bool,
+    ) -> io::Result<Option<SysStream>> {
         let fd = match &self.socket {
             Socket::Tcp(l) => l.as_raw_fd(),
             Socket::Unix(l, _) => l.as_raw_fd(),
@@ -100,7 +105,7 @@ impl SysListener {
             .as_raw_fd();
         loop {
             let ready = mp_unix::poll::poll_many(&[fd, wake_fd], deadline.remaining())?;
-            if ready.is_empty() || ready.contains(&1) {
+            if ready.is_empty() || ready.contains(&1) || !take() {
                 return Ok(None);
             }
             let r = match &self.socket {

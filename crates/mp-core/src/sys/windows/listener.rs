@@ -118,8 +118,13 @@ impl SysListener {
     }
 
     /// Accepts one stream, waiting at most `timeout`; `None` on timeout and once
-    /// [`wake`](Self::wake) was called.
-    pub(crate) fn accept(&self, timeout: Option<Duration>) -> io::Result<Option<SysStream>> {
+    /// [`wake`](Self::wake) was called. `take` is not asked: without fork, no other process
+    /// shares the listener, so a connection taken here is stolen from nobody.
+    pub(crate) fn accept(
+        &self,
+        timeout: Option<Duration>,
+        _take: &dyn Fn() -> bool,
+    ) -> io::Result<Option<SysStream>> {
         if self.woken.load(Ordering::SeqCst) {
             return Ok(None);
         }
