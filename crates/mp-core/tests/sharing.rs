@@ -398,7 +398,14 @@ fn refused_queue_item_leaks_no_descriptor() {
         let back = q.put_nowait(lock.clone()).unwrap_err().into_inner();
         drop(back);
     }
-    assert_eq!(open_fds(), before);
+    // Other tests of this binary open and close descriptors meanwhile; a leak per refusal
+    // would show as 50 or more.
+    let after = open_fds();
+    assert!(
+        after < before + 25,
+        "{} descriptors more after 50 refusals",
+        after.saturating_sub(before)
+    );
     // The queued one is taken in this same process, through the same server.
     assert!(q.get().unwrap().try_acquire().is_ok());
 }
