@@ -549,4 +549,3 @@ fn net_11_wait_over_accepted_connections() {
         }
     });
 }
-

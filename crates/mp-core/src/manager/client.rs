@@ -122,13 +122,17 @@ impl Pool {
             Some(left) => conn.recv_bytes(Some(left.max(Duration::from_millis(1))), None),
         }
         .map_err(ManagerError::Connection)?;
-        {
+        let reply = crate::codec::decode::<Reply>(&reply).map_err(ManagerError::Decode)?;
+        // A connection the server refused (past its connection limit) is closed by it after
+        // this reply: it must not be used again.
+        let refused = matches!(&reply, Reply::Err(e) if e.kind == "ConnectionLimit");
+        if !refused {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.0 == std::process::id() {
                 idle.1.push(conn);
             }
         }
-        match crate::codec::decode::<Reply>(&reply).map_err(ManagerError::Decode)? {
+        match reply {
             Reply::Ok(v) => Ok(v),
             Reply::Err(e) => Err(ManagerError::Remote(e)),
         }
