@@ -14,11 +14,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::entry::{Entry, WireError};
+use super::entry::{Init, Task, WireError};
 use super::worker::{
     self, WorkerArgs, FRAME_INIT_FAILED, FRAME_RESULTS, FRAME_TASKS, OUTCOME_FAILED, OUTCOME_OK,
 };
 use super::{PoolError, TaskError};
+use crate::fn_id::FnId;
 use crate::{pipe, Connection, Context, Process, ProcessError, Waitable};
 
 /// One unit of work sent to a worker: `len` items of one job.
@@ -52,7 +53,7 @@ pub(crate) enum Outcome<'a> {
     Failed(TaskError),
 }
 
-/// Builds the frame of a chunk: `head` is the encoded `(offset, type_name)` of its function,
+/// Builds the frame of a chunk: `head` is the encoded [`FnId`] of its function,
 /// `items` the concatenated encoded arguments.
 pub(crate) fn chunk_frame(head: &[u8], count: usize, items_len: usize) -> Vec<u8> {
     let mut frame = Vec::with_capacity(1 + 4 + 4 + head.len() + items_len);
@@ -69,9 +70,9 @@ pub(crate) fn seal_frame(frame: &mut [u8]) {
     frame[1..5].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The encoded head of a chunk of `entry`.
-pub(crate) fn chunk_head(entry: &Entry) -> Vec<u8> {
-    postcard::to_stdvec(&(entry.offset, entry.type_name.as_str())).unwrap_or_default()
+/// The encoded head of a chunk of task function `task`.
+pub(crate) fn chunk_head(task: &FnId<Task>) -> Vec<u8> {
+    postcard::to_stdvec(task).unwrap_or_default()
 }
 
 /// What a worker that dies while running a task does to the pool.
@@ -89,7 +90,7 @@ pub enum OnWorkerDeath {
 pub(crate) struct Config {
     pub(crate) processes: usize,
     pub(crate) context: Context,
-    pub(crate) init: Option<(Entry, Vec<u8>)>,
+    pub(crate) init: Option<(FnId<Init>, Vec<u8>)>,
     pub(crate) max_tasks: Option<u64>,
     /// Start workers only when there is work for them (the executor), not all up front.
     pub(crate) lazy: bool,

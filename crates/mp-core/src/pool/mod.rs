@@ -55,8 +55,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use self::core::{Chunk, Config, Shared, Sink};
-use self::entry::{Entry, Plain, Star, TaskFn};
+use self::entry::{Init, Plain, Star, TaskFn};
 use self::result::{ApplySink, MapSink, MapSlot, Slot};
+use crate::fn_id::FnId;
 use crate::{ChildPanic, Context, ProcessError};
 
 pub use self::core::OnWorkerDeath;
@@ -237,7 +238,7 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 pub struct PoolBuilder {
     processes: Option<usize>,
     context: Option<Context>,
-    init: Option<Result<(Entry, Vec<u8>), String>>,
+    init: Option<Result<(FnId<Init>, Vec<u8>), String>>,
     max_tasks: Option<usize>,
     on_death: OnWorkerDeath,
 }
@@ -267,7 +268,7 @@ impl PoolBuilder {
         let _ = f;
         self.init = Some(
             postcard::to_stdvec(&arg)
-                .map(|bytes| (Entry::init::<F, A>(), bytes))
+                .map(|bytes| (entry::init_id::<F, A>(), bytes))
                 .map_err(|e| e.to_string()),
         );
         self
@@ -613,7 +614,7 @@ where
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     shared.check_running()?;
-    let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = core::chunk_head(&entry::task_id::<T, A, R>());
     let frame = encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
     let slot = Slot::new(callbacks);
     let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
@@ -646,7 +647,7 @@ where
         }
         return Ok(());
     }
-    let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = core::chunk_head(&entry::task_id::<T, A, R>());
     let chunks = items.len().div_ceil(chunksize);
     let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(chunks, slot));
     let mut out = Vec::with_capacity(chunks);
@@ -805,7 +806,7 @@ impl<'p> Chunked<'p> {
     {
         self.pool.shared.check_running()?;
         let chunksize = self.chunksize.unwrap_or(1);
-        let head = core::chunk_head(&Entry::chunk::<T, A, R>());
+        let head = core::chunk_head(&entry::task_id::<T, A, R>());
         let mut it = iter.into_iter();
         let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
             let mut frame: Option<Vec<u8>> = None;

@@ -3,7 +3,7 @@
 //! or the worker has done its `maxtasksperchild`.
 //!
 //! Frames, parent to worker: `[FRAME_TASKS]` then one or more `[u32 len][chunk]`, a chunk
-//! being `[u32 count][postcard (offset, type_name)][count postcard arguments]`.
+//! being `[u32 count][postcard FnId (tag, offset, type_name)][count postcard arguments]`.
 //! Worker to parent: `[FRAME_RESULTS]` then one or more `[u32 len][outcome]`, an outcome
 //! being `[0][u64 nanoseconds][count postcard Result<R, WireError>]` or
 //! `[1][postcard WireError]` (the whole chunk failed); or `[FRAME_INIT_FAILED][postcard
@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::entry::{self, ChunkFn, Entry, InitFn, WireError};
+use super::entry::{self, Init, Task, WireError};
+use crate::fn_id::{FnId, FnRef};
 use crate::Connection;
 
 pub(crate) const FRAME_TASKS: u8 = 1;
@@ -27,7 +28,7 @@ pub(crate) const OUTCOME_FAILED: u8 = 1;
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerArgs {
     pub(crate) conn: Connection<()>,
-    pub(crate) init: Option<(Entry, Vec<u8>)>,
+    pub(crate) init: Option<(FnId<Init>, Vec<u8>)>,
     /// Chunks to run before exiting (`maxtasksperchild`).
     pub(crate) max_tasks: Option<u64>,
     /// How many chunks this worker has started: written before each chunk runs, read by
@@ -72,21 +73,17 @@ pub(crate) fn push_record(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The head of a chunk as the worker reads it.
-#[derive(Deserialize)]
-struct Head<'a> {
-    offset: i64,
-    type_name: &'a str,
-}
-
 /// The worker loop: the target of every pool worker process.
 pub(crate) fn worker_main(args: WorkerArgs) {
     entry::install_task_panic_hook();
     let conn = args.conn;
     if let Some((init, arg)) = &args.init {
-        // SAFETY: the entry was made by `Entry::init` in our parent, same executable.
-        let f: InitFn = unsafe { init.resolve() };
-        if let Err(e) = f(&init.type_name, arg) {
+        // SAFETY: the id was made by `init_id` in our parent, same executable.
+        let outcome = match unsafe { init.resolve() } {
+            Ok(f) => f(init.type_name(), arg),
+            Err(e) => Err(WireError::Decode(e.to_string())),
+        };
+        if let Err(e) = outcome {
             let mut frame = vec![FRAME_INIT_FAILED];
             let _ = entry::encode_into(&e, &mut frame);
             let _ = conn.send_bytes(&frame);
@@ -158,14 +155,9 @@ fn run_chunk_items(chunk: Result<&[u8], ()>, out: &mut Vec<u8>) -> Result<(), Wi
         return Err(corrupt());
     }
     let count = u32::from_le_bytes(chunk[..4].try_into().unwrap());
-    let (head, items) =
-        postcard::take_from_bytes::<Head<'_>>(&chunk[4..]).map_err(|_| corrupt())?;
-    let entry = Entry {
-        offset: head.offset,
-        type_name: String::new(),
-    };
-    // SAFETY: the offset was made by `Entry::chunk` in our parent, same executable; the
-    // trampoline checks the type name before it touches anything else.
-    let f: ChunkFn = unsafe { entry.resolve() };
-    f(head.type_name, items, count, out)
+    let (head, items) = FnRef::<Task>::take_from(&chunk[4..]).map_err(|_| corrupt())?;
+    // SAFETY: the id was made by `task_id` in our parent, same executable; the kind is
+    // checked here and the trampoline checks the type name before it touches anything else.
+    let f = unsafe { head.resolve() }.map_err(|e| WireError::Decode(e.to_string()))?;
+    f(head.type_name(), items, count, out)
 }

@@ -87,8 +87,8 @@ pub(crate) fn run_spawned(chan: Chan, method: StartMethod) -> ! {
     let Boot { entry, args, .. } = boot;
     run_child(chan, boot.outlive_parent, move || {
         // SAFETY: the entry id was made by our parent, which runs this same executable.
-        let trampoline = unsafe { entry.resolve() };
-        trampoline(&entry, &args, handles)
+        let trampoline = unsafe { entry.resolve() }.map_err(|e| e.to_string())?;
+        trampoline(entry.type_name(), &args, handles)
     })
 }
 
