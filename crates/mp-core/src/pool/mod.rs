@@ -42,6 +42,7 @@ mod core;
 mod entry;
 mod executor;
 mod futures;
+mod launch;
 mod result;
 mod worker;
 

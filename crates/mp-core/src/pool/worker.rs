@@ -73,11 +73,44 @@ pub(crate) fn push_record(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// A worker's end of its link to the dispatcher.
+pub(crate) trait WorkerEnd {
+    /// The next frame; `None` once the dispatcher has closed the link (or is gone).
+    fn recv(&self) -> Option<Vec<u8>>;
+    /// Sends a frame; `false` if the dispatcher is gone.
+    fn send(&self, frame: &[u8]) -> bool;
+}
+
+impl WorkerEnd for Connection<()> {
+    fn recv(&self) -> Option<Vec<u8>> {
+        self.recv_bytes().ok()
+    }
+
+    fn send(&self, frame: &[u8]) -> bool {
+        self.send_bytes(frame).is_ok()
+    }
+}
+
 /// The worker loop: the target of every pool worker process.
 pub(crate) fn worker_main(args: WorkerArgs) {
+    serve(
+        &args.conn,
+        args.init.as_ref(),
+        args.max_tasks,
+        Some(&args.progress),
+    );
+}
+
+/// Runs the initializer, then chunks from `conn` until it closes or `max_tasks` chunks
+/// have run. `progress`, if given, counts the chunks started.
+pub(crate) fn serve(
+    conn: &impl WorkerEnd,
+    init: Option<&(FnId<Init>, Vec<u8>)>,
+    max_tasks: Option<u64>,
+    progress: Option<&crate::RawValue<u64>>,
+) {
     entry::install_task_panic_hook();
-    let conn = args.conn;
-    if let Some((init, arg)) = &args.init {
+    if let Some((init, arg)) = init {
         // SAFETY: the id was made by `init_id` in our parent, same executable.
         let outcome = match unsafe { init.resolve() } {
             Ok(f) => f(init.type_name(), arg),
@@ -86,14 +119,14 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         if let Err(e) = outcome {
             let mut frame = vec![FRAME_INIT_FAILED];
             let _ = entry::encode_into(&e, &mut frame);
-            let _ = conn.send_bytes(&frame);
+            conn.send(&frame);
             return;
         }
     }
     let mut done: u64 = 0;
     let mut out = vec![FRAME_RESULTS];
     loop {
-        let Ok(frame) = conn.recv_bytes() else {
+        let Some(frame) = conn.recv() else {
             // The pool closed our connection (or the parent is gone): we are done.
             return;
         };
@@ -102,17 +135,19 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         }
         let mut chunks = records(&frame[1..]).peekable();
         while let Some(chunk) = chunks.next() {
-            args.progress.set(done + 1);
+            if let Some(p) = progress {
+                p.set(done + 1);
+            }
             let start = Instant::now();
             push_record(&mut out, |out| run_chunk(chunk, out));
             done += 1;
-            let quota_done = args.max_tasks.is_some_and(|m| done >= m);
+            let quota_done = max_tasks.is_some_and(|m| done >= m);
             if chunks.peek().is_none()
                 || quota_done
                 || start.elapsed() >= FLUSH_AFTER
                 || out.len() >= FLUSH_BYTES
             {
-                if conn.send_bytes(&out).is_err() {
+                if !conn.send(&out) {
                     return;
                 }
                 out.clear();
