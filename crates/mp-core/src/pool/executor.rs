@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::core::{self, Shared};
+use super::core::Shared;
 use super::entry::Plain;
 use super::result::{MapSlot, Phase, Slot};
 use super::{OnWorkerDeath, PoolBuilder, PoolError, TaskError};
@@ -21,7 +21,7 @@ use crate::Context;
 /// Settings of a [`ProcessPoolExecutor`]; made by [`ProcessPoolExecutor::builder`].
 #[derive(Debug, Default)]
 pub struct ExecutorBuilder {
-    inner: PoolBuilder,
+    pub(super) inner: PoolBuilder,
 }
 
 impl ExecutorBuilder {
@@ -63,9 +63,8 @@ impl ExecutorBuilder {
 
     /// Makes the executor; no worker starts before the first task.
     pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
-        let cfg = self.inner.config(true, "Executor")?;
-        let max_workers = cfg.processes;
-        let (shared, thread) = core::start(cfg)?;
+        let (shared, thread, max_workers) =
+            super::launch::start_pool(self.inner, true, "Executor")?;
         Ok(ProcessPoolExecutor {
             shared,
             thread: Mutex::new(Some(thread)),

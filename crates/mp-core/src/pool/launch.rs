@@ -8,11 +8,50 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::core::{self, Shared};
 use super::entry::Init;
 use super::worker::{self, WorkerArgs};
-use super::TaskError;
+use super::{PoolBuilder, PoolError, TaskError};
 use crate::fn_id::FnId;
 use crate::{pipe, Connection, Context, Process, ProcessError, Waitable};
+
+/// Where a pool's workers come from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) enum Launch {
+    /// Processes started with the pool's context.
+    #[default]
+    Processes,
+    /// Ranks of an MPI job.
+    #[cfg(feature = "mpi")]
+    Mpi(super::mpi::MpiWorkers),
+}
+
+/// Starts the dispatcher of the pool `builder` describes; returns it with the pool's size.
+pub(crate) fn start_pool(
+    builder: PoolBuilder,
+    lazy: bool,
+    name: &'static str,
+) -> Result<(Arc<Shared>, JoinHandle<()>, usize), PoolError> {
+    match builder.launch {
+        Launch::Processes => {
+            let cfg = builder.config(lazy, name)?;
+            let n = cfg.processes;
+            let (shared, thread) = core::start(cfg)?;
+            Ok((shared, thread, n))
+        }
+        #[cfg(feature = "mpi")]
+        Launch::Mpi(workers) => {
+            let (launcher, n) =
+                super::mpi::launcher(workers, builder.processes, builder.max_tasks)?;
+            let cfg = builder.processes(n).config(lazy, name)?;
+            let (shared, thread) = core::start_with(cfg, launcher)?;
+            Ok((shared, thread, n))
+        }
+    }
+}
 
 /// What a worker is started with, whatever it runs on.
 #[derive(Clone)]

@@ -43,6 +43,9 @@ mod entry;
 mod executor;
 mod futures;
 mod launch;
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+mod mpi;
 mod result;
 mod worker;
 
@@ -65,6 +68,10 @@ pub use self::core::OnWorkerDeath;
 pub use self::entry::StarFn;
 pub use self::executor::{ExecutorBuilder, ExecutorMap, ProcessPoolExecutor, TaskFuture};
 pub use self::futures::{as_completed, wait, AsCompleted, DoneAndNotDone, ReturnWhen, WaitTimeout};
+#[cfg(feature = "mpi")]
+pub(crate) use self::mpi::boot_from_env as mpi_boot_from_env;
+#[cfg(feature = "mpi")]
+pub use self::mpi::MpiWorkers;
 pub use self::result::{AsyncResult, Callbacks, IMap};
 
 /// Why a task has no result. Python raises the task's own exception (chained to a remote
@@ -95,6 +102,10 @@ pub enum TaskError {
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     Terminated,
+    /// The worker running the task is gone and its exit status cannot be known (an MPI rank
+    /// that died): which worker, and what is known of it.
+    #[error("the worker running the task was lost: {0}")]
+    WorkerLost(String),
     /// The pool no longer accepts work (Python: `ValueError: Pool not running`).
     #[error("the pool is not running")]
     Closed,
@@ -242,6 +253,7 @@ pub struct PoolBuilder {
     init: Option<Result<(FnId<Init>, Vec<u8>), String>>,
     max_tasks: Option<usize>,
     on_death: OnWorkerDeath,
+    launch: launch::Launch,
 }
 
 impl PoolBuilder {
@@ -326,9 +338,7 @@ impl PoolBuilder {
     /// Starts the workers. If one cannot be started, those already started are stopped and
     /// the error is returned.
     pub fn build(self) -> Result<Pool, PoolError> {
-        let cfg = self.config(false, "Pool")?;
-        let processes = cfg.processes;
-        let (shared, thread) = core::start(cfg)?;
+        let (shared, thread, processes) = launch::start_pool(self, false, "Pool")?;
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),

@@ -41,6 +41,9 @@ fn reporter() -> Option<&'static Reporter> {
 /// Runs the child's work if the boot variable is set; returns otherwise.
 pub(crate) fn boot_from_env() {
     let Some(value) = std::env::var_os(ENV_BOOT) else {
+        // Not a child of mp: perhaps a rank of an MPI job, which may serve as a worker.
+        #[cfg(feature = "mpi")]
+        crate::pool::mpi_boot_from_env();
         return;
     };
     // Grandchildren get their own variable; ours must not leak to them.
