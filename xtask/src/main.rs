@@ -5,12 +5,14 @@
 //! cargo xtask lint [--no-fmt] [--backend <b>]...     rustfmt --check, clippy -D warnings
 //! cargo xtask test-windows [--backend b] [-- <args>]  mp-core's tests for Windows, under Wine
 //! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
+//! cargo xtask test-mpi [--no-namespaces]             the MPI pool: 1 host (2-5 ranks), 3 namespace hosts
 //! ```
 //!
 //! Every command it runs is printed first, prefixed with `$`.
 
 mod bench;
 mod json;
+mod test_mpi;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -35,6 +37,9 @@ commands:
                                         (needs $MP_WINDOWS_ENV or ../shared/windows/env.sh)
   bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
                                         writes docs/benchmarks.md and docs/benchmarks.svg
+  test-mpi [--no-namespaces]            the MPI pool's tests (crate mp-mpi): alone, under mpirun
+                                        -n 1/2/3/5, and across three network namespaces (root);
+                                        installs Open MPI first if it is missing
   backends                              lists the backends mp-core has
 
 options:
@@ -65,6 +70,7 @@ fn run() -> Result<()> {
             lint(fmt, &parse_backends(&rest)?)
         }
         "test-windows" => test_windows(rest),
+        "test-mpi" => test_mpi::run(rest),
         "bench" => bench::run(rest),
         "backends" => {
             for b in available_backends()? {
@@ -212,6 +218,9 @@ fn parse_backends(args: &[String]) -> Result<Vec<&'static str>> {
 fn backend_args(backend: &str) -> Vec<String> {
     vec![
         "--workspace".into(),
+        // Needs an MPI library; `cargo xtask test-mpi` builds and tests it.
+        "--exclude".into(),
+        "mp-mpi".into(),
         "--no-default-features".into(),
         "--features".into(),
         format!("mp-core/{backend}"),
@@ -274,6 +283,26 @@ fn lint(fmt: bool, backends: &[&str]) -> Result<()> {
             "warnings",
         ]);
         run_cmd(clippy)?;
+    }
+    // mp-mpi (and mp-core's feature mpi) only where an MPI library is installed.
+    if Command::new("mpicc")
+        .arg("--showme:version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "-p",
+            "mp-mpi",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run_cmd(clippy)?;
+    } else {
+        eprintln!("xtask: clippy of mp-mpi skipped: no MPI library (mpicc) here");
     }
     Ok(())
 }

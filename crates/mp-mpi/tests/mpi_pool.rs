@@ -63,8 +63,11 @@ fn map_starmap_apply_in_order() {
         assert_eq!(v, (0..257u64).map(|x| x * x).collect::<Vec<_>>());
     }
     assert_eq!(
-        pool.starmap(|a: u64, b: String| format!("{b}{a}"), [(1, "a".to_string()), (2, "b".into())])
-            .unwrap(),
+        pool.starmap(
+            |a: u64, b: String| format!("{b}{a}"),
+            [(1, "a".to_string()), (2, "b".into())]
+        )
+        .unwrap(),
         ["a1", "b2"]
     );
     assert_eq!(pool.apply(square, 12).unwrap(), 144);
@@ -160,10 +163,16 @@ fn slow_square(x: u64) -> u64 {
 #[test]
 fn executor_futures_wait_and_as_completed() {
     let b = ProcessPoolExecutor::builder().mpi(MpiWorkers::Auto);
-    let ex = if in_world() { b } else { b.max_workers(SPAWNED) }
-        .build()
-        .unwrap();
-    let futures: Vec<_> = (0..12u64).map(|x| ex.submit(slow_square, x).unwrap()).collect();
+    let ex = if in_world() {
+        b
+    } else {
+        b.max_workers(SPAWNED)
+    }
+    .build()
+    .unwrap();
+    let futures: Vec<_> = (0..12u64)
+        .map(|x| ex.submit(slow_square, x).unwrap())
+        .collect();
     let done = wait(&futures, ReturnWhen::AllCompleted, None);
     assert_eq!(done.done.len(), 12);
     let mut seen: Vec<u64> = as_completed(&futures, None)
@@ -171,17 +180,26 @@ fn executor_futures_wait_and_as_completed() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..12u64).map(|x| x * x).collect::<Vec<_>>());
-    let mapped: Vec<u64> = ex.map(square, 0..10u64).unwrap().map(Result::unwrap).collect();
+    let mapped: Vec<u64> = ex
+        .map(square, 0..10u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(mapped, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
     let failed = ex.submit(boom, 3).unwrap();
-    assert_eq!(failed.result().unwrap_err().panic().unwrap().message, "no 3 today");
+    assert_eq!(
+        failed.result().unwrap_err().panic().unwrap().message,
+        "no 3 today"
+    );
     ex.shutdown(true, false);
 }
 
 #[test]
 fn a_future_can_be_awaited() {
     let b = ProcessPoolExecutor::builder().mpi(MpiWorkers::Auto);
-    let ex = if in_world() { b } else { b.max_workers(1) }.build().unwrap();
+    let ex = if in_world() { b } else { b.max_workers(1) }
+        .build()
+        .unwrap();
     let f = ex.submit(square, 9).unwrap();
     assert_eq!(block_on(f), Ok(81));
 }
@@ -227,9 +245,15 @@ fn workers_ran_on_every_host() {
         .map(my_namespace, vec![(); 8 * n])
         .unwrap();
     let pids: BTreeSet<u32> = places.iter().map(|(p, _)| *p).collect();
-    assert!(!pids.contains(&std::process::id()), "a task ran in the client");
+    assert!(
+        !pids.contains(&std::process::id()),
+        "a task ran in the client"
+    );
     let hosts: BTreeSet<String> = places.into_iter().map(|(_, ns)| ns).collect();
-    eprintln!("workers ran on {} processes, in namespaces {hosts:?}", pids.len());
+    eprintln!(
+        "workers ran on {} processes, in namespaces {hosts:?}",
+        pids.len()
+    );
     if let Ok(expected) = std::env::var("MP_MPI_EXPECT_HOSTS") {
         let expected: BTreeSet<String> = expected.split(',').map(str::to_owned).collect();
         assert_eq!(hosts, expected, "the namespaces the workers ran in");
@@ -288,7 +312,10 @@ fn mpirun(extra: &[&str], ranks: u32, name: &str) -> (bool, String) {
     // environment would make the new job think it belongs to this one.
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if ["OMPI_", "PMIX_", "OPAL_", "ORTE_"].iter().any(|p| k.starts_with(p)) {
+        if ["OMPI_", "PMIX_", "OPAL_", "ORTE_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
             cmd.env_remove(&*k);
         }
     }
@@ -298,7 +325,13 @@ fn mpirun(extra: &[&str], ranks: u32, name: &str) -> (bool, String) {
     cmd.args(extra)
         .args(["--oversubscribe", "-n", &ranks.to_string()])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--ignored", "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -316,7 +349,12 @@ fn mpirun(extra: &[&str], ranks: u32, name: &str) -> (bool, String) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("mpirun did not end within 180 s: the job hangs");
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "mpirun did not end within 180 s: the job hangs; its output:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -351,7 +389,10 @@ fn world_rank_death_ends_the_job() {
     }
     let (ok, out) = mpirun(&[], 3, "world_rank_death_child");
     assert!(!ok, "the job should have failed:\n{out}");
-    assert!(out.contains("exited on signal 9"), "mpirun's message:\n{out}");
+    assert!(
+        out.contains("exited on signal 9"),
+        "mpirun's message:\n{out}"
+    );
     assert!(!out.contains("THE JOB WENT ON"), "{out}");
 }
 
@@ -377,6 +418,9 @@ fn world_rank_death_with_recovery() {
         return;
     }
     let (_, out) = mpirun(&["--enable-recovery"], 3, "world_rank_death_recovery_child");
-    assert!(out.contains("RECOVERED: the worker running the task was lost"), "{out}");
+    assert!(
+        out.contains("RECOVERED: the worker running the task was lost"),
+        "{out}"
+    );
     assert!(out.contains("test result: ok. 1 passed"), "{out}");
 }

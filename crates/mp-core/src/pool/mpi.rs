@@ -316,6 +316,8 @@ fn serve_rank(comm: mp_mpi::Comm) -> ! {
                 if end.shutdown.get() {
                     leave(comm, 0)
                 }
+                // The session's last message: the client drops everything before it.
+                let _ = comm.send(0, tag, &[]);
             }
             Ok(Control::Shutdown) => leave(comm, 0),
             // Not ours to understand: ignore it.
@@ -343,6 +345,35 @@ struct Client {
     free: Vec<i32>,
     /// Spawned ranks alive: (group, rank), to shut down at exit.
     spawned: Vec<(mp_mpi::Comm, i32)>,
+    /// Spawned ranks not serving a pool now: the next spawn-mode pool takes them before it
+    /// spawns more (spawning is slow, and Open MPI 4.1 sometimes fails a spawn made while
+    /// an earlier group is ending).
+    spawned_free: Vec<(mp_mpi::Comm, i32, Option<u32>)>,
+    /// Ranks whose session was closed and whose last messages have not all arrived yet.
+    draining: Vec<Drain>,
+}
+
+/// A rank between two sessions: the client drops its messages on the old session's tag
+/// until the empty one that ends it. A rank may still be sending results of chunks it had
+/// been given, and a large message is only delivered once it is received: unread, it would
+/// block the rank (and the job's end) for ever.
+struct Drain {
+    comm: mp_mpi::Comm,
+    rank: i32,
+    tag: i32,
+    spawned: bool,
+    /// The pid to watch, if the rank is on this host.
+    pid: Option<u32>,
+}
+
+/// How a rank comes back from a pool.
+enum Back {
+    /// It never started a session (it refused, or was never asked).
+    Idle,
+    /// Its session was closed: drain it.
+    InSession(i32),
+    /// It died.
+    Dead,
 }
 
 static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
@@ -350,6 +381,77 @@ static NEXT_TAG: AtomicI32 = AtomicI32::new(FIRST_TAG);
 
 fn client() -> std::sync::MutexGuard<'static, Option<Client>> {
     CLIENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shutdown_msg() -> Vec<u8> {
+    postcard::to_stdvec(&Control::Shutdown).unwrap_or_default()
+}
+
+impl Client {
+    /// A rank is back from a pool.
+    fn give_back(
+        &mut self,
+        comm: mp_mpi::Comm,
+        rank: i32,
+        spawned: bool,
+        pid: Option<u32>,
+        how: Back,
+    ) {
+        match how {
+            Back::InSession(tag) => self.draining.push(Drain {
+                comm,
+                rank,
+                tag,
+                spawned,
+                pid,
+            }),
+            Back::Idle => self.idle(comm, rank, spawned, pid),
+            Back::Dead => self.forget(comm, rank, spawned),
+        }
+    }
+
+    /// A rank out of any session is free for the next pool.
+    fn idle(&mut self, comm: mp_mpi::Comm, rank: i32, spawned: bool, pid: Option<u32>) {
+        if spawned {
+            self.spawned_free.push((comm, rank, pid));
+        } else {
+            self.free.push(rank);
+        }
+    }
+
+    /// A spawned rank gone: its group is freed with its last rank. A world rank that died
+    /// is never free again.
+    fn forget(&mut self, comm: mp_mpi::Comm, rank: i32, spawned: bool) {
+        if spawned {
+            self.spawned.retain(|x| *x != (comm, rank));
+            self.spawned_free.retain(|x| (x.0, x.1) != (comm, rank));
+            if !self.spawned.iter().any(|(g, _)| *g == comm) {
+                comm.free();
+            }
+        }
+    }
+
+    /// Receives what the draining ranks sent; those whose session has ended are idle again.
+    fn settle(&mut self) {
+        let draining = std::mem::take(&mut self.draining);
+        for d in draining {
+            let outcome = loop {
+                match d.comm.try_recv(d.rank, d.tag) {
+                    Ok(Some(m)) if m.is_empty() => break Some(Back::Idle),
+                    Ok(Some(_)) => continue,
+                    Ok(None) if d.pid.is_some_and(|p| !crate::sys::pid_alive(p)) => {
+                        break Some(Back::Dead)
+                    }
+                    Ok(None) => break None,
+                    Err(_) => break Some(Back::Dead),
+                }
+            };
+            match outcome {
+                Some(how) => self.give_back(d.comm, d.rank, d.spawned, d.pid, how),
+                None => self.draining.push(d),
+            }
+        }
+    }
 }
 
 /// Rank 0 of a launched job (from the boot constructor), or a singleton's first MPI pool:
@@ -363,29 +465,46 @@ fn client_started() {
     *c = Some(Client {
         free: (1..world.size()).rev().collect(),
         spawned: Vec::new(),
+        spawned_free: Vec::new(),
+        draining: Vec::new(),
     });
     crate::sys::at_exit(shutdown_at_exit);
 }
 
+/// How long the client waits at exit for ranks still finishing a closed pool's work.
+const EXIT_DRAIN: Duration = Duration::from_secs(60);
+
 /// At exit of the client: every worker rank is told to leave, then MPI is finalized.
+/// Ranks still running a closed pool's tasks are waited for a while; if they do not finish,
+/// the job is aborted rather than left hanging in `MPI_Finalize`.
 extern "C" fn shutdown_at_exit() {
-    let Some(c) = client().take() else {
+    let Some(mut c) = client().take() else {
         return;
     };
-    let bye = postcard::to_stdvec(&Control::Shutdown).unwrap_or_default();
+    let deadline = Instant::now() + EXIT_DRAIN;
+    let mut backoff = Backoff::new();
+    loop {
+        c.settle();
+        if c.draining.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "mp: {} MPI worker rank(s) still run tasks of a closed pool at exit; \
+                 aborting the MPI job",
+                c.draining.len()
+            );
+            mp_mpi::abort(1);
+        }
+        backoff.pause(MAX_SLEEP);
+    }
     let world = mp_mpi::world();
     for rank in 1..world.size() {
-        let _ = world.send(rank, CONTROL, &bye);
+        let _ = world.send(rank, CONTROL, &shutdown_msg());
     }
-    let mut groups: Vec<mp_mpi::Comm> = Vec::new();
-    for (comm, rank) in c.spawned {
-        let _ = comm.send(rank, CONTROL, &bye);
-        if !groups.contains(&comm) {
-            groups.push(comm);
-        }
-    }
-    for g in groups {
-        g.free();
+    for (comm, rank) in std::mem::take(&mut c.spawned) {
+        let _ = comm.send(rank, CONTROL, &shutdown_msg());
+        c.forget(comm, rank, true);
     }
     mp_mpi::finalize();
 }
@@ -447,7 +566,9 @@ pub(crate) fn launcher(
         ));
     }
     let source = if use_world {
-        let free = client().as_ref().map_or(0, |c| c.free.len());
+        let free = client().as_ref().map_or(0, |c| {
+            c.free.len() + c.draining.iter().filter(|d| !d.spawned).count()
+        });
         if free == 0 {
             return Err(PoolError::InvalidArgument(if world_size <= 1 {
                 "no world ranks to use: start the program with mpirun -n N (N > 1), or use \
@@ -468,13 +589,13 @@ pub(crate) fn launcher(
         }
         Source::World
     } else {
-        Source::Spawn {
-            spare: VecDeque::new(),
-        }
+        Source::Spawn
     };
     let n = match (&source, processes) {
         (_, Some(n)) => n,
-        (Source::World, None) => client().as_ref().map_or(0, |c| c.free.len()),
+        (Source::World, None) => client().as_ref().map_or(0, |c| {
+            c.free.len() + c.draining.iter().filter(|d| !d.spawned).count()
+        }),
         (Source::Spawn { .. }, None) => max_workers_default(),
     };
     Ok((
@@ -492,10 +613,8 @@ pub(crate) fn launcher(
 
 enum Source {
     World,
-    /// Spawned ranks not yet serving (spawned together, handed out one by one).
-    Spawn {
-        spare: VecDeque<(mp_mpi::Comm, i32)>,
-    },
+    /// Spawned ranks: free ones first, then new ones spawned together.
+    Spawn,
 }
 
 /// Starts MPI-rank workers; see the module docs.
@@ -504,7 +623,7 @@ pub(crate) struct MpiLauncher {
     tag: i32,
     fingerprint: [u8; 32],
     boot_id: String,
-    /// Ranks to spawn together on the first start.
+    /// Ranks this pool will still take (how many to spawn together when none is free).
     wanted: usize,
     last_liveness: Instant,
 }
@@ -530,64 +649,76 @@ impl MpiLauncher {
     fn take_rank(&mut self) -> Result<(mp_mpi::Comm, i32, bool), ProcessError> {
         match &mut self.source {
             Source::World => {
-                let rank = client()
-                    .as_mut()
-                    .and_then(|c| c.free.pop())
-                    .ok_or_else(|| {
-                        ProcessError::Io(std::io::Error::other(
-                            "no free world rank is left (a world rank that died cannot be replaced)",
-                        ))
-                    })?;
-                Ok((mp_mpi::world(), rank, false))
-            }
-            Source::Spawn { spare } => {
-                if spare.is_empty() {
-                    let n = std::mem::replace(&mut self.wanted, 1).max(1);
-                    let exe = std::env::current_exe().map_err(ProcessError::Io)?;
-                    let comm = mp_mpi::spawn(&exe, &[], n as i32, true).map_err(mpi_err)?;
-                    let mut c = client();
-                    for r in 0..comm.size() {
-                        spare.push_back((comm, r));
-                        if let Some(c) = c.as_mut() {
-                            c.spawned.push((comm, r));
-                        }
+                // A rank still draining a closed pool's messages is free soon.
+                let deadline = Instant::now() + HELLO_TIMEOUT;
+                let mut backoff = Backoff::new();
+                loop {
+                    let mut guard = client();
+                    let Some(c) = guard.as_mut() else {
+                        break;
+                    };
+                    c.settle();
+                    if let Some(rank) = c.free.pop() {
+                        self.wanted = self.wanted.saturating_sub(1);
+                        return Ok((mp_mpi::world(), rank, false));
                     }
+                    if !c.draining.iter().any(|d| !d.spawned) || Instant::now() > deadline {
+                        break;
+                    }
+                    drop(guard);
+                    backoff.pause(MAX_SLEEP);
                 }
-                let (comm, rank) = spare.pop_front().expect("just filled");
+                Err(ProcessError::Io(std::io::Error::other(
+                    "no free world rank is left (a world rank that died cannot be replaced)",
+                )))
+            }
+            Source::Spawn => {
+                let deadline = Instant::now() + HELLO_TIMEOUT;
+                let mut backoff = Backoff::new();
+                loop {
+                    let mut guard = client();
+                    let Some(c) = guard.as_mut() else {
+                        break;
+                    };
+                    c.settle();
+                    // A free rank whose group Open MPI ended (another rank of it died) is
+                    // gone too.
+                    while let Some((comm, rank, pid)) = c.spawned_free.pop() {
+                        if pid.is_some_and(|p| !crate::sys::pid_alive(p)) {
+                            c.forget(comm, rank, true);
+                            continue;
+                        }
+                        self.wanted = self.wanted.saturating_sub(1);
+                        return Ok((comm, rank, true));
+                    }
+                    if !c.draining.iter().any(|d| d.spawned) || Instant::now() > deadline {
+                        break;
+                    }
+                    drop(guard);
+                    backoff.pause(MAX_SLEEP);
+                }
+                let n = self.wanted.max(1);
+                let exe = std::env::current_exe().map_err(ProcessError::Io)?;
+                let comm = mp_mpi::spawn(&exe, &[], n as i32, true).map_err(mpi_err)?;
+                let mut guard = client();
+                let c = guard
+                    .as_mut()
+                    .ok_or_else(|| ProcessError::Io(std::io::Error::other("MPI was finalized")))?;
+                for r in (0..comm.size()).rev() {
+                    c.spawned.push((comm, r));
+                    c.spawned_free.push((comm, r, None));
+                }
+                let (comm, rank, _) = c.spawned_free.pop().expect("just spawned");
+                self.wanted = self.wanted.saturating_sub(1);
                 Ok((comm, rank, true))
             }
         }
     }
 
-    /// A rank's session is over: a world rank is free again (unless `dead`), a spawned one
-    /// is told to leave (it serves one pool), and its group freed with its last rank.
-    fn give_back(comm: mp_mpi::Comm, rank: i32, spawned: bool, dead: bool) {
-        if spawned {
-            if !dead {
-                let bye = postcard::to_stdvec(&Control::Shutdown).unwrap_or_default();
-                let _ = comm.send(rank, CONTROL, &bye);
-            }
-            let mut c = client();
-            if let Some(c) = c.as_mut() {
-                c.spawned.retain(|x| *x != (comm, rank));
-                if !c.spawned.iter().any(|(g, _)| *g == comm) {
-                    comm.free();
-                }
-            }
-        } else if !dead {
-            if let Some(c) = client().as_mut() {
-                c.free.push(rank);
-            }
-        }
-    }
-}
-
-impl Drop for MpiLauncher {
-    fn drop(&mut self) {
-        if let Source::Spawn { spare } = &mut self.source {
-            for (comm, rank) in spare.drain(..) {
-                Self::give_back(comm, rank, true, false);
-            }
+    fn give_back(comm: mp_mpi::Comm, rank: i32, spawned: bool, pid: Option<u32>, how: Back) {
+        if let Some(c) = client().as_mut() {
+            c.give_back(comm, rank, spawned, pid, how);
+            c.settle();
         }
     }
 }
@@ -602,14 +733,20 @@ impl Launcher for MpiLauncher {
             fingerprint: self.fingerprint,
             init: setup.init.clone(),
         };
-        let fail = |e: ProcessError| {
-            Self::give_back(comm, rank, spawned, false);
+        let tag = self.tag;
+        // A rank that did not answer may still start the session later: end it at once
+        // and drain it; one that answered with a refusal never started it.
+        let fail = |e: ProcessError, how: Back| {
+            if let Back::InSession(_) = how {
+                let _ = comm.send(rank, tag, &[]);
+            }
+            Self::give_back(comm, rank, spawned, None, how);
             e
         };
-        let bytes =
-            postcard::to_stdvec(&start).map_err(|e| fail(ProcessError::Encode(e.to_string())))?;
+        let bytes = postcard::to_stdvec(&start)
+            .map_err(|e| fail(ProcessError::Encode(e.to_string()), Back::Idle))?;
         comm.send(rank, CONTROL, &bytes)
-            .map_err(|e| fail(mpi_err(e)))?;
+            .map_err(|e| fail(mpi_err(e), Back::Dead))?;
         let deadline = Instant::now() + HELLO_TIMEOUT;
         let mut backoff = Backoff::new();
         let hello = loop {
@@ -617,20 +754,29 @@ impl Launcher for MpiLauncher {
                 Ok(Some(m)) => break m,
                 Ok(None) if Instant::now() < deadline => backoff.pause(MAX_SLEEP),
                 Ok(None) => {
-                    return Err(fail(ProcessError::Io(std::io::Error::other(format!(
-                        "MPI rank {rank} did not answer within {HELLO_TIMEOUT:?}"
-                    )))))
+                    return Err(fail(
+                        ProcessError::Io(std::io::Error::other(format!(
+                            "MPI rank {rank} did not answer within {HELLO_TIMEOUT:?}"
+                        ))),
+                        Back::InSession(tag),
+                    ))
                 }
-                Err(e) => return Err(fail(mpi_err(e))),
+                Err(e) => return Err(fail(mpi_err(e), Back::Dead)),
             }
         };
         let hello: Hello = postcard::from_bytes(&hello).map_err(|e| {
-            fail(ProcessError::Io(std::io::Error::other(format!(
-                "MPI rank {rank} sent an undecodable greeting: {e}"
-            ))))
+            fail(
+                ProcessError::Io(std::io::Error::other(format!(
+                    "MPI rank {rank} sent an undecodable greeting: {e}"
+                ))),
+                Back::Idle,
+            )
         })?;
         if let Some(why) = &hello.refused {
-            return Err(fail(ProcessError::Io(std::io::Error::other(why.clone()))));
+            return Err(fail(
+                ProcessError::Io(std::io::Error::other(why.clone())),
+                Back::Idle,
+            ));
         }
         let same_host = !hello.boot_id.is_empty() && hello.boot_id == self.boot_id;
         Ok(RankLink {
@@ -795,10 +941,14 @@ impl Link for RankLink {
         self.released = true;
         self.close();
         let dead = self.same_host && !crate::sys::pid_alive(self.hello.pid);
-        if dead {
+        let how = if dead {
             // Nothing will ever complete these sends; give their buffers up to MPI.
             self.sending.clear();
-        }
-        MpiLauncher::give_back(self.comm, self.rank, self.spawned, dead);
+            Back::Dead
+        } else {
+            Back::InSession(self.tag)
+        };
+        let pid = self.same_host.then_some(self.hello.pid);
+        MpiLauncher::give_back(self.comm, self.rank, self.spawned, pid, how);
     }
 }
