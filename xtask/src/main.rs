@@ -5,12 +5,14 @@
 //! cargo xtask lint [--no-fmt] [--backend <b>]...     rustfmt --check, clippy -D warnings
 //! cargo xtask test-windows [--backend b] [-- <args>]  mp-core's tests for Windows, under Wine
 //! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
+//! cargo xtask bench-mpi [--quick] [--no-write]       MPI pool vs mpi4py.futures -> docs/benchmarks-mpi.md
 //! cargo xtask test-mpi [--no-namespaces]             the MPI pool: 1 host (2-5 ranks), 3 namespace hosts
 //! ```
 //!
 //! Every command it runs is printed first, prefixed with `$`.
 
 mod bench;
+mod bench_mpi;
 mod json;
 mod test_mpi;
 
@@ -37,6 +39,8 @@ commands:
                                         (needs $MP_WINDOWS_ENV or ../shared/windows/env.sh)
   bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
                                         writes docs/benchmarks.md and docs/benchmarks.svg
+  bench-mpi [--quick] [--no-write]      mp's MPI pool vs mpi4py.futures on 1 and 3 hosts
+                                        (root for the 3 namespace hosts) -> docs/benchmarks-mpi.md
   test-mpi [--no-namespaces]            the MPI pool's tests (crate mp-mpi): alone, under mpirun
                                         -n 1/2/3/5, and across three network namespaces (root);
                                         installs Open MPI first if it is missing
@@ -71,6 +75,7 @@ fn run() -> Result<()> {
         }
         "test-windows" => test_windows(rest),
         "test-mpi" => test_mpi::run(rest),
+        "bench-mpi" => bench_mpi::run(rest),
         "bench" => bench::run(rest),
         "backends" => {
             for b in available_backends()? {

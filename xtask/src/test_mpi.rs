@@ -96,7 +96,7 @@ pub fn run(rest: &[String]) -> Result<()> {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -118,7 +118,7 @@ fn have(program: &str, arg: &str) -> bool {
 }
 
 /// Installs the Debian packages the MPI build and tests need, if something is missing.
-fn ensure_installed() -> Result<()> {
+pub fn ensure_installed() -> Result<()> {
     let libclang = Path::new("/usr/lib/llvm-14/lib").exists()
         || Command::new("sh")
             .args(["-c", "ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1"])
@@ -196,7 +196,7 @@ fn built(args: &[&str], name: &str) -> Result<PathBuf> {
 
 /// Three network namespaces joined by veth links to a bridge in the first, with a
 /// hostfile and an rsh agent for Open MPI; removed on drop.
-struct Hosts {
+pub struct Hosts {
     names: [String; 3],
     addrs: [String; 3],
     subnet: String,
@@ -210,7 +210,7 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl Hosts {
-    fn create() -> Result<Self> {
+    pub fn create() -> Result<Self> {
         // Unique names, so that a concurrent run does not collide; the addresses live only
         // inside these namespaces.
         let tag = std::process::id();
@@ -289,6 +289,17 @@ impl Hosts {
 
     /// `mpirun` inside the first namespace over the three hosts.
     fn mpirun(&self, root_args: &[String], n: u32, program: &Path, args: &[&str]) -> Result<()> {
+        run_cmd(self.mpirun_cmd(root_args, n, program, args))
+    }
+
+    /// The command [`mpirun`](Self::mpirun) runs.
+    pub fn mpirun_cmd(
+        &self,
+        root_args: &[String],
+        n: u32,
+        program: &Path,
+        args: &[&str],
+    ) -> Command {
         let mut c = Command::new("ip");
         c.args([
             "netns",
@@ -312,7 +323,7 @@ impl Hosts {
         .arg(program)
         .args(args)
         .env("MP_MPI_EXPECT_HOSTS", self.names.join(","));
-        run_cmd(c)
+        c
     }
 
     fn teardown(&self) {

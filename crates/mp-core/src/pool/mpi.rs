@@ -351,6 +351,8 @@ struct Client {
     spawned_free: Vec<(mp_mpi::Comm, i32, Option<u32>)>,
     /// Ranks whose session was closed and whose last messages have not all arrived yet.
     draining: Vec<Drain>,
+    /// World ranks that died (under `mpirun --enable-recovery`): never sent to again.
+    dead: Vec<i32>,
 }
 
 /// A rank between two sessions: the client drops its messages on the old session's tag
@@ -428,6 +430,8 @@ impl Client {
             if !self.spawned.iter().any(|(g, _)| *g == comm) {
                 comm.free();
             }
+        } else {
+            self.dead.push(rank);
         }
     }
 
@@ -467,6 +471,7 @@ fn client_started() {
         spawned: Vec::new(),
         spawned_free: Vec::new(),
         draining: Vec::new(),
+        dead: Vec::new(),
     });
     crate::sys::at_exit(shutdown_at_exit);
 }
@@ -499,12 +504,21 @@ extern "C" fn shutdown_at_exit() {
         backoff.pause(MAX_SLEEP);
     }
     let world = mp_mpi::world();
-    for rank in 1..world.size() {
+    for rank in (1..world.size()).filter(|r| !c.dead.contains(r)) {
         let _ = world.send(rank, CONTROL, &shutdown_msg());
     }
     for (comm, rank) in std::mem::take(&mut c.spawned) {
         let _ = comm.send(rank, CONTROL, &shutdown_msg());
         c.forget(comm, rank, true);
+    }
+    if !c.dead.is_empty() {
+        // MPI_Finalize waits for every rank of the job, the dead ones too (Open MPI 4.1
+        // sometimes for ever): the process ends without it, and the launcher is told so.
+        eprintln!(
+            "mp: MPI rank(s) {:?} died; ending without MPI_Finalize",
+            c.dead
+        );
+        return;
     }
     mp_mpi::finalize();
 }
