@@ -99,6 +99,9 @@ struct Env {
     lock: Option<Mutex<()>>,
     /// The universe size attribute, if the launcher set one.
     universe: Option<i32>,
+    /// Whether a launcher started this process (read before MPI started: a singleton's
+    /// MPI puts launcher-like variables in the environment).
+    launched: bool,
 }
 
 static ENV: OnceLock<Result<Env, Error>> = OnceLock::new();
@@ -134,6 +137,7 @@ pub fn launched_by_mpi() -> bool {
 /// launcher, this process becomes an MPI job of one (a "singleton") that can spawn ranks.
 pub fn init() -> Result<(), Error> {
     ENV.get_or_init(|| {
+        let launched = launched_by_mpi();
         let mut provided: c_int = 0;
         let mut already: c_int = 0;
         // SAFETY: plain queries and the documented initialisation call, with valid pointers;
@@ -172,6 +176,7 @@ pub fn init() -> Result<(), Error> {
         Ok(Env {
             lock,
             universe: universe_attr(),
+            launched,
         })
     })
     .as_ref()
@@ -215,6 +220,13 @@ pub fn universe_size() -> Option<i32> {
         Some(Ok(env)) => env.universe,
         _ => None,
     }
+}
+
+/// Whether this process was started by a launcher (`mpirun`, `srun`, ...), as
+/// [`launched_by_mpi`] said when MPI was started; `false` for a singleton and before
+/// [`init`].
+pub fn was_launched() -> bool {
+    matches!(ENV.get(), Some(Ok(Env { launched: true, .. })))
 }
 
 /// Whether [`init`] succeeded in this process (and [`finalize`] has not run).

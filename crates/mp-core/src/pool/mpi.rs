@@ -108,8 +108,9 @@ enum Control {
         fingerprint: [u8; 32],
         init: Option<(FnId<Init>, Vec<u8>)>,
     },
-    /// Leave the serve loop: finalize MPI and exit.
-    Shutdown,
+    /// Leave the serve loop and exit; finalize MPI first unless a rank of the job died
+    /// (`MPI_Finalize` would wait for it, perhaps for ever).
+    Shutdown { finalize: bool },
 }
 
 /// Worker to client, the first message on a session's tag.
@@ -230,7 +231,8 @@ pub(crate) fn boot_from_env() {
 struct RankEnd {
     comm: mp_mpi::Comm,
     tag: i32,
-    shutdown: std::cell::Cell<bool>,
+    /// Set when a shutdown arrived during the session: `Some(finalize)`.
+    shutdown: std::cell::Cell<Option<bool>>,
 }
 
 impl WorkerEnd for RankEnd {
@@ -248,8 +250,8 @@ impl WorkerEnd for RankEnd {
             // Now and then (and only when idle), look for a shutdown.
             if polls % 64 == 0 {
                 if let Ok(Some(msg)) = self.comm.try_recv(0, CONTROL) {
-                    if matches!(postcard::from_bytes(&msg), Ok(Control::Shutdown)) {
-                        self.shutdown.set(true);
+                    if let Ok(Control::Shutdown { finalize }) = postcard::from_bytes(&msg) {
+                        self.shutdown.set(Some(finalize));
                         return None;
                     }
                 }
@@ -276,7 +278,7 @@ fn serve_rank(comm: mp_mpi::Comm) -> ! {
             }
             Err(e) => {
                 eprintln!("mp: MPI worker rank {} lost its client: {e}", comm.rank());
-                leave(comm, 1)
+                std::process::exit(1)
             }
         };
         backoff.reset();
@@ -310,16 +312,16 @@ fn serve_rank(comm: mp_mpi::Comm) -> ! {
                 let end = RankEnd {
                     comm,
                     tag,
-                    shutdown: std::cell::Cell::new(false),
+                    shutdown: std::cell::Cell::new(None),
                 };
                 worker::serve(&end, init.as_ref(), None, None);
-                if end.shutdown.get() {
-                    leave(comm, 0)
+                if let Some(finalize) = end.shutdown.get() {
+                    leave(comm, finalize)
                 }
                 // The session's last message: the client drops everything before it.
                 let _ = comm.send(0, tag, &[]);
             }
-            Ok(Control::Shutdown) => leave(comm, 0),
+            Ok(Control::Shutdown { finalize }) => leave(comm, finalize),
             // Not ours to understand: ignore it.
             Err(_) => {}
         }
@@ -327,13 +329,15 @@ fn serve_rank(comm: mp_mpi::Comm) -> ! {
 }
 
 /// Ends a worker rank: frees the parent link, finalizes MPI, exits.
-fn leave(comm: mp_mpi::Comm, code: i32) -> ! {
+fn leave(comm: mp_mpi::Comm, finalize: bool) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    comm.free();
-    mp_mpi::finalize();
-    std::process::exit(code)
+    if finalize {
+        comm.free();
+        mp_mpi::finalize();
+    }
+    std::process::exit(0)
 }
 
 // -------------------------------------------------------------------------------------------
@@ -353,6 +357,9 @@ struct Client {
     draining: Vec<Drain>,
     /// World ranks that died (under `mpirun --enable-recovery`): never sent to again.
     dead: Vec<i32>,
+    /// Spawned groups one of whose ranks died: Open MPI ends the whole group then, so
+    /// every rank of it is lost at once (and never sent to again).
+    lost_groups: Vec<mp_mpi::Comm>,
 }
 
 /// A rank between two sessions: the client drops its messages on the old session's tag
@@ -385,8 +392,8 @@ fn client() -> std::sync::MutexGuard<'static, Option<Client>> {
     CLIENT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn shutdown_msg() -> Vec<u8> {
-    postcard::to_stdvec(&Control::Shutdown).unwrap_or_default()
+fn shutdown_msg(finalize: bool) -> Vec<u8> {
+    postcard::to_stdvec(&Control::Shutdown { finalize }).unwrap_or_default()
 }
 
 impl Client {
@@ -429,6 +436,8 @@ impl Client {
             self.spawned_free.retain(|x| (x.0, x.1) != (comm, rank));
             if !self.spawned.iter().any(|(g, _)| *g == comm) {
                 comm.free();
+                // MPI may give the handle to the next group spawned.
+                self.lost_groups.retain(|g| *g != comm);
             }
         } else {
             self.dead.push(rank);
@@ -472,6 +481,7 @@ fn client_started() {
         spawned_free: Vec::new(),
         draining: Vec::new(),
         dead: Vec::new(),
+        lost_groups: Vec::new(),
     });
     crate::sys::at_exit(shutdown_at_exit);
 }
@@ -504,11 +514,18 @@ extern "C" fn shutdown_at_exit() {
         backoff.pause(MAX_SLEEP);
     }
     let world = mp_mpi::world();
+    let finalize = c.dead.is_empty();
     for rank in (1..world.size()).filter(|r| !c.dead.contains(r)) {
-        let _ = world.send(rank, CONTROL, &shutdown_msg());
+        let _ = world.send(rank, CONTROL, &shutdown_msg(finalize));
     }
     for (comm, rank) in std::mem::take(&mut c.spawned) {
-        let _ = comm.send(rank, CONTROL, &shutdown_msg());
+        let dead = c.lost_groups.contains(&comm)
+            || c.spawned_free.iter().any(|(g, r, pid)| {
+                (*g, *r) == (comm, rank) && pid.is_some_and(|p| !crate::sys::pid_alive(p))
+            });
+        if !dead {
+            let _ = comm.send(rank, CONTROL, &shutdown_msg(true));
+        }
         c.forget(comm, rank, true);
     }
     if !c.dead.is_empty() {
@@ -698,7 +715,9 @@ impl MpiLauncher {
                     // A free rank whose group Open MPI ended (another rank of it died) is
                     // gone too.
                     while let Some((comm, rank, pid)) = c.spawned_free.pop() {
-                        if pid.is_some_and(|p| !crate::sys::pid_alive(p)) {
+                        if c.lost_groups.contains(&comm)
+                            || pid.is_some_and(|p| !crate::sys::pid_alive(p))
+                        {
                             c.forget(comm, rank, true);
                             continue;
                         }
@@ -835,10 +854,21 @@ impl Launcher for MpiLauncher {
             }
             if self.last_liveness.elapsed() >= Duration::from_millis(20) {
                 self.last_liveness = Instant::now();
+                let mut lost: Vec<mp_mpi::Comm> = Vec::new();
+                for l in links {
+                    if l.spawned && l.same_host && !crate::sys::pid_alive(l.hello.pid) {
+                        lost.push(l.comm);
+                    }
+                }
+                if !lost.is_empty() {
+                    if let Some(c) = client().as_mut() {
+                        c.lost_groups.extend(lost);
+                    }
+                }
                 let dead: Vec<Ready> = links
                     .iter()
                     .enumerate()
-                    .filter(|(_, l)| l.same_host && !crate::sys::pid_alive(l.hello.pid))
+                    .filter(|(_, l)| !l.alive())
                     .map(|(i, _)| Ready::Sentinel(i))
                     .collect();
                 if !dead.is_empty() {
@@ -861,6 +891,20 @@ impl Launcher for MpiLauncher {
 }
 
 impl RankLink {
+    /// Whether the rank may be alive: one on this host is checked by its pid. Nothing is
+    /// ever sent to a rank known dead: over TCP, Open MPI 4.1 may hang for ever connecting
+    /// to it.
+    fn alive(&self) -> bool {
+        if self.spawned
+            && client()
+                .as_ref()
+                .is_some_and(|c| c.lost_groups.contains(&self.comm))
+        {
+            return false;
+        }
+        !self.same_host || crate::sys::pid_alive(self.hello.pid)
+    }
+
     fn prune(&mut self) {
         while let Some(s) = self.sending.front_mut() {
             match s.test() {
@@ -887,7 +931,8 @@ impl Link for RankLink {
     }
 
     fn send(&mut self, frame: &[u8]) -> bool {
-        if !self.open {
+        if !self.open || !self.alive() {
+            self.open = false;
             return false;
         }
         self.prune();
@@ -918,8 +963,11 @@ impl Link for RankLink {
     }
 
     fn close(&mut self) {
-        if self.open {
-            self.open = false;
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        if self.alive() {
             // An empty frame ends the session; the rank finishes what it holds first.
             if let Ok(s) = self.comm.isend(self.rank, self.tag, Vec::new()) {
                 self.sending.push_back(s);
@@ -953,8 +1001,11 @@ impl Link for RankLink {
             return;
         }
         self.released = true;
+        let dead = !self.alive();
+        if dead {
+            self.open = false;
+        }
         self.close();
-        let dead = self.same_host && !crate::sys::pid_alive(self.hello.pid);
         let how = if dead {
             // Nothing will ever complete these sends; give their buffers up to MPI.
             self.sending.clear();
