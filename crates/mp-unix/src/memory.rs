@@ -16,7 +16,6 @@
 //! temporary file for growable objects there (it lives in the page cache like any file and
 //! is written to disk only under memory pressure or never).
 
-
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
@@ -233,8 +232,8 @@ mod unsealed {
 
 #[cfg(mp_os = "freebsd")]
 mod imp {
-    use super::*;
     pub(super) use super::unsealed::{seal_size, size_is_sealed};
+    use super::*;
 
     pub(super) fn anonymous_object(_label: &std::ffi::CStr) -> io::Result<OwnedFd> {
         // SAFETY: shm_open with SHM_ANON creates an object no name refers to; libc adds
@@ -259,8 +258,8 @@ mod imp {
     use std::ffi::CString;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use super::*;
     pub(super) use super::unsealed::{seal_size, size_is_sealed};
+    use super::*;
 
     /// `prefix` followed by a part no other creation of this process uses and another
     /// process is unlikely to guess (pid, a counter and the clock), cut to `max` bytes.
