@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_core::pool::{
-    as_completed, wait, MpiWorkers, Pool, ProcessPoolExecutor, ReturnWhen, TaskError,
+    as_completed, wait, MpiWorkers, Pool, PoolError, ProcessPoolExecutor, ReturnWhen, TaskError,
 };
 
 /// Ranks to spawn when running alone.
@@ -153,6 +153,58 @@ fn max_tasks_per_child_is_refused() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("max_tasks_per_child"), "{err}");
+}
+
+fn keep_lock(_: mp_core::Lock) {}
+
+fn lock_is_free(lock: mp_core::Lock) -> bool {
+    lock.try_acquire().is_ok()
+}
+
+/// Shared objects (here a lock, whose segment travels as a handle) cannot reach ranks that
+/// may be on other hosts: the pool says so with a typed error instead of dropping them, and
+/// goes on working.
+#[test]
+fn arguments_holding_handles_are_refused() {
+    let lock = mp_core::Lock::new().unwrap();
+    let b = Pool::builder()
+        .mpi(MpiWorkers::Auto)
+        .initializer(keep_lock, lock.clone());
+    let err = if in_world() { b } else { b.processes(SPAWNED) }
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, PoolError::HandlesUnsupported(_)), "{err}");
+
+    let pool = pool();
+    let err = pool.apply_async(lock_is_free, lock.clone()).unwrap_err();
+    assert!(matches!(err, PoolError::HandlesUnsupported(_)), "{err}");
+    let err = pool
+        .map(lock_is_free, [lock.clone(), lock.clone()])
+        .unwrap_err();
+    assert!(
+        matches!(&err, TaskError::Encode(m) if m.contains("cannot reach")),
+        "{err}"
+    );
+    let first = pool.imap(lock_is_free, [lock.clone()]).unwrap().next();
+    assert!(
+        matches!(&first, Some(Err(TaskError::Encode(m))) if m.contains("cannot reach")),
+        "{first:?}"
+    );
+    assert_eq!(pool.apply(square, 9).unwrap(), 81);
+    pool.close();
+    pool.join().unwrap();
+
+    let ex = if in_world() {
+        ProcessPoolExecutor::builder()
+    } else {
+        ProcessPoolExecutor::builder().max_workers(SPAWNED)
+    }
+    .mpi(MpiWorkers::Auto)
+    .build()
+    .unwrap();
+    let err = ex.submit(lock_is_free, lock).map(|_| ()).unwrap_err();
+    assert!(matches!(err, PoolError::HandlesUnsupported(_)), "{err}");
+    assert_eq!(ex.submit(square, 5).unwrap().result().unwrap(), 25);
 }
 
 fn slow_square(x: u64) -> u64 {

@@ -16,6 +16,11 @@
 //! as MPI messages with a tag of the pool's own; control messages (start a session, shut
 //! down) use tag [`CONTROL`].
 //!
+//! Shared objects (locks, queues, connections, OS handles) cannot reach a rank: it may be on
+//! another host, where a handle means nothing. A task or initializer argument holding any is
+//! refused with [`PoolError::HandlesUnsupported`] (nothing is sent; `map`, `imap` and the
+//! executor's `map` report it as [`TaskError::Encode`]), never sent without them.
+//!
 //! MPI has no blocking wait that leaves the CPU alone, so both sides poll: they spin
 //! (yielding) for up to `MP_MPI_SPIN_US` (default 100 µs) after the last message, then
 //! sleep with a doubling back-off up to 1 ms (the dispatcher sleeps on its wake-up pipe, so
