@@ -8,15 +8,19 @@
 //! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
 //! cargo xtask chaos [--minutes N] [--seed S]          workloads while processes are killed
 //! cargo xtask bench-platform [--quick] [--no-write]  native vs posix-generic paths -> docs/benchmarks-platform.md
+//! cargo xtask bench-mpi [--quick] [--no-write]       MPI pool vs mpi4py.futures -> docs/benchmarks-mpi.md
+//! cargo xtask test-mpi [--no-namespaces]             the MPI pool: 1 host (2-5 ranks), 3 namespace hosts
 //! ```
 //!
 //! Every command it runs is printed first, prefixed with `$`.
 
 mod bench;
+mod bench_mpi;
 mod bench_platform;
 mod cross;
 mod json;
 mod proof;
+mod test_mpi;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -93,6 +97,11 @@ commands:
                                         lock hand-off, event ping-pong and queue round trip with
                                         the native and the posix-generic code paths; writes
                                         docs/benchmarks-platform.md
+  bench-mpi [--quick] [--no-write]      mp's MPI pool vs mpi4py.futures on 1 and 3 hosts
+                                        (root for the 3 namespace hosts) -> docs/benchmarks-mpi.md
+  test-mpi [--no-namespaces]            the MPI pool's tests (crate mp-mpi): alone, under mpirun
+                                        -n 1/2/3/5, and across three network namespaces (root);
+                                        installs Open MPI first if it is missing
   backends                              lists the backends mp-core has
 
 options:
@@ -125,6 +134,8 @@ fn run() -> Result<()> {
         }
         "test-windows" => test_windows(rest),
         "check-targets" => check_targets(rest),
+        "test-mpi" => test_mpi::run(rest),
+        "bench-mpi" => bench_mpi::run(rest),
         "bench" => bench::run(rest),
         "chaos" => chaos(rest),
         "sanitize" => proof::sanitize(rest),
@@ -279,16 +290,24 @@ fn parse_backends(args: &[String], with_variants: bool) -> Result<Vec<&'static s
 }
 
 /// The cargo arguments selecting one backend (or [variant](VARIANTS)) for the whole
-/// workspace. Features of other packages are named `package/feature`;
-/// `--no-default-features` applies to every selected package, so crates depending on
-/// mp-core must leave its defaults off themselves (mp-bench does).
+/// workspace but mp-mpi (it needs an MPI library; `cargo xtask test-mpi` builds and tests
+/// it). Features of other packages are named `package/feature`; `--no-default-features`
+/// applies to every selected package, so crates depending on mp-core must leave its
+/// defaults off themselves (mp-bench does).
 fn backend_args(backend: &str) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--workspace".into(), "--exclude".into(), "mp-mpi".into()];
+    args.extend(backend_features(backend));
+    args
+}
+
+/// The feature arguments of [`backend_args`] alone, for commands that select packages with
+/// `-p` (where `--workspace`/`--exclude` do not belong).
+pub(crate) fn backend_features(backend: &str) -> Vec<String> {
     let features: Vec<String> = match VARIANTS.iter().find(|(name, _)| *name == backend) {
         Some((_, features)) => features.iter().map(|f| format!("mp-core/{f}")).collect(),
         None => vec![format!("mp-core/{backend}")],
     };
     vec![
-        "--workspace".into(),
         "--no-default-features".into(),
         "--features".into(),
         features.join(","),
@@ -351,6 +370,26 @@ fn lint(fmt: bool, backends: &[&str]) -> Result<()> {
             "warnings",
         ]);
         run_cmd(clippy)?;
+    }
+    // mp-mpi (and mp-core's feature mpi) only where an MPI library is installed.
+    if Command::new("mpicc")
+        .arg("--showme:version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "-p",
+            "mp-mpi",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run_cmd(clippy)?;
+    } else {
+        eprintln!("xtask: clippy of mp-mpi skipped: no MPI library (mpicc) here");
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{backend_args, cargo, parse_backends, root, run_cmd};
+use crate::{backend_features, cargo, parse_backends, root, run_cmd};
 
 /// The host target: sanitizer flags must reach only the code that runs, never build scripts
 /// or proc macros, and naming the target explicitly is how cargo keeps them apart.
@@ -160,9 +160,7 @@ fn sanitized_test(mut cmd: Command, backend: &str, extra: &[String]) -> Command 
     for p in TESTED {
         cmd.args(["-p", p]);
     }
-    let features = backend_args(backend);
-    // backend_args starts with --workspace, which -p replaces here.
-    cmd.args(&features[1..])
+    cmd.args(backend_features(backend))
         .args(["--target", HOST, "--no-fail-fast"]);
     // Extra arguments that choose targets (`--test queue`, `--lib`) replace the default.
     if !extra
@@ -201,7 +199,7 @@ fn asan_command(backend: &str, extra: &[String]) -> Result<Command> {
     // (MP_EXAMPLES_PREBUILT) instead of being built again without them.
     let mut examples = cargo();
     examples.args(["build", "-p", "mp-core", "--examples", "--target", HOST]);
-    examples.args(&backend_args(backend)[1..]);
+    examples.args(backend_features(backend));
     asan_env(&mut examples);
     run_cmd(examples)?;
     let mut cmd = sanitized_test(cargo(), backend, extra);

@@ -383,6 +383,12 @@ impl SharedHandles {
         Self(std::sync::Arc::new(handles))
     }
 
+    /// Whether there are none (an MPI pool refuses an initializer argument holding any).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Handles of our own: the ones received, or duplicates while others share them (a
     /// forked child shares its parent's copy).
     pub(crate) fn into_owned(self) -> std::io::Result<Vec<OwnedHandle>> {

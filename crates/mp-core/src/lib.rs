@@ -62,6 +62,7 @@ mod context;
 #[cfg_attr(docsrs, doc(cfg(feature = "threads")))]
 pub mod dummy;
 mod error;
+mod fn_id;
 mod handles;
 pub mod listener;
 pub mod logging;

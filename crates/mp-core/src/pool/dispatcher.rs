@@ -14,13 +14,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::entry::{Entry, WireError};
+use super::entry::{Task, WireError};
+use super::launch::{Launcher, Link, Processes, Ready, Setup, Stop};
 use super::worker::{
-    self, InitArg, WorkerArgs, FRAME_INIT_FAILED, FRAME_RESULTS, FRAME_TASKS, OUTCOME_FAILED,
-    OUTCOME_OK,
+    self, InitArg, FRAME_INIT_FAILED, FRAME_RESULTS, FRAME_TASKS, OUTCOME_FAILED, OUTCOME_OK,
 };
 use super::{PoolError, TaskError};
-use crate::{pipe, Connection, Context, Process, ProcessError, Waitable};
+use crate::fn_id::FnId;
+use crate::{pipe, Connection, Context, ProcessError};
 
 /// One unit of work sent to a worker: `len` items of one job.
 pub(crate) struct Chunk {
@@ -56,7 +57,7 @@ pub(crate) enum Outcome<'a> {
     Failed(TaskError),
 }
 
-/// Builds the frame of a chunk: `head` is the encoded `(offset, type_name)` of its function,
+/// Builds the frame of a chunk: `head` is the encoded [`FnId`] of its function,
 /// `items` the concatenated encoded arguments.
 pub(crate) fn chunk_frame(head: &[u8], count: usize, items_len: usize) -> Vec<u8> {
     let mut frame = Vec::with_capacity(1 + 4 + 4 + head.len() + items_len);
@@ -73,9 +74,9 @@ pub(crate) fn seal_frame(frame: &mut [u8]) {
     frame[1..5].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The encoded head of a chunk of `entry`.
-pub(crate) fn chunk_head(entry: &Entry) -> Vec<u8> {
-    postcard::to_stdvec(&(entry.offset, entry.type_name.as_str())).unwrap_or_default()
+/// The encoded head of a chunk of task function `task`.
+pub(crate) fn chunk_head(task: &FnId<Task>) -> Vec<u8> {
+    postcard::to_stdvec(task).unwrap_or_default()
 }
 
 /// What a worker that dies while running a task does to the pool.
@@ -99,14 +100,6 @@ pub(crate) struct Config {
     pub(crate) lazy: bool,
     pub(crate) on_death: OnWorkerDeath,
     pub(crate) name: &'static str,
-}
-
-/// How the dispatcher ends the workers when it stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Close,
-    Terminate,
-    Kill,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +128,9 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     stopped_cv: Condvar,
     wake_tx: Mutex<Connection<()>>,
+    /// Whether the workers can receive OS handles beside a chunk (the shareable objects in
+    /// task arguments): not an MPI pool's ranks.
+    handles_travel: bool,
 }
 
 impl Shared {
@@ -163,7 +159,13 @@ impl Shared {
     }
 
     /// Queues chunks; refused unless the pool is running.
+    /// Chunks holding handles are refused, all of them, by a pool whose workers cannot
+    /// receive handles.
     pub(crate) fn submit(&self, chunks: impl IntoIterator<Item = Chunk>) -> Result<(), PoolError> {
+        let chunks: Vec<Chunk> = chunks.into_iter().collect();
+        if !self.handles_travel && chunks.iter().any(|c| !c.handles.is_empty()) {
+            return Err(PoolError::HandlesUnsupported("a task argument"));
+        }
         let mut st = self.lock();
         if let Some(e) = Self::refusal(&st.status) {
             return Err(e);
@@ -234,31 +236,41 @@ impl Shared {
     }
 }
 
-struct Worker {
-    process: Process,
-    pid: u32,
-    conn: Option<Connection<()>>,
+struct Worker<K> {
+    link: K,
     inflight: VecDeque<Chunk>,
     sent: u64,
     /// Chunks whose results arrived.
     answered: u64,
-    progress: crate::RawValue<u64>,
 }
 
-struct Dispatcher {
+struct Dispatcher<L: Launcher> {
     shared: Arc<Shared>,
     cfg: Config,
-    workers: Vec<Worker>,
+    launcher: L,
+    workers: Vec<Worker<L::Link>>,
     wake_rx: Connection<()>,
     /// Moving average of a chunk's run time in the worker, in nanoseconds.
     chunk_nanos: f64,
     counter: usize,
 }
 
-/// Starts the dispatcher; with `cfg.lazy == false` all workers are started first, and a
-/// failure to start one stops the others and is returned.
+/// Starts the dispatcher over worker processes started with `cfg.context`.
 pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>), PoolError> {
-    let (wake_tx, wake_rx) = pipe::<()>().map_err(|e| PoolError::Start(conn_err(e)))?;
+    let launcher = Processes {
+        context: cfg.context,
+    };
+    start_with(cfg, launcher)
+}
+
+/// Starts the dispatcher over workers from `launcher`; with `cfg.lazy == false` all workers
+/// are started first, and a failure to start one stops the others and is returned.
+pub(crate) fn start_with<L: Launcher>(
+    cfg: Config,
+    launcher: L,
+) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>), PoolError> {
+    let (wake_tx, wake_rx) = pipe::<()>()
+        .map_err(|e| PoolError::Start(ProcessError::Io(std::io::Error::other(e.to_string()))))?;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             pending: VecDeque::new(),
@@ -270,10 +282,12 @@ pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle
         }),
         stopped_cv: Condvar::new(),
         wake_tx: Mutex::new(wake_tx),
+        handles_travel: L::CARRIES_HANDLES,
     });
     let mut d = Dispatcher {
         shared: shared.clone(),
         cfg,
+        launcher,
         workers: Vec::new(),
         wake_rx,
         chunk_nanos: f64::INFINITY,
@@ -294,13 +308,6 @@ pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle
     Ok((shared, handle))
 }
 
-fn conn_err(e: crate::ConnectionError) -> ProcessError {
-    match e {
-        crate::ConnectionError::Io(e) => ProcessError::Io(e),
-        e => ProcessError::Io(std::io::Error::other(e.to_string())),
-    }
-}
-
 /// Longest chunk frame sent to a worker that is still busy (bigger ones wait until the
 /// worker is idle and reading, so a send never blocks on a busy worker).
 const PREFETCH_MAX_BYTES: usize = 64 * 1024;
@@ -313,54 +320,32 @@ const PREFETCH_MAX_NANOS: f64 = 200_000.0;
 const BATCH_MAX_NANOS: f64 = 20_000.0;
 const BATCH_DEPTH: usize = 64;
 
-enum Ready {
-    Wake,
-    Conn(usize),
-    Sentinel(usize),
-}
-
-impl Dispatcher {
+impl<L: Launcher> Dispatcher<L> {
     fn start_worker(&mut self) -> Result<(), ProcessError> {
-        let (here, there) = pipe::<()>().map_err(conn_err)?;
-        let progress = crate::RawValue::new(0u64)
-            .map_err(|e| ProcessError::Io(std::io::Error::other(e.to_string())))?;
         self.counter += 1;
-        let args = WorkerArgs {
-            conn: there,
+        let setup = Setup {
             init: self.cfg.init.clone(),
             max_tasks: self.cfg.max_tasks,
-            progress: progress.clone(),
         };
-        let mut process = Process::new(worker::worker_main, args)
-            .with_context(self.cfg.context)
-            .with_daemon(true)
-            .with_name(format!("{}Worker-{}", self.cfg.name, self.counter));
-        process.start()?;
-        let pid = process.pid().unwrap_or(0);
-        crate::logging::mp_log!(
-            Debug,
-            "added worker {} (pid {pid})",
-            process.name().unwrap_or("?")
-        );
+        let name = format!("{}Worker-{}", self.cfg.name, self.counter);
+        let link = self.launcher.start(&setup, name.clone())?;
+        crate::logging::mp_log!(Debug, "added worker {name} (pid {})", link.id());
         let mut st = self.shared.lock();
-        st.pids.push(pid);
+        st.pids.push(link.id());
         st.started_total += 1;
         drop(st);
         self.workers.push(Worker {
-            process,
-            pid,
-            conn: Some(here),
+            link,
             inflight: VecDeque::new(),
             sent: 0,
             answered: 0,
-            progress,
         });
         Ok(())
     }
 
     /// Chunks a worker may still be given: its prefetch depth, within its task quota.
-    fn room(&self, w: &Worker) -> usize {
-        if w.conn.is_none() {
+    fn room(&self, w: &Worker<L::Link>) -> usize {
+        if !w.link.is_open() {
             return 0;
         }
         // Prefetch (a second chunk queued behind the running one) only for chunks known to
@@ -481,35 +466,25 @@ impl Dispatcher {
                     return;
                 }
                 let w = &mut self.workers[i];
-                let sent = match (&w.conn, batch.len()) {
-                    (Some(conn), 1) if !batch[0].handles.is_empty() => {
-                        let raw: Vec<_> = batch[0]
-                            .handles
-                            .iter()
-                            .map(mp_ipc::handle::raw_of)
-                            .collect();
-                        conn.raw()
-                            .send_bytes_with_handles(&batch[0].frame, &raw)
-                            .is_ok()
+                // If the worker is gone or going, its sentinel will tell; the chunks are
+                // accounted for in `inflight` until then. A chunk with handles went alone.
+                if batch.len() == 1 {
+                    let raw: Vec<_> = batch[0]
+                        .handles
+                        .iter()
+                        .map(mp_ipc::handle::raw_of)
+                        .collect();
+                    w.link.send(&batch[0].frame, &raw);
+                } else {
+                    let mut frame = Vec::with_capacity(bytes);
+                    frame.push(FRAME_TASKS);
+                    for c in &batch {
+                        frame.extend_from_slice(&c.frame[1..]);
                     }
-                    (Some(conn), 1) => conn.send_bytes(&batch[0].frame).is_ok(),
-                    (Some(conn), _) => {
-                        let mut frame = Vec::with_capacity(bytes);
-                        frame.push(FRAME_TASKS);
-                        for c in &batch {
-                            frame.extend_from_slice(&c.frame[1..]);
-                        }
-                        conn.send_bytes(&frame).is_ok()
-                    }
-                    (None, _) => false,
-                };
+                    w.link.send(&frame, &[]);
+                }
                 w.sent += batch.len() as u64;
                 w.inflight.extend(batch);
-                if !sent {
-                    // The worker is gone or going: its sentinel will tell; the chunks are
-                    // accounted for in `inflight` until then.
-                    w.conn = None;
-                }
             }
         }
     }
@@ -526,7 +501,7 @@ impl Dispatcher {
                 let idle = self
                     .workers
                     .iter()
-                    .filter(|w| w.conn.is_some() && w.inflight.is_empty())
+                    .filter(|w| w.link.is_open() && w.inflight.is_empty())
                     .count();
                 (self.workers.len() + pending.saturating_sub(idle)).min(self.cfg.processes)
             }
@@ -559,36 +534,16 @@ impl Dispatcher {
             }
             st.asleep = true;
         }
-        let mut kinds = vec![Ready::Wake];
-        let ready = {
-            let mut objects: Vec<&dyn Waitable> = vec![&self.wake_rx];
-            let sentinels: Vec<_> = self
-                .workers
-                .iter()
-                .map(|w| w.process.sentinel().ok())
-                .collect();
-            for (i, w) in self.workers.iter().enumerate() {
-                if let Some(c) = &w.conn {
-                    objects.push(c);
-                    kinds.push(Ready::Conn(i));
-                }
-                if let Some(s) = &sentinels[i] {
-                    objects.push(s);
-                    kinds.push(Ready::Sentinel(i));
-                }
-            }
-            crate::wait(&objects, None)
-        };
+        let links: Vec<&L::Link> = self.workers.iter().map(|w| &w.link).collect();
+        let ready = self.launcher.wait(&self.wake_rx, &links);
         self.shared.lock().asleep = false;
-        let ready = match ready {
-            Ok(r) => r,
+        match ready {
+            Ok(r) => Some(r),
             Err(e) => {
                 self.break_pool(format!("the pool's dispatcher cannot wait: {e}"));
-                return Some(Vec::new());
+                Some(Vec::new())
             }
-        };
-        let mut kinds: Vec<Option<Ready>> = kinds.into_iter().map(Some).collect();
-        Some(ready.into_iter().filter_map(|i| kinds[i].take()).collect())
+        }
     }
 
     fn handle(&mut self, ready: Vec<Ready>) {
@@ -616,23 +571,13 @@ impl Dispatcher {
     /// Reads the frames a worker sent: one at least (it is readable), then whatever else
     /// is already there. `drain` reads until nothing is left (the worker has exited).
     fn read_worker(&mut self, i: usize, drain: bool) {
-        let mut first = !drain;
+        let _ = drain;
         loop {
-            let Some(conn) = &self.workers[i].conn else {
-                return;
-            };
-            if !first && !matches!(conn.poll(Duration::ZERO), Ok(true)) {
-                return;
-            }
-            first = false;
-            match conn.recv_bytes() {
-                Ok(frame) => self.on_frame(i, &frame),
-                Err(_) => {
-                    // End of stream (the worker is exiting) or a broken stream: stop reading;
-                    // the sentinel settles the rest.
-                    self.workers[i].conn = None;
-                    return;
-                }
+            match self.workers[i].link.try_recv() {
+                Some(Ok(frame)) => self.on_frame(i, &frame),
+                // Nothing more now; or end of stream (the worker is exiting) or a broken
+                // stream: stop reading, the sentinel settles the rest.
+                None | Some(Err(())) => return,
             }
         }
     }
@@ -692,8 +637,8 @@ impl Dispatcher {
     /// A worker sent something that makes no sense: stop trusting it.
     fn corrupt(&mut self, i: usize) {
         let w = &mut self.workers[i];
-        w.conn = None;
-        let _ = w.process.kill();
+        w.link.close();
+        w.link.stop(Stop::Kill);
     }
 
     /// A worker's sentinel fired: settle its chunks and replace it.
@@ -712,23 +657,28 @@ impl Dispatcher {
                     Outcome::Failed(TaskError::Broken(msg.clone())),
                 );
             }
-            let _ = w.process.join_timeout(Duration::from_secs(5));
-            let _ = w.process.close();
-            self.shared.lock().pids.retain(|p| *p != w.pid);
+            w.link.join(Duration::from_secs(5));
+            w.link.release();
+            let id = w.link.id();
+            self.shared.lock().pids.retain(|p| *p != id);
             return;
         }
         let mut w = self.workers.remove(i);
-        let _ = w.process.join_timeout(Duration::from_secs(5));
-        let exitcode = w.process.exitcode().unwrap_or(-1);
-        let _ = w.process.close();
-        self.shared.lock().pids.retain(|p| *p != w.pid);
+        w.link.join(Duration::from_secs(5));
+        let err = w.link.death();
+        w.link.release();
+        let id = w.link.id();
+        self.shared.lock().pids.retain(|p| *p != id);
         // Chunks answered+1 ..= sent are unanswered, in `inflight` order; the worker had
         // started `progress` chunks, so the one it was running (if any) is known exactly.
-        let started = w.progress.get();
-        let running_at = started
-            .checked_sub(w.answered + 1)
-            .map(|k| k as usize)
-            .filter(|k| *k < w.inflight.len());
+        // Where that cannot be known (an MPI rank), the oldest unanswered chunk is blamed.
+        let running_at = match w.link.started() {
+            Some(started) => started
+                .checked_sub(w.answered + 1)
+                .map(|k| k as usize)
+                .filter(|k| *k < w.inflight.len()),
+            None => (!w.inflight.is_empty()).then_some(0),
+        };
         let Some(at) = running_at else {
             // It died between chunks: nothing it held had started.
             let mut st = self.shared.lock();
@@ -738,7 +688,6 @@ impl Dispatcher {
             return;
         };
         let running = w.inflight.remove(at).expect("index checked");
-        let err = TaskError::WorkerDied { exitcode };
         running
             .sink
             .finish(running.index, running.len, Outcome::Failed(err.clone()));
@@ -775,20 +724,16 @@ impl Dispatcher {
     /// alive after a grace period is killed.
     fn stop_workers(&mut self, how: Stop) {
         for w in &mut self.workers {
-            w.conn = None;
-            let _ = match how {
-                Stop::Close => Ok(()),
-                Stop::Terminate => w.process.terminate(),
-                Stop::Kill => w.process.kill(),
-            };
+            w.link.close();
+            w.link.stop(how);
         }
         for mut w in self.workers.drain(..) {
             let grace = if how == Stop::Close { 10 } else { 2 };
-            if w.process.join_timeout(Duration::from_secs(grace)).is_err() && w.process.is_alive() {
-                let _ = w.process.kill();
-                let _ = w.process.join_timeout(Duration::from_secs(5));
+            if !w.link.join(Duration::from_secs(grace)) {
+                w.link.stop(Stop::Kill);
+                w.link.join(Duration::from_secs(5));
             }
-            let _ = w.process.close();
+            w.link.release();
         }
         self.shared.lock().pids.clear();
     }

@@ -1,11 +1,9 @@
-//! How a task function reaches a worker: the same trick as process targets (see
-//! `process::target`), for a trampoline that runs a whole chunk of items.
+//! How a task function reaches a worker: a [`FnId`] (see [`crate::fn_id`]) of a trampoline
+//! that runs a whole chunk of items, or an initializer.
 //!
 //! A task function `F` is zero-sized (a `fn` item or a closure that captures nothing), so
 //! its behaviour is fixed by its type. For each `(F, A, R)` the compiler makes one
-//! [`chunk_trampoline`]; the parent sends its offset from [`anchor`] plus the type name, the
-//! worker (running the same executable) adds the offset to its own `anchor` and checks the
-//! name before running anything.
+//! [`chunk_trampoline`], which checks the type name before running anything.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
@@ -13,6 +11,7 @@ use std::panic::{self, AssertUnwindSafe};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::fn_id::{check_type, fn_kind, FnId};
 use crate::ChildPanic;
 
 /// Runs one chunk: decodes `count` items from `items`, runs the function on each, appends
@@ -24,60 +23,39 @@ pub(crate) type ChunkFn =
 /// Runs an initializer: decodes its argument and calls it.
 pub(crate) type InitFn = fn(type_name: &str, arg: &[u8]) -> Result<(), WireError>;
 
-/// A function's identity across processes of the same executable.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    pub(crate) offset: i64,
-    pub(crate) type_name: String,
+fn_kind!(
+    /// Pool task functions (chunk runners).
+    Task,
+    crate::fn_id::TAG_TASK,
+    ChunkFn
+);
+fn_kind!(
+    /// Pool initializers.
+    Init,
+    crate::fn_id::TAG_INIT,
+    InitFn
+);
+
+/// The chunk runner of task function `T` over `A -> R`.
+pub(crate) fn task_id<T, A, R>() -> FnId<Task>
+where
+    T: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    FnId::<Task>::new(
+        chunk_trampoline::<T, A, R>,
+        std::any::type_name::<(T, A, R)>(),
+    )
 }
 
-/// The fixed point offsets are measured from.
-#[inline(never)]
-fn anchor() {}
-
-fn offset_of(address: usize) -> i64 {
-    address as i64 - anchor as *const () as usize as i64
-}
-
-impl Entry {
-    /// The address `offset` designates in this process.
-    ///
-    /// # Safety
-    /// The entry must have been made by [`Entry::chunk`] (for `T = ChunkFn`) or
-    /// [`Entry::init`] (for `T = InitFn`) in a process running this same executable.
-    pub(crate) unsafe fn resolve<T: Copy>(&self) -> T {
-        const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<usize>()) };
-        let address = (anchor as *const () as usize as i64).wrapping_add(self.offset) as usize;
-        // SAFETY: per the contract, `address` is a function of type `T` in this executable.
-        unsafe { std::mem::transmute_copy::<usize, T>(&address) }
-    }
-
-    /// The chunk runner of task function `T` over `A -> R`.
-    pub(crate) fn chunk<T, A, R>() -> Self
-    where
-        T: TaskFn<A, R>,
-        A: DeserializeOwned,
-        R: Serialize,
-    {
-        let f: ChunkFn = chunk_trampoline::<T, A, R>;
-        Self {
-            offset: offset_of(f as *const () as usize),
-            type_name: std::any::type_name::<(T, A, R)>().to_string(),
-        }
-    }
-
-    /// The initializer runner of `F(A)`.
-    pub(crate) fn init<F, A>() -> Self
-    where
-        F: Fn(A) + Copy + Send + 'static,
-        A: DeserializeOwned,
-    {
-        let f: InitFn = init_trampoline::<F, A>;
-        Self {
-            offset: offset_of(f as *const () as usize),
-            type_name: std::any::type_name::<(F, A)>().to_string(),
-        }
-    }
+/// The initializer runner of `F(A)`.
+pub(crate) fn init_id<F, A>() -> FnId<Init>
+where
+    F: Fn(A) + Copy + Send + 'static,
+    A: DeserializeOwned,
+{
+    FnId::<Init>::new(init_trampoline::<F, A>, std::any::type_name::<(F, A)>())
 }
 
 /// A task's failure as it crosses from the worker to the parent.
@@ -250,14 +228,8 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     }
 }
 
-fn type_check(expected: &str, found: &str) -> Result<(), WireError> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(WireError::Decode(format!(
-            "task function mismatch: asked for {expected}, found {found}"
-        )))
-    }
+fn type_check(asked: &str, found: &'static str) -> Result<(), WireError> {
+    check_type(asked, found).map_err(|m| WireError::Decode(format!("task {m}")))
 }
 
 fn chunk_trampoline<T, A, R>(

@@ -14,7 +14,7 @@ use mp_ipc::deadline::Deadline;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::dispatcher::{self, Shared};
+use super::dispatcher::Shared;
 use super::entry::Plain;
 use super::result::{IMap, Phase, Slot};
 use super::{OnWorkerDeath, PoolBuilder, PoolError, TaskError};
@@ -23,7 +23,7 @@ use crate::Context;
 /// Settings of a [`ProcessPoolExecutor`]; made by [`ProcessPoolExecutor::builder`].
 #[derive(Debug, Default)]
 pub struct ExecutorBuilder {
-    inner: PoolBuilder,
+    pub(super) inner: PoolBuilder,
 }
 
 impl ExecutorBuilder {
@@ -65,9 +65,8 @@ impl ExecutorBuilder {
 
     /// Makes the executor; no worker starts before the first task.
     pub fn build(self) -> Result<ProcessPoolExecutor, PoolError> {
-        let cfg = self.inner.config(true, "Executor")?;
-        let max_workers = cfg.processes;
-        let (shared, thread) = dispatcher::start(cfg)?;
+        let (shared, thread, max_workers) =
+            super::launch::start_pool(self.inner, true, "Executor")?;
         Ok(ProcessPoolExecutor {
             shared,
             thread: Mutex::new(Some(thread)),

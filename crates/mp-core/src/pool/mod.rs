@@ -43,6 +43,10 @@ mod entry;
 pub(crate) use entry::install_task_panic_hook;
 mod executor;
 mod futures;
+mod launch;
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+mod mpi;
 mod result;
 mod worker;
 
@@ -56,7 +60,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use self::dispatcher::{Chunk, Config, Shared, Sink};
-use self::entry::{Entry, Plain, Star, TaskFn};
+use self::entry::{Plain, Star, TaskFn};
 use self::result::{ApplySink, MapSink, MapSlot, Slot};
 use self::worker::InitArg;
 use crate::handles::{self, SharedHandles};
@@ -69,6 +73,10 @@ pub use self::executor::{
     ExecutorBuilder, ExecutorMap, MapOptions, ProcessPoolExecutor, TaskFuture,
 };
 pub use self::futures::{as_completed, wait, AsCompleted, DoneAndNotDone, ReturnWhen, WaitTimeout};
+#[cfg(feature = "mpi")]
+pub(crate) use self::mpi::boot_from_env as mpi_boot_from_env;
+#[cfg(feature = "mpi")]
+pub use self::mpi::MpiWorkers;
 pub use self::result::{AsyncResult, Callbacks, IMap};
 
 /// Why a task has no result. Python raises the task's own exception (chained to a remote
@@ -99,6 +107,10 @@ pub enum TaskError {
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     Terminated,
+    /// The worker running the task is gone and its exit status cannot be known (an MPI rank
+    /// that died): which worker, and what is known of it.
+    #[error("the worker running the task was lost: {0}")]
+    WorkerLost(String),
     /// The pool no longer accepts work (Python: `ValueError: Pool not running`).
     #[error("the pool is not running")]
     Closed,
@@ -177,6 +189,15 @@ pub enum PoolError {
     /// `join` on a pool that is neither closed nor terminated (Python: `ValueError`).
     #[error("join needs a closed or terminated pool")]
     StillRunning,
+    /// The argument named holds shareable objects (locks, queues, connections, OS handles)
+    /// and this pool's workers cannot receive them: the ranks of an MPI pool may run on
+    /// other hosts, where handles mean nothing. Nothing was submitted (or, for the
+    /// initializer, started).
+    #[error(
+        "{0} holds shared objects (locks, queues, connections, OS handles), which cannot \
+         reach this pool's workers (MPI ranks: handles do not cross hosts)"
+    )]
+    HandlesUnsupported(&'static str),
 }
 
 impl From<PoolError> for TaskError {
@@ -187,6 +208,7 @@ impl From<PoolError> for TaskError {
             PoolError::Broken(m) => Self::Broken(m),
             PoolError::Encode(m) => Self::Encode(m),
             PoolError::Input(m) => Self::Input(m),
+            e @ PoolError::HandlesUnsupported(_) => Self::Encode(e.to_string()),
             e => Self::Broken(e.to_string()),
         }
     }
@@ -260,6 +282,7 @@ pub struct PoolBuilder {
     init: Option<Result<InitArg, String>>,
     max_tasks: Option<usize>,
     on_death: OnWorkerDeath,
+    launch: launch::Launch,
 }
 
 impl PoolBuilder {
@@ -293,7 +316,7 @@ impl PoolBuilder {
                 format!("cannot duplicate a handle of the initializer argument: {e}")
             })?;
             Ok(InitArg {
-                entry: Entry::init::<F, A>(),
+                entry: entry::init_id::<F, A>(),
                 bytes,
                 handles: SharedHandles::new(handles),
             })
@@ -352,9 +375,7 @@ impl PoolBuilder {
     /// Starts the workers. If one cannot be started, those already started are stopped and
     /// the error is returned.
     pub fn build(self) -> Result<Pool, PoolError> {
-        let cfg = self.config(false, "Pool")?;
-        let processes = cfg.processes;
-        let (shared, thread) = dispatcher::start(cfg)?;
+        let (shared, thread, processes) = launch::start_pool(self, false, "Pool")?;
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -673,7 +694,7 @@ where
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     shared.check_running()?;
-    let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = dispatcher::chunk_head(&entry::task_id::<T, A, R>());
     let (frame, handles) =
         encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
     let slot = Slot::new(callbacks);
@@ -708,7 +729,7 @@ where
         }
         return Ok(());
     }
-    let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = dispatcher::chunk_head(&entry::task_id::<T, A, R>());
     let chunks = items.len().div_ceil(chunksize);
     let sink: Arc<dyn Sink> = Arc::new(MapSink::<R>::new(chunks, slot));
     let mut out = Vec::with_capacity(chunks);
@@ -911,7 +932,7 @@ where
     A: Serialize + DeserializeOwned + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
-    let head = dispatcher::chunk_head(&Entry::chunk::<T, A, R>());
+    let head = dispatcher::chunk_head(&entry::task_id::<T, A, R>());
     let mut it = iter.into_iter();
     let next_chunk: result::NextChunk<'a> = Box::new(move |sink, index| {
         let mut frame: Option<Vec<u8>> = None;

@@ -3,7 +3,7 @@
 //! or the worker has done its `maxtasksperchild`.
 //!
 //! Frames, parent to worker: `[FRAME_TASKS]` then one or more `[u32 len][chunk]`, a chunk
-//! being `[u32 count][postcard (offset, type_name)][count postcard arguments]`.
+//! being `[u32 count][postcard FnId (tag, offset, type_name)][count postcard arguments]`.
 //! Worker to parent: `[FRAME_RESULTS]` then one or more `[u32 len][outcome]`, an outcome
 //! being `[0][u64 nanoseconds][count postcard Result<R, WireError>]` or
 //! `[1][postcard WireError]` (the whole chunk failed); or `[FRAME_INIT_FAILED][postcard
@@ -13,9 +13,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::entry::{self, ChunkFn, Entry, InitFn, WireError};
+use super::entry::{self, Init, Task, WireError};
+use crate::fn_id::{FnId, FnRef};
 use crate::handles::{self, SharedHandles};
 use crate::Connection;
+use mp_ipc::handle::OwnedHandle;
 
 pub(crate) const FRAME_TASKS: u8 = 1;
 pub(crate) const FRAME_RESULTS: u8 = 2;
@@ -28,7 +30,7 @@ pub(crate) const OUTCOME_FAILED: u8 = 1;
 /// the handles of the shareable objects inside the argument travel beside it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct InitArg {
-    pub(crate) entry: Entry,
+    pub(crate) entry: FnId<Init>,
     pub(crate) bytes: Vec<u8>,
     pub(crate) handles: SharedHandles,
 }
@@ -82,37 +84,62 @@ pub(crate) fn push_record(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The head of a chunk as the worker reads it.
-#[derive(Deserialize)]
-struct Head<'a> {
-    offset: i64,
-    type_name: &'a str,
+/// A worker's end of its link to the dispatcher.
+pub(crate) trait WorkerEnd {
+    /// The next frame and the OS handles sent beside it (the handles of the shareable
+    /// objects in a lone chunk's arguments; none from a transport that cannot carry them);
+    /// `None` once the dispatcher has closed the link (or is gone).
+    fn recv(&self) -> Option<(Vec<u8>, Vec<OwnedHandle>)>;
+    /// Sends a frame; `false` if the dispatcher is gone.
+    fn send(&self, frame: &[u8]) -> bool;
+}
+
+impl WorkerEnd for Connection<()> {
+    fn recv(&self) -> Option<(Vec<u8>, Vec<OwnedHandle>)> {
+        self.raw().recv_bytes_with_handles().ok()
+    }
+
+    fn send(&self, frame: &[u8]) -> bool {
+        self.send_bytes(frame).is_ok()
+    }
 }
 
 /// The worker loop: the target of every pool worker process.
 pub(crate) fn worker_main(args: WorkerArgs) {
+    serve(&args.conn, args.init, args.max_tasks, Some(&args.progress));
+}
+
+/// Runs the initializer, then chunks from `conn` until it closes or `max_tasks` chunks
+/// have run. `progress`, if given, counts the chunks started.
+pub(crate) fn serve(
+    conn: &impl WorkerEnd,
+    init: Option<InitArg>,
+    max_tasks: Option<u64>,
+    progress: Option<&crate::RawValue<u64>>,
+) {
     entry::install_task_panic_hook();
-    let conn = args.conn;
-    if let Some(init) = args.init {
-        // SAFETY: the entry was made by `Entry::init` in our parent, same executable.
-        let f: InitFn = unsafe { init.entry.resolve() };
-        let ran = match init.handles.into_owned() {
-            Ok(h) => handles::with_inbox(h, || f(&init.entry.type_name, &init.bytes)),
-            Err(e) => Err(WireError::Decode(format!(
-                "cannot take the handles of the initializer argument: {e}"
-            ))),
+    if let Some(init) = init {
+        // SAFETY: the id was made by `init_id` in our parent, same executable.
+        let outcome = match unsafe { init.entry.resolve() } {
+            Ok(f) => match init.handles.into_owned() {
+                Ok(h) => handles::with_inbox(h, || f(init.entry.type_name(), &init.bytes)),
+                Err(e) => Err(WireError::Decode(format!(
+                    "cannot take the handles of the initializer argument: {e}"
+                ))),
+            },
+            Err(e) => Err(WireError::Decode(e.to_string())),
         };
-        if let Err(e) = ran {
+        if let Err(e) = outcome {
             let mut frame = vec![FRAME_INIT_FAILED];
             let _ = entry::encode_into(&e, &mut frame);
-            let _ = conn.send_bytes(&frame);
+            conn.send(&frame);
             return;
         }
     }
     let mut done: u64 = 0;
     let mut out = vec![FRAME_RESULTS];
     loop {
-        let Ok((frame, mut handles)) = conn.raw().recv_bytes_with_handles() else {
+        let Some((frame, mut handles)) = conn.recv() else {
             // The pool closed our connection (or the parent is gone): we are done.
             return;
         };
@@ -121,7 +148,9 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         }
         let mut chunks = records(&frame[1..]).peekable();
         while let Some(chunk) = chunks.next() {
-            args.progress.set(done + 1);
+            if let Some(p) = progress {
+                p.set(done + 1);
+            }
             let start = Instant::now();
             // A frame with handles holds one chunk: its arguments take them by index.
             let chunk_handles = std::mem::take(&mut handles);
@@ -129,13 +158,13 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                 push_record(&mut out, |out| run_chunk(chunk, out))
             });
             done += 1;
-            let quota_done = args.max_tasks.is_some_and(|m| done >= m);
+            let quota_done = max_tasks.is_some_and(|m| done >= m);
             if chunks.peek().is_none()
                 || quota_done
                 || start.elapsed() >= FLUSH_AFTER
                 || out.len() >= FLUSH_BYTES
             {
-                if conn.send_bytes(&out).is_err() {
+                if !conn.send(&out) {
                     return;
                 }
                 out.clear();
@@ -178,13 +207,9 @@ fn run_chunk_items(chunk: Result<&[u8], ()>, out: &mut Vec<u8>) -> Result<(), Wi
         return Err(corrupt());
     }
     let count = u32::from_le_bytes(chunk[..4].try_into().unwrap());
-    let (head, items) = crate::codec::take::<Head<'_>>(&chunk[4..]).map_err(|_| corrupt())?;
-    let entry = Entry {
-        offset: head.offset,
-        type_name: String::new(),
-    };
-    // SAFETY: the offset was made by `Entry::chunk` in our parent, same executable; the
-    // trampoline checks the type name before it touches anything else.
-    let f: ChunkFn = unsafe { entry.resolve() };
-    f(head.type_name, items, count, out)
+    let (head, items) = FnRef::<Task>::take_from(&chunk[4..]).map_err(|_| corrupt())?;
+    // SAFETY: the id was made by `task_id` in our parent, same executable; the kind is
+    // checked here and the trampoline checks the type name before it touches anything else.
+    let f = unsafe { head.resolve() }.map_err(|e| WireError::Decode(e.to_string()))?;
+    f(head.type_name(), items, count, out)
 }

@@ -48,6 +48,9 @@ fn reporter() -> Option<&'static Reporter> {
 /// Runs the child's work if the boot variable is set; returns otherwise.
 pub(crate) fn boot_from_env() {
     let Some(value) = std::env::var_os(ENV_BOOT) else {
+        // Not a child of mp: perhaps a rank of an MPI job, which may serve as a worker.
+        #[cfg(feature = "mpi")]
+        crate::pool::mpi_boot_from_env();
         return;
     };
     // Grandchildren get their own variable; ours must not leak to them.
@@ -103,8 +106,8 @@ pub(crate) fn run_spawned(chan: Chan, method: StartMethod) -> ! {
     let forked = method == StartMethod::ForkServer;
     run_child(chan, boot.outlive_parent, forked, move || {
         // SAFETY: the entry id was made by our parent, which runs this same executable.
-        let trampoline = unsafe { entry.resolve() };
-        trampoline(&entry, &args, handles)
+        let trampoline = unsafe { entry.resolve() }.map_err(|e| e.to_string())?;
+        trampoline(entry.type_name(), &args, handles)
     })
 }
 

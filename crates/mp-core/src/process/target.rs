@@ -3,45 +3,38 @@
 //!
 //! A target `F` is a `fn` item or a non-capturing closure, so `F` is a zero-sized type whose
 //! behaviour is fixed by its type alone. For each `(F, A)` the compiler makes one
-//! [`trampoline`] that decodes an `A`, conjures the zero-sized `F` and calls it. The parent
-//! sends the trampoline's address as an offset from [`anchor`], a function in this crate;
-//! since the child runs the very same executable, `anchor + offset` is the same trampoline
-//! there, whatever address-space layout randomisation did. The type name travels too and is
-//! checked by the trampoline before it decodes anything.
+//! [`trampoline`] that decodes an `A`, conjures the zero-sized `F` and calls it; the child
+//! finds it through an [`EntryId`] (see [`crate::fn_id`]), and the trampoline checks the
+//! type name before it decodes anything.
 
 use mp_ipc::handle::{OwnedHandle, RawHandle};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::fn_id::{check_type, fn_kind, FnId};
 use crate::ProcessError;
 
-/// The signature every trampoline has: decode the argument (with its handles) and run.
-pub(crate) type EntryFn = fn(&EntryId, &[u8], Vec<OwnedHandle>) -> Result<(), String>;
+/// The signature every trampoline has: check the type name, decode the argument (with its
+/// handles) and run.
+pub(crate) type EntryFn = fn(&str, &[u8], Vec<OwnedHandle>) -> Result<(), String>;
 
-/// Identifies a trampoline across processes of the same executable.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct EntryId {
-    offset: i64,
-    type_name: String,
-}
+fn_kind!(
+    /// Process targets.
+    Target,
+    crate::fn_id::TAG_TARGET,
+    EntryFn
+);
 
-/// The fixed point offsets are measured from.
-#[inline(never)]
-fn anchor() {}
+/// Identifies a process target's trampoline across processes of the same executable.
+pub(crate) type EntryId = FnId<Target>;
 
 /// Decodes the argument of `F` and calls it.
-fn trampoline<F, A>(id: &EntryId, args: &[u8], handles: Vec<OwnedHandle>) -> Result<(), String>
+fn trampoline<F, A>(type_name: &str, args: &[u8], handles: Vec<OwnedHandle>) -> Result<(), String>
 where
     F: Fn(A) + Copy + Send + 'static,
     A: DeserializeOwned,
 {
-    if id.type_name != std::any::type_name::<(F, A)>() {
-        return Err(format!(
-            "target mismatch: asked for {}, found {}",
-            id.type_name,
-            std::any::type_name::<(F, A)>()
-        ));
-    }
+    check_type(type_name, std::any::type_name::<(F, A)>())?;
     let args: A = crate::handles::decode_with_handles(args, handles)
         .map_err(|e| format!("cannot decode the argument: {e}"))?;
     const { assert!(std::mem::size_of::<F>() == 0) };
@@ -52,29 +45,13 @@ where
     Ok(())
 }
 
-impl EntryId {
-    /// The identity of the trampoline for `(F, A)`.
-    pub(crate) fn of<F, A>() -> Self
-    where
-        F: Fn(A) + Copy + Send + 'static,
-        A: DeserializeOwned,
-    {
-        let entry: EntryFn = trampoline::<F, A>;
-        Self {
-            offset: entry as *const () as usize as i64 - anchor as *const () as usize as i64,
-            type_name: std::any::type_name::<(F, A)>().to_string(),
-        }
-    }
-
-    /// The trampoline in this process.
-    ///
-    /// # Safety
-    /// `self` must come from [`EntryId::of`] in a process running the same executable.
-    pub(crate) unsafe fn resolve(&self) -> EntryFn {
-        let address = (anchor as *const () as usize as i64).wrapping_add(self.offset) as usize;
-        // SAFETY: per the contract, `address` is a trampoline of this executable.
-        unsafe { std::mem::transmute::<usize, EntryFn>(address) }
-    }
+/// The identity of the trampoline for `(F, A)`.
+pub(crate) fn entry_of<F, A>() -> EntryId
+where
+    F: Fn(A) + Copy + Send + 'static,
+    A: DeserializeOwned,
+{
+    FnId::<Target>::new(trampoline::<F, A>, std::any::type_name::<(F, A)>())
 }
 
 /// An argument serialized for a child, with the raw handles of the connections inside it.
@@ -113,7 +90,7 @@ where
         let (bytes, handles) = crate::handles::encode_with_handles(&self.args)
             .map_err(|e| ProcessError::Encode(e.to_string()))?;
         Ok(Encoded {
-            entry: EntryId::of::<F, A>(),
+            entry: entry_of::<F, A>(),
             bytes,
             handles,
         })

@@ -6,16 +6,17 @@
 //! - timeouts are `Duration`s; the default timeout is fixed at creation
 //!   ([`Barrier::with_timeout`]); as in Python, a timeout breaks the barrier for every party;
 //! - a timeout also applies while a party waits for the previous round to drain;
-//! - the action is a plain `fn()` ([`Barrier::with_action`]), so the barrier stays
-//!   serializable: whichever process arrives last runs it, in its own copy of the program
-//!   (the function is found by its offset in the executable, as process targets are). It
-//!   must be a function of this executable, not of a dynamically loaded library. An action
-//!   that panics breaks the barrier, and the panic continues in the party that ran it;
+//! - the action is a `fn` item or a closure that captures nothing
+//!   ([`Barrier::with_action`]), so the barrier stays serializable: whichever process
+//!   arrives last runs it, in its own copy of the program (the function travels with the
+//!   barrier as a checked [`FnId`], as process targets do). It must be a function of this
+//!   executable, not of a dynamically loaded library. An action that panics breaks the
+//!   barrier, and the panic continues in the party that ran it;
 //! - a party that dies while waiting is not detected: the others wait until their timeout
 //!   (use one); a party that dies inside the barrier's short internal critical section breaks
 //!   the barrier.
 
-use super::model::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::futex;
 use super::lock::Acquired;
+use super::model::{AtomicU32, AtomicU64, Ordering};
 use super::{RawLock, SyncError};
+use crate::fn_id::{check_type, fn_kind, FnId};
 use crate::shared::Segment;
 
 const FILLING: u32 = 0;
@@ -45,13 +48,11 @@ pub(super) struct RawBarrier {
     parties: AtomicU32,
     /// Default timeout in nanoseconds, [`NO_TIMEOUT`] for none.
     timeout_ns: AtomicU64,
-    /// The action as an offset from [`anchor`]; meaningful when `has_action` is 1.
-    action: AtomicI64,
-    has_action: AtomicU32,
 }
 
 impl RawBarrier {
-    /// A barrier for `parties`, no action, no timeout, on the heap, for the loom models.
+    /// The shared words of a barrier for `parties`, no timeout, on the heap, for the loom
+    /// models (the action travels with the handle, not here).
     #[cfg(loom)]
     pub(super) fn model(parties: u32) -> Self {
         Self {
@@ -61,15 +62,39 @@ impl RawBarrier {
             count: AtomicU32::new(0),
             parties: AtomicU32::new(parties),
             timeout_ns: AtomicU64::new(NO_TIMEOUT),
-            action: AtomicI64::new(0),
-            has_action: AtomicU32::new(0),
         }
     }
 }
 
-/// The fixed point action offsets are measured from.
-#[inline(never)]
-fn anchor() {}
+/// Runs this handle's action (resolving its [`FnId`]); what the protocol calls in the last
+/// party to arrive. An `Err` is a refused action (wrong kind or type name): it breaks the
+/// barrier as a panicking action does.
+type ActionRunner<'a> = dyn Fn() -> Result<(), String> + 'a;
+
+/// Runs a barrier action: checks the type name, conjures the function, calls it.
+type ActionFn = fn(&str) -> Result<(), String>;
+
+fn_kind!(
+    /// Barrier actions.
+    Action,
+    crate::fn_id::TAG_ACTION,
+    ActionFn
+);
+
+fn action_trampoline<F: Fn() + Copy + Send + 'static>(type_name: &str) -> Result<(), String> {
+    check_type(type_name, std::any::type_name::<F>())?;
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a barrier action must be a fn item or a closure that captures nothing"
+        )
+    };
+    // SAFETY: F is zero-sized (checked at compile time): it has exactly one value and no
+    // bytes, so conjuring it re-creates the caller's fn item or capture-free closure.
+    let f: F = unsafe { std::mem::zeroed() };
+    f();
+    Ok(())
+}
 
 /// The barrier was broken (by [`Barrier::abort`], a timeout, a [`Barrier::reset`] while
 /// waiting, or a panicking action): Python's `threading.BrokenBarrierError`.
@@ -103,6 +128,8 @@ pub struct BrokenBarrierError;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Barrier {
     segment: Arc<Segment>,
+    /// Travels with the handle (not in shared memory, where any holder could change it).
+    action: Option<FnId<Action>>,
 }
 
 /// Holds the barrier's internal lock; releases it when dropped (also on panic).
@@ -171,7 +198,7 @@ impl Barrier {
     /// assert!(mp_core::Barrier::new(0).is_err());
     /// ```
     pub fn new(parties: u32) -> Result<Self, SyncError> {
-        Self::with_options(parties, None, None)
+        Self::create(parties, None, None)
     }
 
     /// A barrier whose [`wait`](Self::wait) gives up after `timeout` (Python's
@@ -183,11 +210,12 @@ impl Barrier {
     /// assert!(b.broken());
     /// ```
     pub fn with_timeout(parties: u32, timeout: Duration) -> Result<Self, SyncError> {
-        Self::with_options(parties, None, Some(timeout))
+        Self::create(parties, None, Some(timeout))
     }
 
     /// A barrier that runs `action` once per round, in the last party to arrive, before any
-    /// party is released (Python's `Barrier(parties, action)`).
+    /// party is released (Python's `Barrier(parties, action)`). The action is a `fn` item or
+    /// a closure that captures nothing (checked at compile time).
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU32, Ordering};
@@ -199,20 +227,39 @@ impl Barrier {
     /// b.wait().unwrap();
     /// assert_eq!(TRIPS.load(Ordering::SeqCst), 2);
     /// ```
-    pub fn with_action(parties: u32, action: fn()) -> Result<Self, SyncError> {
+    pub fn with_action<F>(parties: u32, action: F) -> Result<Self, SyncError>
+    where
+        F: Fn() + Copy + Send + 'static,
+    {
         Self::with_options(parties, Some(action), None)
     }
 
-    /// A barrier with an optional action and an optional default timeout.
+    /// A barrier with an optional action and an optional default timeout. `F` must be a `fn`
+    /// item or a capture-free closure even when `action` is `None`; without an action,
+    /// [`new`](Self::new) and [`with_timeout`](Self::with_timeout) say it more simply.
     ///
     /// ```
     /// fn noop() {}
     /// let b = mp_core::Barrier::with_options(1, Some(noop), Some(std::time::Duration::from_secs(1)));
     /// assert_eq!(b.unwrap().wait().unwrap(), 0);
     /// ```
-    pub fn with_options(
+    pub fn with_options<F>(
         parties: u32,
-        action: Option<fn()>,
+        action: Option<F>,
+        timeout: Option<Duration>,
+    ) -> Result<Self, SyncError>
+    where
+        F: Fn() + Copy + Send + 'static,
+    {
+        let _ = action;
+        let id =
+            action.map(|_| FnId::<Action>::new(action_trampoline::<F>, std::any::type_name::<F>()));
+        Self::create(parties, id, timeout)
+    }
+
+    fn create(
+        parties: u32,
+        action: Option<FnId<Action>>,
         timeout: Option<Duration>,
     ) -> Result<Self, SyncError> {
         if parties == 0 {
@@ -222,6 +269,7 @@ impl Barrier {
         }
         let barrier = Self {
             segment: Arc::new(Segment::create(std::mem::size_of::<RawBarrier>())?),
+            action,
         };
         let raw = barrier.raw();
         raw.parties.store(parties, Ordering::Relaxed);
@@ -231,11 +279,6 @@ impl Barrier {
             }),
             Ordering::Relaxed,
         );
-        if let Some(action) = action {
-            let offset = action as usize as i64 - anchor as *const () as usize as i64;
-            raw.action.store(offset, Ordering::Relaxed);
-            raw.has_action.store(1, Ordering::Release);
-        }
         Ok(barrier)
     }
 
@@ -245,18 +288,16 @@ impl Barrier {
         unsafe { self.segment.at(0) }
     }
 
-    fn action(&self) -> Option<fn()> {
-        let raw = self.raw();
-        if raw.has_action.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        let offset = raw.action.load(Ordering::Relaxed);
-        let address = (anchor as *const () as usize as i64).wrapping_add(offset) as usize;
-        // SAFETY: the offset was measured from `anchor` to a `fn()` of this executable when
-        // the barrier was created; every process holding the barrier runs the same executable
-        // (it was given the barrier by a process it was started from), so `anchor + offset`
-        // is that function here too.
-        Some(unsafe { std::mem::transmute::<usize, fn()>(address) })
+    /// Runs the action, if there is one.
+    fn run_action(&self) -> Result<(), String> {
+        let Some(id) = &self.action else {
+            return Ok(());
+        };
+        // SAFETY: the id was made by `with_options` in a process running this executable
+        // (the barrier reached this process from one it was started from, or one of its
+        // ancestors); the kind is checked here, the type name by the trampoline.
+        let f = unsafe { id.resolve() }.map_err(|e| e.to_string())?;
+        f(id.type_name())
     }
 
     /// The default timeout, if any.
@@ -292,13 +333,15 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<u32, BrokenBarrierError> {
-        Self::wait_raw(self.raw(), self.action(), deadline)
+        let run = || self.run_action();
+        let action = self.action.as_ref().map(|_| &run as &ActionRunner<'_>);
+        Self::wait_raw(self.raw(), action, deadline)
     }
 
     /// The protocol, on the shared words (so that the loom models run it on heap words).
     pub(super) fn wait_raw(
         raw: &RawBarrier,
-        action: Option<fn()>,
+        action: Option<&ActionRunner<'_>>,
         deadline: Option<Instant>,
     ) -> Result<u32, BrokenBarrierError> {
         let mut inner = Inner::lock(raw);
@@ -337,9 +380,15 @@ impl Barrier {
     }
 
     /// The last party: run the action, then release everybody.
-    fn release(action: Option<fn()>, inner: &Inner<'_>) -> Outcome {
+    fn release(action: Option<&ActionRunner<'_>>, inner: &Inner<'_>) -> Outcome {
         if let Some(action) = action {
-            if let Err(panic) = std::panic::catch_unwind(action) {
+            let failed: Option<Box<dyn std::any::Any + Send>> =
+                match std::panic::catch_unwind(AssertUnwindSafe(action)) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(msg)) => Some(Box::new(format!("barrier action: {msg}"))),
+                    Err(panic) => Some(panic),
+                };
+            if let Some(panic) = failed {
                 inner.break_();
                 return Outcome::ActionPanicked(panic);
             }
@@ -451,5 +500,28 @@ impl std::fmt::Debug for Barrier {
             .field("n_waiting", &self.n_waiting())
             .field("broken", &self.broken())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trip() {}
+
+    #[test]
+    fn an_action_reached_under_another_name_is_refused() {
+        let mut b = Barrier::with_action(1, trip).unwrap();
+        assert_eq!(b.wait(), Ok(0));
+        // The same trampoline, asked for under another type's name: the trampoline refuses
+        // to run, the barrier breaks, and the party that ran it is told why.
+        fn renamed<F: Fn() + Copy + Send + 'static>(_: F) -> FnId<Action> {
+            FnId::<Action>::new(action_trampoline::<F>, "not the action's type")
+        }
+        b.action = Some(renamed(trip));
+        let panic = std::panic::catch_unwind(AssertUnwindSafe(|| b.wait())).unwrap_err();
+        let msg = crate::pool::panic_message(&*panic);
+        assert!(msg.contains("function mismatch"), "{msg}");
+        assert!(b.broken());
     }
 }

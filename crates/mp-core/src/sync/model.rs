@@ -19,7 +19,7 @@ pub(crate) use crate::process::my_pid;
 #[cfg(not(loom))]
 pub(crate) use crate::sys::{futex_wait, futex_wake, pid_alive};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(loom)]
 pub(crate) use self::model::*;
@@ -40,7 +40,7 @@ mod model {
     use std::cell::Cell;
     use std::time::Duration;
 
-    pub(crate) use loom::sync::atomic::{fence, AtomicI64, AtomicU32, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
     use loom::sync::Mutex;
 
     struct Waiter {
