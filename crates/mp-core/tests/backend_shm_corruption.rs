@@ -58,43 +58,46 @@ unsafe fn scribble_ring(
     parent: u32,
     threads: &[u32],
 ) -> (*mut u64, u64) {
-    let ring = rng.below(2) as usize;
-    let hdr = p.add(RING_HDRS + ring * RING_HDR);
-    let line = hdr.add(64 * rng.below(3) as usize);
-    let cap = ((len - DATA_AT) / 2) as u64;
-    let pos = |at: *mut u8| std::ptr::read_volatile(at.cast::<u64>());
-    let (wpos, rpos) = (pos(hdr), pos(hdr.add(64)));
-    // The word to change, and its new value.
-    let (at, new): (*mut u8, u64) = match rng.below(8) {
-        // Positions: flipped backwards, past the ring, anywhere.
-        0 => (hdr, rpos.wrapping_sub(1 + rng.below(64))),
-        1 => (hdr, rpos.wrapping_add(cap + 1)),
-        2 => (hdr.add(64), wpos.wrapping_add(1)),
-        3 => (line, rng.next()),
-        // A lock word and its thread (`lock, busy` at 8, `tid` at 16).
-        4 => {
-            let l = hdr.add(64 * rng.below(2) as usize);
-            (l.add(8), u64::from(nasty_word(rng, parent, threads)))
-        }
-        5 => {
-            let l = hdr.add(64 * rng.below(2) as usize);
-            (l.add(16), u64::from(nasty_word(rng, parent, threads)))
-        }
-        // Busy and broken flags, armed flags.
-        6 => (
-            line.add(8 * rng.below(2) as usize),
-            rng.below(3) << (32 * rng.below(2)),
-        ),
-        // The data: headers announcing anything.
-        _ => {
-            let at = (DATA_AT + rng.below((len - DATA_AT - 8) as u64) as usize) & !7;
-            (p.add(at), rng.next() >> rng.below(64))
-        }
-    };
-    let at = at.cast::<u64>();
-    let old = std::ptr::read_volatile(at);
-    std::ptr::write_volatile(at, new);
-    (at, old)
+    // SAFETY: every access is inside the mapping of the contract (offsets below `len`).
+    unsafe {
+        let ring = rng.below(2) as usize;
+        let hdr = p.add(RING_HDRS + ring * RING_HDR);
+        let line = hdr.add(64 * rng.below(3) as usize);
+        let cap = ((len - DATA_AT) / 2) as u64;
+        let pos = |at: *mut u8| std::ptr::read_volatile(at.cast::<u64>());
+        let (wpos, rpos) = (pos(hdr), pos(hdr.add(64)));
+        // The word to change, and its new value.
+        let (at, new): (*mut u8, u64) = match rng.below(8) {
+            // Positions: flipped backwards, past the ring, anywhere.
+            0 => (hdr, rpos.wrapping_sub(1 + rng.below(64))),
+            1 => (hdr, rpos.wrapping_add(cap + 1)),
+            2 => (hdr.add(64), wpos.wrapping_add(1)),
+            3 => (line, rng.next()),
+            // A lock word and its thread (`lock, busy` at 8, `tid` at 16).
+            4 => {
+                let l = hdr.add(64 * rng.below(2) as usize);
+                (l.add(8), u64::from(nasty_word(rng, parent, threads)))
+            }
+            5 => {
+                let l = hdr.add(64 * rng.below(2) as usize);
+                (l.add(16), u64::from(nasty_word(rng, parent, threads)))
+            }
+            // Busy and broken flags, armed flags.
+            6 => (
+                line.add(8 * rng.below(2) as usize),
+                rng.below(3) << (32 * rng.below(2)),
+            ),
+            // The data: headers announcing anything.
+            _ => {
+                let at = (DATA_AT + rng.below((len - DATA_AT - 8) as u64) as usize) & !7;
+                (p.add(at), rng.next() >> rng.below(64))
+            }
+        };
+        let at = at.cast::<u64>();
+        let old = std::ptr::read_volatile(at);
+        std::ptr::write_volatile(at, new);
+        (at, old)
+    }
 }
 
 /// Sends frames on a clone of `conn` from a thread, until sending fails.
@@ -340,33 +343,40 @@ mod linux {
         parent: u32,
         threads: &[u32],
     ) {
-        match rng.below(6) {
-            0 | 1 => {
-                let l = p.add(LOCKS[rng.below(2) as usize]);
-                std::ptr::write_volatile(l.cast::<u32>(), rng.below(3) as u32);
-                std::ptr::write_volatile(l.add(4).cast::<u32>(), nasty_word(rng, parent, threads));
-                std::ptr::write_volatile(l.add(8).cast::<u32>(), nasty_word(rng, parent, threads));
-            }
-            2 | 3 => {
-                let at = WORDS64[rng.below(WORDS64.len() as u64) as usize];
-                let v = match rng.below(4) {
-                    0 => u64::MAX - rng.below(16),
-                    1 => std::ptr::read_volatile(p.add(at).cast::<u64>()).wrapping_sub(8),
-                    2 => rng.below(1 << 20),
-                    _ => rng.next(),
-                };
-                std::ptr::write_volatile(p.add(at).cast::<u64>(), v);
-            }
-            4 if len > 512 => {
-                let at = (256 + rng.below((len - 264) as u64) as usize) & !7;
-                std::ptr::write_volatile(p.add(at).cast::<u64>(), rng.next() >> rng.below(64));
-            }
-            _ => {
-                if let Some(fd) = spool {
-                    let junk = rng.next().to_le_bytes();
-                    let at = rng.below(1 << 16) as libc::off_t;
-                    // SAFETY: writing to / truncating a descriptor this process holds.
-                    unsafe {
+        // SAFETY: every access is inside the mapping of the contract (offsets below `len`).
+        unsafe {
+            match rng.below(6) {
+                0 | 1 => {
+                    let l = p.add(LOCKS[rng.below(2) as usize]);
+                    std::ptr::write_volatile(l.cast::<u32>(), rng.below(3) as u32);
+                    std::ptr::write_volatile(
+                        l.add(4).cast::<u32>(),
+                        nasty_word(rng, parent, threads),
+                    );
+                    std::ptr::write_volatile(
+                        l.add(8).cast::<u32>(),
+                        nasty_word(rng, parent, threads),
+                    );
+                }
+                2 | 3 => {
+                    let at = WORDS64[rng.below(WORDS64.len() as u64) as usize];
+                    let v = match rng.below(4) {
+                        0 => u64::MAX - rng.below(16),
+                        1 => std::ptr::read_volatile(p.add(at).cast::<u64>()).wrapping_sub(8),
+                        2 => rng.below(1 << 20),
+                        _ => rng.next(),
+                    };
+                    std::ptr::write_volatile(p.add(at).cast::<u64>(), v);
+                }
+                4 if len > 512 => {
+                    let at = (256 + rng.below((len - 264) as u64) as usize) & !7;
+                    std::ptr::write_volatile(p.add(at).cast::<u64>(), rng.next() >> rng.below(64));
+                }
+                _ => {
+                    if let Some(fd) = spool {
+                        let junk = rng.next().to_le_bytes();
+                        let at = rng.below(1 << 16) as libc::off_t;
+                        // Writing to / truncating a descriptor this process holds.
                         if rng.below(4) == 0 {
                             libc::ftruncate(fd, rng.below(64) as libc::off_t);
                         } else {
