@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{bounded, eventually};
+use common::bounded;
 use mp_core::{Process, SharedMemory};
 
 /// Opens the named segment and truncates it to nothing.
@@ -58,8 +56,10 @@ fn a_named_segment_shrunk_by_a_child_is_damaged_not_fatal() {
 #[cfg(all(feature = "shm", target_os = "linux"))]
 mod pipe {
     use super::*;
+    use common::eventually;
     use mp_core::connection::{pipe_with, Shm};
     use mp_core::{Connection, ConnectionError};
+    use std::time::Duration;
 
     /// The shm-pipe segments this process holds, by descriptor path, with their sizes.
     fn segments() -> Vec<(std::path::PathBuf, u64)> {

@@ -230,10 +230,8 @@ mod tests {
         assert_eq!(io::Error::last_os_error().kind(), io::ErrorKind::WouldBlock);
         let (r, _w) = pipe(false).unwrap();
         // SAFETY: F_GETFL on a live descriptor.
-        assert_eq!(
-            unsafe { libc::fcntl(r.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK,
-            0
-        );
+        let flags = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
     }
 
     #[test]

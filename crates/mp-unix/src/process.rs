@@ -171,6 +171,7 @@ pub fn maps_object(pid: u32, fd: BorrowedFd<'_>) -> Option<bool> {
         }
         // SAFETY: fstat fills a zeroed stat structure of a descriptor the caller holds.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
             return None;
         }
