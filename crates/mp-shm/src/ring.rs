@@ -330,6 +330,9 @@ impl Ring {
 /// signal. The provided methods are the whole protocol; the required ones are the platform.
 pub(crate) trait RingEnd {
     fn ring(&self) -> &Ring;
+    /// Whether the segment's mapping was damaged: another process shrank the object and the
+    /// platform put private zero pages in its place (`mp_ipc::memory::Mapping::damaged`).
+    fn damaged(&self) -> bool;
     /// Whether process `pid` exists (for taking over a side lock from a dead holder).
     fn pid_alive(&self, pid: u32) -> bool;
     /// Whether `pid` can name a process on this system at all.
@@ -401,6 +404,7 @@ pub(crate) trait RingEnd {
         let h = self.hdr(ring);
         let r = h.r.0.pos.load(Ordering::Acquire);
         let w = h.w.0.pos.load(Ordering::Acquire);
+        self.check_intact()?;
         let used = check::used(r, w, self.ring().cap as u64).map_err(corrupt)?;
         Ok((r, used))
     }
@@ -543,7 +547,20 @@ pub(crate) trait RingEnd {
         }
     }
 
+    /// Fails once the segment's memory is gone (shrunk by another process): whatever was
+    /// just read from it is zeros, whatever was written reached no one. Checked after
+    /// reading values from the segment and before trusting them.
+    fn check_intact(&self) -> Result<(), IpcError> {
+        if self.damaged() {
+            return Err(corrupt(
+                "another process shrank the segment under this mapping; its memory is gone",
+            ));
+        }
+        Ok(())
+    }
+
     fn check_broken(&self, ring: u8) -> Result<(), IpcError> {
+        self.check_intact()?;
         if self.hdr(ring).f.0.broken.load(Ordering::Acquire) != 0 {
             return Err(corrupt(
                 "a process died in the middle of a message on this channel, or broke its rules",
@@ -670,7 +687,8 @@ pub(crate) trait RingEnd {
             }
             h.w.0.pos.store(at, Ordering::Release);
             self.notify(&h.f.0.reader_armed);
-            return Ok(());
+            // A frame written to pages that replaced a shrunk segment reached no one.
+            return self.check_intact();
         }
         // Stream: publish in pieces as room appears.
         h.w.0.busy.store(1, Ordering::Relaxed);
@@ -703,7 +721,7 @@ pub(crate) trait RingEnd {
             }
         }
         h.w.0.busy.store(0, Ordering::Relaxed);
-        Ok(())
+        self.check_intact()
     }
 
     /// Sends one frame made of `parts` (the header says whether handles travel with it),
@@ -748,6 +766,7 @@ pub(crate) trait RingEnd {
         let r = h.r.0.pos.load(Ordering::Relaxed);
         let mut hb = [0u8; HEADER_LEN];
         self.copy_out(ring, r, &mut hb);
+        self.check_intact()?;
         Ok((FrameHeader::decode(hb), r))
     }
 
@@ -758,6 +777,7 @@ pub(crate) trait RingEnd {
         let h = self.hdr(ring);
         check::stored_whole(len as u64, self.used(ring)?.1).map_err(corrupt)?;
         copy(r.wrapping_add(HEADER_LEN as u64));
+        self.check_intact()?;
         h.r.0
             .pos
             .store(r.wrapping_add((HEADER_LEN + len) as u64), Ordering::Release);
@@ -799,6 +819,7 @@ pub(crate) trait RingEnd {
             }
             let at = h.r.0.pos.load(Ordering::Relaxed);
             self.copy_out_vec(ring, at, buf, n);
+            self.check_intact()?;
             h.r.0
                 .pos
                 .store(at.wrapping_add(n as u64), Ordering::Release);

@@ -321,6 +321,10 @@ impl RingEnd for ShmChannel {
         &self.ring
     }
 
+    fn damaged(&self) -> bool {
+        self.mem.map.damaged()
+    }
+
     fn pid_alive(&self, pid: u32) -> bool {
         mp_unix::process::pid_alive(pid)
     }

@@ -319,6 +319,10 @@ impl RingEnd for ShmChannel {
         &self.ring
     }
 
+    fn damaged(&self) -> bool {
+        self.view.map.damaged()
+    }
+
     fn pid_alive(&self, pid: u32) -> bool {
         event::pid_alive(pid)
     }

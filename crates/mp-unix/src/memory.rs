@@ -15,9 +15,19 @@
 //! read or written with `pread`/`pwrite`, nor resized after its first `ftruncate`, hence the
 //! temporary file for growable objects there (it lives in the page cache like any file and
 //! is written to disk only under memory pressure or never).
+//!
+//! **Shrunk objects.** Where the size of an object is not sealed ([`size_is_sealed`]:
+//! `shm_open` objects, named or anonymous, on every Unix, and every object outside Linux),
+//! another process holding it can shrink it under our mapping; the next access past the new
+//! end would kill this process with `SIGBUS`. [`map`] registers such mappings with a
+//! `SIGBUS` handler that replaces the mapping with private zero pages instead and marks it
+//! damaged ([`Mapping::damaged`]); a `SIGBUS` anywhere else is handed on as before (see
+//! `watch.rs`).
+
+mod watch;
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 pub use mp_ipc::memory::Mapping;
@@ -31,7 +41,7 @@ pub use mp_ipc::memory::Mapping;
 /// ```
 /// use std::os::fd::AsRawFd;
 /// let fd = mp_unix::memory::create(c"doc", 4096).unwrap();
-/// if cfg!(target_os = "linux") {
+/// if mp_unix::FLAVOUR == "linux" {
 ///     assert!(mp_unix::memory::size_is_sealed(&fd));
 ///     // SAFETY: ftruncate on a descriptor we own; the seal refuses it.
 ///     assert_ne!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
@@ -63,6 +73,11 @@ pub fn size(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// Maps the first `len` bytes of `fd`, shared and writable, unmapped when the [`Mapping`]
 /// drops (the descriptor may be closed before). An object smaller than `len` is an
 /// `InvalidData` error: touching a mapping beyond the object would fault.
+///
+/// If the object's size is not sealed, the mapping is watched: should another process shrink
+/// the object, an access that faults past its end completes on private zero pages that
+/// replace the whole mapping, and [`Mapping::damaged`] turns true, instead of this process
+/// dying of `SIGBUS`.
 ///
 /// ```
 /// use std::os::fd::AsFd;
@@ -97,8 +112,26 @@ pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
         return Err(io::Error::last_os_error());
     }
     let ptr = NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+    if !size_is_sealed(fd) {
+        if let Some(damage) = watch::register(p as usize, len) {
+            // SAFETY: a fresh mapping of `len` (at least one) bytes, released only by
+            // `unmap_watched`; the flag is its registry slot's, cleared, until then.
+            return Ok(unsafe { Mapping::from_raw_watched(ptr, len, unmap_watched, damage) });
+        }
+    }
     // SAFETY: a fresh mapping of `len` (at least one) bytes, released only by `unmap`.
     Ok(unsafe { Mapping::from_raw(ptr, len, unmap) })
+}
+
+/// Releases what [`map`] mapped and registered with the `SIGBUS` guard: forgotten by the
+/// guard first, so that the address range, once reused, is not taken for ours.
+///
+/// # Safety
+/// As [`unmap`].
+unsafe fn unmap_watched(ptr: NonNull<u8>, len: usize) {
+    watch::unregister(ptr.as_ptr() as usize);
+    // SAFETY: per the contract.
+    unsafe { unmap(ptr, len) }
 }
 
 /// Releases what [`map`] mapped.
@@ -164,8 +197,8 @@ pub fn release_range(fd: &OwnedFd, offset: u64, len: u64) {
 
 /// Whether the size of the object behind `fd` can no longer change (sealed on Linux; an
 /// object received from another process may not be). Never true on other systems.
-pub fn size_is_sealed(fd: &OwnedFd) -> bool {
-    imp::size_is_sealed(fd)
+pub fn size_is_sealed(fd: impl AsFd) -> bool {
+    imp::size_is_sealed(fd.as_fd())
 }
 
 /// `memfd_create` with `flags` besides close-on-exec.
@@ -209,7 +242,7 @@ mod imp {
         Ok(())
     }
 
-    pub(super) fn size_is_sealed(fd: &OwnedFd) -> bool {
+    pub(super) fn size_is_sealed(fd: BorrowedFd<'_>) -> bool {
         // SAFETY: reading the seals of a descriptor we hold.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
         seals >= 0 && seals & SIZE_SEALS == SIZE_SEALS
@@ -225,7 +258,7 @@ mod unsealed {
         Ok(())
     }
 
-    pub(super) fn size_is_sealed(_fd: &OwnedFd) -> bool {
+    pub(super) fn size_is_sealed(_fd: BorrowedFd<'_>) -> bool {
         false
     }
 }
@@ -382,6 +415,90 @@ mod tests {
             libc::munmap(a, 4096);
             libc::munmap(b, 4096);
         }
+    }
+
+    #[test]
+    fn a_shrunk_object_damages_its_mapping_instead_of_killing() {
+        // Not sealed, so watched, on every flavour.
+        let fd = anonymous_object(c"mp-test").unwrap();
+        // SAFETY: ftruncate on a descriptor we own.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 3 * 4096) }, 0);
+        assert!(!size_is_sealed(&fd));
+        let map = map(fd.as_fd(), 3 * 4096).unwrap();
+        let p = map.as_ptr();
+        // SAFETY: inside the mapping.
+        unsafe { p.add(5000).write_volatile(9) };
+        assert!(!map.damaged());
+        // What a hostile peer holding the object does.
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
+        // SAFETY: inside the mapping; the access faults, and completes on zero pages.
+        let v = unsafe { p.add(5000).read_volatile() };
+        assert_eq!(v, 0);
+        assert!(map.damaged());
+        // Writes go to private pages now, and no longer fault.
+        // SAFETY: inside the mapping.
+        unsafe {
+            p.add(3 * 4096 - 1).write_volatile(1);
+            assert_eq!(p.add(3 * 4096 - 1).read_volatile(), 1);
+        }
+        // A sealed object's mapping is not watched (and never damaged).
+        let sealed = create(c"mp-test", 4096).unwrap();
+        let m2 = super::map(sealed.as_fd(), 4096).unwrap();
+        assert!(!m2.damaged());
+        drop(map);
+        drop(m2);
+    }
+
+    /// The test binary runs itself with this variable set to run one test's child part.
+    const CHILD: &str = "MP_UNIX_SIGBUS_CHILD";
+
+    #[test]
+    fn a_sigbus_elsewhere_still_kills() {
+        use std::os::unix::process::ExitStatusExt;
+        if std::env::var_os(CHILD).is_some() {
+            // The guard is installed (a watched mapping exists) ...
+            let guarded = anonymous_object(c"mp-test").unwrap();
+            // SAFETY: ftruncate on a descriptor we own.
+            assert_eq!(unsafe { libc::ftruncate(guarded.as_raw_fd(), 4096) }, 0);
+            let _m = map(guarded.as_fd(), 4096).unwrap();
+            // ... and a mapping of a file it does not know, shrunk, faults.
+            let f = growable_object(c"mp-test").unwrap();
+            // SAFETY: ftruncate, mmap of a descriptor we own, and an access past the end
+            // of the file that must kill this process.
+            unsafe {
+                assert_eq!(libc::ftruncate(f.as_raw_fd(), 4096), 0);
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                assert_eq!(libc::ftruncate(f.as_raw_fd(), 0), 0);
+                std::ptr::read_volatile(p.cast::<u8>());
+            }
+            std::process::exit(0); // not reached
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "memory::tests::a_sigbus_elsewhere_still_kills",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGBUS),
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -96,6 +96,18 @@ fn damaged(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// Fails once the queue's header segment is gone: another process shrank it, and its pages
+/// are private zeros now (`Segment::damaged`). Checked after values were read from the
+/// segment, before they are trusted, and before a sleep that only the segment could end.
+fn intact(header: &Segment) -> io::Result<()> {
+    if header.damaged() {
+        return Err(damaged(
+            "another process shrank the queue's shared segment; its memory is gone".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// An error of the storage paths, for a getter.
 fn corrupt_get(e: io::Error) -> GetError {
     match e.kind() {
@@ -585,6 +597,7 @@ impl Core {
             let Some(held) = self.lock_put(deadline).map_err(corrupt_put)? else {
                 return Err(QueueError::Full);
             };
+            intact(&self.header).map_err(corrupt_put)?;
             if self.is_shut_down() {
                 return Err(QueueError::ShutDown);
             }
@@ -596,6 +609,7 @@ impl Core {
             h.get.putters_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let seq = h.get.get_seq.load(Ordering::Acquire);
+            intact(&self.header).map_err(corrupt_put)?;
             let in_time = self.count() < max
                 || self.is_shut_down()
                 || futex::wait_until(&h.get.get_seq, seq, deadline);
@@ -614,6 +628,8 @@ impl Core {
         if !in_ring {
             self.overflow_put(frame).map_err(corrupt_put)?;
         }
+        // An item written to pages that replaced a shrunk segment reached no one.
+        intact(&self.header).map_err(corrupt_put)?;
         if joinable {
             h.common.unfinished.fetch_add(1, Ordering::Relaxed);
         }
@@ -641,7 +657,9 @@ impl Core {
         let h = self.h();
         let mut decode = decode;
         let result = loop {
-            if self.has_items() {
+            let ready = self.has_items();
+            intact(&self.header).map_err(corrupt_get)?;
+            if ready {
                 let Some(held) = self.lock_get(deadline)? else {
                     return Err(GetError::Empty);
                 };
@@ -669,6 +687,7 @@ impl Core {
             h.put.getters_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             let seq = h.put.put_seq.load(Ordering::Acquire);
+            intact(&self.header).map_err(corrupt_get)?;
             let in_time = self.has_items()
                 || self.is_shut_down()
                 || futex::wait_until(&h.put.put_seq, seq, deadline);
@@ -760,6 +779,7 @@ impl Core {
         }
         let mut len = [0u8; LEN];
         self.ring_read(word_pos(head), &mut len);
+        intact(&self.header).map_err(corrupt_get)?;
         let len = u64::from_le_bytes(len);
         if len > used - LEN as u64 {
             return Err(GetError::Corrupt(format!(
@@ -779,6 +799,8 @@ impl Core {
             self.ring_read(at, &mut buf);
             decode(&buf)
         };
+        // Shrunk while decoding: what was decoded may be partly zeros.
+        intact(&self.header).map_err(corrupt_get)?;
         self.h()
             .get
             .ring_head

@@ -42,6 +42,13 @@ pub(crate) const MAX_NAME_LEN: usize = 250;
 /// safety rests on the caller (no one else writes the bytes meanwhile), and
 /// [`as_mut_ptr`](Self::as_mut_ptr) gives the address.
 ///
+/// **A segment shrunk by someone else.** On Unix any process that can open the name can
+/// also `ftruncate` the segment, and an access past the new end would kill this process with
+/// `SIGBUS`. It does not: the first such access replaces this mapping with private zero pages
+/// and completes, and [`damaged`](Self::damaged) turns true. From then on reads give zeros
+/// and writes reach no other process; `read_at` and `write_at` cannot fail, so check
+/// `damaged` after reading where a peer may be hostile. (Windows sections cannot shrink.)
+///
 /// ```
 /// use mp_core::SharedMemory;
 /// let shm = SharedMemory::create(512).unwrap();
@@ -213,6 +220,19 @@ impl SharedMemory {
             "range {offset}..{offset}+{len} outside a segment of {} bytes",
             self.size
         );
+    }
+
+    /// Whether another process shrank the segment under this mapping, which then became
+    /// private zero pages (see the type's documentation): what was read since may be zeros
+    /// instead of the data, and what was written reached no one. Never true on Windows.
+    ///
+    /// ```
+    /// let shm = mp_core::SharedMemory::create(64).unwrap();
+    /// assert!(!shm.damaged());
+    /// shm.unlink().unwrap();
+    /// ```
+    pub fn damaged(&self) -> bool {
+        self.map.damaged()
     }
 
     /// The address of the first byte, in this process.

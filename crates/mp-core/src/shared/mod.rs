@@ -11,6 +11,14 @@
 //!   being copied (Python: pickle protocol 5 out-of-band buffers over `shared_memory`).
 //!
 //! What can live in shared memory is said by the [`SharedData`] marker trait.
+//!
+//! **A segment shrunk by another process.** Where a segment's size cannot be sealed (named
+//! segments on every Unix; anonymous ones outside Linux or under `posix-generic`), a process
+//! holding it can `ftruncate` it. This process then does not die of `SIGBUS`: its first
+//! access past the new end replaces its mapping with private zero pages and marks it damaged
+//! (`mp_unix::memory`). Accessors that return no `Result` (`Value::get`/`set`, `Array`
+//! indexing, `SharedMemory::read_at`/`write_at`) then read zeros and write nowhere;
+//! [`SharedMemory::damaged`] tells. The queues and shm pipes return their `Corrupt` errors.
 
 mod data;
 mod list;

@@ -61,6 +61,13 @@ impl Segment {
         self.len
     }
 
+    /// Whether another process shrank the object under this mapping, whose pages are now
+    /// private zeros (see `mp_ipc::memory::Mapping::damaged`; never on Windows, nor for a
+    /// size-sealed memfd on Linux).
+    pub(crate) fn damaged(&self) -> bool {
+        self.map.damaged()
+    }
+
     /// A shared reference to a `T` placed at `offset`.
     ///
     /// # Safety
