@@ -556,3 +556,115 @@ fn net_11_wait_over_accepted_connections() {
         }
     });
 }
+
+fn connect_and_send_id(arg: (Address, u32)) {
+    let c = Client::connect::<u32>(&arg.0, Some(KEY)).unwrap();
+    c.send(&arg.1).unwrap();
+    // Stay until the listener has read it.
+    assert!(c.poll(SECS).unwrap());
+}
+
+/// `Listener(address, backlog=1)`: more clients than the backlog, started before any
+/// accept, queue up (in the kernel's queue or in their connect) and are all served once the
+/// listener accepts.
+#[test]
+fn backlog_small_still_serves_every_client() {
+    bounded(120, || {
+        for family in families() {
+            let l = Listener::bind_with_backlog(&family, Some(KEY), 1).unwrap();
+            let mut kids = Vec::new();
+            for n in 0..5u32 {
+                let mut p = Process::new(connect_and_send_id, (l.address().clone(), n));
+                p.start().unwrap();
+                kids.push(p);
+            }
+            let mut conns = Vec::new();
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                let c = l.accept_timeout::<u32>(Duration::from_secs(30)).unwrap();
+                got.push(c.recv_timeout(SECS).unwrap());
+                conns.push(c);
+            }
+            got.sort_unstable();
+            assert_eq!(got, vec![0, 1, 2, 3, 4], "{family}");
+            for c in &conns {
+                c.send(&0).unwrap();
+            }
+            for p in kids {
+                p.join_timeout(SECS).unwrap();
+                assert_eq!(p.exitcode(), Some(0), "{family}");
+            }
+        }
+    });
+}
+
+/// A non-blocking connect to a Unix socket path: `true` if connected (queued), `false` if
+/// the listener's queue is full (`EAGAIN`). The descriptor is kept open in `keep`.
+#[cfg(target_os = "linux")]
+fn unix_connect_nonblocking(path: &std::path::Path, keep: &mut Vec<std::os::fd::OwnedFd>) -> bool {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain socket calls on a fresh descriptor and a zeroed, filled-in sockaddr_un.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        assert!(fd >= 0);
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_un = std::mem::zeroed();
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        assert!(bytes.len() < sa.sun_path.len());
+        for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let r = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        if r == 0 {
+            keep.push(owned);
+            true
+        } else {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+            false
+        }
+    }
+}
+
+/// The backlog is applied (Linux, Unix sockets, where a full queue refuses a non-blocking
+/// connect at once): with backlog 1 only a couple of connections queue while nobody
+/// accepts, with the default many more do, and accepting drains the queue so that new
+/// clients get in again.
+#[cfg(target_os = "linux")]
+#[test]
+fn backlog_bounds_the_queue_on_linux() {
+    bounded(60, || {
+        let count = |l: &Listener, keep: &mut Vec<std::os::fd::OwnedFd>| {
+            let Address::Unix(path) = l.address() else {
+                unreachable!()
+            };
+            (0..20)
+                .take_while(|_| unix_connect_nonblocking(path, keep))
+                .count()
+        };
+        let mut keep = Vec::new();
+        let small = Listener::bind_with_backlog(&Address::unique_local(), None, 1).unwrap();
+        let queued = count(&small, &mut keep);
+        assert!((1..=3).contains(&queued), "backlog 1 queued {queued}");
+        let default = Listener::bind(&Address::unique_local(), None).unwrap();
+        assert_eq!(
+            count(&default, &mut keep),
+            20,
+            "the default backlog is larger"
+        );
+        // Accepting takes the queued clients; then the queue has room again.
+        for _ in 0..queued {
+            small.accept_timeout::<u8>(SECS).unwrap();
+        }
+        let Address::Unix(path) = small.address() else {
+            unreachable!()
+        };
+        assert!(unix_connect_nonblocking(path, &mut keep));
+    });
+}

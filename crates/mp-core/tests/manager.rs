@@ -810,3 +810,117 @@ fn manager_barrier_with_a_default_timeout() {
         assert!(lonely.broken().unwrap());
     });
 }
+
+/// The waiter of `condition_over_a_lock_across_processes`: holds the condition, says so,
+/// waits until the notifier (holding the plain lock) sets the state.
+fn cond_waiter(
+    arg: (
+        mp_core::manager::LockProxy,
+        mp_core::manager::LockProxy,
+        ValueProxy<i32>,
+    ),
+) {
+    let (cond, lock, state) = arg;
+    cond.acquire().unwrap();
+    state.set(&10).unwrap();
+    assert!(cond
+        .wait_for(|| state.get().unwrap() == 1, Some(SECS))
+        .unwrap());
+    // Back from the wait, the condition holds the lock again: the shared one.
+    assert!(lock.locked().unwrap());
+    state.set(&2).unwrap();
+    cond.release().unwrap();
+}
+
+/// The notifier: takes the plain lock (free only while the waiter waits), then notifies
+/// through the condition, which needs that very lock held by this caller.
+fn cond_notifier(
+    arg: (
+        mp_core::manager::LockProxy,
+        mp_core::manager::LockProxy,
+        ValueProxy<i32>,
+    ),
+) {
+    let (cond, lock, state) = arg;
+    assert!(lock.acquire_timeout(SECS).unwrap());
+    assert_eq!(
+        state.get().unwrap(),
+        10,
+        "the waiter released the lock in wait"
+    );
+    state.set(&1).unwrap();
+    cond.notify(1).unwrap();
+    lock.release().unwrap();
+}
+
+/// `m.Condition(lock)`: a condition over a manager lock, used by two client processes, one
+/// through the condition, the other through the lock: they contend for one server lock.
+#[test]
+fn condition_over_a_lock_across_processes() {
+    bounded(60, || {
+        let m = Manager::start().unwrap();
+        let lock = m.lock().unwrap();
+        let cond = m.condition_with(&lock).unwrap();
+        let state = m.value(&0i32).unwrap();
+        let mut waiter = Process::new(cond_waiter, (cond.clone(), lock.clone(), state.clone()));
+        waiter.start().unwrap();
+        assert!(eventually(10, || state.get().unwrap() == 10));
+        let mut notifier = Process::new(cond_notifier, (cond.clone(), lock.clone(), state.clone()));
+        notifier.start().unwrap();
+        waiter.join_timeout(SECS).unwrap();
+        notifier.join_timeout(SECS).unwrap();
+        assert_eq!(waiter.exitcode(), Some(0));
+        assert_eq!(notifier.exitcode(), Some(0));
+        assert_eq!(state.get().unwrap(), 2);
+        assert!(!lock.locked().unwrap());
+    });
+}
+
+/// Two conditions over one lock share the lock but not their waiters; an rlock's levels
+/// survive a wait; a lock of another manager is refused.
+#[test]
+fn conditions_over_one_lock_have_their_own_waiters() {
+    bounded(60, || {
+        let m = Manager::start().unwrap();
+        let lock = m.rlock().unwrap();
+        let c1 = m.condition_with(&lock).unwrap();
+        let c2 = m.condition_with(&lock).unwrap();
+        let flag = m.value(&0i32).unwrap();
+        let (c2b, flagb) = (c2.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            c2b.acquire().unwrap();
+            c2b.acquire().unwrap();
+            flagb.set(&1).unwrap();
+            // Only a notify of c2 wakes this wait; the first times out.
+            let first = c2b.wait(Some(Duration::from_secs(2))).unwrap();
+            flagb.set(&2).unwrap();
+            let second = c2b.wait(Some(SECS)).unwrap();
+            c2b.release().unwrap();
+            // Both levels were restored: one release left.
+            assert!(lock_still_held(&c2b));
+            c2b.release().unwrap();
+            (first, second)
+        });
+        assert!(eventually(10, || flag.get().unwrap() == 1));
+        // Free only once the waiter waits (it holds the lock until then).
+        c1.acquire().unwrap();
+        c1.notify_all().unwrap();
+        c1.release().unwrap();
+        assert!(eventually(10, || flag.get().unwrap() == 2));
+        c2.acquire().unwrap();
+        c2.notify(1).unwrap();
+        c2.release().unwrap();
+        assert_eq!(waiter.join().unwrap(), (false, true));
+        assert!(!lock.locked().unwrap());
+
+        let other = Manager::start().unwrap();
+        assert_eq!(
+            remote_kind(other.condition_with(&lock).unwrap_err()),
+            "ValueError"
+        );
+    });
+}
+
+fn lock_still_held(c: &mp_core::manager::LockProxy) -> bool {
+    c.locked().unwrap()
+}

@@ -15,6 +15,7 @@
 //! | `Pool` (`multiprocessing.pool.ThreadPool`) | [`Pool`], [`AsyncResult`], [`IMap`] | [`crate::Pool`] on worker threads |
 //! | `current_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`active_children`], [`cpu_count`] | |
 //! | `Value`, `Array` | [`Value`], [`Array`] (and the raw forms), re-exported | shared memory works between threads too |
+//! | `Manager()`, `Namespace` | [`Manager`] (the manager server on a thread, the same proxies), [`Namespace`] | [`crate::manager::Manager`], [`crate::manager::NamespaceProxy`] |
 //! | `multiprocessing.dummy.connection` (`Listener`, `Client`, `Pipe`) | [`connection`]: [`connection::Listener`], [`connection::Client`], [`pipe`] | [`crate::listener`], in this process |
 //!
 //! What differs from the process backend, and why:
@@ -55,12 +56,14 @@
 //! ```
 
 pub mod connection;
+mod manager;
 mod passage;
 mod pool;
 mod process;
 mod queue;
 
 pub use connection::{pipe, pipe_oneway, Connection, Reader, Writer};
+pub use manager::{Manager, Namespace, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use pool::{AsyncResult, IMap, Pool};
 pub use process::{active_children, current_process, Process, Unsupported};
 pub use queue::{JoinableQueue, Queue, SimpleQueue};

@@ -202,7 +202,56 @@ impl Listener {
     /// fail with an `AddrInUse` I/O error; an address of a family this platform lacks is
     /// [`ListenerError::InvalidFamily`].
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Self, ListenerError> {
-        let (socket, address) = SysListener::bind(address)?;
+        Self::bind_inner(address, authkey, None)
+    }
+
+    /// Like [`bind`](Self::bind), with the length of the queue of connections the OS holds
+    /// until they are taken (Python's `Listener(address, backlog=...)`; [`bind`](Self::bind)
+    /// keeps std's default, 128 on Unix). Connections are taken from the queue only while an
+    /// [`accept`](Self::accept) waits, so between accepts the queue is what holds clients:
+    /// when it is full, further clients wait in their connect (a Unix socket client blocks,
+    /// a TCP client's SYN is retried by its OS) until an accept drains it, or fail with
+    /// their connect timeout.
+    ///
+    /// Platforms: on Unix the socket's `listen` is called again with `backlog` (the kernel
+    /// caps it at its maximum, `somaxconn`; zero is the smallest queue the kernel allows).
+    /// On Windows the value is accepted and not applied: a named-pipe listener keeps one
+    /// pipe instance ready (a client that finds it taken waits, within its connect timeout,
+    /// for the next), and Winsock ignores a second `listen`, so TCP keeps its default
+    /// backlog.
+    ///
+    /// ```
+    /// use mp_core::listener::{Address, Client, Listener};
+    ///
+    /// let listener =
+    ///     Listener::bind_with_backlog(&"127.0.0.1:0".parse().unwrap(), Some(b"key"), 2).unwrap();
+    /// let address = listener.address().clone();
+    /// let clients = std::thread::spawn(move || {
+    ///     for i in 0..4u32 {
+    ///         let conn = Client::connect::<u32>(&address, Some(b"key")).unwrap();
+    ///         conn.send(&i).unwrap();
+    ///     }
+    /// });
+    /// for i in 0..4u32 {
+    ///     let conn = listener.accept::<u32>().unwrap();
+    ///     assert_eq!(conn.recv().unwrap(), i);
+    /// }
+    /// clients.join().unwrap();
+    /// ```
+    pub fn bind_with_backlog(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        backlog: u32,
+    ) -> Result<Self, ListenerError> {
+        Self::bind_inner(address, authkey, Some(backlog))
+    }
+
+    fn bind_inner(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        backlog: Option<u32>,
+    ) -> Result<Self, ListenerError> {
+        let (socket, address) = SysListener::bind(address, backlog)?;
         let shared = accept::Shared::new(
             authkey,
             accept::Limits {

@@ -522,6 +522,29 @@ impl Listener {
         })
     }
 
+    /// Like [`bind`](Self::bind), with the length of the OS's queue of connections waiting
+    /// for an accept (Python's `Listener(address, backlog=...)`); see
+    /// [`Listener::bind_with_backlog`](super::Listener::bind_with_backlog) for what it does
+    /// on each platform.
+    ///
+    /// ```
+    /// use mp_core::listener::python::Listener;
+    /// let l = Listener::bind_with_backlog(&"127.0.0.1:0".parse().unwrap(), None, 5).unwrap();
+    /// assert!(matches!(l.address(), mp_core::listener::Address::Tcp(_)));
+    /// ```
+    pub fn bind_with_backlog(
+        address: &Address,
+        authkey: Option<&[u8]>,
+        backlog: u32,
+    ) -> Result<Self, ListenerError> {
+        check_family(address)?;
+        Ok(Self {
+            inner: super::Listener::bind_with_backlog(address, None, backlog)?,
+            authkey: authkey.map(<[u8]>::to_vec),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        })
+    }
+
     /// The address clients connect to (with the real port when bound to port 0).
     pub fn address(&self) -> &Address {
         self.inner.address()

@@ -76,10 +76,29 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("lock", |w, _| {
         let recursive: bool = init(&w)?;
         Ok(Arc::new(LockObj {
-            recursive,
-            state: Mutex::new(LState::default()),
-            cv: Condvar::new(),
+            core: Arc::new(LockCore {
+                recursive,
+                state: Mutex::new(LState::default()),
+                cv: Condvar::new(),
+            }),
+            key: 0,
         }))
+    });
+    // A condition over the lock of another object (Python's `m.Condition(lock)`): it shares
+    // that object's lock, with waiters of its own.
+    r.add("condition_over", |w, ctx| {
+        let id: u64 = init(&w)?;
+        let core = ctx
+            .table
+            .get(id)?
+            .lock_core()
+            .ok_or_else(|| err("TypeError", format!("object {id} is not a lock")))?;
+        let key = {
+            let mut g = lock(&core.state);
+            g.next_cond = g.next_cond.wrapping_add(1).max(1);
+            g.next_cond
+        };
+        Ok(Arc::new(LockObj { core, key }))
     });
     r.add("event", |_, _| {
         Ok(Arc::new(Event(Mutex::new(false), Condvar::new())))
@@ -573,20 +592,31 @@ impl Object for Queue {
 struct LState {
     owner: Option<u64>,
     count: usize,
-    /// Condition: tickets of waiters, and how many may wake.
+    /// Condition: tickets of waiters (with the key of the condition each waits on: 0 for
+    /// the lock object itself, another for each condition made over it), and the tickets
+    /// notified.
     next_ticket: u64,
-    waiting: VecDeque<u64>,
+    waiting: VecDeque<(u64, u64)>,
     woken: Vec<u64>,
+    /// The key of the last condition made over this lock.
+    next_cond: u64,
 }
 
-/// Lock, RLock and Condition (a lock with wait/notify).
-struct LockObj {
+/// The lock itself, shared by the lock object and the conditions made over it.
+pub(crate) struct LockCore {
     recursive: bool,
     state: Mutex<LState>,
     cv: Condvar,
 }
 
-impl LockObj {
+/// Lock, RLock and Condition (a lock with wait/notify): a view of a [`LockCore`] whose
+/// `wait`/`notify` concern the waiters of `key`.
+struct LockObj {
+    core: Arc<LockCore>,
+    key: u64,
+}
+
+impl LockCore {
     fn acquire<'g>(
         &'g self,
         g: MutexGuard<'g, LState>,
@@ -623,16 +653,21 @@ impl LockObj {
 }
 
 impl Object for LockObj {
+    fn lock_core(&self) -> Option<Arc<LockCore>> {
+        Some(self.core.clone())
+    }
+
     fn call(&self, op: &[u8], ctx: &CallCtx<'_>) -> Result<Vec<u8>, RemoteError> {
         let op: LockOp = decode_op(op)?;
-        let g = lock(&self.state);
+        let core = &*self.core;
+        let g = lock(&core.state);
         match op {
-            LockOp::Acquire(block, timeout) => encode(&self.acquire(g, block, timeout, ctx).0),
+            LockOp::Acquire(block, timeout) => encode(&core.acquire(g, block, timeout, ctx).0),
             LockOp::Release => {
                 let mut g = g;
                 match g.owner {
                     None => return Err(err("RuntimeError", "release of an unlocked lock")),
-                    Some(o) if self.recursive && o != ctx.caller => {
+                    Some(o) if core.recursive && o != ctx.caller => {
                         return Err(err("RuntimeError", "cannot release un-acquired lock"))
                     }
                     _ => {}
@@ -640,7 +675,7 @@ impl Object for LockObj {
                 g.count = g.count.saturating_sub(1);
                 if g.count == 0 {
                     g.owner = None;
-                    self.cv.notify_all();
+                    core.cv.notify_all();
                 }
                 encode(&())
             }
@@ -653,13 +688,13 @@ impl Object for LockObj {
                 let saved = g.count;
                 let ticket = g.next_ticket;
                 g.next_ticket = g.next_ticket.wrapping_add(1);
-                g.waiting.push_back(ticket);
+                g.waiting.push_back((self.key, ticket));
                 g.owner = None;
                 g.count = 0;
-                self.cv.notify_all();
+                core.cv.notify_all();
                 let (mut g, w) =
-                    wait_until(&self.cv, g, timeout, ctx, |s| s.woken.contains(&ticket));
-                g.waiting.retain(|t| *t != ticket);
+                    wait_until(&core.cv, g, timeout, ctx, |s| s.woken.contains(&ticket));
+                g.waiting.retain(|(_, t)| *t != ticket);
                 let notified = if let Some(i) = g.woken.iter().position(|t| *t == ticket) {
                     g.woken.swap_remove(i);
                     true
@@ -670,7 +705,7 @@ impl Object for LockObj {
                     return encode(&false);
                 }
                 // Take the lock back, whatever happened.
-                let (_, mut g) = self.acquire(g, true, None, ctx);
+                let (_, mut g) = core.acquire(g, true, None, ctx);
                 g.count = saved;
                 encode(&notified)
             }
@@ -679,18 +714,23 @@ impl Object for LockObj {
                 if g.owner != Some(ctx.caller) {
                     return Err(err("RuntimeError", "cannot notify on un-acquired lock"));
                 }
-                let n = if let LockOp::Notify(n) = op {
+                let mut n = if let LockOp::Notify(n) = op {
                     n
                 } else {
                     usize::MAX
                 };
-                for _ in 0..n {
-                    match g.waiting.pop_front() {
-                        Some(t) => g.woken.push(t),
-                        None => break,
+                // Wakes the first `n` waiters of this condition, in order.
+                let LState { waiting, woken, .. } = &mut *g;
+                waiting.retain(|&(key, t)| {
+                    if n > 0 && key == self.key {
+                        n -= 1;
+                        woken.push(t);
+                        false
+                    } else {
+                        true
                     }
-                }
-                self.cv.notify_all();
+                });
+                core.cv.notify_all();
                 encode(&())
             }
         }

@@ -608,6 +608,41 @@ impl Manager {
         self.rlock()
     }
 
+    /// A condition variable over `lock`, a lock of this manager (Python's
+    /// `m.Condition(lock)`): acquiring the condition acquires `lock` itself, so holders of
+    /// either contend for the one lock in the server. Its waiters are its own: notifying it
+    /// wakes waiters of this condition only, not of another condition over the same lock.
+    /// `lock` may be a [`lock`](Self::lock), an [`rlock`](Self::rlock) (a `wait` then
+    /// releases every level and restores them, as Python's does) or a
+    /// [`condition`](Self::condition)'s lock. A lock of another manager is a remote
+    /// `ValueError`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let m = mp_core::manager::Manager::start().unwrap();
+    /// let lock = m.lock().unwrap();
+    /// let cond = m.condition_with(&lock).unwrap();
+    /// cond.acquire().unwrap();
+    /// assert!(lock.locked().unwrap(), "the condition holds the lock itself");
+    /// assert!(!lock.try_acquire().unwrap());
+    /// // Nobody notifies: the wait times out, with the lock released meanwhile and held again.
+    /// assert!(!cond.wait(Some(Duration::from_millis(10))).unwrap());
+    /// cond.release().unwrap();
+    /// assert!(lock.try_acquire().unwrap());
+    /// lock.release().unwrap();
+    /// ```
+    pub fn condition_with(&self, lock: &LockProxy) -> Result<LockProxy, ManagerError> {
+        if lock.core().pool.nonce != self.pool.nonce {
+            return Err(ManagerError::Remote(RemoteError::new(
+                "ValueError",
+                "the lock of a condition must belong to the same manager",
+            )));
+        }
+        Ok(LockProxy::from_core(
+            self.create_plain("condition_over", &lock.id())?,
+        ))
+    }
+
     /// An event, initially clear.
     pub fn event(&self) -> Result<EventProxy, ManagerError> {
         Ok(EventProxy::from_core(self.create_plain("event", &())?))

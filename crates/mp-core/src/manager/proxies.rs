@@ -29,6 +29,11 @@ macro_rules! proxy_type {
                 Self { core, _t: PhantomData }
             }
 
+            #[allow(dead_code)]
+            pub(crate) fn core(&self) -> &ProxyCore {
+                &self.core
+            }
+
             /// A second proxy for the same object (Python's proxies are copied this way
             /// when pickled).
             pub fn try_clone(&self) -> Result<Self, ManagerError> {
@@ -566,7 +571,8 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 }
 
 proxy_type! {
-    /// A lock in a manager: `Manager().Lock()`, `RLock()`, or the lock of a `Condition()`.
+    /// A lock in a manager: `Manager().Lock()`, `RLock()`, or the lock of a `Condition()`
+    /// (or of a `Condition(lock)`, made by [`Manager::condition_with`](super::Manager::condition_with)).
     /// The owner is the calling thread of the calling process. Release with
     /// [`release`](Self::release) (or use [`guard`](Self::guard)).
     LockProxy<>

@@ -190,7 +190,7 @@ impl Table {
         id
     }
 
-    fn get(&self, id: u64) -> Result<Arc<dyn Object>, RemoteError> {
+    pub(crate) fn get(&self, id: u64) -> Result<Arc<dyn Object>, RemoteError> {
         self.lock()
             .get(&id)
             .map(|e| e.obj.clone())
@@ -408,6 +408,12 @@ pub(crate) fn wait_until<'a, T>(
 pub(crate) trait Object: Send + Sync {
     /// Runs one encoded operation, returning the encoded result.
     fn call(&self, op: &[u8], ctx: &CallCtx<'_>) -> Result<Vec<u8>, RemoteError>;
+
+    /// The lock of a lock object (Lock, RLock, Condition), which a condition made over it
+    /// shares; `None` for other objects.
+    fn lock_core(&self) -> Option<Arc<super::builtins::LockCore>> {
+        None
+    }
 }
 
 /// Decodes an operation; in a server thread, the values in it are charged to the memory

@@ -49,7 +49,13 @@ impl SysListener {
     /// [`wake`](Self::wake) interrupts it.
     pub(crate) const ACCEPT_SLICE: Option<Duration> = None;
 
-    pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
+    /// Binds `address`; with `Some(backlog)`, sets the listen backlog to it (std listens
+    /// with 128; calling `listen` again on the listening socket changes the queue length on
+    /// Linux and the BSDs, and the kernel caps it at its own maximum, `somaxconn`).
+    pub(crate) fn bind(
+        address: &Address,
+        backlog: Option<u32>,
+    ) -> Result<(Self, Address), ListenerError> {
         let waker = Self::new_waker()?;
         let (socket, actual) = match address {
             Address::Tcp(a) => {
@@ -74,14 +80,31 @@ impl SysListener {
             }
             other => return Err(ListenerError::InvalidFamily(other.to_string())),
         };
-        Ok((
-            Self {
-                socket,
-                waker: Mutex::new(waker),
-                pid: std::process::id(),
-            },
-            actual,
-        ))
+        let listener = Self {
+            socket,
+            waker: Mutex::new(waker),
+            pid: std::process::id(),
+        };
+        if let Some(backlog) = backlog {
+            // Dropping `listener` on failure removes a socket file it created.
+            listener.set_backlog(backlog)?;
+        }
+        Ok((listener, actual))
+    }
+
+    /// Calls `listen` again with `backlog` (clamped to `c_int`).
+    fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+        let fd = match &self.socket {
+            Socket::Tcp(l) => l.as_raw_fd(),
+            Socket::Unix(l, _) => l.as_raw_fd(),
+        };
+        let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fd` is the listening socket this value owns; `listen` only reads it.
+        if unsafe { libc::listen(fd, backlog) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Accepts one stream, waiting at most `timeout`; `None` on timeout, once

@@ -85,7 +85,14 @@ impl SysListener {
     /// case that connection cannot be made.
     pub(crate) const ACCEPT_SLICE: Option<Duration> = Some(Duration::from_secs(1));
 
-    pub(crate) fn bind(address: &Address) -> Result<(Self, Address), ListenerError> {
+    /// Binds `address`. `backlog` is not applied on Windows: a named-pipe listener keeps
+    /// one instance waiting (a client finding it taken waits in `WaitNamedPipe`, within its
+    /// connect timeout, until the next one is created), and Winsock ignores a second
+    /// `listen` on a listening socket, so a TCP listener keeps std's backlog (`SOMAXCONN`).
+    pub(crate) fn bind(
+        address: &Address,
+        _backlog: Option<u32>,
+    ) -> Result<(Self, Address), ListenerError> {
         let (socket, actual, wake_to) = match address {
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
