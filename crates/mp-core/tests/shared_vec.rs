@@ -36,8 +36,11 @@ fn svec_a_large_buffer_travels_as_a_handle_and_comes_back_to_the_same_mapping() 
             let back = here.recv_timeout(Duration::from_secs(10)).unwrap();
             assert_eq!(back.len(), n);
             assert_eq!(back[n - 1], (n as u64 - 1) * 3);
-            // This process maps a segment once: the buffer came back to the same memory.
-            assert_eq!(back.as_ptr(), v.as_ptr());
+            // This process maps a segment once (on Unix, where a segment has an identity:
+            // device and inode): the buffer came back to the same memory.
+            if cfg!(unix) {
+                assert_eq!(back.as_ptr(), v.as_ptr());
+            }
             drop(back);
         }
         drop(here);

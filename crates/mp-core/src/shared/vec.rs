@@ -5,8 +5,10 @@
 //! The elements live in an anonymous shared-memory segment of their own (a `memfd` on Linux,
 //! a pagefile-backed section on Windows). Sending a `SharedVec` in a message or a process
 //! argument sends the segment's handle and its length, a few bytes whatever the size; the
-//! receiver maps the same memory and reads it in place. A process maps a segment once: a
-//! buffer that comes back to a process that still holds it reuses that mapping.
+//! receiver maps the same memory and reads it in place. On Unix a process maps a segment
+//! once: a buffer that comes back to a process that still holds it reuses that mapping. On
+//! Windows a section has no cheap identity to look it up by, so a buffer that comes back is
+//! mapped again (the same memory at another address; the holder count stays right).
 //!
 //! # Who may write
 //!
