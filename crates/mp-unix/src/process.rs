@@ -21,7 +21,7 @@
 //! [`pid_plausible`] is the check; every function here applies it first.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Whether [`arm_parent_death_signal`] does anything here (Linux).
 pub const PARENT_DEATH_SIGNAL: bool = cfg!(mp_os = "linux");
@@ -166,6 +166,7 @@ pub fn thread_alive(tid: u32) -> bool {
 pub fn maps_object(pid: u32, fd: BorrowedFd<'_>) -> Option<bool> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
+        use std::os::fd::AsRawFd;
         if !pid_plausible(pid) {
             return Some(false);
         }

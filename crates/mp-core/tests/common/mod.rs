@@ -152,13 +152,27 @@ pub fn send_with_fds(sock: std::os::fd::RawFd, bytes: &[u8], fds: &[std::os::fd:
     }
 }
 
-/// How many descriptors of this process refer to `path`.
-#[cfg(target_os = "linux")]
+/// How many descriptors of this process refer to the file at `path` (same device and
+/// inode; every Unix: the descriptors are listed in `/dev/fd`).
+#[cfg(unix)]
 pub fn fds_to(path: &std::path::Path) -> usize {
-    std::fs::read_dir("/proc/self/fd")
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(path).unwrap();
+    let fds: Vec<i32> = std::fs::read_dir("/dev/fd")
         .unwrap()
         .flatten()
-        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.into_iter()
+        .filter(|&fd| {
+            // SAFETY: fstat fills a zeroed structure; a descriptor closed meanwhile (the one
+            // read_dir used) is an error, not undefined behaviour.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            (unsafe { libc::fstat(fd, &mut st) } == 0)
+                && st.st_dev as u64 == want.dev()
+                && st.st_ino as u64 == want.ino()
+        })
         .count()
 }
 
