@@ -5,6 +5,8 @@
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
+
 use crate::listener::auth::{self, TimedStream};
 use crate::manager::protocol::{
     BarrierOp, DictOp, EventOp, ListOp, LockOp, NsOp, QueueOp, Reply, Request, SemOp, ValueOp,
@@ -72,18 +74,20 @@ fn handshake(
 
 /// The listener's side of the handshake, with `input` as everything the client sends.
 pub fn handshake_listener(input: &[u8], key: &[u8]) -> Handshake {
-    handshake(input, |s| auth::serve(s, key, TIMEOUT))
+    handshake(input, |s| {
+        auth::serve(s, key, Deadline::after(TIMEOUT), || {})
+    })
 }
 
 /// The client's side of the handshake, with `input` as everything the listener sends.
 pub fn handshake_client(input: &[u8], key: &[u8]) -> Handshake {
-    handshake(input, |s| auth::answer(s, key, TIMEOUT))
+    handshake(input, |s| auth::answer(s, key, Deadline::after(TIMEOUT)))
 }
 
 /// Decodes `bytes` as a manager server decodes a request frame, then (for a call) its
 /// operation as every built-in type's; returns whether the request decoded.
 pub fn manager_request(bytes: &[u8]) -> bool {
-    let Ok(req) = postcard::from_bytes::<Request>(bytes) else {
+    let Ok(req) = crate::codec::decode::<Request>(bytes) else {
         return false;
     };
     if let Request::Call { op, .. } = &req {
@@ -103,7 +107,7 @@ pub fn manager_request(bytes: &[u8]) -> bool {
 /// Decodes `bytes` as a manager client decodes a reply frame, then its payload as the
 /// shapes replies take; returns whether the reply decoded.
 pub fn manager_reply(bytes: &[u8]) -> bool {
-    match postcard::from_bytes::<Reply>(bytes) {
+    match crate::codec::decode::<Reply>(bytes) {
         Ok(Reply::Ok(v)) => {
             let _ = crate::manager::client::decode_reply::<WireBlob>(&v);
             let _ = crate::manager::client::decode_reply::<Vec<WireBlob>>(&v);
