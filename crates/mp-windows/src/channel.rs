@@ -13,8 +13,9 @@ use mp_ipc::{Channel, IpcError};
 use windows_sys::Win32::Foundation::ERROR_TIMEOUT;
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_CONNECTION_ABORTED, ERROR_GRACEFUL_DISCONNECT,
-    ERROR_HANDLE_EOF, ERROR_NETNAME_DELETED, ERROR_NO_DATA, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED,
-    ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
+    ERROR_HANDLE_EOF, ERROR_NETNAME_DELETED, ERROR_NO_DATA, ERROR_OPERATION_ABORTED,
+    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE,
+    HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Networking::WinSock::{WSAECONNABORTED, WSAECONNRESET, WSAESHUTDOWN};
 use windows_sys::Win32::Storage::FileSystem::{
@@ -26,12 +27,13 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeInfo, PeekNamedPipe, PIPE_READMODE_BYTE,
     PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
 };
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use crate::handle::{
     duplicate_local, handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX,
 };
-use crate::io::{overlapped, overlapped_timeout, win_error};
-use crate::socket::{close_socket, duplicate_socket, socket_ready};
+use crate::io::{overlapped, overlapped_timeout, overlapped_watched, win_error};
+use crate::socket::{close_socket, duplicate_socket, socket_peer_gone, socket_ready};
 
 /// Bytes the system reserves for each direction of a pipe (a quota, not a hard limit).
 const PIPE_BUFFER: u32 = 64 * 1024;
@@ -308,10 +310,23 @@ impl PipeChannel {
             let len = data.len().min(IO_CHUNK) as u32;
             let ptr = data.as_ptr();
             // SAFETY: `data` outlives the write; `ov` lives until it completes.
-            match overlapped(h, |ov| unsafe {
+            let write = move |ov: *mut OVERLAPPED| unsafe {
                 WriteFile(h, ptr, len, std::ptr::null_mut(), ov)
-            }) {
+            };
+            let done = match self.kind {
+                Kind::Pipe => overlapped(h, write),
+                // A socket's peer may stop reading and close (a server refusing an oversized
+                // frame): the pending write must end then, whether or not the stack
+                // completes it with the reset.
+                Kind::Socket => {
+                    overlapped_watched(h, Duration::from_millis(50), || socket_peer_gone(h), write)
+                }
+            };
+            match done {
                 Ok(0) => return Err(IpcError::Io(io::ErrorKind::WriteZero.into())),
+                Err(ERROR_OPERATION_ABORTED) if self.kind == Kind::Socket => {
+                    return Err(IpcError::BrokenPipe)
+                }
                 Ok(n) => data = &data[(n as usize).min(data.len())..],
                 Err(e) if is_end_of_stream(e) || e == ERROR_NO_DATA => {
                     return Err(IpcError::BrokenPipe)

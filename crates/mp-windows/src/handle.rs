@@ -171,6 +171,39 @@ pub fn export(handles: &[RawHandle]) -> io::Result<(u32, Vec<u64>)> {
     Ok((unsafe { GetCurrentProcessId() }, values))
 }
 
+/// Waits, at most `grace`, until the receivers of this process's frames have taken (and so
+/// closed here) the duplicates [`export`]ed for them. A process that sends a handle and then
+/// exits at once would otherwise often be gone before its receiver reads the frame: a
+/// handle cannot be taken out of a process that has ended (`DuplicateHandle` then fails with
+/// `ERROR_ACCESS_DENIED`), and the frame arrives with its handles lost. Called on the way
+/// out of a process. A value that is still open after `grace` (a frame nobody reads, or a
+/// value reused by a later handle of this process) only costs that wait.
+pub fn linger_for_exports(grace: std::time::Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        let pending = {
+            let mut ex = exported();
+            let Exported { set, order, .. } = &mut *ex;
+            order.retain(|v| {
+                let mut flags = 0u32;
+                // SAFETY: GetHandleInformation only inspects this process's handle table.
+                let open = unsafe { GetHandleInformation(*v as usize as HANDLE, &mut flags) } != 0;
+                if !open {
+                    if let Some(set) = set.as_mut() {
+                        set.remove(v);
+                    }
+                }
+                open
+            });
+            !order.is_empty()
+        };
+        if !pending || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Closes duplicates made by [`export`] whose frame was not sent.
 pub fn unexport(values: &[u64]) {
     exported().remove(values);

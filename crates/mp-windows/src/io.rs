@@ -119,6 +119,52 @@ fn run<F: FnOnce(*mut OVERLAPPED) -> i32>(
     Ok(n)
 }
 
+/// Like [`overlapped`], but while the operation is pending, `gone()` is asked every
+/// `every`: once it says the other side has gone, the operation is cancelled and (unless it
+/// completed meanwhile: its result is returned then) the error is `ERROR_OPERATION_ABORTED`.
+/// For a write to a socket whose peer stopped reading and closed: the write would otherwise
+/// wait on a stack that may never report the reset (Wine does not, for a pending send).
+pub(crate) fn overlapped_watched<F: FnOnce(*mut OVERLAPPED) -> i32>(
+    h: HANDLE,
+    every: Duration,
+    mut gone: impl FnMut() -> bool,
+    start: F,
+) -> Result<u32, u32> {
+    let event = new_event()?;
+    let event = event.as_raw_handle();
+    // SAFETY: OVERLAPPED is plain data; all zeroes is its initial state.
+    let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
+    ov.hEvent = event;
+    if start(&mut ov) == 0 {
+        // SAFETY: reads the calling thread's last error.
+        let err = unsafe { GetLastError() };
+        if err != ERROR_IO_PENDING {
+            return Err(err);
+        }
+    }
+    let ms = crate::poll::wait_millis(Some(every));
+    loop {
+        // SAFETY: waits on this call's event, which the operation signals when it completes.
+        match unsafe { WaitForSingleObject(event, ms) } {
+            WAIT_TIMEOUT if !gone() => continue,
+            WAIT_TIMEOUT | WAIT_FAILED => {
+                // SAFETY: cancels only this operation; completion is still awaited below.
+                unsafe { CancelIoEx(h, &ov) };
+                break;
+            }
+            _ => break,
+        }
+    }
+    let mut n = 0u32;
+    // SAFETY: `ov` is the structure the operation was started with; waiting for completion
+    // (bWait) keeps it and the caller's buffer alive for the whole operation.
+    if unsafe { GetOverlappedResult(h, &ov, &mut n, 1) } == 0 {
+        // SAFETY: reads the calling thread's last error.
+        return Err(unsafe { GetLastError() });
+    }
+    Ok(n)
+}
+
 /// A Win32 error code as an `io::Error`.
 pub(crate) fn win_error(code: u32) -> io::Error {
     io::Error::from_raw_os_error(code as i32)

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_TIMEOUT, HANDLE};
 use windows_sys::Win32::Networking::WinSock::{
-    closesocket, WSAGetLastError, WSAPoll, WSAStartup, POLLRDNORM, SOCKET, SOCKET_ERROR, WSADATA,
-    WSAENOTSOCK, WSAPOLLFD,
+    closesocket, WSAGetLastError, WSAPoll, WSAStartup, POLLERR, POLLHUP, POLLRDNORM, SOCKET,
+    SOCKET_ERROR, WSADATA, WSAENOTSOCK, WSAPOLLFD,
 };
 use windows_sys::Win32::Storage::FileSystem::ReadFile;
 
@@ -71,6 +71,23 @@ pub(crate) fn socket_ready(h: HANDLE, timeout: Option<Duration>) -> io::Result<b
     }
     // Hang-up and errors count as ready: the read reports them.
     Ok(n > 0 && fd.revents != 0)
+}
+
+/// Whether the peer of socket `h` has reset or aborted the connection (`WSAPoll` reports an
+/// error or a hang-up), without waiting. `false` when this process's Winsock does not know
+/// the socket, or the question cannot be asked.
+pub(crate) fn socket_peer_gone(h: HANDLE) -> bool {
+    if winsock().is_err() {
+        return false;
+    }
+    let mut fd = WSAPOLLFD {
+        fd: sock(h),
+        events: POLLRDNORM,
+        revents: 0,
+    };
+    // SAFETY: one live WSAPOLLFD.
+    let n = unsafe { WSAPoll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & (POLLERR | POLLHUP) != 0
 }
 
 /// Readiness without Winsock, for a socket this process's Winsock does not know (Wine's, for

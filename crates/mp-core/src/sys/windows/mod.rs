@@ -222,9 +222,16 @@ pub(crate) fn at_exit(hook: extern "C" fn()) {
     }
 }
 
+/// How long a child that exits waits for the receivers of the handles it sent to take them
+/// (see `mp_windows::handle::linger_for_exports`).
+const EXPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ends a child the way `main` returning would: exit hooks first (which `ExitProcess`
 /// skips), then the exit itself.
 pub(crate) fn exit_process(code: i32) -> ! {
+    // Handles this process just sent (a `SharedVec`, a connection) are taken out of it by
+    // their receiver, which cannot once it has ended: give the receivers a moment.
+    mp_windows::handle::linger_for_exports(EXPORT_GRACE);
     run_exit_hooks();
     std::process::exit(code)
 }
