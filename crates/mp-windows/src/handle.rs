@@ -267,7 +267,13 @@ pub fn import(pid: u32, values: &[u64]) -> io::Result<Vec<OwnedHandle>> {
             )
         };
         if ok == 0 {
-            return Err(io::Error::last_os_error());
+            // A process that has ended can still be opened while a handle to it lives, but
+            // its handle table is gone: the duplication is denied.
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot take a handle from process {pid} (has it ended?): {e}"),
+            ));
         }
         // SAFETY: a fresh handle nobody else owns.
         out.push(unsafe { OwnedHandle::from_raw_handle(h) });
