@@ -88,9 +88,11 @@ def main():
     if rss is not None:
         emit("footprint.recv_child", "python", "MiB",
              "resident memory (VmRSS) of a spawned child waiting in recv_bytes", [rss])
+    # The manager's server was forked after the pipe was made and holds a copy of `here`:
+    # it must be gone before closing `here` can end the child's recv.
+    manager.shutdown()
     here.close()
     child.join()
-    manager.shutdown()
     pool.close()
     pool.join()
 

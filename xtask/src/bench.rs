@@ -176,7 +176,10 @@ pub fn run(args: &[String]) -> Result<()> {
             py.arg("--quick");
         }
         collect(rust, &mut results)?;
-        collect(py, &mut results)?;
+        // A failing Python side costs its rows, not the run.
+        if let Err(e) = collect(py, &mut results) {
+            eprintln!("-- the Python side of {group} failed, its rows are missing: {e:#}");
+        }
     }
     let load_after = loadavg();
 
@@ -205,18 +208,44 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Runs a benchmark program and adds the JSON lines of its stdout to `results`.
+/// How long one benchmark program (one group, one side) may run.
+const PROGRAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Runs a benchmark program and adds the JSON lines of its stdout to `results`; a program
+/// still running after [`PROGRAM_TIMEOUT`] is killed and is an error.
 pub(crate) fn collect(mut cmd: Command, results: &mut Results) -> Result<()> {
     let line = show(&cmd);
     eprintln!("$ {line}");
-    let out = cmd
+    let mut child = cmd
         .stderr(Stdio::inherit())
-        .output()
+        .stdout(Stdio::piped())
+        .spawn()
         .with_context(|| format!("could not run {line}"))?;
-    if !out.status.success() {
-        bail!("{line}: {}", out.status);
+    // Read stdout beside the wait, so a full pipe cannot stall the program.
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    // No benchmark program may hang the run: past the bound it is killed and reported.
+    let deadline = Instant::now() + PROGRAM_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{line}: still running after {PROGRAM_TIMEOUT:?}, killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stdout = reader.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{line}: {status}");
     }
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
+    for l in String::from_utf8_lossy(&stdout).lines() {
         let l = l.trim();
         if !l.starts_with('{') {
             continue;
