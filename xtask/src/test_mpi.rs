@@ -303,7 +303,9 @@ impl Hosts {
             let mut c = self.mpirun_cmd_within(root_args, n, program, args, NS_LIMIT);
             let line = show(&c);
             eprintln!("$ {line}");
-            let status = c.status().with_context(|| format!("could not run {line}"))?;
+            let status = c
+                .status()
+                .with_context(|| format!("could not run {line}"))?;
             if status.success() {
                 return Ok(());
             }
