@@ -232,10 +232,10 @@ impl Listener {
     ///         conn.send(&i).unwrap();
     ///     }
     /// });
-    /// for i in 0..4u32 {
-    ///     let conn = listener.accept::<u32>().unwrap();
-    ///     assert_eq!(conn.recv().unwrap(), i);
-    /// }
+    /// // Handshakes finish concurrently: clients may come back in any order.
+    /// let mut got: Vec<u32> = (0..4).map(|_| listener.accept::<u32>().unwrap().recv().unwrap()).collect();
+    /// got.sort_unstable();
+    /// assert_eq!(got, [0, 1, 2, 3]);
     /// clients.join().unwrap();
     /// ```
     pub fn bind_with_backlog(
