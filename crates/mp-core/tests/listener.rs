@@ -557,15 +557,9 @@ fn net_11_wait_over_accepted_connections() {
     });
 }
 
-fn connect_and_send_id(arg: (Address, u32)) {
-    let c = Client::connect::<u32>(&arg.0, Some(KEY)).unwrap();
-    c.send(&arg.1).unwrap();
-    // Stay until the listener has read it.
-    assert!(c.poll(SECS).unwrap());
-}
-
-/// [`connect_and_send_id`] against a listener whose queue may be full: a refused or cut
-/// connect (what a tiny backlog does to the clients beyond it) is tried again, for a minute.
+/// Connects, sends `arg.1` and stays until the listener has read it, against a listener
+/// whose queue may be full: a refused or cut connect (what a tiny backlog does to the
+/// clients beyond it) is tried again, for a minute.
 fn connect_retrying_and_send_id(arg: (Address, u32)) {
     let give_up = Instant::now() + Duration::from_secs(60);
     let c = loop {
