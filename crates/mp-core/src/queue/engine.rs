@@ -837,6 +837,22 @@ impl Core {
         Ok(cache)
     }
 
+    /// The spool's head offset and the bytes it holds from there, checked: offsets that
+    /// hold no whole frame header (damaged by a peer) are `Corrupt`.
+    fn spool_span(&self) -> Result<(u64, u64), GetError> {
+        let h = self.h();
+        let (head, tail) = (
+            h.get.head.load(Ordering::Relaxed),
+            h.put.tail.load(Ordering::Relaxed),
+        );
+        match tail.checked_sub(head).filter(|a| *a >= LEN as u64) {
+            Some(avail) => Ok((head, avail)),
+            None => Err(GetError::Corrupt(format!(
+                "spool offsets {head}..{tail} hold no frame"
+            ))),
+        }
+    }
+
     /// Moves the whole frames at the spool's head that are in the read-ahead copy (up to a
     /// ring's worth, none larger than a ring item may be) into the empty ring. Both locks
     /// held, the ring empty, the spool holding an item. Returns whether it moved any.
@@ -847,15 +863,7 @@ impl Core {
     /// leaves the spool as it was, after it the repair drops the moved frames from the spool.
     fn spool_to_ring(&self) -> Result<bool, GetError> {
         let h = self.h();
-        let (head, tail) = (
-            h.get.head.load(Ordering::Relaxed),
-            h.put.tail.load(Ordering::Relaxed),
-        );
-        let Some(avail) = tail.checked_sub(head).filter(|a| *a >= LEN as u64) else {
-            return Err(GetError::Corrupt(format!(
-                "spool offsets {head}..{tail} hold no frame"
-            )));
-        };
+        let (head, avail) = self.spool_span()?;
         let cache = self.spool_cache(head, avail)?;
         let start = (head - cache.start) as usize;
         let end = cache.bytes.len().min(start + avail as usize);
@@ -891,7 +899,7 @@ impl Core {
         h.put
             .spool_count
             .store(count.saturating_sub(frames) as u32, Ordering::Release);
-        self.reclaim(new_head, tail)?;
+        self.reclaim(new_head, head + avail)?;
         h.put.move_head.store(0, Ordering::Release);
         Ok(true)
     }
@@ -930,15 +938,7 @@ impl Core {
     /// an item.
     fn spool_take(&self) -> Result<Vec<u8>, GetError> {
         let h = self.h();
-        let (head, tail) = (
-            h.get.head.load(Ordering::Relaxed),
-            h.put.tail.load(Ordering::Relaxed),
-        );
-        let Some(avail) = tail.checked_sub(head).filter(|a| *a >= LEN as u64) else {
-            return Err(GetError::Corrupt(format!(
-                "spool offsets {head}..{tail} hold no frame"
-            )));
-        };
+        let (head, avail) = self.spool_span()?;
         let cache = self.spool_cache(head, avail)?;
         let at = (head - cache.start) as usize;
         let len = u64::from_le_bytes(cache.bytes[at..at + LEN].try_into().expect("8 bytes"));
@@ -965,7 +965,7 @@ impl Core {
         let new_head = head + (LEN + len) as u64;
         h.get.head.store(new_head, Ordering::Relaxed);
         h.put.spool_count.fetch_sub(1, Ordering::Release);
-        self.reclaim(new_head, tail)?;
+        self.reclaim(new_head, head + avail)?;
         Ok(buf)
     }
 
