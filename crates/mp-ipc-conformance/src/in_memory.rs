@@ -125,8 +125,15 @@ impl Channel for MemoryEnd {
         Ok(())
     }
 
-    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        self.rx.wait_readable(Deadline::NEVER);
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        if !self.rx.wait_readable(deadline) {
+            return Err(IpcError::Timeout);
+        }
         let mut s = self.rx.lock();
         let Some(front) = s.frames.front() else {
             return Err(IpcError::Eof);
@@ -139,7 +146,7 @@ impl Channel for MemoryEnd {
             return Err(IpcError::FrameTooLarge { len, max: max_len });
         }
         *buf = s.frames.pop_front().unwrap_or_default();
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {

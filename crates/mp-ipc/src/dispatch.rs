@@ -14,7 +14,7 @@
 //! # #[derive(Debug)] struct Null;
 //! # impl Channel for Null {
 //! #     fn send_frame(&self, _: &[&[u8]]) -> Result<(), IpcError> { Ok(()) }
-//! #     fn recv_frame(&self, _: &mut Vec<u8>, _: u64) -> Result<(), IpcError> { Err(IpcError::Eof) }
+//! #     fn recv_frame_until(&self, _: &mut Vec<u8>, _: u64, _: mp_ipc::deadline::Deadline) -> Result<Vec<OwnedHandle>, IpcError> { Err(IpcError::Eof) }
 //! #     fn poll(&self, _: Option<Duration>) -> Result<bool, IpcError> { Ok(true) }
 //! # }
 //! # impl Endpoint for Null {

@@ -102,10 +102,28 @@ pub trait Channel: Send {
     /// and a body without copying them together).
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError>;
 
-    /// Receives one frame into `buf` (cleared first). A frame longer than `max_len` is refused
-    /// with [`IpcError::FrameTooLarge`] before its body is read; the channel is then unusable
-    /// for reading, since its stream position is lost.
-    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError>;
+    /// Receives one frame into `buf` (cleared first), and the handles that came with it
+    /// (none for a plain frame), giving up at `deadline` with [`IpcError::Timeout`], also in
+    /// the middle of a frame whose header arrived but whose body stalls. A stream transport
+    /// keeps the part it received (and its handles) and the next receive continues it, so a
+    /// timeout loses nothing.
+    ///
+    /// The one receive every transport writes: the other receives are this one. A frame
+    /// longer than `max_len` is refused with [`IpcError::FrameTooLarge`] before its body is
+    /// read; the channel is then unusable for reading, since its stream position is lost.
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: deadline::Deadline,
+    ) -> Result<Vec<handle::OwnedHandle>, IpcError>;
+
+    /// Receives one frame into `buf`, waiting as long as it takes; handles that came with it
+    /// are closed.
+    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
+        self.recv_frame_until(buf, max_len, deadline::Deadline::NEVER)
+            .map(drop)
+    }
 
     /// Waits until a frame (or end of stream) can be read without blocking, for at most
     /// `timeout` (`None`: forever; zero: just look). Polling consumes nothing.
@@ -157,30 +175,13 @@ pub trait Channel: Send {
         Ok(frame::into_slice(v, out))
     }
 
-    /// Receives one frame and the handles that came with it (none for a plain frame).
+    /// Receives one frame and the handles that came with it (none for a plain frame),
+    /// waiting as long as it takes.
     fn recv_frame_with_handles(
         &self,
         buf: &mut Vec<u8>,
         max_len: u64,
     ) -> Result<Vec<handle::OwnedHandle>, IpcError> {
-        self.recv_frame(buf, max_len).map(|()| Vec::new())
-    }
-
-    /// [`recv_frame_with_handles`](Channel::recv_frame_with_handles) that gives up at
-    /// `deadline` with [`IpcError::Timeout`], also in the middle of a frame whose header
-    /// arrived but whose body stalls. A stream transport keeps the part it received (and
-    /// its handles) and the next receive continues it, so a timeout loses nothing.
-    ///
-    /// The default waits for the start of a frame only; the transports of mp override it.
-    fn recv_frame_until(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-        deadline: deadline::Deadline,
-    ) -> Result<Vec<handle::OwnedHandle>, IpcError> {
-        if !self.poll(deadline.remaining())? {
-            return Err(IpcError::Timeout);
-        }
-        self.recv_frame_with_handles(buf, max_len)
+        self.recv_frame_until(buf, max_len, deadline::Deadline::NEVER)
     }
 }

@@ -20,6 +20,7 @@
 //! no value can make it panic or index out of the ring. Every wait has a deadline or ends
 //! when the peer is gone.
 
+use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -232,6 +233,29 @@ pub(crate) fn round_cap(cap: usize) -> usize {
     cap.clamp(MIN_RING, MAX_RING).next_power_of_two()
 }
 
+/// What a process receiving an end needs besides its handles: the side and the capacity
+/// (the inverse of [`read_description`]).
+pub(crate) fn description(side: u8, cap: usize) -> Vec<u8> {
+    let mut v = vec![side];
+    v.extend_from_slice(&(cap as u64).to_le_bytes());
+    v
+}
+
+/// Reads a [`description`] received from another process: the side and a checked capacity,
+/// or an `InvalidData` error.
+pub(crate) fn read_description(desc: &[u8]) -> io::Result<(u8, usize)> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let [side @ (0 | 1), cap @ ..] = desc else {
+        return Err(bad("bad shared-memory channel description"));
+    };
+    let cap: [u8; 8] = cap
+        .try_into()
+        .map_err(|_| bad("bad shared-memory channel description"))?;
+    let cap =
+        valid_cap(u64::from_le_bytes(cap)).ok_or_else(|| bad("bad shared-memory ring capacity"))?;
+    Ok((*side, cap))
+}
+
 /// Holds one side's lock; released on drop.
 pub(crate) struct SideGuard<'a>(&'a Side);
 
@@ -360,6 +384,30 @@ pub(crate) trait RingEnd {
     fn before_arm(&self) {}
     /// Sleeps until the doorbell rings, the peer may have gone, or `slice` has passed.
     fn sleep(&self, slice: Duration) -> Result<(), IpcError>;
+
+    /// Marks a new segment as a channel of this ring's capacity (what
+    /// [`check_segment`](RingEnd::check_segment) checks).
+    fn init_segment(&self) {
+        self.meta().magic.store(MAGIC, Ordering::Relaxed);
+        self.meta()
+            .cap
+            .store(self.ring().cap as u64, Ordering::Release);
+    }
+
+    /// Checks that a segment received from another process is a channel of this ring's
+    /// capacity (its magic and recorded capacity), or an `InvalidData` error.
+    fn check_segment(&self) -> io::Result<()> {
+        let meta = self.meta();
+        if meta.magic.load(Ordering::Acquire) != MAGIC
+            || meta.cap.load(Ordering::Acquire) != self.ring().cap as u64
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the segment is not a shared-memory channel of this size",
+            ));
+        }
+        Ok(())
+    }
 
     fn meta(&self) -> &Meta {
         // SAFETY: offset 0 is inside the mapping, page-aligned, and Meta is all atomics.

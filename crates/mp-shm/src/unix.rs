@@ -17,7 +17,7 @@ use mp_unix::UnixChannel;
 
 #[cfg(test)]
 use crate::ring::MIN_RING;
-use crate::ring::{corrupt, round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
+use crate::ring::{corrupt, description, read_description, round_cap, total_len, Ring, RingEnd};
 
 /// The start of the body of the companion frame that carries a frame's descriptors; the
 /// ring position of that frame's header follows (8 bytes, little-endian).
@@ -112,8 +112,7 @@ impl ShmChannel {
         let fd2 = mem.fd.try_clone()?;
         let (s0, s1) = UnixChannel::pair()?;
         let a = Self::wrap(mem, s0, 0, cap);
-        a.meta().magic.store(MAGIC, Ordering::Relaxed);
-        a.meta().cap.store(cap as u64, Ordering::Release);
+        a.init_segment();
         let b = Self::wrap(Mem::map(fd2, total_len(cap))?, s1, 1, cap);
         Ok((a, b))
     }
@@ -147,9 +146,7 @@ impl ShmChannel {
 
     /// What a receiving process needs besides the handles: the side and the capacity.
     pub fn describe(&self) -> Vec<u8> {
-        let mut v = vec![self.ring.side];
-        v.extend_from_slice(&(self.ring.cap as u64).to_le_bytes());
-        v
+        description(self.ring.side, self.ring.cap)
     }
 
     /// Rebuilds an end from [`handles`](ShmChannel::handles) (owned copies, same order) and
@@ -161,23 +158,10 @@ impl ShmChannel {
         let [mem_fd, sock]: [OwnedFd; 2] = handles
             .try_into()
             .map_err(|_| bad("a shared-memory channel needs exactly two handles"))?;
-        let [side, c0, c1, c2, c3, c4, c5, c6, c7] = desc else {
-            return Err(bad("bad shared-memory channel description"));
-        };
-        if *side > 1 {
-            return Err(bad("bad shared-memory channel description"));
-        }
-        let cap = valid_cap(u64::from_le_bytes([*c0, *c1, *c2, *c3, *c4, *c5, *c6, *c7]))
-            .ok_or_else(|| bad("bad shared-memory ring capacity"))?;
+        let (side, cap) = read_description(desc)?;
         let mem = Mem::map(mem_fd, total_len(cap))?;
-        let ch = Self::wrap(mem, UnixChannel::from_fd(sock)?, *side, cap);
-        if ch.meta().magic.load(Ordering::Acquire) != MAGIC
-            || ch.meta().cap.load(Ordering::Acquire) != cap as u64
-        {
-            return Err(bad(
-                "the segment is not a shared-memory channel of this size",
-            ));
-        }
+        let ch = Self::wrap(mem, UnixChannel::from_fd(sock)?, side, cap);
+        ch.check_segment()?;
         Ok(ch)
     }
 
@@ -397,31 +381,10 @@ impl RingEnd for ShmChannel {
     }
 }
 
-impl ShmChannel {
-    /// The receive of every [`Channel`] method: the ring's, with the descriptors of frames
-    /// that announce some (and no others) from the companion.
-    fn recv_until(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-        deadline: Deadline,
-    ) -> Result<Vec<OwnedFd>, IpcError> {
-        self.recv_ring(buf, max_len, 0, deadline, |at, has_handles| {
-            self.frame_fds(at, has_handles, deadline)
-        })
-        .map(|(_, fds)| fds)
-    }
-}
-
 impl Channel for ShmChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
-    }
-
-    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        // Handles nobody asked for are closed here.
-        self.recv_until(buf, max_len, Deadline::NEVER).map(drop)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
@@ -445,21 +408,18 @@ impl Channel for ShmChannel {
         self.prepare_wait()
     }
 
-    fn recv_frame_with_handles(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-    ) -> Result<Vec<OwnedFd>, IpcError> {
-        self.recv_until(buf, max_len, Deadline::NEVER)
-    }
-
+    /// The receive of every [`Channel`] method: the ring's, with the descriptors of frames
+    /// that announce some (and no others) from the companion.
     fn recv_frame_until(
         &self,
         buf: &mut Vec<u8>,
         max_len: u64,
         deadline: Deadline,
     ) -> Result<Vec<OwnedFd>, IpcError> {
-        self.recv_until(buf, max_len, deadline)
+        self.recv_ring(buf, max_len, 0, deadline, |at, has_handles| {
+            self.frame_fds(at, has_handles, deadline)
+        })
+        .map(|(_, fds)| fds)
     }
 
     fn recv_frame_into(
@@ -474,7 +434,7 @@ impl Channel for ShmChannel {
             return Ok(Ok(n));
         }
         let mut v = Vec::new();
-        drop(self.recv_until(&mut v, max_len, Deadline::NEVER)?);
+        drop(self.recv_frame_until(&mut v, max_len, Deadline::NEVER)?);
         Ok(mp_ipc::frame::into_slice(v, out))
     }
 }

@@ -39,7 +39,7 @@ use mp_windows::PipeChannel;
 
 #[cfg(test)]
 use crate::ring::MIN_RING;
-use crate::ring::{round_cap, total_len, valid_cap, Ring, RingEnd, MAGIC};
+use crate::ring::{description, read_description, round_cap, total_len, Ring, RingEnd};
 
 /// How long a sleeper woken by the end of the peer's process waits for the system to close
 /// that process's handles (and so break the companion pipe) before it concludes that the
@@ -132,8 +132,7 @@ impl ShmChannel {
         let (e0b, e1b) = (e0.try_clone()?, e1.try_clone()?);
         let (p0, p1) = PipeChannel::pair()?;
         let a = Self::wrap(View::map(section, total_len(cap))?, e0, e1, p0, 0, cap);
-        a.meta().magic.store(MAGIC, Ordering::Relaxed);
-        a.meta().cap.store(cap as u64, Ordering::Release);
+        a.init_segment();
         let b = Self::wrap(View::map(section2, total_len(cap))?, e1b, e0b, p1, 1, cap);
         a.register();
         b.register();
@@ -191,9 +190,7 @@ impl ShmChannel {
 
     /// What a receiving process needs besides the handles: the side and the capacity.
     pub fn describe(&self) -> Vec<u8> {
-        let mut v = vec![self.ring.side];
-        v.extend_from_slice(&(self.ring.cap as u64).to_le_bytes());
-        v
+        description(self.ring.side, self.ring.cap)
     }
 
     /// Rebuilds an end from [`handles`](ShmChannel::handles) (owned copies, same order) and
@@ -205,30 +202,17 @@ impl ShmChannel {
         let [section, mine, theirs, link]: [OwnedHandle; 4] = handles
             .try_into()
             .map_err(|_| bad("a shared-memory channel needs exactly four handles"))?;
-        let [side, c0, c1, c2, c3, c4, c5, c6, c7] = desc else {
-            return Err(bad("bad shared-memory channel description"));
-        };
-        if *side > 1 {
-            return Err(bad("bad shared-memory channel description"));
-        }
-        let cap = valid_cap(u64::from_le_bytes([*c0, *c1, *c2, *c3, *c4, *c5, *c6, *c7]))
-            .ok_or_else(|| bad("bad shared-memory ring capacity"))?;
+        let (side, cap) = read_description(desc)?;
         let view = View::map(section, total_len(cap))?;
         let ch = Self::wrap(
             view,
             Event::from_handle(mine)?,
             Event::from_handle(theirs)?,
             PipeChannel::from_handle(link)?,
-            *side,
+            side,
             cap,
         );
-        if ch.meta().magic.load(Ordering::Acquire) != MAGIC
-            || ch.meta().cap.load(Ordering::Acquire) != cap as u64
-        {
-            return Err(bad(
-                "the section is not a shared-memory channel of this size",
-            ));
-        }
+        ch.check_segment()?;
         ch.register();
         // A peer already asleep re-reads the hint and watches this process from now on.
         ch.theirs.set();
@@ -370,35 +354,10 @@ impl RingEnd for ShmChannel {
     }
 }
 
-impl ShmChannel {
-    /// The receive of every [`Channel`] method: the ring's, then the handle prefix of a
-    /// frame that announces handles taken off its body.
-    fn recv_until(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-        deadline: Deadline,
-    ) -> Result<Vec<OwnedHandle>, IpcError> {
-        let (has_handles, _) =
-            self.recv_ring(buf, max_len, HANDLE_PREFIX_MAX, deadline, |_, _| {
-                Ok(Vec::new())
-            })?;
-        if !has_handles {
-            return Ok(Vec::new());
-        }
-        take_handle_prefix(buf, max_len)
-    }
-}
-
 impl Channel for ShmChannel {
     fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
-    }
-
-    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        // Handles nobody asked for are closed here.
-        self.recv_until(buf, max_len, Deadline::NEVER).map(drop)
     }
 
     fn send_frame_with_handles(
@@ -418,21 +377,22 @@ impl Channel for ShmChannel {
             .inspect_err(|_| unexport(&values))
     }
 
-    fn recv_frame_with_handles(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-    ) -> Result<Vec<OwnedHandle>, IpcError> {
-        self.recv_until(buf, max_len, Deadline::NEVER)
-    }
-
+    /// The receive of every [`Channel`] method: the ring's, then the handle prefix of a
+    /// frame that announces handles taken off its body.
     fn recv_frame_until(
         &self,
         buf: &mut Vec<u8>,
         max_len: u64,
         deadline: Deadline,
     ) -> Result<Vec<OwnedHandle>, IpcError> {
-        self.recv_until(buf, max_len, deadline)
+        let (has_handles, _) =
+            self.recv_ring(buf, max_len, HANDLE_PREFIX_MAX, deadline, |_, _| {
+                Ok(Vec::new())
+            })?;
+        if !has_handles {
+            return Ok(Vec::new());
+        }
+        take_handle_prefix(buf, max_len)
     }
 
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
@@ -452,7 +412,7 @@ impl Channel for ShmChannel {
             return Ok(Ok(n));
         }
         let mut v = Vec::new();
-        drop(self.recv_until(&mut v, max_len, Deadline::NEVER)?);
+        drop(self.recv_frame_until(&mut v, max_len, Deadline::NEVER)?);
         Ok(mp_ipc::frame::into_slice(v, out))
     }
 }

@@ -588,11 +588,6 @@ impl Channel for UnixChannel {
         }
     }
 
-    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        // Handles nobody asked for are closed here.
-        self.recv_frame_with_handles(buf, max_len).map(drop)
-    }
-
     fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
         if self.has_buffered() {
             return Ok(true);
@@ -613,14 +608,6 @@ impl Channel for UnixChannel {
         all.push(&prefix[sent..]);
         all.extend_from_slice(parts);
         send_all(self.as_raw_fd(), &all)
-    }
-
-    fn recv_frame_with_handles(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-    ) -> Result<Vec<OwnedFd>, IpcError> {
-        self.recv_frame_until(buf, max_len, Deadline::NEVER)
     }
 
     fn recv_frame_until(

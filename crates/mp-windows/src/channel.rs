@@ -479,11 +479,6 @@ impl Channel for PipeChannel {
         Ok(())
     }
 
-    fn recv_frame(&self, buf: &mut Vec<u8>, max_len: u64) -> Result<(), IpcError> {
-        // Handles nobody asked for are closed here.
-        self.recv_frame_with_handles(buf, max_len).map(drop)
-    }
-
     /// A frame with handles: the header (handles flag set), then a body that starts with
     /// the [`handle_prefix`] (the sender's pid and the values to import from it). Only pipes
     /// carry handles: a socket may lead to another machine.
@@ -510,14 +505,6 @@ impl Channel for PipeChannel {
             frame.extend_from_slice(p);
         }
         self.write_all(&frame).inspect_err(|_| unexport(&values))
-    }
-
-    fn recv_frame_with_handles(
-        &self,
-        buf: &mut Vec<u8>,
-        max_len: u64,
-    ) -> Result<Vec<OwnedHandle>, IpcError> {
-        self.recv_frame_until(buf, max_len, Deadline::NEVER)
     }
 
     fn recv_frame_until(

@@ -55,8 +55,10 @@
 mod accept;
 pub(crate) mod auth;
 mod error;
-pub(crate) use crate::sys::{SysListener, SysStream};
+mod stream;
+pub(crate) use crate::sys::SysListener;
 pub(crate) use auth::TimedStream;
+pub(crate) use stream::SysStream;
 pub mod python;
 
 use std::fmt;

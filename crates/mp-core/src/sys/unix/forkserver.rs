@@ -116,7 +116,7 @@ fn set_sigchld(handler: libc::sighandler_t) {
 
 /// The server's loop; runs in the server process and never returns.
 pub(crate) fn serve(ctl: Chan) -> ! {
-    super::prepare_child_runtime();
+    crate::sys::prepare_child_runtime();
     let [wake_r, wake_w] = match self_pipe() {
         Ok(p) => p,
         Err(e) => {

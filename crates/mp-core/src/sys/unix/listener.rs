@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
 
-use crate::listener::{Address, ListenerError, TimedStream};
+use crate::listener::{Address, ListenerError, SysStream};
 
 /// A bound, listening socket (non-blocking, so an accept after a readiness wait never
 /// blocks), and a socket pair that wakes a thread waiting in [`accept`](Self::accept).
@@ -26,13 +26,6 @@ enum Socket {
     Tcp(TcpListener),
     /// The path to unlink when the listener is dropped (not for abstract names).
     Unix(UnixListener, Option<PathBuf>),
-}
-
-/// A connected stream socket, before it becomes a connection.
-#[derive(Debug)]
-pub(crate) enum SysStream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -132,15 +125,11 @@ impl SysListener {
                 return Ok(None);
             }
             let r = match &self.socket {
-                Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
+                Socket::Tcp(l) => l.accept().and_then(|(s, _)| SysStream::accepted_tcp(s)),
+                Socket::Unix(l, _) => l.accept().and_then(|(s, _)| {
                     // Some systems pass the listener's non-blocking mode on.
                     s.set_nonblocking(false)?;
-                    let _ = s.set_nodelay(true);
-                    Ok(SysStream::Tcp(s))
-                }),
-                Socket::Unix(l, _) => l.accept().and_then(|(s, _)| {
-                    s.set_nonblocking(false)?;
-                    Ok(SysStream::Unix(s))
+                    Ok(SysStream::Local(LocalStream(s)))
                 }),
             };
             match r {
@@ -193,105 +182,62 @@ impl Drop for SysListener {
     }
 }
 
-impl SysStream {
-    /// The peer's address, if it has one a client could be told about.
-    pub(crate) fn peer_address(&self) -> Option<Address> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().ok().map(Address::Tcp),
-            Self::Unix(s) => s
-                .peer_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| Address::Unix(p.to_path_buf()))),
-        }
-    }
+/// The local stream of this platform: a Unix domain socket (a path, or an abstract name on
+/// Linux).
+#[derive(Debug)]
+pub(crate) struct LocalStream(UnixStream);
 
+impl LocalStream {
     pub(crate) fn connect(
         address: &Address,
-        timeout: Option<Duration>,
+        _timeout: Option<Duration>,
     ) -> Result<Self, ListenerError> {
         match address {
-            Address::Tcp(a) => {
-                let s = match timeout {
-                    Some(t) => TcpStream::connect_timeout(a, t).map_err(|e| {
-                        if e.kind() == io::ErrorKind::TimedOut {
-                            ListenerError::Timeout
-                        } else {
-                            e.into()
-                        }
-                    })?,
-                    None => TcpStream::connect(a)?,
-                };
-                let _ = s.set_nodelay(true);
-                Ok(Self::Tcp(s))
-            }
-            Address::Unix(p) => Ok(Self::Unix(UnixStream::connect(p)?)),
+            Address::Unix(p) => Ok(Self(UnixStream::connect(p)?)),
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Address::Abstract(name) => {
-                Ok(Self::Unix(UnixStream::connect_addr(&abstract_addr(name)?)?))
-            }
+            Address::Abstract(name) => Ok(Self(UnixStream::connect_addr(&abstract_addr(name)?)?)),
             other => Err(ListenerError::InvalidFamily(other.to_string())),
         }
     }
 
+    pub(crate) fn peer_address(&self) -> Option<Address> {
+        let a = self.0.peer_addr().ok()?;
+        a.as_pathname().map(|p| Address::Unix(p.to_path_buf()))
+    }
+
     pub(crate) fn into_handle(self) -> OwnedFd {
-        match self {
-            Self::Tcp(s) => s.into(),
-            Self::Unix(s) => s.into(),
-        }
+        self.0.into()
     }
 
     pub(crate) fn try_clone(&self) -> io::Result<Self> {
-        Ok(match self {
-            Self::Tcp(s) => Self::Tcp(s.try_clone()?),
-            Self::Unix(s) => Self::Unix(s.try_clone()?),
-        })
+        self.0.try_clone().map(Self)
     }
 
-    /// Shuts both directions down: the peer sees end of stream, our blocked reads return.
     pub(crate) fn shutdown(&self) {
-        let _ = match self {
-            Self::Tcp(s) => s.shutdown(Shutdown::Both),
-            Self::Unix(s) => s.shutdown(Shutdown::Both),
-        };
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+
+    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    pub(crate) fn set_io_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.0.set_read_timeout(t)?;
+        self.0.set_write_timeout(t)
     }
 }
 
-impl Read for SysStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
-            Self::Unix(s) => s.read(buf),
-        }
-    }
+/// A TCP stream's descriptor, owned.
+pub(crate) fn tcp_into_handle(s: TcpStream) -> OwnedFd {
+    s.into()
 }
 
-impl Write for SysStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            Self::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl TimedStream for SysStream {
-    fn set_io_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Self::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-        }
-    }
-}
+/// Nothing more to do on Unix after `shutdown` of a TCP stream.
+pub(crate) fn tcp_shutdown(_s: &TcpStream) {}
 
 /// A fresh local address named `name`: a Unix socket path in the temporary directory.
 pub(crate) fn unique_local_address(name: &str) -> Address {

@@ -1,38 +1,18 @@
 //! Unix: Unix domain socket channels, descriptor passing, `fork`, `exec` and `waitpid`.
 
-mod forkserver;
-mod handoff;
-mod listener;
-mod memory;
-mod os;
-mod spool;
-mod start;
+pub(super) mod forkserver;
+pub(super) mod handoff;
+pub(super) mod listener;
+pub(super) mod memory;
+pub(super) mod os;
+pub(super) mod spool;
+pub(super) mod start;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use mp_ipc::{Channel, IpcError};
-
-pub(crate) use forkserver::{
-    serve as serve_forkserver, server_pid as forkserver_pid, start as start_forkserver,
-};
-pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
-pub(crate) use listener::{unique_local_address, SysListener, SysStream};
-pub(crate) use memory::{
-    current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_identity, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
-    shm_untrack, thread_alive,
-};
-
-pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,
-    physical_memory, prepare_child_runtime, send_signal,
-};
-pub(crate) use spool::{
-    spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
-};
-pub(crate) use start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
 
 use crate::StartMethod;
 

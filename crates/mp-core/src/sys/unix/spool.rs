@@ -30,16 +30,7 @@ pub(crate) fn spool_write_at(fd: &OwnedFd, buf: &[u8], offset: u64) -> io::Resul
 /// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at the end).
 pub(crate) fn spool_read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let file = as_file(fd);
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
+    crate::sys::read_full_at(|b, at| file.read_at(b, at), buf, offset)
 }
 
 /// Sets the spool's length (shrinking frees its memory).

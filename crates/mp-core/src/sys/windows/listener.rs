@@ -7,9 +7,9 @@
 //! them apart for readiness (`PeekNamedPipe` or `WSAPoll`) and closing.
 
 use std::cell::Cell;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::{AsRawHandle, AsRawSocket, FromRawHandle, IntoRawSocket, RawHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use mp_ipc::deadline::Deadline;
 use mp_ipc::handle::OwnedHandle;
 use mp_windows::named_pipe::{self, PipeListener};
 
-use crate::listener::{Address, ListenerError, TimedStream};
+use crate::listener::{Address, ListenerError, SysStream};
 
 /// A bound, listening socket or named pipe, and the address a connection that wakes its
 /// accept thread goes to.
@@ -35,16 +35,9 @@ enum Socket {
     Pipe(PipeListener),
 }
 
-/// A connected stream, before it becomes a connection.
+/// The local stream of this platform: one end of a connected named-pipe instance.
 #[derive(Debug)]
-pub(crate) enum SysStream {
-    Tcp(TcpStream),
-    Pipe(PipeStream),
-}
-
-/// One end of a connected named-pipe instance.
-#[derive(Debug)]
-pub(crate) struct PipeStream {
+pub(crate) struct LocalStream {
     handle: OwnedHandle,
     /// The listener's end (which can disconnect the client), not the client's.
     listener_end: bool,
@@ -52,7 +45,7 @@ pub(crate) struct PipeStream {
     timeout: Cell<Option<Duration>>,
 }
 
-impl PipeStream {
+impl LocalStream {
     fn new(handle: OwnedHandle, listener_end: bool) -> Self {
         Self {
             handle,
@@ -66,14 +59,6 @@ impl PipeStream {
 fn pipe_error(e: io::Error) -> ListenerError {
     if e.kind() == io::ErrorKind::InvalidInput {
         ListenerError::InvalidAddress(e.to_string())
-    } else {
-        e.into()
-    }
-}
-
-fn timeout_error(e: io::Error) -> ListenerError {
-    if e.kind() == io::ErrorKind::TimedOut {
-        ListenerError::Timeout
     } else {
         e.into()
     }
@@ -146,7 +131,7 @@ impl SysListener {
         match &self.socket {
             Socket::Pipe(l) => Ok(l
                 .accept(timeout)?
-                .map(|h| SysStream::Pipe(PipeStream::new(h, true)))),
+                .map(|h| SysStream::Local(LocalStream::new(h, true)))),
             Socket::Tcp(l) => {
                 let deadline = Deadline::from_timeout(timeout);
                 let socket = l.as_raw_socket() as RawHandle;
@@ -155,12 +140,7 @@ impl SysListener {
                         return Ok(None);
                     }
                     match l.accept() {
-                        Ok((s, _)) => {
-                            // An accepted socket inherits the listener's non-blocking mode.
-                            s.set_nonblocking(false)?;
-                            let _ = s.set_nodelay(true);
-                            return Ok(Some(SysStream::Tcp(s)));
-                        }
+                        Ok((s, _)) => return SysStream::accepted_tcp(s).map(Some),
                         // Taken by another accept, or the client gave up meanwhile.
                         Err(e)
                             if matches!(
@@ -195,112 +175,72 @@ impl SysListener {
     }
 }
 
-impl SysStream {
-    /// The peer's address, if it has one a client could be told about (TCP only: a
-    /// named-pipe client has none).
-    pub(crate) fn peer_address(&self) -> Option<Address> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().ok().map(Address::Tcp),
-            Self::Pipe(_) => None,
-        }
-    }
-
+impl LocalStream {
     pub(crate) fn connect(
         address: &Address,
         timeout: Option<Duration>,
     ) -> Result<Self, ListenerError> {
         match address {
-            Address::Tcp(a) => {
-                let s = match timeout {
-                    Some(t) => TcpStream::connect_timeout(a, t).map_err(timeout_error)?,
-                    None => TcpStream::connect(a)?,
-                };
-                let _ = s.set_nodelay(true);
-                Ok(Self::Tcp(s))
-            }
             Address::Pipe(name) => {
                 let h = named_pipe::connect(name, timeout).map_err(|e| match e.kind() {
                     io::ErrorKind::InvalidInput => pipe_error(e),
-                    _ => timeout_error(e),
+                    io::ErrorKind::TimedOut => ListenerError::Timeout,
+                    _ => e.into(),
                 })?;
-                Ok(Self::Pipe(PipeStream::new(h, false)))
+                Ok(Self::new(h, false))
             }
             other => Err(ListenerError::InvalidFamily(other.to_string())),
         }
     }
 
+    /// None: a named-pipe client has no address a client could be told about.
+    pub(crate) fn peer_address(&self) -> Option<Address> {
+        None
+    }
+
     pub(crate) fn into_handle(self) -> OwnedHandle {
-        match self {
-            // SAFETY: the socket's ownership moves into the handle; the channel made from it
-            // knows it is a socket and closes it with `closesocket`.
-            Self::Tcp(s) => unsafe { OwnedHandle::from_raw_handle(s.into_raw_socket() as _) },
-            Self::Pipe(p) => p.handle,
-        }
+        self.handle
     }
 
     pub(crate) fn try_clone(&self) -> io::Result<Self> {
-        Ok(match self {
-            Self::Tcp(s) => Self::Tcp(s.try_clone()?),
-            Self::Pipe(p) => Self::Pipe(PipeStream {
-                handle: mp_windows::handle::duplicate_local(p.handle.as_raw_handle())?,
-                listener_end: p.listener_end,
-                timeout: Cell::new(p.timeout.get()),
-            }),
+        Ok(Self {
+            handle: mp_windows::handle::duplicate_local(self.handle.as_raw_handle())?,
+            listener_end: self.listener_end,
+            timeout: Cell::new(self.timeout.get()),
         })
     }
 
-    /// Ends the connection: the peer sees end of stream (a TCP peer at once, a pipe client
-    /// when this is the listener's end), and our reads in progress return.
+    /// The client sees end of stream when this is the listener's end; our reads in
+    /// progress return.
     pub(crate) fn shutdown(&self) {
-        match self {
-            Self::Tcp(s) => {
-                let _ = s.shutdown(Shutdown::Both);
-                named_pipe::shut_down(s.as_raw_socket() as RawHandle, false);
-            }
-            Self::Pipe(p) => named_pipe::shut_down(p.handle.as_raw_handle(), p.listener_end),
-        }
-    }
-}
-
-impl Read for SysStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
-            Self::Pipe(p) => {
-                named_pipe::read_timeout(p.handle.as_raw_handle(), buf, p.timeout.get())
-            }
-        }
-    }
-}
-
-impl Write for SysStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            Self::Pipe(p) => {
-                named_pipe::write_timeout(p.handle.as_raw_handle(), buf, p.timeout.get())
-            }
-        }
+        named_pipe::shut_down(self.handle.as_raw_handle(), self.listener_end)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        named_pipe::read_timeout(self.handle.as_raw_handle(), buf, self.timeout.get())
+    }
+
+    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        named_pipe::write_timeout(self.handle.as_raw_handle(), buf, self.timeout.get())
+    }
+
+    pub(crate) fn set_io_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.timeout.set(t);
         Ok(())
     }
 }
 
-impl TimedStream for SysStream {
-    fn set_io_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Self::Pipe(p) => {
-                p.timeout.set(t);
-                Ok(())
-            }
-        }
-    }
+/// A TCP socket as an owned handle (the channel made from it knows it is a socket and closes
+/// it with `closesocket`).
+pub(crate) fn tcp_into_handle(s: TcpStream) -> OwnedHandle {
+    // SAFETY: the socket's ownership moves into the handle.
+    unsafe { OwnedHandle::from_raw_handle(s.into_raw_socket() as _) }
+}
+
+/// After `shutdown` of a TCP stream: cancels our reads in progress (overlapped I/O does not
+/// return on `shutdown` alone).
+pub(crate) fn tcp_shutdown(s: &TcpStream) {
+    named_pipe::shut_down(s.as_raw_socket() as RawHandle, false);
 }
 
 /// A fresh local address named `name`: a named pipe `\\.\pipe\name`.

@@ -3,38 +3,19 @@
 //!
 //! Only the spawn start method exists: there is no `fork` on Windows.
 
-mod handoff;
-mod listener;
-mod memory;
-mod os;
-mod spool;
-mod start;
+pub(super) mod forkserver;
+pub(super) mod handoff;
+pub(super) mod listener;
+pub(super) mod memory;
+pub(super) mod os;
+pub(super) mod spool;
+pub(super) mod start;
 
 use std::io;
 use std::time::Duration;
 
 use mp_ipc::handle::{AsRawHandle, OwnedHandle, RawHandle};
 use mp_ipc::IpcError;
-
-pub(crate) use handoff::{duplicate_handle, handoff_lock_for_fork, Exporter, Importer, Ticket};
-pub(crate) use listener::{unique_local_address, SysListener, SysStream};
-pub(crate) use memory::{
-    current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_identity, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
-    shm_untrack, thread_alive,
-};
-
-pub(crate) use os::{
-    current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,
-    physical_memory, prepare_child_runtime, send_signal,
-};
-pub(crate) use spool::{
-    spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
-};
-pub(crate) use start::{
-    close_inherited, fork_child, forkserver_pid, serve_forkserver, spawn_child, start_forkserver,
-    Exit, Waiter,
-};
 
 use crate::StartMethod;
 

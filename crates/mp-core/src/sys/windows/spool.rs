@@ -52,16 +52,7 @@ pub(crate) fn spool_write_at(h: &OwnedHandle, mut buf: &[u8], mut offset: u64) -
 /// Reads up to `buf.len()` bytes at `offset`; returns how many (fewer only at the end).
 pub(crate) fn spool_read_at(h: &OwnedHandle, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let file = as_file(h);
-    let mut got = 0;
-    while got < buf.len() {
-        match file.seek_read(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
+    crate::sys::read_full_at(|b, at| file.seek_read(b, at), buf, offset)
 }
 
 /// Sets the spool's length (shrinking frees its space).

@@ -150,7 +150,7 @@ pub(crate) fn spawn_child(
     ))
 }
 
-fn unsupported(what: &str) -> io::Error {
+pub(super) fn unsupported(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!("{what} is not available on Windows"),
@@ -167,22 +167,6 @@ pub(crate) fn fork_child(
 
 /// Only meaningful after fork; nothing to do on Windows.
 pub(crate) fn close_inherited(_h: RawHandle) {}
-
-/// The fork server does not exist on Windows.
-pub(crate) fn start_forkserver(_boot: &Chan) -> io::Result<(u32, Waiter)> {
-    Err(unsupported("the forkserver start method"))
-}
-
-/// The fork server does not exist on Windows; a process asked to be one exits.
-pub(crate) fn serve_forkserver(_ctl: Chan) -> ! {
-    eprintln!("mp: {}", unsupported("the forkserver start method"));
-    std::process::exit(1)
-}
-
-/// There is never a fork server on Windows.
-pub(crate) fn forkserver_pid() -> Option<u32> {
-    None
-}
 
 /// What ended a child, as far as the waiting side knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
