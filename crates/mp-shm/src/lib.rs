@@ -38,18 +38,37 @@ mod tests;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub use unix::ShmChannel;
+use unix as imp;
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::ShmChannel;
+use windows as imp;
+
+/// One end of a shared-memory channel. `Send` and `Sync`; several handles on the same end
+/// (see [`try_clone`](ShmChannel::try_clone)) take turns through a per-side lock.
+///
+/// ```
+/// use mp_ipc::Channel;
+/// let (a, b) = mp_shm::ShmChannel::pair(mp_shm::DEFAULT_RING).unwrap();
+/// a.send_frame(&[b"hello"]).unwrap();
+/// let mut buf = Vec::new();
+/// b.recv_frame(&mut buf, 1024).unwrap();
+/// assert_eq!(buf, b"hello");
+/// drop(a);
+/// assert!(matches!(b.recv_frame(&mut buf, 1024), Err(mp_ipc::IpcError::Eof)));
+/// ```
+pub use imp::ShmChannel;
 
 use std::io;
 use std::time::Duration;
 
+use mp_ipc::deadline::Deadline;
+use mp_ipc::frame::FrameHeader;
 use mp_ipc::handle::{OwnedHandle, RawHandle};
-use mp_ipc::{Capabilities, Endpoint, Transport};
+use mp_ipc::{Capabilities, Channel, Endpoint, IpcError, Transport};
+
+use ring::RingEnd;
 
 /// The name under which this backend reports itself.
 ///
@@ -86,6 +105,89 @@ impl Transport for Shm {
 
     fn pair() -> io::Result<(ShmChannel, ShmChannel)> {
         ShmChannel::pair(DEFAULT_RING)
+    }
+}
+
+// SAFETY: the mapping is plain shared memory accessed through atomics and bounds-checked
+// copies; every other field of either platform's end is thread-safe.
+unsafe impl Send for ShmChannel {}
+// SAFETY: as above.
+unsafe impl Sync for ShmChannel {}
+
+impl std::fmt::Debug for ShmChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmChannel")
+            .field("side", &self.ring().side)
+            .field("cap", &self.ring().cap)
+            .field("handles", &self.handles())
+            .finish()
+    }
+}
+
+impl ShmChannel {
+    /// What a receiving process needs besides the handles: the side and the capacity.
+    pub fn describe(&self) -> Vec<u8> {
+        ring::description(self.ring().side, self.ring().cap)
+    }
+
+    /// The ring capacity of each direction.
+    pub fn capacity(&self) -> usize {
+        self.ring().cap
+    }
+}
+
+/// The same on both platforms: the ring protocol (`ring::RingEnd`), with the platform's
+/// handle passing (`send_with_handles`, `recv_until`, `frame_handles`).
+impl Channel for ShmChannel {
+    fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
+    }
+
+    fn send_frame_with_handles(
+        &self,
+        parts: &[&[u8]],
+        handles: &[RawHandle],
+    ) -> Result<(), IpcError> {
+        if handles.is_empty() {
+            return self.send_frame(parts);
+        }
+        self.send_with_handles(parts, handles)
+    }
+
+    fn recv_frame_until(
+        &self,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        self.recv_until(buf, max_len, deadline)
+    }
+
+    fn recv_frame_into(
+        &self,
+        out: &mut [u8],
+        max_len: u64,
+    ) -> Result<Result<usize, Vec<u8>>, IpcError> {
+        // Straight into `out` when the frame fits and announces no handles; otherwise the
+        // whole frame through `recv_until`.
+        let direct = self.recv_ring_into(out, max_len, |at, _| {
+            self.frame_handles(at, false, Deadline::NEVER)
+        })?;
+        if let Some(n) = direct {
+            return Ok(Ok(n));
+        }
+        let mut v = Vec::new();
+        drop(self.recv_until(&mut v, max_len, Deadline::NEVER)?);
+        Ok(mp_ipc::frame::into_slice(v, out))
+    }
+
+    fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
+        self.poll_rx(timeout)
+    }
+
+    fn has_buffered(&self) -> bool {
+        self.prepare_wait()
     }
 }
 

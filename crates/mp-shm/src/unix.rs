@@ -17,7 +17,7 @@ use mp_unix::UnixChannel;
 
 #[cfg(test)]
 use crate::ring::MIN_RING;
-use crate::ring::{corrupt, description, read_description, round_cap, total_len, Ring, RingEnd};
+use crate::ring::{corrupt, read_description, round_cap, total_len, Ring, RingEnd};
 
 /// The start of the body of the companion frame that carries a frame's descriptors; the
 /// ring position of that frame's header follows (8 bytes, little-endian).
@@ -54,19 +54,7 @@ impl Mem {
     }
 }
 
-/// One end of a shared-memory channel. `Send` and `Sync`; several handles on the same end
-/// (see [`try_clone`](ShmChannel::try_clone)) take turns through a per-side lock.
-///
-/// ```
-/// use mp_ipc::Channel;
-/// let (a, b) = mp_shm::ShmChannel::pair(mp_shm::DEFAULT_RING).unwrap();
-/// a.send_frame(&[b"hello"]).unwrap();
-/// let mut buf = Vec::new();
-/// b.recv_frame(&mut buf, 1024).unwrap();
-/// assert_eq!(buf, b"hello");
-/// drop(a);
-/// assert!(matches!(b.recv_frame(&mut buf, 1024), Err(mp_ipc::IpcError::Eof)));
-/// ```
+/// One end of a shared-memory channel (documented at the crate root).
 pub struct ShmChannel {
     /// Declared before `mem`: it points into the mapping.
     ring: Ring,
@@ -84,23 +72,6 @@ struct Batches {
     count: usize,
     /// Set when the peer broke the rules: every receive fails from then on.
     broken: Option<String>,
-}
-
-// SAFETY: the mapping is plain shared memory accessed through atomics and bounds-checked
-// copies; every field is thread-safe.
-unsafe impl Send for ShmChannel {}
-// SAFETY: as above.
-unsafe impl Sync for ShmChannel {}
-
-impl std::fmt::Debug for ShmChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmChannel")
-            .field("side", &self.ring.side)
-            .field("cap", &self.ring.cap)
-            .field("segment", &self.mem.fd.as_raw_fd())
-            .field("companion", &self.bell.as_raw_fd())
-            .finish()
-    }
 }
 
 impl ShmChannel {
@@ -144,11 +115,6 @@ impl ShmChannel {
         None
     }
 
-    /// What a receiving process needs besides the handles: the side and the capacity.
-    pub fn describe(&self) -> Vec<u8> {
-        description(self.ring.side, self.ring.cap)
-    }
-
     /// Rebuilds an end from [`handles`](ShmChannel::handles) (owned copies, same order) and
     /// [`describe`](ShmChannel::describe). Anything inconsistent (wrong count, a capacity
     /// that is not a power of two, a segment smaller than announced, a bad magic) is an
@@ -170,11 +136,6 @@ impl ShmChannel {
         let cap = self.ring.cap;
         let mem = Mem::map(self.mem.fd.try_clone()?, total_len(cap))?;
         Ok(Self::wrap(mem, self.bell.try_clone()?, self.ring.side, cap))
-    }
-
-    /// The ring capacity of each direction.
-    pub fn capacity(&self) -> usize {
-        self.ring.cap
     }
 
     fn fds_guard(&self) -> MutexGuard<'_, Batches> {
@@ -227,7 +188,7 @@ impl ShmChannel {
     /// What the frame at ring position `at` needs from the companion: its descriptors if
     /// `has_handles` (sent before the frame was published: waited for up to 5 s or
     /// `deadline`), else nothing, and no batch may be tagged at or before it.
-    fn frame_fds(
+    pub(crate) fn frame_handles(
         &self,
         at: u64,
         has_handles: bool,
@@ -381,61 +342,29 @@ impl RingEnd for ShmChannel {
     }
 }
 
-impl Channel for ShmChannel {
-    fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
+impl ShmChannel {
+    /// Sends a frame with descriptors: they go first on the companion, tagged with the
+    /// frame's ring position, so they wait there when the frame is read.
+    pub(crate) fn send_with_handles(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), IpcError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
-    }
-
-    fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
-        self.poll_rx(timeout)
-    }
-
-    fn send_frame_with_handles(&self, parts: &[&[u8]], fds: &[RawFd]) -> Result<(), IpcError> {
-        if fds.is_empty() {
-            return self.send_frame(parts);
-        }
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        // The descriptors go first, tagged with the frame's position, so they wait on the
-        // companion when the frame is read.
         self.send_ring(FrameHeader::new(len).with_handles(), parts, |at| {
             self.bell
                 .send_frame_with_handles(&[HANDLES_MARK, &at.to_le_bytes()], fds)
         })
     }
 
-    fn has_buffered(&self) -> bool {
-        self.prepare_wait()
-    }
-
     /// The receive of every [`Channel`] method: the ring's, with the descriptors of frames
     /// that announce some (and no others) from the companion.
-    fn recv_frame_until(
+    pub(crate) fn recv_until(
         &self,
         buf: &mut Vec<u8>,
         max_len: u64,
         deadline: Deadline,
     ) -> Result<Vec<OwnedFd>, IpcError> {
         self.recv_ring(buf, max_len, 0, deadline, |at, has_handles| {
-            self.frame_fds(at, has_handles, deadline)
+            self.frame_handles(at, has_handles, deadline)
         })
         .map(|(_, fds)| fds)
-    }
-
-    fn recv_frame_into(
-        &self,
-        out: &mut [u8],
-        max_len: u64,
-    ) -> Result<Result<usize, Vec<u8>>, IpcError> {
-        let direct = self.recv_ring_into(out, max_len, |at, _| {
-            self.frame_fds(at, false, Deadline::NEVER)
-        })?;
-        if let Some(n) = direct {
-            return Ok(Ok(n));
-        }
-        let mut v = Vec::new();
-        drop(self.recv_frame_until(&mut v, max_len, Deadline::NEVER)?);
-        Ok(mp_ipc::frame::into_slice(v, out))
     }
 }
 

@@ -39,7 +39,7 @@ use mp_windows::PipeChannel;
 
 #[cfg(test)]
 use crate::ring::MIN_RING;
-use crate::ring::{description, read_description, round_cap, total_len, Ring, RingEnd};
+use crate::ring::{read_description, round_cap, total_len, Ring, RingEnd};
 
 /// How long a sleeper woken by the end of the peer's process waits for the system to close
 /// that process's handles (and so break the companion pipe) before it concludes that the
@@ -78,19 +78,7 @@ struct PeerWatch {
     proc: Option<Arc<OwnedHandle>>,
 }
 
-/// One end of a channel of the `shm` backend. `Send` and `Sync`; several handles on the same
-/// end (see [`try_clone`](ShmChannel::try_clone)) take turns through a per-side lock.
-///
-/// ```
-/// use mp_ipc::Channel;
-/// let (a, b) = mp_shm::ShmChannel::pair(mp_shm::DEFAULT_RING).unwrap();
-/// a.send_frame(&[b"hello"]).unwrap();
-/// let mut buf = Vec::new();
-/// b.recv_frame(&mut buf, 1024).unwrap();
-/// assert_eq!(buf, b"hello");
-/// drop(a);
-/// assert!(matches!(b.recv_frame(&mut buf, 1024), Err(mp_ipc::IpcError::Eof)));
-/// ```
+/// One end of a shared-memory channel (documented at the crate root).
 pub struct ShmChannel {
     ring: Ring,
     view: View,
@@ -102,23 +90,6 @@ pub struct ShmChannel {
     /// the peer is woken on drop.
     link: ManuallyDrop<PipeChannel>,
     peer: Mutex<PeerWatch>,
-}
-
-// SAFETY: the view is plain shared memory accessed through atomics and bounds-checked
-// copies; every other field is thread-safe.
-unsafe impl Send for ShmChannel {}
-// SAFETY: as above.
-unsafe impl Sync for ShmChannel {}
-
-impl std::fmt::Debug for ShmChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmChannel")
-            .field("side", &self.ring.side)
-            .field("cap", &self.ring.cap)
-            .field("section", &self.view.section.as_raw_handle())
-            .field("event", &self.mine.as_raw_handle())
-            .finish()
-    }
 }
 
 impl ShmChannel {
@@ -188,11 +159,6 @@ impl ShmChannel {
         self.watch().map(|p| p.as_raw_handle())
     }
 
-    /// What a receiving process needs besides the handles: the side and the capacity.
-    pub fn describe(&self) -> Vec<u8> {
-        description(self.ring.side, self.ring.cap)
-    }
-
     /// Rebuilds an end from [`handles`](ShmChannel::handles) (owned copies, same order) and
     /// [`describe`](ShmChannel::describe). Anything inconsistent (wrong count, a capacity
     /// that is not a power of two, a section smaller than announced, a bad magic) is an
@@ -231,11 +197,6 @@ impl ShmChannel {
             self.ring.side,
             cap,
         ))
-    }
-
-    /// The ring capacity of each direction.
-    pub fn capacity(&self) -> usize {
-        self.ring.cap
     }
 
     /// Sets this end up for an outside wait on [`wait_handle`](ShmChannel::wait_handle)
@@ -354,20 +315,14 @@ impl RingEnd for ShmChannel {
     }
 }
 
-impl Channel for ShmChannel {
-    fn send_frame(&self, parts: &[&[u8]]) -> Result<(), IpcError> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.send_ring(FrameHeader::new(len), parts, |_| Ok(()))
-    }
-
-    fn send_frame_with_handles(
+impl ShmChannel {
+    /// Sends a frame with handles: its body starts with the handle prefix (the sender's pid
+    /// and the values of private duplicates, which the receiver takes over).
+    pub(crate) fn send_with_handles(
         &self,
         parts: &[&[u8]],
         handles: &[RawHandle],
     ) -> Result<(), IpcError> {
-        if handles.is_empty() {
-            return self.send_frame(parts);
-        }
         let (prefix, values) = handle_prefix(handles)?;
         let mut all = Vec::with_capacity(parts.len() + 1);
         all.push(&prefix[..]);
@@ -379,41 +334,34 @@ impl Channel for ShmChannel {
 
     /// The receive of every [`Channel`] method: the ring's, then the handle prefix of a
     /// frame that announces handles taken off its body.
-    fn recv_frame_until(
+    pub(crate) fn recv_until(
         &self,
         buf: &mut Vec<u8>,
         max_len: u64,
         deadline: Deadline,
     ) -> Result<Vec<OwnedHandle>, IpcError> {
-        let (has_handles, _) =
-            self.recv_ring(buf, max_len, HANDLE_PREFIX_MAX, deadline, |_, _| {
-                Ok(Vec::new())
-            })?;
+        let (has_handles, _) = self.recv_ring(
+            buf,
+            max_len,
+            HANDLE_PREFIX_MAX,
+            deadline,
+            |at, has_handles| self.frame_handles(at, has_handles, deadline),
+        )?;
         if !has_handles {
             return Ok(Vec::new());
         }
         take_handle_prefix(buf, max_len)
     }
 
-    fn poll(&self, timeout: Option<Duration>) -> Result<bool, IpcError> {
-        self.poll_rx(timeout)
-    }
-
-    fn has_buffered(&self) -> bool {
-        self.prepare_wait()
-    }
-
-    fn recv_frame_into(
+    /// The handles carried beside the frame at ring position `at`: none on Windows, where
+    /// they travel in the frame's body.
+    pub(crate) fn frame_handles(
         &self,
-        out: &mut [u8],
-        max_len: u64,
-    ) -> Result<Result<usize, Vec<u8>>, IpcError> {
-        if let Some(n) = self.recv_ring_into(out, max_len, |_, _| Ok(Vec::new()))? {
-            return Ok(Ok(n));
-        }
-        let mut v = Vec::new();
-        drop(self.recv_frame_until(&mut v, max_len, Deadline::NEVER)?);
-        Ok(mp_ipc::frame::into_slice(v, out))
+        _at: u64,
+        _has_handles: bool,
+        _deadline: Deadline,
+    ) -> Result<Vec<OwnedHandle>, IpcError> {
+        Ok(Vec::new())
     }
 }
 
