@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use mp_core::connection::Socket;
+use mp_core::connection::{Socket, Transport};
 use mp_core::{Process, Queue};
 
 fn emit(bench: &str, unit: &str, note: &str, samples: &[f64]) {
@@ -25,12 +25,12 @@ fn echo(arg: (Queue<u64>, Queue<u64>)) {
     }
 }
 
-/// Runs the queue benchmarks with `reps` repetitions.
-pub fn run(reps: usize) {
-    let n = 100_000u64;
+/// Items per second of `n` items put by a child process into a queue over transport `T` and
+/// got by the parent (child start included), once per repetition.
+pub(crate) fn producer_rates<T: Transport>(n: u64, reps: usize) -> Vec<f64> {
     let mut rates = Vec::new();
     for _ in 0..reps {
-        let q = Queue::<u64>::with_transport::<Socket>(0).unwrap();
+        let q = Queue::<u64>::with_transport::<T>(0).unwrap();
         let t = Instant::now();
         let mut p = Process::new(producer, (q.clone(), n));
         p.start().unwrap();
@@ -40,11 +40,16 @@ pub fn run(reps: usize) {
         rates.push(n as f64 / t.elapsed().as_secs_f64());
         p.join().unwrap();
     }
+    rates
+}
+
+/// Runs the queue benchmarks with `reps` repetitions.
+pub fn run(reps: usize) {
     emit(
         "queue.small",
         "items/s",
         "100k u64 items put by a child process, got by the parent",
-        &rates,
+        &producer_rates::<Socket>(100_000, reps),
     );
 
     let rtts = round_trips(reps);

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use mp_core::connection::{pipe_oneway_with, pipe_with, Shm};
-use mp_core::{Connection, Process, Queue, Writer};
+use mp_core::{Connection, Process, Writer};
 
 fn emit_as(bench: &str, imp: &str, unit: &str, note: &str, samples: &[f64]) {
     crate::emit(bench, imp, unit, note, samples);
@@ -73,12 +73,6 @@ fn rtt(reps: usize, spin: Option<Duration>) -> Vec<f64> {
     samples
 }
 
-fn producer(arg: (Queue<u64>, u64)) {
-    for i in 0..arg.1 {
-        arg.0.put(i).unwrap();
-    }
-}
-
 fn send_mib(arg: (Writer<()>, usize)) {
     let msg = vec![0x5Au8; 1 << 20];
     for _ in 0..arg.1 {
@@ -102,24 +96,11 @@ pub fn run(reps: usize) {
         &rtt(reps, Some(Duration::ZERO)),
     );
 
-    let n = 1_000_000u64;
-    let mut rates = Vec::new();
-    for _ in 0..reps {
-        let q = Queue::<u64>::with_transport::<Shm>(0).unwrap();
-        let t = Instant::now();
-        let mut p = Process::new(producer, (q.clone(), n));
-        p.start().unwrap();
-        for _ in 0..n {
-            q.get().unwrap();
-        }
-        rates.push(n as f64 / t.elapsed().as_secs_f64());
-        p.join().unwrap();
-    }
     emit(
         "shm.queue.small",
         "items/s",
         "1M u64 items put by a child process into an shm Queue, got by the parent (child start included)",
-        &rates,
+        &crate::queues::producer_rates::<Shm>(1_000_000, reps),
     );
 
     let count = 500usize;

@@ -82,30 +82,52 @@ impl Series {
 /// `(bench, impl)` → series.
 pub(crate) type Results = BTreeMap<(String, String), Series>;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut quick = false;
-    let mut write = true;
-    let mut rounds = 5usize;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--no-write" => write = false,
-            "--rounds" => {
-                rounds = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n > 0)
-                    .context("--rounds needs a positive number")?
-            }
-            other => {
-                bail!("unknown bench option {other:?} (have --quick, --no-write, --rounds <n>)")
+/// The options every bench command takes: `--quick` (one short round), `--no-write` (print
+/// only), `--rounds <n>`.
+pub(crate) struct BenchOptions {
+    pub(crate) quick: bool,
+    pub(crate) write: bool,
+    pub(crate) rounds: usize,
+}
+
+impl BenchOptions {
+    /// Parses `args`; `rounds` is the default number of rounds (1 with `--quick`).
+    pub(crate) fn parse(args: &[String], rounds: usize) -> Result<Self> {
+        let mut o = Self {
+            quick: false,
+            write: true,
+            rounds,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--no-write" => o.write = false,
+                "--rounds" => {
+                    o.rounds = it
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|&n| n > 0)
+                        .context("--rounds needs a positive number")?
+                }
+                other => {
+                    bail!("unknown bench option {other:?} (have --quick, --no-write, --rounds <n>)")
+                }
             }
         }
+        if o.quick {
+            o.rounds = 1;
+        }
+        Ok(o)
     }
-    if quick {
-        rounds = 1;
-    }
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let BenchOptions {
+        quick,
+        write,
+        rounds,
+    } = BenchOptions::parse(args, 5)?;
     let started = Instant::now();
     let mut build = cargo();
     build.args(["build", "--release", "-p", "mp-bench", "--features", "shm"]);

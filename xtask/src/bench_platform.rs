@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::bench::{collect, loadavg, sh, Results};
 use crate::json::Json;
@@ -24,25 +24,11 @@ const BUILDS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut rounds, mut quick, mut write) = (3usize, false, true);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--no-write" => write = false,
-            "--rounds" => {
-                rounds = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n > 0)
-                    .context("--rounds needs a positive number")?
-            }
-            other => bail!("unknown option {other:?} (have --quick, --no-write, --rounds <n>)"),
-        }
-    }
-    if quick {
-        rounds = 1;
-    }
+    let crate::bench::BenchOptions {
+        quick,
+        write,
+        rounds,
+    } = crate::bench::BenchOptions::parse(args, 3)?;
     let base = PathBuf::from(
         metadata()?
             .get("target_directory")
