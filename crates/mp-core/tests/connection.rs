@@ -243,8 +243,9 @@ fn conn_14_messages_are_not_merged() {
     assert!(!b.poll(Duration::ZERO).unwrap());
 }
 
-fn reply_after(arg: (u64, Writer<u64>)) {
-    std::thread::sleep(Duration::from_millis(arg.0));
+/// Sends `arg.0` once told to (`arg.2` set).
+fn reply_when_told(arg: (u64, Writer<u64>, mp_core::Event)) {
+    assert!(arg.2.wait_timeout(SECS));
     arg.1.send(&arg.0).unwrap();
 }
 
@@ -253,13 +254,21 @@ fn wait_over_connections_and_sentinels() {
     for_each_context(30, |ctx| {
         let (rx1, tx1) = pipe_oneway::<u64>().unwrap();
         let (rx2, tx2) = pipe_oneway::<u64>().unwrap();
-        let mut p1 = ctx.process(reply_after, (50, tx1));
-        let mut p2 = ctx.process(reply_after, (400, tx2));
+        // The second child replies only once the first reply was seen: the order does not
+        // depend on how fast either starts.
+        let (go1, go2) = (
+            mp_core::Event::new().unwrap(),
+            mp_core::Event::new().unwrap(),
+        );
+        go1.set();
+        let mut p1 = ctx.process(reply_when_told, (50, tx1, go1));
+        let mut p2 = ctx.process(reply_when_told, (400, tx2, go2.clone()));
         p1.start().unwrap();
         p2.start().unwrap();
         let ready = wait(&[&rx1, &rx2], Some(SECS)).unwrap();
         assert_eq!(ready, vec![0]);
         assert_eq!(rx1.recv().unwrap(), 50);
+        go2.set();
         p1.join().unwrap();
         let s2 = p2.sentinel().unwrap();
         let ready = wait(&[&s2, &rx2], Some(SECS)).unwrap();

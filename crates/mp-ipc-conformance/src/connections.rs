@@ -55,11 +55,9 @@ fn send_sequence(tx: Writer<()>) {
     }
 }
 
-/// Waits for `go` (so that slow process starts, as under Wine, do not reorder the
-/// replies), then sleeps `ms` and sends `ms`.
-fn reply_after(arg: (u64, Writer<u64>, mp_core::Event)) {
+/// Waits for its own event `go`, then sends `v`.
+fn reply_when_told(arg: (u64, Writer<u64>, mp_core::Event)) {
     assert!(arg.2.wait_timeout(SECS));
-    std::thread::sleep(Duration::from_millis(arg.0));
     arg.1.send(&arg.0).unwrap();
 }
 
@@ -169,31 +167,36 @@ pub fn polling_child_does_not_split<B: Transport>(ctx: Context) {
     assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), vec![2u8; 2000]);
 }
 
-/// `wait` reports ends in the order their messages arrive.
+/// `wait` reports ends in the order their messages arrive: three children each reply when
+/// their own event is set, set one at a time in an order unlike their start order, and each
+/// time `wait` over the ends still open reports exactly the one that was told (the others
+/// cannot have a message yet), whatever the scheduling.
 pub fn wait_mixed<B: Transport>(ctx: Context) {
     let mut readers = Vec::new();
     let mut procs = Vec::new();
-    let go = mp_core::Event::new().unwrap();
-    for ms in [300u64, 50, 150] {
+    let mut events = Vec::new();
+    for v in [300u64, 50, 150] {
         let (rx, tx) = pipe_oneway_with::<u64, B>().unwrap();
-        let mut p = ctx.process(reply_after, (ms, tx, go.clone()));
+        let go = mp_core::Event::new().unwrap();
+        let mut p = ctx.process(reply_when_told, (v, tx, go.clone()));
         p.start().unwrap();
         readers.push(rx);
         procs.push(p);
+        events.push(go);
     }
-    go.set();
     let mut order = Vec::new();
     let mut left: Vec<usize> = (0..3).collect();
-    while !left.is_empty() {
+    for told in [1usize, 2, 0] {
+        events[told].set();
         let objs: Vec<&dyn mp_core::Waitable> = left
             .iter()
             .map(|&i| &readers[i] as &dyn mp_core::Waitable)
             .collect();
         let ready = wait(&objs, Some(SECS)).unwrap();
-        assert!(!ready.is_empty(), "wait timed out");
-        let i = left[ready[0]];
-        order.push(readers[i].recv_timeout(SECS).unwrap());
-        left.retain(|&j| j != i);
+        let ready: Vec<usize> = ready.iter().map(|&k| left[k]).collect();
+        assert_eq!(ready, [told], "wait reported other ends than the one told");
+        order.push(readers[told].recv_timeout(SECS).unwrap());
+        left.retain(|&j| j != told);
     }
     assert_eq!(order, [50, 150, 300]);
     for p in &mut procs {
