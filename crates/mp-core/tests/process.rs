@@ -188,14 +188,23 @@ fn proc_12_recursion() {
     });
 }
 
+/// Returns once `go` is set (at most a minute).
+fn wait_for_event(go: mp_core::Event) {
+    assert!(go.wait_timeout(Duration::from_secs(60)));
+}
+
 #[test]
 fn proc_13_sentinel() {
     for_each_context(30, |ctx| {
-        let mut p = ctx.process(sleep_ms, 300);
+        // The child ends only when told: the sentinel is not ready before, whatever the
+        // scheduling.
+        let go = mp_core::Event::new().unwrap();
+        let mut p = ctx.process(wait_for_event, go.clone());
         assert!(matches!(p.sentinel(), Err(ProcessError::NotStarted)));
         p.start().unwrap();
         let s = p.sentinel().unwrap();
         assert!(wait(&[&s], Some(Duration::ZERO)).unwrap().is_empty());
+        go.set();
         assert_eq!(wait(&[&s], Some(Duration::from_secs(10))).unwrap(), vec![0]);
         p.join().unwrap();
     });
@@ -204,10 +213,12 @@ fn proc_13_sentinel() {
 #[test]
 fn proc_14_close() {
     for_each_context(30, |ctx| {
-        let mut p = ctx.process(sleep_ms, 200);
+        let go = mp_core::Event::new().unwrap();
+        let mut p = ctx.process(wait_for_event, go.clone());
         p.start().unwrap();
         assert!(matches!(p.close(), Err(ProcessError::StillRunning)));
         assert!(p.is_alive());
+        go.set();
         p.join().unwrap();
         p.close().unwrap();
         assert!(!p.is_alive());
