@@ -6,7 +6,7 @@ use std::io;
 use crate::StartMethod;
 
 /// A panic in a child process, as reported to its parent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChildPanic {
     /// The panic message (the payload when it is a string).
     pub message: String,

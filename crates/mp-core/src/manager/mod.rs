@@ -63,6 +63,7 @@
 
 mod builtins;
 pub(crate) mod client;
+mod pool;
 pub(crate) mod protocol;
 mod proxies;
 pub(crate) mod server;
@@ -81,6 +82,7 @@ pub use self::proxies::{
     ArrayProxy, BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard,
     NamespaceProxy, Proxy, QueueProxy, QueueProxyError, SemaphoreProxy, ValueProxy,
 };
+pub use self::pool::PoolProxy;
 pub use self::server::{Registry, Server, ServerLimits};
 pub use self::shared_memory::{SharedMemoryManager, SharedMemoryManagerError};
 use crate::listener::{Address, ListenerError};
@@ -137,6 +139,13 @@ pub enum ManagerError {
     /// A barrier wait failed because the barrier is broken (Python: `BrokenBarrierError`).
     #[error("the barrier is broken")]
     BrokenBarrier,
+    /// The manager's pool refused this process: it runs another executable than the
+    /// manager's server (their [fingerprints] differ), so the functions it names would
+    /// not be the server's. See [`Manager::pool`].
+    ///
+    /// [fingerprints]: Manager::pool
+    #[error("the manager's pool refuses this client: {0}")]
+    OtherExecutable(String),
 }
 
 impl ManagerError {

@@ -449,6 +449,7 @@ impl Registry {
             factories: HashMap::new(),
         };
         super::builtins::register(&mut r);
+        super::pool::register(&mut r);
         r.register::<super::shared_memory::SegmentKeeper>();
         r
     }
