@@ -77,12 +77,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use self::client::{decode_reply, encode_for_server, Pool, ProxyCore};
+pub use self::pool::PoolProxy;
 use self::protocol::{Request, WireBlob};
 pub use self::proxies::{
     ArrayProxy, BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard,
     NamespaceProxy, Proxy, QueueProxy, QueueProxyError, SemaphoreProxy, ValueProxy,
 };
-pub use self::pool::PoolProxy;
 pub use self::server::{Registry, Server, ServerLimits};
 pub use self::shared_memory::{SharedMemoryManager, SharedMemoryManagerError};
 use crate::listener::{Address, ListenerError};

@@ -32,7 +32,7 @@ use super::protocol::Wait;
 use super::server::{decode_op, encode, wait_until, CallCtx, Charge, Object, Registry, Waited};
 use super::{ManagerError, RemoteError};
 use crate::pool::{
-    apply_on, foreign_chunk, AsyncResult, Callbacks, Chunked, ChunkQueue, IMap, Outcome, Pool,
+    apply_on, foreign_chunk, AsyncResult, Callbacks, ChunkQueue, Chunked, IMap, Outcome, Pool,
     PoolBuilder, PoolError, QueuedChunk, RemoteSpec, Sink, StarFn, TaskError,
 };
 
@@ -110,7 +110,10 @@ pub(crate) enum PoolOp {
         chunks: Vec<RemoteChunk>,
     },
     /// The finished chunks of `session` (waiting up to `wait` for one): `Vec<Finished>`.
-    Collect { session: u64, wait: Duration },
+    Collect {
+        session: u64,
+        wait: Duration,
+    },
     Close,
     Terminate,
     /// Waits for the workers to end: `Result<bool, Refusal>` (whether they have).
@@ -228,12 +231,13 @@ impl Object for PoolObject {
                         job: c.job,
                         _frame: ctx.table.budget.charge(c.frame.len() as u64 + 256)?,
                     });
-                    queued.push(foreign_chunk(c.frame, c.len, sink).ok_or_else(|| {
-                        RemoteError::new("ValueError", "a malformed task frame")
-                    })?);
+                    queued.push(
+                        foreign_chunk(c.frame, c.len, sink).ok_or_else(|| {
+                            RemoteError::new("ValueError", "a malformed task frame")
+                        })?,
+                    );
                 }
-                let r: Result<(), Refusal> =
-                    self.pool.submit_chunks(queued).map_err(Refusal::from);
+                let r: Result<(), Refusal> = self.pool.submit_chunks(queued).map_err(Refusal::from);
                 encode(&r)
             }
             PoolOp::Collect { session, wait } => {
@@ -691,9 +695,9 @@ impl super::Manager {
     /// ```
     pub fn pool_with(&self, builder: PoolBuilder) -> Result<PoolProxy, ManagerError> {
         let processes = builder.processes_asked();
-        let spec = builder.remote_spec().map_err(|e| {
-            ManagerError::Remote(RemoteError::new("ValueError", e.to_string()))
-        })?;
+        let spec = builder
+            .remote_spec()
+            .map_err(|e| ManagerError::Remote(RemoteError::new("ValueError", e.to_string())))?;
         let init = PoolInit {
             fingerprint: our_fingerprint()?,
             spec,

@@ -207,8 +207,7 @@ impl ProcessPoolExecutor {
         let chunksize = options.chunksize.map_or(1, NonZeroUsize::get);
         let bound = options.buffersize.map_or(usize::MAX, NonZeroUsize::get);
         let queue: Arc<dyn super::dispatcher::ChunkQueue> = self.shared.clone();
-        let mut inner =
-            super::imap_job::<Plain<F>, A, R, I>(&queue, iter, true, chunksize, bound);
+        let mut inner = super::imap_job::<Plain<F>, A, R, I>(&queue, iter, true, chunksize, bound);
         if options.buffersize.is_none() {
             // Python's eager map: everything is submitted before `map` returns.
             inner.fill();

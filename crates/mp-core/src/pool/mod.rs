@@ -67,8 +67,8 @@ use crate::handles::{self, SharedHandles};
 use crate::{ChildPanic, Context, ProcessError};
 use mp_ipc::handle::{OwnedHandle, RawHandle};
 
-pub(crate) use self::dispatcher::{Chunk as QueuedChunk, ChunkQueue, Outcome, Sink};
 pub use self::dispatcher::OnWorkerDeath;
+pub(crate) use self::dispatcher::{Chunk as QueuedChunk, ChunkQueue, Outcome, Sink};
 pub use self::entry::StarFn;
 pub use self::executor::{
     ExecutorBuilder, ExecutorMap, MapOptions, ProcessPoolExecutor, TaskFuture,

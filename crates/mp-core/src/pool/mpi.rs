@@ -572,8 +572,8 @@ pub(crate) fn launcher(
         ));
     }
     ensure_client()?;
-    let fingerprint =
-        crate::fn_id::fingerprint().map_err(|e| PoolError::Start(ProcessError::Io(std::io::Error::other(e))))?;
+    let fingerprint = crate::fn_id::fingerprint()
+        .map_err(|e| PoolError::Start(ProcessError::Io(std::io::Error::other(e))))?;
     let world_size = mp_mpi::world().size();
     let use_world = match workers {
         MpiWorkers::World => true,
