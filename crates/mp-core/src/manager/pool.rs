@@ -142,15 +142,18 @@ fn check_fingerprint(theirs: &[u8; 32]) -> Result<(), RemoteError> {
     }
 }
 
+/// Finished chunks by session, each with its share of the memory budget.
+type Sessions = HashMap<u64, VecDeque<(Finished, Option<Charge>)>>;
+
 /// Finished chunks waiting for their session's collector.
 #[derive(Default)]
 struct Finishing {
-    sessions: Mutex<HashMap<u64, VecDeque<(Finished, Option<Charge>)>>>,
+    sessions: Mutex<Sessions>,
     cv: Condvar,
 }
 
 impl Finishing {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, VecDeque<(Finished, Option<Charge>)>>> {
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
