@@ -11,6 +11,7 @@
 //! | `callback=`, `error_callback=` | [`Callbacks`], with the `*_with` methods |
 //! | `close`, `terminate`, `join`, `with Pool() as p:` | same names; dropping a pool terminates it |
 //! | `ProcessPoolExecutor`, `Future` | [`ProcessPoolExecutor`], [`TaskFuture`] (also a `std::future::Future`) |
+//! | `manager.Pool(n)` | [`Manager::pool`](crate::manager::Manager::pool): the same calls on a pool in a manager's server |
 //!
 //! Task functions are `fn` items or closures that capture nothing (checked at compile time),
 //! like [`Process::new`](crate::Process::new) targets; arguments and results are `serde`
