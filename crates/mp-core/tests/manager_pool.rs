@@ -115,6 +115,24 @@ fn manager_pool_runs_the_everyday_calls() {
     });
 }
 
+/// A forked child has a copy of the parent's proxy, taken while the parent waits for a
+/// result: it submits and collects on its own.
+#[cfg(unix)]
+#[test]
+fn a_forked_child_uses_its_parents_pool_proxy() {
+    bounded(120, || {
+        let m = Manager::start().unwrap();
+        let pool = m.pool(2).unwrap();
+        let slow = pool.apply_async(nap, 500).unwrap();
+        let fork = mp_core::get_context(mp_core::StartMethod::Fork).unwrap();
+        let mut p = Process::new(child_maps, pool.clone()).with_context(fork);
+        p.start().unwrap();
+        p.join_timeout(LONG).unwrap();
+        assert_eq!(slow.get_timeout(LONG).unwrap(), 500);
+        assert_eq!(pool.apply(square, 6).unwrap(), 36);
+    });
+}
+
 #[test]
 fn a_panicking_task_comes_back_as_its_task_error() {
     bounded(120, || {

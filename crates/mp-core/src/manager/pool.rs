@@ -319,36 +319,55 @@ struct Pending {
     len: usize,
 }
 
-#[derive(Default)]
 struct RemoteState {
+    /// The process this state belongs to: a forked child starts afresh (the parent's
+    /// chunks, session and collector are not its own).
+    pid: u32,
+    /// This process's name for itself in the server.
+    session: u64,
     jobs: HashMap<u64, Pending>,
     collecting: bool,
+}
+
+impl RemoteState {
+    fn new() -> Self {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        Self {
+            pid: std::process::id(),
+            session: u64::from_le_bytes(b),
+            jobs: HashMap::new(),
+            collecting: false,
+        }
+    }
 }
 
 /// This process's side of a pool in a manager: the queue its calls submit to.
 struct Remote {
     core: ProxyCore,
     me: Weak<Remote>,
-    session: u64,
     next_job: AtomicU64,
     state: Mutex<RemoteState>,
 }
 
 impl Remote {
     fn new(core: ProxyCore) -> Arc<Self> {
-        let mut b = [0u8; 8];
-        let _ = getrandom::fill(&mut b);
         Arc::new_cyclic(|me| Self {
             core,
             me: me.clone(),
-            session: u64::from_le_bytes(b),
             next_job: AtomicU64::new(1),
-            state: Mutex::default(),
+            state: Mutex::new(RemoteState::new()),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, RemoteState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.pid != std::process::id() {
+            // A forked child's copy: the parent's outstanding chunks, session and collector
+            // are the parent's.
+            *st = RemoteState::new();
+        }
+        st
     }
 
     fn request<R: DeserializeOwned>(&self, op: &PoolOp) -> Result<R, ManagerError> {
@@ -359,15 +378,16 @@ impl Remote {
     /// starts it again). If the manager fails, every outstanding chunk fails with it.
     fn collect(self: Arc<Self>) {
         loop {
-            {
+            let session = {
                 let mut st = self.lock();
                 if st.jobs.is_empty() {
                     st.collecting = false;
                     return;
                 }
-            }
+                st.session
+            };
             let op = PoolOp::Collect {
-                session: self.session,
+                session,
                 wait: COLLECT_WAIT,
             };
             match self.request::<Vec<Finished>>(&op) {
@@ -426,10 +446,14 @@ impl ChunkQueue for Remote {
         }
         let ids: Vec<u64> = jobs.iter().map(|(j, _)| *j).collect();
         // Known before they are sent: the collector may see them finish before the reply.
-        self.lock().jobs.extend(jobs);
+        let session = {
+            let mut st = self.lock();
+            st.jobs.extend(jobs);
+            st.session
+        };
         let sent = self.request::<Result<(), Refusal>>(&PoolOp::Submit {
             fingerprint,
-            session: self.session,
+            session,
             chunks: wire,
         });
         let r = match sent {
