@@ -870,12 +870,14 @@ impl<'de, S: Service> Deserialize<'de> for Proxy<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let core = ProxyCore::deserialize(d)?;
         if core.typeid != S::NAME {
-            // The reference it carries is released when `core` drops.
-            return Err(serde::de::Error::custom(format!(
+            let why = format!(
                 "a proxy to a {:?} object where a proxy to {:?} was expected",
                 core.typeid,
                 S::NAME
-            )));
+            );
+            // The reference it carries is released here.
+            drop(core);
+            return Err(crate::codec::refuse(why));
         }
         Ok(Self::from_core(core))
     }
