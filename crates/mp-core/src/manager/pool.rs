@@ -774,3 +774,40 @@ impl std::fmt::Debug for PoolProxy {
         self.remote.core.fmt(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nowhere;
+    impl Sink for Nowhere {
+        fn finish(&self, _: usize, _: usize, _: Outcome<'_>) {}
+    }
+
+    /// A frame as a client makes it: `[FRAME_TASKS][u32 record length][u32 count][...]`.
+    fn frame(count: u32, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![1u8];
+        f.extend_from_slice(&((4 + body.len()) as u32).to_le_bytes());
+        f.extend_from_slice(&count.to_le_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn only_one_whole_chunk_record_is_queued() {
+        let sink = || -> Arc<dyn Sink> { Arc::new(Nowhere) };
+        assert!(foreign_chunk(frame(2, b"items"), 2, sink()).is_some());
+        // The count the client claims must be the frame's.
+        assert!(foreign_chunk(frame(2, b"items"), 3, sink()).is_none());
+        assert!(foreign_chunk(frame(0, b""), 0, sink()).is_none());
+        // A second record hidden after the first, a short frame, another frame kind.
+        let mut two = frame(1, b"a");
+        two.extend_from_slice(&frame(1, b"b")[1..]);
+        assert!(foreign_chunk(two, 1, sink()).is_none());
+        assert!(foreign_chunk(vec![1, 9, 0], 1, sink()).is_none());
+        assert!(foreign_chunk(Vec::new(), 1, sink()).is_none());
+        let mut other = frame(1, b"a");
+        other[0] = 2;
+        assert!(foreign_chunk(other, 1, sink()).is_none());
+    }
+}
