@@ -36,6 +36,11 @@ fn child_maps(pool: PoolProxy) {
     assert_eq!(pool.map(square, 1..=4u64).unwrap(), [1, 4, 9, 16]);
 }
 
+/// Generic pool code: a local pool, a thread pool, or a manager's.
+fn squares_on<P: mp_core::api::PoolApi>(pool: &P) -> Vec<u64> {
+    pool.map(square, 0..4u64).unwrap()
+}
+
 #[test]
 fn manager_pool_runs_the_everyday_calls() {
     bounded(120, || {
@@ -104,6 +109,11 @@ fn manager_pool_runs_the_everyday_calls() {
         let mut p = Process::new(child_maps, pool.clone());
         p.start().unwrap();
         p.join_timeout(LONG).unwrap();
+
+        // Every item's outcome, and code written once for any pool.
+        let each = pool.map_results(fussy, 2..5).unwrap();
+        assert!(each[1].is_err() && each[0] == Ok(2) && each[2] == Ok(4));
+        assert_eq!(squares_on(&pool), [0, 1, 4, 9]);
 
         pool.close().unwrap();
         assert!(matches!(pool.apply(square, 1), Err(TaskError::Closed)));

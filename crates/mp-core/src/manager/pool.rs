@@ -485,7 +485,7 @@ impl ChunkQueue for Remote {
 
 /// A pool of worker processes living in a manager's server (Python's `manager.Pool()`),
 /// made by [`Manager::pool`](super::Manager::pool). It has the everyday calls of
-/// [`Pool`] with the same types (results as [`AsyncResult`] and [`IMap`], a task's panic as
+/// [`Pool`] (and implements [`PoolApi`](crate::api::PoolApi)) with the same types (results as [`AsyncResult`] and [`IMap`], a task's panic as
 /// [`TaskError::Panicked`] with its message), and can be passed to other processes like any
 /// proxy: every holder submits to the one pool in the server.
 ///
@@ -578,6 +578,21 @@ impl PoolProxy {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.chunked().map(f, iter)
+    }
+
+    /// `f` over every item; each item's own outcome, in input order.
+    pub fn map_results<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+    ) -> Result<Vec<Result<R, TaskError>>, PoolError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.chunked().map_results(f, iter)
     }
 
     /// Starts `f` over every item (the input is read now).
