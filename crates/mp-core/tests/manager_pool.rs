@@ -263,6 +263,34 @@ fn bad_pool_arguments_are_typed_errors() {
     });
 }
 
+fn bulky(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+#[test]
+fn a_result_past_the_servers_limits_fails_its_task_only() {
+    bounded(60, || {
+        let limits = mp_core::manager::ServerLimits {
+            max_message: 1 << 20,
+            ..Default::default()
+        };
+        let m = Manager::builder::<mp_core::manager::Builtins>()
+            .limits(limits)
+            .start()
+            .unwrap();
+        let pool = m.pool(2).unwrap();
+        // Outstanding while the oversized result comes back: unaffected by it.
+        let slow = pool.apply_async(nap, 1500).unwrap();
+        let err = pool.apply(bulky, 2 << 20).unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Manager(m) if m.contains("MemoryError")),
+            "{err:?}"
+        );
+        assert_eq!(slow.get_timeout(LONG).unwrap(), 1500);
+        assert_eq!(pool.apply(bulky, 3).unwrap(), [7; 3]);
+    });
+}
+
 /// Run by [`another_executable_is_refused`] in a copy of this test binary that differs by a
 /// few trailing bytes: same code, another executable file.
 #[test]

@@ -258,8 +258,15 @@ impl Object for PoolObject {
                         if !out.is_empty() && ctx.check_reply(bytes + size).is_err() {
                             break;
                         }
-                        bytes += size;
-                        out.push(queue.pop_front().expect("front").0);
+                        let (mut f, _charge) = queue.pop_front().expect("front");
+                        if let Err(e) = ctx.check_reply(size) {
+                            // Too large for any reply: the task fails, not the collector.
+                            f.outcome = Err(TaskError::Manager(e.to_string()));
+                            bytes += 64;
+                        } else {
+                            bytes += size;
+                        }
+                        out.push(f);
                     }
                     if queue.is_empty() {
                         g.remove(&session);
