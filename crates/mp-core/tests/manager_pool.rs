@@ -291,6 +291,22 @@ fn a_result_past_the_servers_limits_fails_its_task_only() {
     });
 }
 
+/// A map larger than one submit request (16 MiB of task frames) goes in several.
+#[test]
+fn a_long_map_is_submitted_in_parts() {
+    bounded(120, || {
+        let m = Manager::start().unwrap();
+        let pool = m.pool(2).unwrap();
+        let items: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 512 << 10]).collect();
+        let sums = pool
+            .chunksize(NonZeroUsize::new(1).unwrap())
+            .map(|v: Vec<u8>| v.iter().map(|b| *b as u64).sum::<u64>(), items)
+            .unwrap();
+        let want: Vec<u64> = (0..40u64).map(|i| i * (512 << 10)).collect();
+        assert_eq!(sums, want);
+    });
+}
+
 /// Run by [`another_executable_is_refused`] in a copy of this test binary that differs by a
 /// few trailing bytes: same code, another executable file.
 #[test]

@@ -40,6 +40,10 @@ use crate::pool::{
 /// [`ManagerError::OtherExecutable`] by the client.
 const OTHER_EXECUTABLE: &str = "OtherExecutable";
 
+/// The most bytes of task frames one submit request carries (a map is sent in as many
+/// requests as it needs).
+const SUBMIT_BYTES: usize = 16 << 20;
+
 /// How long one collect call waits in the server for a finished chunk.
 const COLLECT_WAIT: Duration = Duration::from_secs(1);
 
@@ -433,47 +437,61 @@ impl ChunkQueue for Remote {
             return Err(PoolError::HandlesUnsupported("a task argument"));
         }
         let fingerprint = our_fingerprint().map_err(PoolError::Manager)?;
-        let mut wire = Vec::with_capacity(chunks.len());
-        let mut jobs = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            let job = self.next_job.fetch_add(1, Ordering::Relaxed);
-            wire.push(RemoteChunk {
-                job,
-                len: c.len as u32,
-                frame: c.frame,
-            });
-            jobs.push((
-                job,
-                Pending {
-                    sink: c.sink,
-                    index: c.index,
-                    len: c.len,
-                },
-            ));
-        }
-        let ids: Vec<u64> = jobs.iter().map(|(j, _)| *j).collect();
-        // Known before they are sent: the collector may see them finish before the reply.
-        let session = {
-            let mut st = self.lock();
-            st.jobs.extend(jobs);
-            st.session
-        };
-        let sent = self.request::<Result<(), Refusal>>(&PoolOp::Submit {
-            fingerprint,
-            session,
-            chunks: wire,
-        });
-        let r = match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(refusal)) => Err(refusal.into()),
-            Err(e) => Err(PoolError::Manager(e)),
-        };
-        let mut st = self.lock();
-        if r.is_err() {
-            for id in ids {
-                st.jobs.remove(&id);
+        let mut chunks = chunks.into_iter().peekable();
+        let mut r = Ok(());
+        while chunks.peek().is_some() {
+            // One request holds at most SUBMIT_BYTES of frames (and at least one chunk), so
+            // a long map stays far below the server's message limit.
+            let mut wire = Vec::new();
+            let mut jobs = Vec::new();
+            let mut bytes = 0;
+            while let Some(c) =
+                chunks.next_if(|c| wire.is_empty() || bytes + c.frame.len() <= SUBMIT_BYTES)
+            {
+                let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+                bytes += c.frame.len();
+                wire.push(RemoteChunk {
+                    job,
+                    len: c.len as u32,
+                    frame: c.frame,
+                });
+                jobs.push((
+                    job,
+                    Pending {
+                        sink: c.sink,
+                        index: c.index,
+                        len: c.len,
+                    },
+                ));
             }
-        } else if !st.collecting && !st.jobs.is_empty() {
+            let ids: Vec<u64> = jobs.iter().map(|(j, _)| *j).collect();
+            // Known before they are sent: the collector may see them finish before the reply.
+            let session = {
+                let mut st = self.lock();
+                st.jobs.extend(jobs);
+                st.session
+            };
+            let sent = self.request::<Result<(), Refusal>>(&PoolOp::Submit {
+                fingerprint,
+                session,
+                chunks: wire,
+            });
+            r = match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(refusal)) => Err(refusal.into()),
+                Err(e) => Err(PoolError::Manager(e)),
+            };
+            if r.is_err() {
+                // The call fails; chunks queued by earlier requests finish unseen.
+                let mut st = self.lock();
+                for id in ids {
+                    st.jobs.remove(&id);
+                }
+                break;
+            }
+        }
+        let mut st = self.lock();
+        if !st.collecting && !st.jobs.is_empty() {
             if let Some(me) = self.me.upgrade() {
                 let spawned = std::thread::Builder::new()
                     .name("mp-manager-pool-results".into())
