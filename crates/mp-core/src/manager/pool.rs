@@ -509,10 +509,11 @@ impl ChunkQueue for Remote {
 }
 
 /// A pool of worker processes living in a manager's server (Python's `manager.Pool()`),
-/// made by [`Manager::pool`](super::Manager::pool). It has the everyday calls of
-/// [`Pool`] (and implements [`PoolApi`](crate::api::PoolApi)) with the same types (results as [`AsyncResult`] and [`IMap`], a task's panic as
-/// [`TaskError::Panicked`] with its message), and can be passed to other processes like any
-/// proxy: every holder submits to the one pool in the server.
+/// made by [`Manager::pool`](super::Manager::pool). It has the everyday calls of [`Pool`]
+/// with the same types (results as [`AsyncResult`] and [`IMap`], a task's panic as
+/// [`TaskError::Panicked`] with its message), implements [`PoolApi`](crate::api::PoolApi),
+/// and can be passed to other processes like any proxy: every holder submits to the one pool
+/// in the server.
 ///
 /// A manager that fails (it is gone, or the connection breaks) fails the outstanding tasks
 /// with [`TaskError::Manager`] and later submissions with [`PoolError::Manager`]; nothing
