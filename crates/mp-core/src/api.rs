@@ -156,7 +156,9 @@ pub trait AsyncResultApi<T> {
     fn successful(&self) -> Option<bool>;
 }
 
-/// A worker pool: [`crate::Pool`] or `mp_core::dummy::Pool`.
+/// A worker pool: [`crate::Pool`], a manager's [`PoolProxy`](crate::manager::PoolProxy)
+/// (whose `close` and `terminate` then ignore a manager that is gone) or
+/// `mp_core::dummy::Pool`.
 pub trait PoolApi {
     /// What `apply_async` and `map_async` return.
     type AsyncResult<R: Portable>: AsyncResultApi<R>;
@@ -550,10 +552,10 @@ macro_rules! pool_api {
                 <$ty>::imap_unordered(self, f, iter)
             }
             fn close(&self) {
-                <$ty>::close(self)
+                <$ty>::close(self).ended()
             }
             fn terminate(&self) {
-                <$ty>::terminate(self)
+                <$ty>::terminate(self).ended()
             }
             fn join(&self) -> Result<(), PoolError> {
                 <$ty>::join(self)
@@ -562,8 +564,24 @@ macro_rules! pool_api {
     };
 }
 
+/// What a pool's `close` and `terminate` return, as [`PoolApi`] drops it: nothing, or for a
+/// manager's pool whether the manager could be told (when it cannot, it is gone, and its
+/// pool with it).
+trait Ended {
+    fn ended(self);
+}
+
+impl Ended for () {
+    fn ended(self) {}
+}
+
+impl Ended for Result<(), PoolError> {
+    fn ended(self) {}
+}
+
 use crate::pool::{AsyncResult as ProcAsyncResult, IMap as ProcIMap};
 pool_api!(crate::Pool, ProcAsyncResult, ProcIMap);
+pool_api!(crate::manager::PoolProxy, ProcAsyncResult, ProcIMap);
 
 impl Flavor for Processes {
     const NAME: &'static str = "processes";

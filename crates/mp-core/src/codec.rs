@@ -65,11 +65,36 @@ fn run<'de, T: Deserialize<'de>>(
         max_elements: len.saturating_add(MAX_EMPTY_ELEMENTS),
         tripped: Cell::new(None),
     };
+    // The refusal is looked for only on the error path (a decode that succeeds costs
+    // nothing more); `refuse` is called right before its error is returned, so no decode
+    // runs between the two.
     T::deserialize(Limited {
         de,
         limits: &limits,
     })
-    .map_err(|e| limits.tripped.take().unwrap_or(DecodeError::Invalid(e)))
+    .map_err(|e| {
+        limits
+            .tripped
+            .take()
+            .or_else(|| REFUSED.with(|r| r.take()).map(DecodeError::Refused))
+            .unwrap_or(DecodeError::Invalid(e))
+    })
+}
+
+thread_local! {
+    /// Why a value refused the bytes it was being decoded from (see [`refuse`]).
+    static REFUSED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The error a `Deserialize` impl of this crate returns when the bytes are well formed but
+/// name something it cannot be (a proxy of another type than asked for): postcard's own
+/// error keeps no message, so the reason is kept here and becomes
+/// [`DecodeError::Refused`]. Call it last, right before returning its error (nothing that
+/// decodes may run in between).
+pub(crate) fn refuse<E: de::Error>(why: String) -> E {
+    let e = E::custom(&why);
+    REFUSED.with(|r| *r.borrow_mut() = Some(why));
+    e
 }
 
 /// The counters of one decode.

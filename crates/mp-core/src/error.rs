@@ -6,7 +6,7 @@ use std::io;
 use crate::StartMethod;
 
 /// A panic in a child process, as reported to its parent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChildPanic {
     /// The panic message (the payload when it is a string).
     pub message: String,
@@ -193,6 +193,11 @@ pub enum DecodeError {
         /// The limit, [`MAX_DECODE_DEPTH`](crate::codec::MAX_DECODE_DEPTH).
         limit: usize,
     },
+    /// The bytes are well formed, but name something the expected type cannot be: a proxy
+    /// to an object of another type than the proxy type decoded (a manager's service
+    /// answering with a proxy of another type than its client expects).
+    #[error("{0}")]
+    Refused(String),
     /// The sequences and maps of the message announce more elements than its bytes can hold
     /// (beyond [`MAX_EMPTY_ELEMENTS`](crate::codec::MAX_EMPTY_ELEMENTS) zero-sized ones).
     #[error("the message announces more than {limit} elements")]

@@ -17,8 +17,10 @@
 //!   it with [`check_type`] before it touches anything else.
 //!
 //! What this cannot check: that the sender runs the same executable. An offset from another
-//! build points anywhere; processes started by mp are the same executable by construction,
-//! and the MPI pool compares an executable fingerprint before it sends any id.
+//! build points anywhere; processes started by mp are the same executable by construction.
+//! Where an id comes from a process mp did not start (an MPI rank, a manager's client asking
+//! the manager's pool to run a task), the receiver first compares [`fingerprint`]s: the
+//! SHA-256 of each side's executable file.
 
 use std::marker::PhantomData;
 
@@ -62,6 +64,30 @@ macro_rules! fn_kind {
     };
 }
 pub(crate) use fn_kind;
+
+/// SHA-256 of this process's executable file, computed once: two processes whose
+/// fingerprints are equal run the same code, so a [`FnId`] made by one resolves in the other.
+pub(crate) fn fingerprint() -> Result<[u8; 32], String> {
+    use std::io::Read;
+    static PRINT: std::sync::OnceLock<Result<[u8; 32], String>> = std::sync::OnceLock::new();
+    PRINT
+        .get_or_init(|| {
+            use sha2::Digest;
+            let path = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            let mut hash = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+            }
+            Ok(hash.finalize().into())
+        })
+        .clone()
+}
 
 /// The fixed point offsets are measured from.
 #[inline(never)]

@@ -100,6 +100,7 @@ pub fn manager_request(bytes: &[u8]) -> bool {
         let _ = decode_op::<EventOp>(op);
         let _ = decode_op::<SemOp>(op);
         let _ = decode_op::<BarrierOp>(op);
+        let _ = decode_op::<crate::manager::pool::PoolOp>(op);
     }
     true
 }

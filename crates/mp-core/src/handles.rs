@@ -383,8 +383,8 @@ impl SharedHandles {
         Self(std::sync::Arc::new(handles))
     }
 
-    /// Whether there are none (an MPI pool refuses an initializer argument holding any).
-    #[cfg(feature = "mpi")]
+    /// Whether there are none (an MPI pool and a manager's pool refuse an initializer
+    /// argument holding any).
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

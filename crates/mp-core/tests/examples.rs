@@ -218,6 +218,20 @@ fn py_pool() {
 }
 
 #[test]
+fn py_manager_pool() {
+    run(
+        "py_manager_pool",
+        &[
+            "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",
+            "400\n",
+            "We lacked patience",
+            "the pool remains available",
+            "Now the manager and its pool are gone",
+        ],
+    );
+}
+
+#[test]
 fn py_remote_manager() {
     run(
         "py_remote_manager",

@@ -335,6 +335,227 @@ fn mgr_09_user_services() {
     });
 }
 
+// Python's `method_to_typeid`: a `Library` whose `Open` returns a proxy to a new `Book`
+// object, sharing the library's pages; `Loose` is a type the server does not register.
+#[derive(Default)]
+struct Library(std::collections::HashMap<String, Pages>);
+
+type Pages = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+struct Book(Pages);
+
+struct Loose;
+
+#[derive(Serialize, Deserialize)]
+enum LibraryOp {
+    Open(String),
+    Titles,
+    Stray,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum LibraryReply {
+    Book(Proxy<Book>),
+    Titles(Vec<String>),
+    Loose(Proxy<Loose>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum BookOp {
+    Write(String),
+    Read,
+}
+
+impl Service for Library {
+    const NAME: &'static str = "Library";
+    type Init = ();
+    type Request = LibraryOp;
+    type Response = LibraryReply;
+    fn create(_: ()) -> Result<Self, RemoteError> {
+        Ok(Library::default())
+    }
+    fn call(&mut self, op: LibraryOp) -> Result<LibraryReply, RemoteError> {
+        Ok(match op {
+            LibraryOp::Open(title) => {
+                let pages = self.0.entry(title).or_default().clone();
+                LibraryReply::Book(Proxy::serve(Book(pages)))
+            }
+            LibraryOp::Titles => LibraryReply::Titles(self.0.keys().cloned().collect()),
+            LibraryOp::Stray => LibraryReply::Loose(Proxy::serve(Loose)),
+        })
+    }
+}
+
+impl Service for Book {
+    const NAME: &'static str = "Book";
+    type Init = ();
+    type Request = BookOp;
+    type Response = Vec<String>;
+    fn create(_: ()) -> Result<Self, RemoteError> {
+        Ok(Book(Pages::default()))
+    }
+    fn call(&mut self, op: BookOp) -> Result<Vec<String>, RemoteError> {
+        let mut pages = self.0.lock().unwrap();
+        if let BookOp::Write(page) = op {
+            pages.push(page);
+        }
+        Ok(pages.clone())
+    }
+}
+
+impl Service for Loose {
+    const NAME: &'static str = "Loose";
+    type Init = ();
+    type Request = ();
+    type Response = ();
+    fn create(_: ()) -> Result<Self, RemoteError> {
+        Ok(Loose)
+    }
+    fn call(&mut self, _: ()) -> Result<(), RemoteError> {
+        Ok(())
+    }
+}
+
+/// The library as a client that expects `Open` to return another type (`Journal`) sees it.
+struct LibraryClient;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum LibraryReplyClient {
+    Book(Proxy<Journal>),
+    Titles(Vec<String>),
+    Loose(Proxy<Loose>),
+}
+
+struct Journal;
+
+impl Service for Journal {
+    const NAME: &'static str = "Journal";
+    type Init = ();
+    type Request = BookOp;
+    type Response = Vec<String>;
+    fn create(_: ()) -> Result<Self, RemoteError> {
+        Ok(Journal)
+    }
+    fn call(&mut self, _: BookOp) -> Result<Vec<String>, RemoteError> {
+        unreachable!("client-side view only")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum LibraryOpClient {
+    Open(String),
+    Titles,
+    Stray,
+    Burn,
+}
+
+impl Service for LibraryClient {
+    const NAME: &'static str = "Library";
+    type Init = ();
+    type Request = LibraryOpClient;
+    type Response = LibraryReplyClient;
+    fn create(_: ()) -> Result<Self, RemoteError> {
+        Ok(LibraryClient)
+    }
+    fn call(&mut self, _: LibraryOpClient) -> Result<LibraryReplyClient, RemoteError> {
+        unreachable!("client-side view only")
+    }
+}
+
+enum LibraryServices {}
+
+impl Services for LibraryServices {
+    fn register(r: &mut Registry) {
+        r.register::<Library>().register::<Book>();
+    }
+}
+
+fn open(library: &Proxy<Library>, title: &str) -> Proxy<Book> {
+    match library.call(&LibraryOp::Open(title.into())).unwrap() {
+        LibraryReply::Book(b) => b,
+        _ => panic!("not a book"),
+    }
+}
+
+/// A child opens a book through the library (a new object for it), writes, and leaves.
+fn child_writes(library: Proxy<Library>) {
+    let book = open(&library, "rust");
+    book.call(&BookOp::Write("from the child".into())).unwrap();
+}
+
+/// A child handed a book proxy a method returned.
+fn child_writes_in(book: Proxy<Book>) {
+    book.call(&BookOp::Write("second page".into())).unwrap();
+}
+
+#[test]
+fn mgr_09b_method_returning_a_new_shared_object() {
+    bounded(60, || {
+        let m = Manager::builder::<LibraryServices>().start().unwrap();
+        let library = m.create::<Library>(&()).unwrap();
+        assert_eq!(m.object_count().unwrap(), 1);
+
+        // A child's new object is released when the child drops its proxy.
+        let mut p = Process::new(child_writes, library.try_clone().unwrap());
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        assert!(eventually(10, || m.object_count().unwrap() == 1));
+
+        // Each call makes a new object, sharing what the service shares.
+        let book = open(&library, "rust");
+        assert_eq!(m.object_count().unwrap(), 2);
+        assert_ne!(book.id(), library.id());
+        assert_eq!(book.call(&BookOp::Read).unwrap(), ["from the child"]);
+        let mut p = Process::new(child_writes_in, book.try_clone().unwrap());
+        p.start().unwrap();
+        p.join_timeout(SECS).unwrap();
+        let again = open(&library, "rust");
+        assert_eq!(m.object_count().unwrap(), 3);
+        assert_eq!(
+            again.call(&BookOp::Read).unwrap(),
+            ["from the child", "second page"]
+        );
+        match library.call(&LibraryOp::Titles).unwrap() {
+            LibraryReply::Titles(t) => assert_eq!(t, ["rust"]),
+            _ => panic!("not titles"),
+        }
+
+        // Freed with its last proxy, as any object; the library is unaffected.
+        let copy = book.try_clone().unwrap();
+        drop(book);
+        assert_eq!(m.object_count().unwrap(), 3);
+        drop(copy);
+        drop(again);
+        assert_eq!(m.object_count().unwrap(), 1);
+
+        // A new object of a type the server does not register: a typed error, nothing made.
+        let err = library.call(&LibraryOp::Stray).unwrap_err();
+        assert_eq!(remote_kind(err), "KeyError");
+        assert_eq!(m.object_count().unwrap(), 1);
+
+        // A client expecting another type of object: a decoding error, and the object the
+        // server made for it is released.
+        let other = m.create::<LibraryClient>(&()).unwrap();
+        let err = other.call(&LibraryOpClient::Open("c".into())).unwrap_err();
+        assert!(
+            matches!(&err, ManagerError::Decode(mp_core::DecodeError::Refused(m)) if m.contains("\"Journal\"")),
+            "{err:?}"
+        );
+        // A method the server does not have.
+        let err = other.call(&LibraryOpClient::Burn).unwrap_err();
+        assert_eq!(remote_kind(err), "RemoteError");
+        drop(other);
+        assert!(eventually(10, || m.object_count().unwrap() == 1));
+        let _ = (LibraryOpClient::Titles, LibraryOpClient::Stray);
+
+        // A proxy of `serve` outside a service's response cannot be sent or used.
+        let loose = Proxy::serve(Loose);
+        assert!(loose.call(&()).is_err());
+        let lost = m.list::<Proxy<Loose>>(&[]).unwrap();
+        assert!(matches!(lost.append(&loose), Err(ManagerError::Encode(_))));
+    });
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Item {
     Text(String),

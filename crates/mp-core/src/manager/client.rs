@@ -319,6 +319,23 @@ impl Serialize for ProxyCore {
     }
 }
 
+/// Writes the wire form of a proxy to `made`, a new object of type `typeid` (the reference
+/// it carries is the one the object was made with).
+pub(crate) fn serialize_new<S: Serializer>(
+    made: &super::server::NewObject,
+    typeid: &str,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    ProxyWire {
+        address: made.address.clone(),
+        authkey: made.authkey.clone(),
+        nonce: made.nonce,
+        id: made.id,
+        typeid: typeid.to_string(),
+    }
+    .serialize(s)
+}
+
 impl<'de> Deserialize<'de> for ProxyCore {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = ProxyWire::deserialize(d)?;

@@ -12,9 +12,12 @@
 //! [`namespace`](Manager::namespace), [`value`](Manager::value), [`queue`](Manager::queue),
 //! [`lock`](Manager::lock), [`rlock`](Manager::rlock), [`event`](Manager::event),
 //! [`semaphore`](Manager::semaphore), [`bounded_semaphore`](Manager::bounded_semaphore),
-//! [`condition`](Manager::condition), [`barrier`](Manager::barrier). User types implement
-//! [`Service`] (a typed request/response interface over serde) and are registered by a
-//! [`Services`] type. [`SharedMemoryManager`] is Python's manager of shared-memory segments.
+//! [`condition`](Manager::condition), [`barrier`](Manager::barrier), and a
+//! [`pool`](Manager::pool) of worker processes in the server ([`PoolProxy`], Python's
+//! `manager.Pool()`). User types implement [`Service`] (a typed request/response interface
+//! over serde) and are registered by a [`Services`] type; a service's response may hold
+//! proxies to new objects made with [`Proxy::serve`] (Python's `method_to_typeid`).
+//! [`SharedMemoryManager`] is Python's manager of shared-memory segments.
 //!
 //! How it differs from Python:
 //! - values live in the server in their encoded form, so the server needs no knowledge of
@@ -41,7 +44,12 @@
 //! - the authkey decides who may connect, not what an authenticated client may do: any
 //!   client holding the key can call any method of any object it can name (but not crash
 //!   the server or make it hang for the others; a panic while serving a call is an
-//!   `InternalError` reply for that call).
+//!   `InternalError` reply for that call);
+//! - the server's objects never run client code, with one exception: a manager's pool runs
+//!   the task functions its clients name, in its worker processes, and only for clients
+//!   that run the server's own executable (checked by its SHA-256 on every request that
+//!   names a function; another one is [`ManagerError::OtherExecutable`]). Python trusts an
+//!   authenticated client that sends pickled callables the same way.
 //!
 //! ```
 //! use mp_core::manager::{DictProxy, Manager};
@@ -63,6 +71,7 @@
 
 mod builtins;
 pub(crate) mod client;
+pub(crate) mod pool;
 pub(crate) mod protocol;
 mod proxies;
 pub(crate) mod server;
@@ -76,6 +85,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use self::client::{decode_reply, encode_for_server, Pool, ProxyCore};
+pub use self::pool::PoolProxy;
 use self::protocol::{Request, WireBlob};
 pub use self::proxies::{
     ArrayProxy, BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, LockProxyGuard,
@@ -137,6 +147,13 @@ pub enum ManagerError {
     /// A barrier wait failed because the barrier is broken (Python: `BrokenBarrierError`).
     #[error("the barrier is broken")]
     BrokenBarrier,
+    /// The manager's pool refused this process: it runs another executable than the
+    /// manager's server (their [fingerprints] differ), so the functions it names would
+    /// not be the server's. See [`Manager::pool`].
+    ///
+    /// [fingerprints]: Manager::pool
+    #[error("the manager's pool refuses this client: {0}")]
+    OtherExecutable(String),
 }
 
 impl ManagerError {

@@ -734,16 +734,97 @@ impl BarrierProxy {
 }
 
 /// A proxy for an object of a user-registered [`Service`] type.
+///
+/// A service's response may hold proxies to new objects, made in the server with
+/// [`Proxy::serve`]: Python's `method_to_typeid`, a method that returns a new shared object.
+/// The caller receives a proxy to it, and the object lives, like any other, while a proxy
+/// refers to it.
 pub struct Proxy<S> {
-    core: ProxyCore,
-    _t: PhantomData<fn(S) -> S>,
+    inner: ProxyInner<S>,
+}
+
+enum ProxyInner<S> {
+    /// A reference to an object of a manager.
+    Remote(ProxyCore),
+    /// In a service's call, a new object (see [`Proxy::serve`]), taken into the server's
+    /// table when the response is encoded.
+    New(std::sync::Mutex<Option<S>>),
+}
+
+fn not_served() -> ManagerError {
+    ManagerError::Remote(super::RemoteError::new(
+        "ValueError",
+        "this proxy is for an object not served yet (made with Proxy::serve): only the \
+         caller that receives it in a service's response can use it",
+    ))
 }
 
 impl<S: Service> Proxy<S> {
     pub(crate) fn from_core(core: ProxyCore) -> Self {
         Self {
-            core,
-            _t: PhantomData,
+            inner: ProxyInner::Remote(core),
+        }
+    }
+
+    /// In a service's [`call`](Service::call) (in the manager's server): `value` as a new
+    /// object of the server, to be returned in the response, where the caller receives a
+    /// proxy to it (Python's `method_to_typeid`). `S` must be registered with the server's
+    /// [`Services`](super::Services), as Python requires of a typeid: otherwise the call
+    /// fails with a remote `KeyError` and nothing is made. Sent anywhere else, or used
+    /// before it is sent, the proxy is an error.
+    ///
+    /// ```
+    /// use mp_core::manager::{Manager, Proxy, Registry, RemoteError, Service, Services};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// /// A counter, made by a `Counters` service.
+    /// struct Counter(u64);
+    /// impl Service for Counter {
+    ///     const NAME: &'static str = "Counter";
+    ///     type Init = u64;
+    ///     type Request = ();
+    ///     type Response = u64;
+    ///     fn create(start: u64) -> Result<Self, RemoteError> { Ok(Counter(start)) }
+    ///     fn call(&mut self, _: ()) -> Result<u64, RemoteError> { self.0 += 1; Ok(self.0) }
+    /// }
+    ///
+    /// struct Counters;
+    /// impl Service for Counters {
+    ///     const NAME: &'static str = "Counters";
+    ///     type Init = ();
+    ///     type Request = u64; // a counter starting here
+    ///     type Response = Proxy<Counter>;
+    ///     fn create(_: ()) -> Result<Self, RemoteError> { Ok(Counters) }
+    ///     fn call(&mut self, start: u64) -> Result<Proxy<Counter>, RemoteError> {
+    ///         Ok(Proxy::serve(Counter(start)))
+    ///     }
+    /// }
+    ///
+    /// enum Mine {}
+    /// impl Services for Mine {
+    ///     fn register(r: &mut Registry) {
+    ///         r.register::<Counters>().register::<Counter>();
+    ///     }
+    /// }
+    ///
+    /// let m = Manager::builder::<Mine>().start().unwrap();
+    /// let factory = m.create::<Counters>(&()).unwrap();
+    /// let counter = factory.call(&41).unwrap(); // a proxy to a new object
+    /// assert_eq!(counter.call(&()).unwrap(), 42);
+    /// assert_eq!(m.object_count().unwrap(), 2);
+    /// drop(counter); // its last proxy: the server frees it
+    /// assert_eq!(m.object_count().unwrap(), 1);
+    /// ```
+    pub fn serve(value: S) -> Self {
+        Self {
+            inner: ProxyInner::New(std::sync::Mutex::new(Some(value))),
+        }
+    }
+
+    fn core(&self) -> Result<&ProxyCore, ManagerError> {
+        match &self.inner {
+            ProxyInner::Remote(core) => Ok(core),
+            ProxyInner::New(_) => Err(not_served()),
         }
     }
 
@@ -751,38 +832,62 @@ impl<S: Service> Proxy<S> {
     /// decode (a method it does not expose) is a remote `RemoteError`; an error returned by
     /// the service comes back as [`ManagerError::Remote`] with its kind.
     pub fn call(&self, request: &S::Request) -> Result<S::Response, ManagerError> {
-        let w: WireBlob = call(&self.core, &enc(&self.core, request)?)?;
+        let core = self.core()?;
+        let w: WireBlob = call(core, &enc(core, request)?)?;
         decode_value(&w)
     }
 
     /// A second proxy for the same object.
     pub fn try_clone(&self) -> Result<Self, ManagerError> {
-        Ok(Self::from_core(self.core.try_clone()?))
+        Ok(Self::from_core(self.core()?.try_clone()?))
     }
 
-    /// The object's id in its manager.
+    /// The object's id in its manager (0 for a proxy of [`serve`](Self::serve) not sent
+    /// yet).
     pub fn id(&self) -> u64 {
-        self.core.id
+        self.core().map_or(0, |c| c.id)
     }
 }
 
-impl<S> Serialize for Proxy<S> {
+impl<S: Service> Serialize for Proxy<S> {
     fn serialize<Se: Serializer>(&self, s: Se) -> Result<Se::Ok, Se::Error> {
-        self.core.serialize(s)
+        match &self.inner {
+            ProxyInner::Remote(core) => core.serialize(s),
+            ProxyInner::New(value) => {
+                let value = value
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .ok_or_else(|| serde::ser::Error::custom("a new object's proxy sent twice"))?;
+                let made = super::server::serve_new(value).map_err(serde::ser::Error::custom)?;
+                super::client::serialize_new(&made, S::NAME, s)
+            }
+        }
     }
 }
 
-impl<'de, S> Deserialize<'de> for Proxy<S> {
+impl<'de, S: Service> Deserialize<'de> for Proxy<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            core: ProxyCore::deserialize(d)?,
-            _t: PhantomData,
-        })
+        let core = ProxyCore::deserialize(d)?;
+        if core.typeid != S::NAME {
+            let why = format!(
+                "a proxy to a {:?} object where a proxy to {:?} was expected",
+                core.typeid,
+                S::NAME
+            );
+            // The reference it carries is released here.
+            drop(core);
+            return Err(crate::codec::refuse(why));
+        }
+        Ok(Self::from_core(core))
     }
 }
 
 impl<S> std::fmt::Debug for Proxy<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.core.fmt(f)
+        match &self.inner {
+            ProxyInner::Remote(core) => core.fmt(f),
+            ProxyInner::New(_) => write!(f, "<new object, not served yet>"),
+        }
     }
 }

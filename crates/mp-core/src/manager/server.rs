@@ -340,6 +340,8 @@ impl Blob {
 /// there.
 pub(crate) struct CallCtx<'a> {
     pub(crate) table: &'a Arc<Table>,
+    /// The server's state, for objects a call makes (see [`serve_new`]).
+    shared: &'a Arc<Shared>,
     pub(crate) caller: u64,
     conn: &'a RawConnection,
     max_message: u64,
@@ -449,6 +451,7 @@ impl Registry {
             factories: HashMap::new(),
         };
         super::builtins::register(&mut r);
+        super::pool::register(&mut r);
         r.register::<super::shared_memory::SegmentKeeper>();
         r
     }
@@ -493,8 +496,26 @@ impl<S: Service> Object for ServiceObject<S> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .call(request)?;
-        let w = super::client::encode_for_server(&response, None)
-            .map_err(|e| RemoteError::new("EncodeError", e.to_string()))?;
+        // The new objects inside the response (`Proxy::serve`) join the table as it is
+        // encoded; if encoding fails, they go again.
+        let (w, made, failed) = serving(ctx.shared, || {
+            super::client::encode_for_server(&response, None)
+        });
+        drop(response);
+        let w = match (w, failed) {
+            (Ok(w), None) => w,
+            (w, failed) => {
+                for id in made {
+                    ctx.table.decref(id);
+                }
+                return Err(failed.unwrap_or_else(|| {
+                    RemoteError::new(
+                        "EncodeError",
+                        w.err().map(|e| e.to_string()).unwrap_or_default(),
+                    )
+                }));
+            }
+        };
         // The proxies inside the response are handed to the client: one reference each.
         for id in &w.refs {
             ctx.table.incref(*id)?;
@@ -503,11 +524,103 @@ impl<S: Service> Object for ServiceObject<S> {
     }
 }
 
+/// While a service's response is encoded: the server, the new objects made so far, and the
+/// error that stopped one.
+struct Serving {
+    shared: Arc<Shared>,
+    made: Vec<u64>,
+    failed: Option<RemoteError>,
+}
+
+thread_local! {
+    static SERVING: std::cell::RefCell<Option<Serving>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` (of a service's response) with [`serve_new`] enabled; returns its result,
+/// the ids of the objects made (each with the one reference the caller takes over), and
+/// the error that stopped the making of one.
+fn serving<R>(
+    shared: &Arc<Shared>,
+    encode: impl FnOnce() -> R,
+) -> (R, Vec<u64>, Option<RemoteError>) {
+    let saved = SERVING.with(|s| {
+        s.borrow_mut().replace(Serving {
+            shared: shared.clone(),
+            made: Vec::new(),
+            failed: None,
+        })
+    });
+    let r = encode();
+    let done = SERVING.with(|s| std::mem::replace(&mut *s.borrow_mut(), saved));
+    let done = done.expect("set above");
+    (r, done.made, done.failed)
+}
+
+/// Where a new object lives: what its proxy's wire form names.
+pub(crate) struct NewObject {
+    pub(crate) id: u64,
+    pub(crate) address: Address,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) nonce: u64,
+}
+
+/// Makes `value` an object of the server whose service call is encoding its response
+/// (Python's `method_to_typeid`): its type must be registered with the server, as Python
+/// requires of a typeid. Outside of that encoding (a proxy made with `Proxy::serve` and sent
+/// anywhere else) it is an error.
+pub(crate) fn serve_new<S: Service>(value: S) -> Result<NewObject, String> {
+    SERVING.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(sv) = s.as_mut() else {
+            return Err(
+                "a proxy made with Proxy::serve can only be sent as part of a \
+                        service's response, by the manager's server"
+                    .to_string(),
+            );
+        };
+        let made = (|| {
+            if !sv.shared.registry.factories.contains_key(S::NAME) {
+                return Err(RemoteError::new(
+                    "KeyError",
+                    format!(
+                        "no type registered as {:?}: a service's response can hold new \
+                         objects of registered types only",
+                        S::NAME
+                    ),
+                ));
+            }
+            let charge = sv.shared.table.budget.charge(OBJECT_COST)?;
+            let obj = Arc::new(ServiceObject(Mutex::new(value)));
+            Ok(sv.shared.table.insert(obj, charge))
+        })();
+        match made {
+            Ok(id) => {
+                sv.made.push(id);
+                Ok(NewObject {
+                    id,
+                    address: sv.shared.address.clone(),
+                    authkey: sv.shared.authkey.clone(),
+                    nonce: sv.shared.nonce,
+                })
+            }
+            Err(e) => {
+                let text = e.to_string();
+                sv.failed.get_or_insert(e);
+                Err(text)
+            }
+        }
+    })
+}
+
 /// The state shared by the server's threads.
 pub(crate) struct Shared {
     table: Arc<Table>,
     registry: Registry,
     nonce: u64,
+    /// Where clients reach the server and the key they use (named in the proxies of the
+    /// objects a service call makes).
+    address: Address,
+    authkey: Vec<u8>,
     limits: ServerLimits,
     stopping: AtomicBool,
     /// A second handle on each client's connection, to end it at shutdown.
@@ -529,6 +642,7 @@ pub struct Server {
     listener: Listener,
     registry: Registry,
     nonce: u64,
+    authkey: Vec<u8>,
     limits: ServerLimits,
 }
 
@@ -548,6 +662,7 @@ impl Server {
             listener,
             registry,
             nonce: u64::from_le_bytes(n),
+            authkey: authkey.to_vec(),
             limits: ServerLimits::default(),
         };
         server.set_limits(ServerLimits::default());
@@ -594,6 +709,7 @@ impl Server {
             listener,
             registry,
             nonce,
+            authkey,
             limits,
         } = self;
         let shared = Arc::new(Shared {
@@ -604,6 +720,8 @@ impl Server {
             }),
             registry,
             nonce,
+            address: listener.address().clone(),
+            authkey,
             limits,
             stopping: AtomicBool::new(false),
             clients: Mutex::new(HashMap::new()),
@@ -789,10 +907,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".into())
 }
 
-fn handle(shared: &Shared, req: Request, conn: &RawConnection) -> Reply {
+fn handle(shared: &Arc<Shared>, req: Request, conn: &RawConnection) -> Reply {
     let table = &shared.table;
     let ctx = |caller| CallCtx {
         table,
+        shared,
         caller,
         conn,
         max_message: shared.limits.max_message,

@@ -49,6 +49,25 @@ pub(crate) trait Sink: Send + Sync {
     }
 }
 
+/// Where a pool's calls queue their chunks: the dispatcher of a pool in this process
+/// ([`Shared`]), or a pool in a manager's server, reached through its proxy.
+pub(crate) trait ChunkQueue: Send + Sync {
+    /// Queues chunks (all or none); refused unless the pool is running.
+    fn submit(&self, chunks: Vec<Chunk>) -> Result<(), PoolError>;
+    /// Whether new work would be accepted (as far as can be known without asking).
+    fn check_running(&self) -> Result<(), PoolError>;
+}
+
+impl ChunkQueue for Shared {
+    fn submit(&self, chunks: Vec<Chunk>) -> Result<(), PoolError> {
+        Shared::submit(self, chunks)
+    }
+
+    fn check_running(&self) -> Result<(), PoolError> {
+        Shared::check_running(self)
+    }
+}
+
 /// What became of a chunk.
 pub(crate) enum Outcome<'a> {
     /// `len` postcard-encoded `Result<R, WireError>`.

@@ -133,7 +133,7 @@ impl ProcessPoolExecutor {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let slot = super::submit_one::<Plain<F>, A, R>(&self.shared, arg, None)?;
+        let slot = super::submit_one::<Plain<F>, A, R>(&*self.shared, arg, None)?;
         Ok(TaskFuture { slot })
     }
 
@@ -206,8 +206,8 @@ impl ProcessPoolExecutor {
         let deadline = options.timeout.map(Deadline::after);
         let chunksize = options.chunksize.map_or(1, NonZeroUsize::get);
         let bound = options.buffersize.map_or(usize::MAX, NonZeroUsize::get);
-        let mut inner =
-            super::imap_job::<Plain<F>, A, R, I>(&self.shared, iter, true, chunksize, bound);
+        let queue: Arc<dyn super::dispatcher::ChunkQueue> = self.shared.clone();
+        let mut inner = super::imap_job::<Plain<F>, A, R, I>(&queue, iter, true, chunksize, bound);
         if options.buffersize.is_none() {
             // Python's eager map: everything is submitted before `map` returns.
             inner.fill();

@@ -11,6 +11,7 @@
 //! | `callback=`, `error_callback=` | [`Callbacks`], with the `*_with` methods |
 //! | `close`, `terminate`, `join`, `with Pool() as p:` | same names; dropping a pool terminates it |
 //! | `ProcessPoolExecutor`, `Future` | [`ProcessPoolExecutor`], [`TaskFuture`] (also a `std::future::Future`) |
+//! | `manager.Pool(n)` | [`Manager::pool`](crate::manager::Manager::pool): the same calls on a pool in a manager's server |
 //!
 //! Task functions are `fn` items or closures that capture nothing (checked at compile time),
 //! like [`Process::new`](crate::Process::new) targets; arguments and results are `serde`
@@ -59,7 +60,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use self::dispatcher::{Chunk, Config, Shared, Sink};
+use self::dispatcher::{Chunk, Config, Shared};
 use self::entry::{Plain, Star, TaskFn};
 use self::result::{ApplySink, MapSink, MapSlot, Slot};
 use self::worker::InitArg;
@@ -68,6 +69,7 @@ use crate::{ChildPanic, Context, ProcessError};
 use mp_ipc::handle::{OwnedHandle, RawHandle};
 
 pub use self::dispatcher::OnWorkerDeath;
+pub(crate) use self::dispatcher::{Chunk as QueuedChunk, ChunkQueue, Outcome, Sink};
 pub use self::entry::StarFn;
 pub use self::executor::{
     ExecutorBuilder, ExecutorMap, MapOptions, ProcessPoolExecutor, TaskFuture,
@@ -81,7 +83,7 @@ pub use self::result::{AsyncResult, Callbacks, IMap};
 
 /// Why a task has no result. Python raises the task's own exception (chained to a remote
 /// traceback), `TimeoutError`, `CancelledError`, or `BrokenProcessPool`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, serde::Deserialize)]
 pub enum TaskError {
     /// The task panicked in a worker: message, location, and the worker's backtrace.
     #[error("task panicked in a worker at {}: {}", .0.location, .0.message)]
@@ -124,6 +126,12 @@ pub enum TaskError {
     /// The result was already taken by an earlier `get`.
     #[error("the result was already taken")]
     Taken,
+    /// The task ran, or was to run, in a manager's pool
+    /// ([`Manager::pool`](crate::manager::Manager::pool)) and the manager failed: it is
+    /// gone (and its pool with it), refused the call, or the connection to it broke. Where a
+    /// [`PoolError`] is returned instead, [`PoolError::Manager`] holds the typed error.
+    #[error("the manager serving the pool failed: {0}")]
+    Manager(String),
 }
 
 impl TaskError {
@@ -195,9 +203,17 @@ pub enum PoolError {
     /// initializer, started).
     #[error(
         "{0} holds shared objects (locks, queues, connections, OS handles), which cannot \
-         reach this pool's workers (MPI ranks: handles do not cross hosts)"
+         reach this pool's workers (MPI ranks: handles do not cross hosts; a manager's \
+         pool: they would have to pass through the manager's connection)"
     )]
     HandlesUnsupported(&'static str),
+    /// A manager's pool ([`Manager::pool`](crate::manager::Manager::pool)) could not be
+    /// reached or refused the call: the manager is gone, or this process runs another
+    /// executable than the manager's server ([`ManagerError::OtherExecutable`]).
+    ///
+    /// [`ManagerError::OtherExecutable`]: crate::manager::ManagerError::OtherExecutable
+    #[error("the manager serving the pool failed: {0}")]
+    Manager(#[source] crate::manager::ManagerError),
 }
 
 impl From<PoolError> for TaskError {
@@ -209,6 +225,7 @@ impl From<PoolError> for TaskError {
             PoolError::Encode(m) => Self::Encode(m),
             PoolError::Input(m) => Self::Input(m),
             e @ PoolError::HandlesUnsupported(_) => Self::Encode(e.to_string()),
+            PoolError::Manager(e) => Self::Manager(e.to_string()),
             e => Self::Broken(e.to_string()),
         }
     }
@@ -377,6 +394,7 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool, PoolError> {
         let (shared, thread, processes) = launch::start_pool(self, false, "Pool")?;
         Ok(Pool {
+            queue: shared.clone(),
             shared,
             thread: Mutex::new(Some(thread)),
             processes,
@@ -407,6 +425,8 @@ impl PoolBuilder {
 /// ```
 pub struct Pool {
     shared: Arc<Shared>,
+    /// The same, as the queue the mapping calls submit to.
+    queue: Arc<dyn ChunkQueue>,
     thread: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
 }
@@ -419,11 +439,39 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// The mapping calls of a pool with an explicit chunk size; made by [`Pool::chunksize`].
-#[derive(Debug, Clone, Copy)]
+/// The mapping calls of a pool with an explicit chunk size; made by [`Pool::chunksize`]
+/// (and by [`PoolProxy::chunksize`](crate::manager::PoolProxy::chunksize) for a manager's
+/// pool).
+#[derive(Clone, Copy)]
 pub struct Chunked<'p> {
-    pool: &'p Pool,
+    queue: &'p Arc<dyn ChunkQueue>,
+    /// The pool's size, for the default chunk size.
+    processes: usize,
     chunksize: Option<usize>,
+}
+
+impl std::fmt::Debug for Chunked<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunked")
+            .field("processes", &self.processes)
+            .field("chunksize", &self.chunksize)
+            .finish()
+    }
+}
+
+impl<'p> Chunked<'p> {
+    /// The mapping calls over `queue`, a pool of `processes` workers.
+    pub(crate) fn over(
+        queue: &'p Arc<dyn ChunkQueue>,
+        processes: usize,
+        chunksize: Option<usize>,
+    ) -> Self {
+        Self {
+            queue,
+            processes,
+            chunksize,
+        }
+    }
 }
 
 impl Pool {
@@ -456,17 +504,11 @@ impl Pool {
     /// assert_eq!(v.len(), 100);
     /// ```
     pub fn chunksize(&self, chunksize: NonZeroUsize) -> Chunked<'_> {
-        Chunked {
-            pool: self,
-            chunksize: Some(chunksize.get()),
-        }
+        Chunked::over(&self.queue, self.processes, Some(chunksize.get()))
     }
 
     fn chunked(&self) -> Chunked<'_> {
-        Chunked {
-            pool: self,
-            chunksize: None,
-        }
+        Chunked::over(&self.queue, self.processes, None)
     }
 
     /// Runs `f(arg)` in a worker and waits for the result.
@@ -501,9 +543,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = f;
-        let slot = submit_one::<Plain<F>, A, R>(&self.shared, arg, Some(callbacks))?;
-        Ok(AsyncResult { slot })
+        apply_on(&*self.queue, f, arg, callbacks)
     }
 
     /// `f` over every item, results in input order; the first failure (in input order) is
@@ -682,9 +722,26 @@ impl Drop for Pool {
     }
 }
 
+/// `apply_async_with` over any queue (this process's pool, or a manager's).
+pub(crate) fn apply_on<F, A, R>(
+    queue: &dyn ChunkQueue,
+    f: F,
+    arg: A,
+    callbacks: Callbacks<R>,
+) -> Result<AsyncResult<R>, PoolError>
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    let _ = f;
+    let slot = submit_one::<Plain<F>, A, R>(queue, arg, Some(callbacks))?;
+    Ok(AsyncResult { slot })
+}
+
 /// Submits one single-item chunk whose result goes to a new slot.
 pub(crate) fn submit_one<T, A, R>(
-    shared: &Shared,
+    shared: &dyn ChunkQueue,
     arg: A,
     callbacks: Option<Callbacks<R>>,
 ) -> Result<Arc<Slot<R>>, PoolError>
@@ -699,7 +756,7 @@ where
         encode_chunk(&head, std::slice::from_ref(&arg)).map_err(PoolError::Encode)?;
     let slot = Slot::new(callbacks);
     let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
-    shared.submit([Chunk {
+    shared.submit(vec![Chunk {
         sink,
         index: 0,
         len: 1,
@@ -711,7 +768,7 @@ where
 
 /// Submits a whole input as chunks whose results are gathered into one slot.
 pub(crate) fn submit_map<T, A, R>(
-    shared: &Shared,
+    shared: &dyn ChunkQueue,
     items: Vec<A>,
     chunksize: usize,
     slot: MapSlot<R>,
@@ -749,7 +806,7 @@ where
 impl<'p> Chunked<'p> {
     fn size(&self, len: usize) -> usize {
         self.chunksize
-            .unwrap_or_else(|| default_chunksize(len, self.pool.processes))
+            .unwrap_or_else(|| default_chunksize(len, self.processes))
     }
 
     fn map_job<T, A, R, I>(&self, iter: I, slot: MapSlot<R>) -> Result<(), PoolError>
@@ -759,10 +816,10 @@ impl<'p> Chunked<'p> {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.pool.shared.check_running()?;
+        self.queue.check_running()?;
         let items = collect_input(iter)?;
         let size = self.size(items.len());
-        submit_map::<T, A, R>(&self.pool.shared, items, size, slot)
+        submit_map::<T, A, R>(&**self.queue, items, size, slot)
     }
 
     /// See [`Pool::map`].
@@ -905,13 +962,13 @@ impl<'p> Chunked<'p> {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.pool.shared.check_running()?;
+        self.queue.check_running()?;
         Ok(imap_job::<T, A, R, I>(
-            &self.pool.shared,
+            self.queue,
             iter,
             ordered,
             self.chunksize.unwrap_or(1),
-            self.pool.processes * 2,
+            self.processes * 2,
         ))
     }
 }
@@ -919,7 +976,7 @@ impl<'p> Chunked<'p> {
 /// A lazy map over `iter`: chunks of `chunksize` items encoded and submitted as the results
 /// are consumed, at most `max_in_flight` chunks submitted and not yet yielded.
 pub(crate) fn imap_job<'a, T, A, R, I>(
-    shared: &Arc<Shared>,
+    shared: &Arc<dyn ChunkQueue>,
     iter: I,
     ordered: bool,
     chunksize: usize,
@@ -963,4 +1020,104 @@ where
         }))
     });
     IMap::new(shared.clone(), ordered, max_in_flight, next_chunk)
+}
+
+/// What a manager's server needs to build a pool a client described with a [`PoolBuilder`]
+/// (see `manager::pool`): no context (the server's default), no handles.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) struct RemoteSpec {
+    processes: Option<usize>,
+    max_tasks: Option<usize>,
+    init: Option<(crate::fn_id::FnId<entry::Init>, Vec<u8>)>,
+}
+
+impl PoolBuilder {
+    /// The number of processes asked for, if any.
+    pub(crate) fn processes_asked(&self) -> Option<usize> {
+        self.processes
+    }
+
+    /// This builder as a [`RemoteSpec`]: an initializer argument holding shareable objects
+    /// is refused (its handles cannot pass through a manager's connection), as is an MPI
+    /// pool.
+    pub(crate) fn remote_spec(self) -> Result<RemoteSpec, PoolError> {
+        if !matches!(self.launch, launch::Launch::Processes) {
+            return Err(PoolError::InvalidArgument(
+                "a manager's pool runs worker processes of the server".into(),
+            ));
+        }
+        let init = match self.init {
+            None => None,
+            Some(Err(e)) => return Err(PoolError::Encode(e)),
+            Some(Ok(i)) if !i.handles.is_empty() => {
+                return Err(PoolError::HandlesUnsupported("the initializer argument"))
+            }
+            Some(Ok(i)) => Some((i.entry, i.bytes)),
+        };
+        Ok(RemoteSpec {
+            processes: self.processes,
+            max_tasks: self.max_tasks,
+            init,
+        })
+    }
+
+    /// The builder a [`RemoteSpec`] describes.
+    pub(crate) fn from_remote_spec(spec: RemoteSpec) -> Self {
+        Self {
+            processes: spec.processes,
+            max_tasks: spec.max_tasks,
+            init: spec.init.map(|(entry, bytes)| {
+                Ok(InitArg {
+                    entry,
+                    bytes,
+                    handles: SharedHandles::default(),
+                })
+            }),
+            ..Self::default()
+        }
+    }
+}
+
+/// A chunk whose frame another process encoded (a manager's client, see `manager::pool`),
+/// checked to be exactly one chunk record of `len` items, the form [`encode_chunk`] makes,
+/// before a dispatcher batches it with others. What the record holds is the worker's to
+/// check (function id and arguments, as for any chunk).
+pub(crate) fn foreign_chunk(frame: Vec<u8>, len: u32, sink: Arc<dyn Sink>) -> Option<Chunk> {
+    let field = |at: usize| {
+        frame
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let whole = frame.first() == Some(&worker::FRAME_TASKS)
+        && field(1) == Some(frame.len().saturating_sub(5))
+        && field(5) == Some(len as usize)
+        && len > 0;
+    whole.then(|| Chunk {
+        sink,
+        index: 0,
+        len: len as usize,
+        frame,
+        handles: Vec::new(),
+    })
+}
+
+impl Pool {
+    /// Queues chunks made by [`foreign_chunk`].
+    pub(crate) fn submit_chunks(&self, chunks: Vec<Chunk>) -> Result<(), PoolError> {
+        self.shared.submit(chunks)
+    }
+
+    /// [`join`](Self::join), giving up after `timeout`: whether the workers have ended.
+    pub(crate) fn join_timeout(&self, timeout: Duration) -> Result<bool, PoolError> {
+        if self.shared.lock().status == dispatcher::Status::Running {
+            return Err(PoolError::StillRunning);
+        }
+        if !self.shared.wait_stopped(Some(timeout)) {
+            return Ok(false);
+        }
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        Ok(true)
+    }
 }

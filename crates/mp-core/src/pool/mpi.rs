@@ -39,9 +39,8 @@
 //!   ranks (a world rank cannot be replaced).
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mp_ipc::spin::SpinLimit;
@@ -133,28 +132,6 @@ struct Hello {
 
 fn mpi_err(e: mp_mpi::Error) -> ProcessError {
     ProcessError::Io(std::io::Error::other(format!("MPI: {e}")))
-}
-
-/// SHA-256 of this process's executable file, computed once.
-fn fingerprint() -> Result<[u8; 32], String> {
-    static PRINT: OnceLock<Result<[u8; 32], String>> = OnceLock::new();
-    PRINT
-        .get_or_init(|| {
-            use sha2::Digest;
-            let path = std::env::current_exe().map_err(|e| e.to_string())?;
-            let mut file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-            let mut hash = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                hash.update(&buf[..n]);
-            }
-            Ok(hash.finalize().into())
-        })
-        .clone()
 }
 
 fn boot_id() -> String {
@@ -296,7 +273,7 @@ fn serve_rank(comm: mp_mpi::Comm) -> ! {
                 fingerprint: theirs,
                 init,
             }) => {
-                let refused = match fingerprint() {
+                let refused = match crate::fn_id::fingerprint() {
                     Ok(ours) if ours == theirs => None,
                     Ok(_) => Some(format!(
                         "rank {} on {} runs another build of the executable ({}); every \
@@ -595,8 +572,8 @@ pub(crate) fn launcher(
         ));
     }
     ensure_client()?;
-    let fingerprint =
-        fingerprint().map_err(|e| PoolError::Start(ProcessError::Io(std::io::Error::other(e))))?;
+    let fingerprint = crate::fn_id::fingerprint()
+        .map_err(|e| PoolError::Start(ProcessError::Io(std::io::Error::other(e))))?;
     let world_size = mp_mpi::world().size();
     let use_world = match workers {
         MpiWorkers::World => true,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::dispatcher::{Outcome, Shared, Sink};
+use super::dispatcher::{ChunkQueue, Outcome, Sink};
 use super::entry::WireError;
 use super::TaskError;
 
@@ -541,7 +541,7 @@ pub(crate) type NextChunk<'a> = Box<
 /// A failure to read or encode the input is yielded after the results before it, and ends
 /// the iteration.
 pub struct IMap<'a, R> {
-    shared: Arc<Shared>,
+    shared: Arc<dyn ChunkQueue>,
     sink: Arc<ImapSink<R>>,
     sink_dyn: Arc<dyn super::dispatcher::Sink>,
     next_chunk: NextChunk<'a>,
@@ -557,7 +557,7 @@ pub struct IMap<'a, R> {
 
 impl<'a, R: DeserializeOwned + Send + 'static> IMap<'a, R> {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<dyn ChunkQueue>,
         ordered: bool,
         max_in_flight: usize,
         next_chunk: NextChunk<'a>,
@@ -605,7 +605,7 @@ impl<'a, R: DeserializeOwned + Send + 'static> IMap<'a, R> {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .outstanding += 1;
-                    if let Err(e) = self.shared.submit([chunk]) {
+                    if let Err(e) = self.shared.submit(vec![chunk]) {
                         self.sink
                             .state
                             .lock()
