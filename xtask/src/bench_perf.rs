@@ -558,7 +558,11 @@ and read in place; mean of 20 round trips, as `zc.64MiB`), and 1 MiB messages on
 by the child into loaned samples and out by the parent (256 per sample after 8, as \
 `copy.1MiB`). ipc-channel: `IpcSender<u64>` round trips (mean of 2000 per sample), alternating \
 batch by batch with mp's `Connection<u64>` (spin on, and spin off in both processes), and \
-`Vec<u8>` messages one way as the `tput` rows (ipc-channel's receives always sleep).\n\
+`Vec<u8>` messages one way as the `tput` rows (ipc-channel's receives always sleep). Busy \
+polling reads well in a median and badly in a mean on a loaded machine: a poller that shares \
+its CPU with the process it waits for holds the CPU until the scheduler takes it away \
+(milliseconds), so the iceoryx2 rows measured as means (64 MiB round trip, 1 MiB rate) swing \
+with the load far more than its round-trip median does.\n\
 - **scaling**: N = 1, 4, 16, 64, 256 (2 too for the pool); start N processes then join them \
 all (total); `wait` over N pipe ends with one made ready (per call, 300 calls); 20 000 items put \
 by N producer processes (starts included); `Pool(N).map(x*x)` over 20 000 items, chunksize 1.\n\
