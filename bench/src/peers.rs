@@ -14,7 +14,9 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
-use ipc_channel::ipc::{self as ipcc, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{
+    self as ipcc, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcReceiver, IpcSender,
+};
 use mp_core::connection::{pipe_with, Socket};
 use mp_core::{Connection, Process};
 
@@ -452,19 +454,52 @@ fn ipc_producer(name: String) {
     }
 }
 
-/// Bytes per second of typed `Vec<u8>` messages one way through ipc-channel, measured as
-/// mp's `tput.*` rows: a command inside the timing, then `count` messages, 2 warm-up batches.
-fn ipc_tput(reps: usize, count: usize, size: usize) -> Vec<f64> {
-    let (server, name) = IpcOneShotServer::<Boot<(u64, u64)>>::new().expect("one-shot server");
-    let mut child = Process::new(ipc_producer, name);
-    child.start().expect("start");
-    // The child's reply channel is typed `Vec<u8>` on this side.
-    let (_, (to_child, from_child)) = server.accept().expect("accept");
-    let from_child: IpcReceiver<Vec<u8>> = from_child.to_opaque().to();
+/// What the child of the untyped throughput hands the parent: the sender of its commands
+/// and the receiver of its bytes.
+type BytesBoot = (IpcSender<(u64, u64)>, IpcBytesReceiver);
+
+/// Child of the untyped throughput: as [`ipc_producer`], through ipc-channel's bytes channel
+/// (no serde: the bytes are the message).
+fn ipc_bytes_producer(name: String) {
+    let boot = IpcSender::<BytesBoot>::connect(name).expect("connect");
+    let (to_child, inbox) = ipcc::channel::<(u64, u64)>().expect("channel");
+    let (reply, from_child): (IpcBytesSender, IpcBytesReceiver) =
+        ipcc::bytes_channel().expect("bytes channel");
+    boot.send((to_child, from_child)).expect("boot");
+    while let Ok((count, size)) = inbox.recv() {
+        let payload = vec![0xA5u8; size as usize];
+        for _ in 0..count {
+            if reply.send(&payload).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Bytes per second of messages one way through ipc-channel, measured as mp's `tput.*`
+/// rows: a command inside the timing, then `count` messages, 2 warm-up batches. Typed
+/// (`IpcReceiver<Vec<u8>>`, serde) or, with `bytes`, its bytes channel.
+fn ipc_tput(reps: usize, count: usize, size: usize, bytes: bool) -> Vec<f64> {
+    type Recv = Box<dyn Fn() -> Vec<u8>>;
+    let (to_child, recv, child): (IpcSender<(u64, u64)>, Recv, Process) = if bytes {
+        let (server, name) = IpcOneShotServer::<BytesBoot>::new().expect("one-shot server");
+        let mut child = Process::new(ipc_bytes_producer, name);
+        child.start().expect("start");
+        let (_, (tx, rx)) = server.accept().expect("accept");
+        (tx, Box::new(move || rx.recv().expect("recv")), child)
+    } else {
+        let (server, name) = IpcOneShotServer::<Boot<(u64, u64)>>::new().expect("one-shot server");
+        let mut child = Process::new(ipc_producer, name);
+        child.start().expect("start");
+        // The child's reply channel is typed `Vec<u8>` on this side.
+        let (_, (tx, rx)) = server.accept().expect("accept");
+        let rx: IpcReceiver<Vec<u8>> = rx.to_opaque().to();
+        (tx, Box::new(move || rx.recv().expect("recv")), child)
+    };
     let batch = || {
         to_child.send((count as u64, size as u64)).expect("command");
         for _ in 0..count {
-            let m = from_child.recv().expect("recv");
+            let m = recv();
             debug_assert_eq!(m.len(), size);
         }
     };
@@ -478,6 +513,7 @@ fn ipc_tput(reps: usize, count: usize, size: usize) -> Vec<f64> {
         })
         .collect();
     drop(to_child);
+    drop(recv);
     child.join().expect("join");
     rates
 }
@@ -534,7 +570,14 @@ pub fn run(reps: usize) {
             "ipc_channel",
             "B/s",
             "ipc-channel 0.23: child IpcSender::send of the payload -> parent IpcReceiver<Vec<u8>>::recv (a new Vec per message)",
-            &ipc_tput(reps.max(3) * 2, count, size),
+            &ipc_tput(reps.max(3) * 2, count, size, false),
+        );
+        emit(
+            &format!("tput.{label}"),
+            "ipc_channel_bytes",
+            "B/s",
+            "ipc-channel 0.23, untyped: child IpcBytesSender::send(&payload) -> parent IpcBytesReceiver::recv (a new Vec per message)",
+            &ipc_tput(reps.max(3) * 2, count, size, true),
         );
     }
 }

@@ -135,6 +135,20 @@ pub(super) const ROWS: &[Row] = &[
         Some(("tput.1MiB", "python")),
     ),
     vs(
+        "throughput 64 KiB, `recv_bytes` (vs ipc-channel's bytes channel)",
+        "tput.64KiB",
+        "mp",
+        Some("ipc_channel_bytes"),
+        Some(("tput.64KiB", "python")),
+    ),
+    vs(
+        "throughput 1 MiB, `recv_bytes` (vs ipc-channel's bytes channel)",
+        "tput.1MiB",
+        "mp",
+        Some("ipc_channel_bytes"),
+        Some(("tput.1MiB", "python")),
+    ),
+    vs(
         "idle Pool(2): CPU share over the window (parent + workers)",
         "idle.pool",
         "mp",
@@ -558,7 +572,9 @@ and read in place; mean of 20 round trips, as `zc.64MiB`), and 1 MiB messages on
 by the child into loaned samples and out by the parent (256 per sample after 8, as \
 `copy.1MiB`). ipc-channel: `IpcSender<u64>` round trips (mean of 2000 per sample), alternating \
 batch by batch with mp's `Connection<u64>` (spin on, and spin off in both processes), and \
-`Vec<u8>` messages one way as the `tput` rows (ipc-channel's receives always sleep). Busy \
+`Vec<u8>` messages one way as the `tput` rows, typed (serde writes a `Vec<u8>` as a sequence, \
+decoded byte by byte) and through its bytes channel (`IpcBytesSender`, beside mp's \
+`recv_bytes`); ipc-channel's receives always sleep. Busy \
 polling reads well in a median and badly in a mean on a loaded machine: a poller that shares \
 its CPU with the process it waits for holds the CPU until the scheduler takes it away \
 (milliseconds), so the iceoryx2 rows measured as means (64 MiB round trip, 1 MiB rate) swing \
