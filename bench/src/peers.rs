@@ -61,68 +61,118 @@ macro_rules! poll {
     };
 }
 
-/// Child of the 8-byte round trip: echoes every `u64` of service `a2b` on service `b2a`.
-fn ice_echo(arg: (String, Connection<()>)) {
-    let (prefix, ready) = arg;
-    let node = node();
-    let open = |what: &str| {
-        node.service_builder(&ServiceName::new(&format!("{prefix}/{what}")).expect("service name"))
-            .publish_subscribe::<u64>()
-            .open()
-            .expect("open service")
-    };
-    let (a2b, b2a) = (open("rtt.a2b"), open("rtt.b2a"));
-    let sub = a2b.subscriber_builder().create().expect("subscriber");
-    let publisher = b2a.publisher_builder().create().expect("publisher");
-    ready.send_bytes(b"ready").expect("ready");
-    loop {
-        let v = *poll!(sub).payload();
-        if v == u64::MAX {
-            return;
+/// One end of the 8-byte ping-pong: a publisher and a subscriber of `u64`, and, when the
+/// waits sleep, a notifier and a listener of two event services beside them.
+struct PingEnd {
+    publisher: iceoryx2::port::publisher::Publisher<Ice, u64, ()>,
+    sub: iceoryx2::port::subscriber::Subscriber<Ice, u64, ()>,
+    events: Option<(
+        iceoryx2::port::notifier::Notifier<Ice>,
+        iceoryx2::port::listener::Listener<Ice>,
+    )>,
+}
+
+impl PingEnd {
+    /// The end that publishes on `out` and subscribes to `inp` (services under `prefix`,
+    /// made by the parent, opened by the child).
+    fn new(node: &Node<Ice>, prefix: &str, out: &str, inp: &str, sleep: bool, make: bool) -> Self {
+        let name = |what: &str| ServiceName::new(&format!("{prefix}/{what}")).expect("name");
+        let data = |what: &str| {
+            let b = node.service_builder(&name(what)).publish_subscribe::<u64>();
+            if make {
+                b.max_publishers(1)
+                    .max_subscribers(1)
+                    .history_size(0)
+                    .subscriber_max_buffer_size(1)
+                    .enable_safe_overflow(true)
+                    .create()
+                    .expect("create service")
+            } else {
+                b.open().expect("open service")
+            }
+        };
+        let event = |what: &str| {
+            let b = node.service_builder(&name(&format!("{what}.ev"))).event();
+            if make {
+                b.create().expect("create event service")
+            } else {
+                b.open().expect("open event service")
+            }
+        };
+        let (o, i) = (data(out), data(inp));
+        let events = sleep.then(|| {
+            let (o, i) = (event(out), event(inp));
+            (
+                o.notifier_builder().create().expect("notifier"),
+                i.listener_builder().create().expect("listener"),
+            )
+        });
+        Self {
+            publisher: o.publisher_builder().create().expect("publisher"),
+            sub: i.subscriber_builder().create().expect("subscriber"),
+            events,
         }
-        publisher
+    }
+
+    fn send(&self, v: u64) {
+        self.publisher
             .loan_uninit()
             .expect("loan")
             .write_payload(v)
             .send()
             .expect("send");
+        if let Some((n, _)) = &self.events {
+            n.notify().expect("notify");
+        }
+    }
+
+    /// The next value: busy-polled, or, with events, a look then a sleep on the listener
+    /// (a notification is kept until taken, so none is lost between the two).
+    fn recv(&self) -> u64 {
+        match &self.events {
+            None => *poll!(self.sub).payload(),
+            Some((_, l)) => loop {
+                if let Some(s) = self.sub.receive().expect("iceoryx2 receive") {
+                    break *s.payload();
+                }
+                l.blocking_wait(|_| {}).expect("wait");
+            },
+        }
     }
 }
 
-fn prefix() -> String {
-    format!("mp-bench/{}", std::process::id())
+/// Child of the 8-byte round trip: echoes every `u64` of service `a2b` on service `b2a`.
+fn ice_echo(arg: (String, bool, Connection<()>)) {
+    let (prefix, sleep, ready) = arg;
+    let node = node();
+    let end = PingEnd::new(&node, &prefix, "b2a", "a2b", sleep, false);
+    ready.send_bytes(b"ready").expect("ready");
+    loop {
+        let v = end.recv();
+        if v == u64::MAX {
+            return;
+        }
+        end.send(v);
+    }
 }
 
 /// Medians of per-round-trip times (one sample per batch of 2000), as `shm.rtt8` measures
-/// mp's shm pipe.
-fn ice_rtt(reps: usize) -> Vec<f64> {
+/// mp's shm pipe. `sleep`: every wait sleeps on an event service instead of polling.
+fn ice_rtt(reps: usize, sleep: bool) -> Vec<f64> {
     let node = node();
-    let create = |what: &str| {
-        node.service_builder(&service_name(what))
-            .publish_subscribe::<u64>()
-            .max_publishers(1)
-            .max_subscribers(1)
-            .history_size(0)
-            .subscriber_max_buffer_size(1)
-            .enable_safe_overflow(true)
-            .create()
-            .expect("create service")
-    };
-    let (a2b, b2a) = (create("rtt.a2b"), create("rtt.b2a"));
-    let publisher = a2b.publisher_builder().create().expect("publisher");
-    let sub = b2a.subscriber_builder().create().expect("subscriber");
+    let prefix = format!(
+        "mp-bench/{}/rtt{}",
+        std::process::id(),
+        if sleep { ".ev" } else { "" }
+    );
+    let end = PingEnd::new(&node, &prefix, "a2b", "b2a", sleep, true);
     let (here, there) = pipe_with::<(), Socket>().expect("pipe");
-    let mut p = Process::new(ice_echo, (prefix(), there));
+    let mut p = Process::new(ice_echo, (prefix, sleep, there));
     p.start().expect("start");
     here.recv_bytes().expect("child ready");
     let round_trip = |v: u64| {
-        publisher
-            .loan_uninit()
-            .expect("loan")
-            .write_payload(v)
-            .send()
-            .expect("send");
-        let back = *poll!(sub).payload();
+        end.send(v);
+        let back = end.recv();
         debug_assert_eq!(back, v);
     };
     let per_batch = 2_000;
@@ -140,14 +190,13 @@ fn ice_rtt(reps: usize) -> Vec<f64> {
         }
         samples.push(median(&mut one));
     }
-    publisher
-        .loan_uninit()
-        .expect("loan")
-        .write_payload(u64::MAX)
-        .send()
-        .expect("send");
+    end.send(u64::MAX);
     p.join().expect("join");
     samples
+}
+
+fn prefix() -> String {
+    format!("mp-bench/{}", std::process::id())
 }
 
 const BIG: usize = 64 << 20;
@@ -526,7 +575,14 @@ pub fn run(reps: usize) {
         "iceoryx2",
         "s",
         "iceoryx2 0.10 publish-subscribe ping-pong of a u64 between two processes (two services, a loaned sample each way, receives busy-polled as iceoryx2's own benchmark does); median of 2000 per sample",
-        &ice_rtt(reps),
+        &ice_rtt(reps, false),
+    );
+    emit(
+        "shm.rtt8.nospin",
+        "iceoryx2_event",
+        "s",
+        "as shm.rtt8/iceoryx2, each wait a look then a sleep on an event service (a notifier and a listener beside each publish-subscribe service), as mp's spin-disabled shm pipe sleeps in every wait; median of 2000 per sample",
+        &ice_rtt(reps, true),
     );
     emit(
         "zc.64MiB",

@@ -93,6 +93,13 @@ pub(super) const ROWS: &[Row] = &[
         Some(("shm.rtt8", "python")),
     ),
     vs(
+        "shm pipe round trip 8 B, spin disabled (vs iceoryx2 woken by an event service: both sleep in every wait)",
+        "shm.rtt8.nospin",
+        "mp",
+        Some("iceoryx2_event"),
+        Some(("shm.rtt8", "python")),
+    ),
+    vs(
         "64 MiB to a child and back, zero-copy `SharedVec` (vs iceoryx2: a loaned 64 MiB sample each way)",
         "zc.64MiB",
         "mp",
@@ -566,7 +573,9 @@ signal handling off) and ipc-channel 0.23, under the benchmark names of the mp r
 beside and measured as those are. iceoryx2's 8-byte round trip is a publish-subscribe ping-pong \
 of a `u64` over two services (a loaned sample each way), the median of 2000 timed round trips \
 per sample as `shm.rtt8`; its receives busy-poll, as iceoryx2's own benchmarks do (its \
-publish-subscribe ports have no blocking receive; mp's shm pipe spins, then sleeps). Its large \
+publish-subscribe ports have no blocking receive; mp's shm pipe spins, then sleeps); beside \
+mp's spin-disabled row, the same ping-pong with each wait a look then a sleep on an event \
+service (a notifier and a listener beside each publish-subscribe service). Its large \
 payload is a loaned 64 MiB sample to the child and another back (first and last byte written \
 and read in place; mean of 20 round trips, as `zc.64MiB`), and 1 MiB messages one way, copied \
 by the child into loaned samples and out by the parent (256 per sample after 8, as \
