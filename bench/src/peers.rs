@@ -5,10 +5,10 @@
 //! channels (an mp pipe carries nothing but the set-up: a service name, "ready", a command).
 //!
 //! The series are emitted under the benchmark names of the mp rows they are compared with
-//! (`shm.rtt8`, `zc.64MiB`, `copy.1MiB`, `tput.64KiB`, `tput.1MiB`), measured the same way,
-//! so that `cargo xtask bench` puts them in the same table row. The typed 8-byte round trip
-//! has no mp row elsewhere, so both mp's and ipc-channel's are measured here
-//! (`rtt8.typed`), alternating sample by sample.
+//! (`shm.rtt8`, `shm.rtt8.nospin`, `zc.64MiB`, `copy.1MiB`, `tput.64KiB`, `tput.1MiB`),
+//! measured the same way, so that `cargo xtask bench` puts them in the same table row. The
+//! typed 8-byte round trip has no mp row elsewhere, so mp's and ipc-channel's are both
+//! measured here (`rtt8.typed`), alternating batch by batch.
 
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ fn service_name(what: &str) -> ServiceName {
 
 /// Busy-polls `receive` until a sample is there, as iceoryx2's own benchmarks wait (its
 /// publish-subscribe ports have no blocking receive; a sleeping wait pairs them with an
-/// event service, which is not measured here).
+/// event service, as [`PingEnd::recv`] does for the sleeping round trip).
 macro_rules! poll {
     ($sub:expr) => {
         loop {

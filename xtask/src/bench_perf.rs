@@ -587,7 +587,13 @@ decoded byte by byte) and through its bytes channel (`IpcBytesSender`, beside mp
 polling reads well in a median and badly in a mean on a loaded machine: a poller that shares \
 its CPU with the process it waits for holds the CPU until the scheduler takes it away \
 (milliseconds), so the iceoryx2 rows measured as means (64 MiB round trip, 1 MiB rate) swing \
-with the load far more than its round-trip median does.\n\
+with the load far more than its round-trip median does. The other way round for mp's shm \
+round trip on a loaded machine: it has two modes, set by where the scheduler puts the pair. On \
+two CPUs the spin catches each reply (the figure of a quiet machine); on one CPU (the \
+scheduler wakes a sleeper beside its waker, and keeps it there while other work fills the \
+other CPU) the peer cannot answer while this end spins, so every reply costs a doorbell \
+wake-up and two context switches. A busy-polling pair never sleeps, so the scheduler keeps \
+it on two CPUs.\n\
 - **scaling**: N = 1, 4, 16, 64, 256 (2 too for the pool); start N processes then join them \
 all (total); `wait` over N pipe ends with one made ready (per call, 300 calls); 20 000 items put \
 by N producer processes (starts included); `Pool(N).map(x*x)` over 20 000 items, chunksize 1.\n\
