@@ -20,6 +20,8 @@ mod copy;
 #[cfg(target_os = "linux")]
 mod idle;
 mod manager;
+#[cfg(all(feature = "peers", unix))]
+mod peers;
 mod platform;
 mod pool;
 mod queues;
@@ -46,7 +48,7 @@ fn main() {
     let reps = if quick { 3 } else { 7 };
     let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     // The groups of the later areas, each in its own module.
-    #[allow(unused_mut)] // pushed to only with the shm feature
+    #[allow(unused_mut)] // pushed to only with the shm and peers features
     let mut areas: Vec<Area> = vec![
         ("queue", queues::run),
         ("sync", sync::run),
@@ -63,6 +65,8 @@ fn main() {
     ];
     #[cfg(feature = "shm")]
     areas.push(("shm", shm::run));
+    #[cfg(all(feature = "peers", unix))]
+    areas.push(("peers", peers::run));
     match areas
         .iter()
         .find(|(name, _)| only.as_deref() == Some(*name))

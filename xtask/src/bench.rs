@@ -130,7 +130,16 @@ pub fn run(args: &[String]) -> Result<()> {
     } = BenchOptions::parse(args, 5)?;
     let started = Instant::now();
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "mp-bench", "--features", "shm"]);
+    // The shm group and the Rust peers' group (iceoryx2 and ipc-channel: dependencies of the
+    // bench alone, behind its feature `peers`).
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "mp-bench",
+        "--features",
+        "shm,peers",
+    ]);
     run_cmd(build)?;
     let target_dir = metadata()?
         .get("target_directory")
@@ -745,7 +754,7 @@ impl Report<'_> {
 
     fn table(&self) -> String {
         let mut t = String::from(
-            "| benchmark | mp (Rust) | Rust reference (raw socket / memcpy) | Python 3 multiprocessing | mp vs Python | mp vs reference |\n\
+            "| benchmark | mp (Rust) | Rust reference (raw socket / memcpy / Rust peer) | Python 3 multiprocessing | mp vs Python | mp vs reference |\n\
              |---|---|---|---|---|---|\n",
         );
         for (title, mp, raw, py, vs_py, vs_raw) in self.rows() {
@@ -938,7 +947,9 @@ impl Report<'_> {
             "Each cell is the **median** of the repetitions, with the 10th–90th percentile range \
              in parentheses. Times: lower is better; throughputs (decimal GB/s, payload bytes only): \
              higher is better. The ratio columns say how many times better mp is \
-             (> 1× = mp faster; for throughput, mp's rate over the other's).\n\n",
+             (> 1× = mp faster; for throughput, mp's rate over the other's). The reference \
+             column holds a raw socket or a memcpy, or, in the rows marked *vs iceoryx2* or \
+             *vs ipc-channel*, that Rust peer measured the same way in the same run.\n\n",
         );
         md.push_str(table);
         md.push_str("\n![mp relative to Python and to a raw Unix socket](benchmarks.svg)\n\n");
@@ -1015,7 +1026,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            r##"<rect x="{left}" y="30" width="10" height="10" fill="#3b6fb6"/><text x="{}" y="39">vs Python</text><rect x="{}" y="30" width="10" height="10" fill="#e08a2e"/><text x="{}" y="39">vs Rust reference (raw socket, memcpy)</text>"##,
+            r##"<rect x="{left}" y="30" width="10" height="10" fill="#3b6fb6"/><text x="{}" y="39">vs Python</text><rect x="{}" y="30" width="10" height="10" fill="#e08a2e"/><text x="{}" y="39">vs Rust reference (raw socket, memcpy, Rust peer)</text>"##,
             left + 14.0,
             left + 90.0,
             left + 104.0

@@ -13,6 +13,8 @@ pub(super) const GROUPS: &[(&str, bool)] = &[
     ("zerocopy", false),
     ("scaling", false),
     ("idle", false),
+    // The Rust peers (iceoryx2, ipc-channel): mp-bench's feature `peers`, no Python side.
+    ("peers", false),
 ];
 
 const fn vs(
@@ -80,6 +82,77 @@ pub(super) const ROWS: &[Row] = &[
         "tput.1MiB",
         "mp_typed",
         Some("mp_into"),
+        Some(("tput.1MiB", "python")),
+    ),
+    // The Rust peers, each beside the mp row it is measured like (the reference column).
+    vs(
+        "shm pipe round trip 8 B (vs iceoryx2 publish-subscribe ping-pong, busy-polled)",
+        "shm.rtt8",
+        "mp",
+        Some("iceoryx2"),
+        Some(("shm.rtt8", "python")),
+    ),
+    vs(
+        "shm pipe round trip 8 B, spin disabled (vs iceoryx2 woken by an event service: both sleep in every wait)",
+        "shm.rtt8.nospin",
+        "mp",
+        Some("iceoryx2_event"),
+        Some(("shm.rtt8", "python")),
+    ),
+    vs(
+        "64 MiB to a child and back, zero-copy `SharedVec` (vs iceoryx2: a loaned 64 MiB sample each way)",
+        "zc.64MiB",
+        "mp",
+        Some("iceoryx2"),
+        Some(("zc.64MiB", "python_shm")),
+    ),
+    vs(
+        "shm pipe 1 MiB one way (vs iceoryx2: copied into a loaned sample, copied out)",
+        "copy.1MiB",
+        "mp_shm",
+        Some("iceoryx2"),
+        Some(("shm.1mib", "python")),
+    ),
+    vs(
+        "round trip 8 B, typed `Connection<u64>` (vs ipc-channel `IpcSender<u64>`)",
+        "rtt8.typed",
+        "mp",
+        Some("ipc_channel"),
+        None,
+    ),
+    vs(
+        "round trip 8 B, typed, mp's spin disabled (vs ipc-channel: both sleep in every receive)",
+        "rtt8.typed",
+        "mp_nospin",
+        Some("ipc_channel"),
+        None,
+    ),
+    vs(
+        "throughput 64 KiB, typed `Connection<Vec<u8>>` (vs ipc-channel `IpcSender<Vec<u8>>`)",
+        "tput.64KiB",
+        "mp_typed",
+        Some("ipc_channel"),
+        Some(("tput.64KiB", "python")),
+    ),
+    vs(
+        "throughput 1 MiB, typed `Connection<Vec<u8>>` (vs ipc-channel `IpcSender<Vec<u8>>`)",
+        "tput.1MiB",
+        "mp_typed",
+        Some("ipc_channel"),
+        Some(("tput.1MiB", "python")),
+    ),
+    vs(
+        "throughput 64 KiB, `recv_bytes` (vs ipc-channel's bytes channel)",
+        "tput.64KiB",
+        "mp",
+        Some("ipc_channel_bytes"),
+        Some(("tput.64KiB", "python")),
+    ),
+    vs(
+        "throughput 1 MiB, `recv_bytes` (vs ipc-channel's bytes channel)",
+        "tput.1MiB",
+        "mp",
+        Some("ipc_channel_bytes"),
         Some(("tput.1MiB", "python")),
     ),
     vs(
@@ -177,12 +250,20 @@ impl Report<'_> {
                 _ => line(None, format!("64 MiB zero-copy round trip {what}")),
             }
         }
-        line(
-            None,
-            "shm round trip no slower than iceoryx2's in the same run (the Rust peers are not \
-             in this bench yet)"
-                .into(),
-        );
+        match (self.get("shm.rtt8", "mp"), self.get("shm.rtt8", "iceoryx2")) {
+            (Some(m), Some(i)) => line(
+                Some(m.median() <= i.median()),
+                format!(
+                    "shm round trip no slower than iceoryx2's in the same run: mp {} vs iceoryx2 {}",
+                    fmt_value(m.median(), "s"),
+                    fmt_value(i.median(), "s")
+                ),
+            ),
+            _ => line(
+                None,
+                "shm round trip no slower than iceoryx2's in the same run".into(),
+            ),
+        }
         for (bench, mp, reference, min, what) in [
             (
                 "copy.1MiB",
@@ -486,6 +567,33 @@ one of two shared slots, the parent copies it out (two copies pipelined on two C
 shm pipe); beside them mp's shm pipe (`send_bytes` / `recv_bytes_into`).\n\
 - **typed throughput**: as the other throughput rows, with `Connection<Vec<u8>>` `send`/`recv` \
 (a new vector per message).\n\
+- **Rust peers** (mp-bench's feature `peers`; each in a child started by mp's spawn, which \
+then talks to the parent only through the peer's own channels): iceoryx2 0.10 (`ipc::Service`, \
+signal handling off) and ipc-channel 0.23, under the benchmark names of the mp rows they stand \
+beside and measured as those are. iceoryx2's 8-byte round trip is a publish-subscribe ping-pong \
+of a `u64` over two services (a loaned sample each way), the median of 2000 timed round trips \
+per sample as `shm.rtt8`; its receives busy-poll, as iceoryx2's own benchmarks do (its \
+publish-subscribe ports have no blocking receive; mp's shm pipe spins, then sleeps); beside \
+mp's spin-disabled row, the same ping-pong with each wait a look then a sleep on an event \
+service (a notifier and a listener beside each publish-subscribe service). Its large \
+payload is a loaned 64 MiB sample to the child and another back (first and last byte written \
+and read in place; mean of 20 round trips, as `zc.64MiB`), and 1 MiB messages one way, copied \
+by the child into loaned samples and out by the parent (256 per sample after 8, as \
+`copy.1MiB`). ipc-channel: `IpcSender<u64>` round trips (mean of 2000 per sample), alternating \
+batch by batch with mp's `Connection<u64>` (spin on, and spin off in both processes), and \
+`Vec<u8>` messages one way as the `tput` rows, typed (serde writes a `Vec<u8>` as a sequence, \
+decoded byte by byte) and through its bytes channel (`IpcBytesSender`, beside mp's \
+`recv_bytes`); ipc-channel's receives always sleep. Busy \
+polling reads well in a median and badly in a mean on a loaded machine: a poller that shares \
+its CPU with the process it waits for holds the CPU until the scheduler takes it away \
+(milliseconds), so the iceoryx2 rows measured as means (64 MiB round trip, 1 MiB rate) swing \
+with the load far more than its round-trip median does. The other way round for mp's shm \
+round trip on a loaded machine: it has two modes, set by where the scheduler puts the pair. On \
+two CPUs the spin catches each reply (the figure of a quiet machine); on one CPU (the \
+scheduler wakes a sleeper beside its waker, and keeps it there while other work fills the \
+other CPU) the peer cannot answer while this end spins, so every reply costs a doorbell \
+wake-up and two context switches. A busy-polling pair never sleeps, so the scheduler keeps \
+it on two CPUs.\n\
 - **scaling**: N = 1, 4, 16, 64, 256 (2 too for the pool); start N processes then join them \
 all (total); `wait` over N pipe ends with one made ready (per call, 300 calls); 20 000 items put \
 by N producer processes (starts included); `Pool(N).map(x*x)` over 20 000 items, chunksize 1.\n\
