@@ -23,8 +23,9 @@
 //!
 //! MPI has no blocking wait that leaves the CPU alone, so both sides poll: they spin
 //! (yielding) for up to `MP_MPI_SPIN_US` (default 100 µs) after the last message, then
-//! sleep with a doubling back-off up to 1 ms (the dispatcher sleeps on its wake-up pipe, so
-//! a submission wakes it at once).
+//! poll every 20 µs until `MP_MPI_HOT_US` (default 2 ms) after it, then sleep with a
+//! doubling back-off up to 1 ms (the dispatcher sleeps on its wake-up pipe, so a submission
+//! wakes it at once).
 //!
 //! What survives what (Open MPI 4.1, no ULFM):
 //! - a task that panics: its `TaskError::Panicked`, with the message; the rank goes on;
@@ -170,6 +171,22 @@ fn boot_id() -> String {
 static SPIN: SpinLimit = SpinLimit::new("MP_MPI_SPIN_US", Duration::from_micros(100));
 /// The longest sleep between two polls.
 const MAX_SLEEP: Duration = Duration::from_millis(1);
+/// The sleep between two polls while a message is likely soon (within [`hot`] of the last).
+const HOT_SLEEP: Duration = Duration::from_micros(20);
+
+/// How long after the last message both sides poll every [`HOT_SLEEP`] before the sleeps
+/// grow: `MP_MPI_HOT_US`, else 2 ms. The next message of a conversation (a task after a
+/// result, a result after a short task) comes within it; a side that slept for longer would
+/// be out of step with the other, each sleeping while the other answers.
+fn hot() -> Duration {
+    static HOT: OnceLock<Duration> = OnceLock::new();
+    *HOT.get_or_init(|| {
+        std::env::var("MP_MPI_HOT_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Duration::from_millis(2), Duration::from_micros)
+    })
+}
 
 /// A poll loop's pacing: yield while within the spin window, then sleep ever longer.
 struct Backoff {
@@ -191,12 +208,17 @@ impl Backoff {
         self.sleep = Duration::ZERO;
     }
 
-    /// How long to pause now (zero: just yield).
+    /// How long to pause now (zero: just yield): nothing within the spin window, short
+    /// sleeps within the hot window, then ever longer ones up to `max`.
     fn next(&mut self, max: Duration) -> Duration {
-        if self.since.elapsed() < SPIN.get() {
+        let idle = self.since.elapsed();
+        if idle < SPIN.get() {
             return Duration::ZERO;
         }
-        self.sleep = (self.sleep * 2).clamp(Duration::from_micros(10), max);
+        if idle < hot() {
+            return HOT_SLEEP.min(max);
+        }
+        self.sleep = (self.sleep * 2).clamp(HOT_SLEEP, max);
         self.sleep
     }
 
