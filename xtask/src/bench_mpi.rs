@@ -110,13 +110,18 @@ pub fn run(args: &[String]) -> Result<()> {
              namespaces share this machine's CPUs, so the three-host speed-up is bounded by \
              the machine, not by the network.\n\n\
              - map: `map` of 100 000 trivial tasks with Python's default chunk size \
-             (`ceil(n / (4 * workers))`), seconds;\n\
-             - chunk size 1: trivial tasks one per message, tasks per second;\n\
+             (`ceil(n / (4 * workers))`), seconds (the median of 5 maps in each run, 3 \
+             with `--quick`);\n\
+             - chunk size 1: trivial tasks one per message (20 000 for mp, 5 000 for \
+             mpi4py; 5 000 and 2 000 with `--quick`), tasks per second;\n\
              - round trip: `submit` then `result`, one at a time, microseconds;\n\
-             - speed-up: tasks that each keep a CPU busy for 20 ms, 8 per worker, against \
-             running them one after the other (2 CPUs here: at most 2); the local row is \
-             mp's process pool with as many workers, in the same process, after the MPI \
-             pool.\n\n\
+             - speed-up: CPU-bound tasks (a fixed number of arithmetic steps, calibrated \
+             in the client to about 20 ms), 8 per worker, chunk size 1, against the time of \
+             one task in the client times their number (the median of 5 maps in each run, \
+             3 with `--quick`). The CPUs are the limit (2 here), and the machine's other \
+             work takes its share of them; the local row is mp's process pool with as \
+             many workers, in the same process, right after the MPI pool, and the last \
+             column is the MPI pool's speed-up as a share of it, run by run.\n\n\
              Machine: {} CPU(s), load average (1, 5, 15 min) {load_before} before and \
              {load_after} after; it is shared with other work, so the figures are \
              indicative.\n\n{table}\n",
