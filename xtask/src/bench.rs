@@ -86,11 +86,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut write = true;
     let mut rounds = 5usize;
+    let mut mpi = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--no-write" => write = false,
+            "--no-mpi" => mpi = false,
             "--rounds" => {
                 rounds = it
                     .next()
@@ -99,7 +101,10 @@ pub fn run(args: &[String]) -> Result<()> {
                     .context("--rounds needs a positive number")?
             }
             other => {
-                bail!("unknown bench option {other:?} (have --quick, --no-write, --rounds <n>)")
+                bail!(
+                    "unknown bench option {other:?} (have --quick, --no-write, --no-mpi, \
+                     --rounds <n>)"
+                )
             }
         }
     }
@@ -199,6 +204,17 @@ pub fn run(args: &[String]) -> Result<()> {
         std::fs::write(docs.join("benchmarks.svg"), report.svg())?;
         std::fs::write(docs.join("scaling.svg"), report.scaling_svg())?;
         eprintln!("wrote docs/benchmarks.md and docs/benchmarks.svg");
+    }
+    if mpi {
+        // The scale-out group: mp's MPI pool beside mpi4py.futures (docs/benchmarks-mpi.md).
+        let mut mpi_args: Vec<String> = Vec::new();
+        if quick {
+            mpi_args.push("--quick".into());
+        }
+        if !write {
+            mpi_args.push("--no-write".into());
+        }
+        crate::bench_mpi::run(&mpi_args).context("the scale-out (MPI) group")?;
     }
     eprintln!("bench took {:.0?}", started.elapsed());
     Ok(())
