@@ -119,9 +119,11 @@ pub fn run(args: &[String]) -> Result<()> {
              in the client to about 20 ms), 8 per worker, chunk size 1, against the time of \
              one task in the client times their number (the median of 5 maps in each run, \
              3 with `--quick`). The CPUs are the limit (2 here), and the machine's other \
-             work takes its share of them; the local row is mp's process pool with as \
-             many workers, in the same process, right after the MPI pool, and the last \
-             column is the MPI pool's speed-up as a share of it, run by run.\n\n\
+             work takes its share of them, so the absolute figures move with the load; \
+             the local row is mp's process pool with as many workers, in the same \
+             process, the two pools taking turns map by map, and its last column is the \
+             MPI pool's speed-up as a share of the local pool's (the median of the turns' \
+             ratios in each run; between runs, median and range).\n\n\
              Machine: {} CPU(s), load average (1, 5, 15 min) {load_before} before and \
              {load_after} after; it is shared with other work, so the figures are \
              indicative.\n\n{table}\n",
@@ -255,13 +257,14 @@ fn table(rows: &[(&str, Runs, Runs)]) -> String {
             ));
         }
         if stats(mp, "local_speedup").is_some() {
-            // Each run's MPI speed-up against the local pool's in the same run.
+            // Each run's median ratio of the MPI pool's speed-up to the local pool's, the
+            // two taking turns within the run.
             let pct: Runs = mp
                 .iter()
                 .filter_map(|r| {
                     Some(Results::from([(
                         "pct".to_string(),
-                        100.0 * r.get("speedup")? / r.get("local_speedup")?,
+                        100.0 * r.get("speedup_vs_local")?,
                     )]))
                 })
                 .collect();

@@ -9,7 +9,8 @@
 //! - `roundtrip_us`: `submit` then `result`, one at a time (microseconds);
 //! - `speedup`: CPU-bound tasks (a fixed amount of arithmetic, about 20 ms of one CPU) over
 //!   the workers, against the time of one such task here times their number;
-//!   `local_speedup`: the same with a local process pool of as many workers (`--local`).
+//!   `local_speedup`: the same with a local process pool of as many workers (`--local`),
+//!   the two pools taking turns; `speedup_vs_local`: the median of the ratios of each turn.
 //!
 //! `map_s` and the speed-ups are medians of several runs within the process (the machine
 //! may be shared).
@@ -73,22 +74,16 @@ fn calibrate() -> (u64, f64) {
 }
 
 /// The speed-up of 8 tasks per worker on `pool` against running them one after the other
-/// (`one` seconds each); the median of `runs`.
-fn speedup(pool: &Pool, workers: usize, (n, one): (u64, f64), runs: usize) -> f64 {
+/// (`one` seconds each), once.
+fn speedup(pool: &Pool, workers: usize, (n, one): (u64, f64)) -> f64 {
     let tasks = 8 * workers;
-    median(
-        (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                let done = pool
-                    .chunksize(NonZeroUsize::MIN)
-                    .map(work, vec![n; tasks])
-                    .unwrap();
-                assert_eq!(done.len(), tasks);
-                tasks as f64 * one / t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
+    let t = Instant::now();
+    let done = pool
+        .chunksize(NonZeroUsize::MIN)
+        .map(work, vec![n; tasks])
+        .unwrap();
+    assert_eq!(done.len(), tasks);
+    tasks as f64 * one / t.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -98,6 +93,13 @@ fn main() {
     let workers = pool.processes();
     println!("RESULT workers {workers}");
     pool.map(trivial, 0..1000u64).unwrap();
+    // The same CPU-bound work on a local pool of as many worker processes, run by run in
+    // turn with the MPI pool, so that both see the same load.
+    let local_pool = local.then(|| {
+        let p = Pool::new(workers).unwrap();
+        p.map(trivial, 0..100u64).unwrap();
+        p
+    });
 
     let runs = if quick { 3 } else { 5 };
     let n = 100_000u64;
@@ -131,7 +133,22 @@ fn main() {
 
     let cal = calibrate();
     println!("RESULT task_ms {:.2}", cal.1 * 1e3);
-    println!("RESULT speedup {:.3}", speedup(&pool, workers, cal, runs));
+    let (mut mpi, mut loc, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let s = speedup(&pool, workers, cal);
+        mpi.push(s);
+        if let Some(lp) = &local_pool {
+            let l = speedup(lp, workers, cal);
+            loc.push(l);
+            ratio.push(s / l);
+        }
+    }
+    println!("RESULT speedup {:.3}", median(mpi));
+    if local_pool.is_some() {
+        println!("RESULT local_speedup {:.3}", median(loc));
+        println!("RESULT speedup_vs_local {:.3}", median(ratio));
+    }
+    drop(local_pool);
     drop(pool);
 
     let ex = ProcessPoolExecutor::builder()
@@ -151,14 +168,4 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e6 / f64::from(trips)
     );
     ex.shutdown(true, false);
-
-    if local {
-        // The same CPU-bound work on a local pool of as many worker processes.
-        let pool = Pool::new(workers).unwrap();
-        pool.map(trivial, 0..100u64).unwrap();
-        println!(
-            "RESULT local_speedup {:.3}",
-            speedup(&pool, workers, cal, runs)
-        );
-    }
 }
