@@ -5,28 +5,49 @@ Run as:  mpirun -n N python3 -m mpi4py.futures bench_mpi4py.py [--quick]
 Prints one `RESULT <metric> <value>` line per measurement (see mpi_bench.rs).
 """
 
+import statistics
 import sys
 import time
 
 from mpi4py.futures import MPIPoolExecutor
 
-SPIN_MS = 20
+TASK_S = 0.020
 
 
 def trivial(x):
     return x
 
 
-def spin(ms):
-    end = time.perf_counter() + ms / 1000.0
-    n = 0
-    while time.perf_counter() < end:
-        n += 1
-    return ms
+def work(n):
+    """A fixed amount of arithmetic: n steps of a linear congruential generator."""
+    x = 0
+    for i in range(n):
+        x = (x * 6364136223846793005 + i) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def calibrate():
+    """Steps of work() that take about TASK_S here, and the time of one such task."""
+    n = 1000
+    while True:
+        t = time.perf_counter()
+        work(n)
+        e = time.perf_counter() - t
+        if e >= 0.002:
+            n = int(n * TASK_S / e)
+            break
+        n *= 4
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        work(n)
+        times.append(time.perf_counter() - t)
+    return n, statistics.median(times)
 
 
 def main():
     quick = "--quick" in sys.argv
+    runs = 3 if quick else 5
     with MPIPoolExecutor() as ex:
         workers = ex.num_workers
         print(f"RESULT workers {workers}", flush=True)
@@ -34,10 +55,13 @@ def main():
 
         n = 100_000
         chunk = -(-n // (4 * workers))
-        t = time.perf_counter()
-        v = list(ex.map(trivial, range(n), chunksize=chunk))
-        assert len(v) == n
-        print(f"RESULT map_s {time.perf_counter() - t:.4f}", flush=True)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            v = list(ex.map(trivial, range(n), chunksize=chunk))
+            times.append(time.perf_counter() - t)
+            assert len(v) == n
+        print(f"RESULT map_s {statistics.median(times):.4f}", flush=True)
 
         n1 = 2_000 if quick else 5_000
         t = time.perf_counter()
@@ -45,12 +69,16 @@ def main():
         assert len(v) == n1
         print(f"RESULT chunk1_per_s {n1 / (time.perf_counter() - t):.0f}", flush=True)
 
+        steps, one = calibrate()
+        print(f"RESULT task_ms {one * 1e3:.2f}", flush=True)
         tasks = 8 * workers
-        t = time.perf_counter()
-        done = list(ex.map(spin, [SPIN_MS] * tasks))
-        assert len(done) == tasks
-        speedup = tasks * SPIN_MS / 1000.0 / (time.perf_counter() - t)
-        print(f"RESULT speedup {speedup:.3f}", flush=True)
+        speedups = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            done = list(ex.map(work, [steps] * tasks))
+            assert len(done) == tasks
+            speedups.append(tasks * one / (time.perf_counter() - t))
+        print(f"RESULT speedup {statistics.median(speedups):.3f}", flush=True)
 
         trips = 200 if quick else 1000
         for i in range(50):

@@ -123,11 +123,14 @@ impl BenchOptions {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    // `--no-mpi` skips the scale-out group; the other options are every bench command's.
+    let mpi = !args.iter().any(|a| a == "--no-mpi");
+    let rest: Vec<String> = args.iter().filter(|a| *a != "--no-mpi").cloned().collect();
     let BenchOptions {
         quick,
         write,
         rounds,
-    } = BenchOptions::parse(args, 5)?;
+    } = BenchOptions::parse(&rest, 5)?;
     let started = Instant::now();
     let mut build = cargo();
     // The shm group and the Rust peers' group (iceoryx2 and ipc-channel: dependencies of the
@@ -230,6 +233,17 @@ pub fn run(args: &[String]) -> Result<()> {
         std::fs::write(docs.join("benchmarks.svg"), report.svg())?;
         std::fs::write(docs.join("scaling.svg"), report.scaling_svg())?;
         eprintln!("wrote docs/benchmarks.md and docs/benchmarks.svg");
+    }
+    if mpi {
+        // The scale-out group: mp's MPI pool beside mpi4py.futures (docs/benchmarks-mpi.md).
+        let mut mpi_args: Vec<String> = Vec::new();
+        if quick {
+            mpi_args.push("--quick".into());
+        }
+        if !write {
+            mpi_args.push("--no-write".into());
+        }
+        crate::bench_mpi::run(&mpi_args).context("the scale-out (MPI) group")?;
     }
     eprintln!("bench took {:.0?}", started.elapsed());
     Ok(())

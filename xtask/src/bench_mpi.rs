@@ -22,6 +22,15 @@ type Results = BTreeMap<String, f64>;
 pub fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let write = !args.iter().any(|a| a == "--no-write");
+    let repeat: usize = match args.iter().position(|a| a == "--repeat") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .context("--repeat takes a positive number")?,
+        None if quick => 1,
+        None => 5,
+    };
     ensure_installed()?;
     if !Command::new(python())
         .args(["-c", "import mpi4py.futures"])
@@ -40,9 +49,12 @@ pub fn run(args: &[String]) -> Result<()> {
         Vec::new()
     };
     let quick_arg: &[&str] = if quick { &["--quick"] } else { &[] };
+    let load_before = load_average();
 
-    let mut rows: Vec<(&str, Results, Results)> = Vec::new();
-    eprintln!("\n==== scale-out, one host: mpirun -n 3 (2 worker ranks) ====");
+    let mut rows: Vec<(&str, Runs, Runs)> = Vec::new();
+    eprintln!(
+        "\n==== scale-out, one host: mpirun -n 3 (2 worker ranks), {repeat} run(s) each ===="
+    );
     let local = |program: &Path, args: &[&str]| {
         let mut c = Command::new("timeout");
         c.args(["--kill-after=20s", "900", "mpirun"])
@@ -54,22 +66,35 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let mut mp_args = vec!["--local"];
     mp_args.extend(quick_arg);
-    let mp = collect(local(&bench, &mp_args))?;
     let mut py_args = vec!["-m", "mpi4py.futures", script.to_str().context("path")?];
     py_args.extend(quick_arg);
-    let py = collect(local(Path::new(&python()), &py_args))?;
+    // The two sides take turns, so that both see the same changes of load.
+    let (mut mp, mut py) = (Runs::new(), Runs::new());
+    for _ in 0..repeat {
+        mp.push(collect(local(&bench, &mp_args))?);
+        py.push(collect(local(Path::new(&python()), &py_args))?);
+    }
     rows.push(("1 host", mp, py));
 
     if is_root() {
         eprintln!("\n==== scale-out, three hosts: network namespaces, TCP, mpirun -n 4 ====");
         let hosts = Hosts::create()?;
-        let mp = collect(hosts.mpirun_cmd(&root_args, 4, &bench, quick_arg))?;
-        let py = collect(hosts.mpirun_cmd(&root_args, 4, Path::new(&python()), &py_args))?;
+        let (mut mp, mut py) = (Runs::new(), Runs::new());
+        for _ in 0..repeat {
+            mp.push(collect(hosts.mpirun_cmd(&root_args, 4, &bench, quick_arg))?);
+            py.push(collect(hosts.mpirun_cmd(
+                &root_args,
+                4,
+                Path::new(&python()),
+                &py_args,
+            ))?);
+        }
         drop(hosts);
         rows.push(("3 hosts", mp, py));
     } else {
         eprintln!("(three-host group skipped: making network namespaces needs root)");
     }
+    let load_after = load_average();
 
     let table = table(&rows);
     println!("\n{table}");
@@ -77,26 +102,46 @@ pub fn run(args: &[String]) -> Result<()> {
         let md = format!(
             "# Scale-out benchmark: mp's MPI pool vs mpi4py.futures\n\n\
              Written by `cargo xtask bench-mpi` (also run by `cargo xtask bench`){}. Both sides \
-             run in the same run, under the same `mpirun` settings: one host with 2 worker \
-             ranks (`mpirun -n 3`, shared memory), and three hosts made of network \
-             namespaces joined by veth links with one worker rank each (`mpirun -n 4`, TCP \
-             only; see `cargo xtask test-mpi`). All namespaces share this machine's CPUs, so \
-             the three-host speed-up is bounded by the machine, not by the network.\n\n\
+             run in the same run, under the same `mpirun` settings, taking turns ({repeat} \
+             run(s) each; the figures are medians, with the lowest and highest in \
+             brackets): one host with 2 worker ranks (`mpirun -n 3`, shared memory), and \
+             three hosts made of network namespaces joined by veth links with one worker \
+             rank each (`mpirun -n 4`, TCP only; see `cargo xtask test-mpi`). All \
+             namespaces share this machine's CPUs, so the three-host speed-up is bounded by \
+             the machine, not by the network.\n\n\
              - map: `map` of 100 000 trivial tasks with Python's default chunk size \
-             (`ceil(n / (4 * workers))`), seconds;\n\
-             - chunk size 1: trivial tasks one per message, tasks per second;\n\
+             (`ceil(n / (4 * workers))`), seconds (the median of 5 maps in each run, 3 \
+             with `--quick`);\n\
+             - chunk size 1: trivial tasks one per message (20 000 for mp, 5 000 for \
+             mpi4py; 5 000 and 2 000 with `--quick`), tasks per second;\n\
              - round trip: `submit` then `result`, one at a time, microseconds;\n\
-             - speed-up: tasks that each keep a CPU busy for 20 ms, 8 per worker, against \
-             running them one after the other (2 CPUs here: at most 2); the local column is \
-             mp's process pool with as many workers, in the same run.\n\n\
-             Figures from a machine shared with other work are indicative.\n\n{table}\n",
-            if quick { " with --quick" } else { "" }
+             - speed-up: CPU-bound tasks (a fixed number of arithmetic steps, calibrated \
+             in the client to about 20 ms), 8 per worker, chunk size 1, against the time of \
+             one task in the client times their number (the median of 5 maps in each run, \
+             3 with `--quick`). The CPUs are the limit (2 here), and the machine's other \
+             work takes its share of them, so the absolute figures move with the load; \
+             the local row is mp's process pool with as many workers, in the same \
+             process, the two pools taking turns map by map, and its last column is the \
+             MPI pool's speed-up as a share of the local pool's (the median of the turns' \
+             ratios in each run; between runs, median and range).\n\n\
+             Machine: {} CPU(s), load average (1, 5, 15 min) {load_before} before and \
+             {load_after} after; it is shared with other work, so the figures are \
+             indicative.\n\n{table}\n",
+            if quick { " with --quick" } else { "" },
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
         );
         let path = root().join("docs/benchmarks-mpi.md");
         std::fs::write(&path, md)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn python() -> String {
@@ -157,41 +202,76 @@ fn collect(mut cmd: Command) -> Result<Results> {
     Ok(r)
 }
 
-fn table(rows: &[(&str, Results, Results)]) -> String {
+/// The runs of one side.
+type Runs = Vec<Results>;
+
+/// The median of a metric over runs, with the lowest and highest value.
+fn stats(runs: &Runs, key: &str) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = runs.iter().filter_map(|r| r.get(key).copied()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    Some((median, v[0], v[v.len() - 1]))
+}
+
+fn table(rows: &[(&str, Runs, Runs)]) -> String {
     let mut t = String::from(
         "| hosts | measure | mp (MPI pool) | mpi4py.futures | mp vs mpi4py |\n|---|---|---:|---:|---:|\n",
     );
-    let get = |r: &Results, k: &str| r.get(k).copied().unwrap_or(f64::NAN);
+    let fmt = |key: &str, v: f64| {
+        if key == "speedup" || key == "local_speedup" || key == "map_s" {
+            format!("{v:.3}")
+        } else {
+            format!("{v:.0}")
+        }
+    };
+    let cell = |runs: &Runs, key: &str| match stats(runs, key) {
+        None => "–".to_string(),
+        Some((m, _, _)) if runs.len() == 1 => fmt(key, m),
+        Some((m, lo, hi)) => format!("**{}** ({}–{})", fmt(key, m), fmt(key, lo), fmt(key, hi)),
+    };
+    let median = |runs: &Runs, key: &str| stats(runs, key).map_or(f64::NAN, |s| s.0);
     for (hosts, mp, py) in rows {
-        let w = get(mp, "workers");
-        let lines: [(&str, &str, bool, &str); 4] = [
-            ("map 100k, s", "map_s", false, "{:.3}"),
-            ("chunk size 1, tasks/s", "chunk1_per_s", true, "{:.0}"),
-            ("round trip, µs", "roundtrip_us", false, "{:.0}"),
-            ("speed-up (20 ms tasks)", "speedup", true, "{:.2}"),
+        let w = median(mp, "workers");
+        let lines: [(&str, &str, bool); 4] = [
+            ("map 100k, s", "map_s", false),
+            ("chunk size 1, tasks/s", "chunk1_per_s", true),
+            ("round trip, µs", "roundtrip_us", false),
+            ("speed-up (20 ms tasks)", "speedup", true),
         ];
-        for (label, key, higher_better, _) in lines {
-            let (a, b) = (get(mp, key), get(py, key));
+        for (label, key, higher_better) in lines {
+            let (a, b) = (median(mp, key), median(py, key));
             let ratio = if higher_better { a / b } else { b / a };
-            let fmt = |v: f64| {
-                if key == "speedup" || key == "map_s" {
-                    format!("{v:.3}")
-                } else {
-                    format!("{v:.0}")
-                }
-            };
             t.push_str(&format!(
                 "| {hosts} ({w} workers) | {label} | {} | {} | {ratio:.1}x {} |\n",
-                fmt(a),
-                fmt(b),
+                cell(mp, key),
+                cell(py, key),
                 if higher_better { "higher" } else { "faster" }
             ));
         }
-        if let Some(l) = mp.get("local_speedup") {
-            let s = get(mp, "speedup");
+        if stats(mp, "local_speedup").is_some() {
+            // Each run's median ratio of the MPI pool's speed-up to the local pool's, the
+            // two taking turns within the run.
+            let pct: Runs = mp
+                .iter()
+                .filter_map(|r| {
+                    Some(Results::from([(
+                        "pct".to_string(),
+                        100.0 * r.get("speedup_vs_local")?,
+                    )]))
+                })
+                .collect();
             t.push_str(&format!(
-                "| {hosts} ({w} workers) | speed-up, mp's local process pool | {l:.3} | | MPI pool at {:.0}% of it |\n",
-                100.0 * s / l
+                "| {hosts} ({w} workers) | speed-up, mp's local process pool | {} | | MPI pool at {}% of it |\n",
+                cell(mp, "local_speedup"),
+                cell(&pct, "pct"),
             ));
         }
     }

@@ -5,10 +5,10 @@
 //! cargo xtask lint [--no-fmt] [--backend <b>]...     rustfmt --check, clippy -D warnings
 //! cargo xtask test-windows [--backend b] [-- <args>]  mp-core's tests for Windows, under Wine
 //! cargo xtask check-targets [--target t]...          cargo check for macOS, FreeBSD and Windows
-//! cargo xtask bench [--quick] [--no-write]           mp vs raw sockets vs Python -> docs/benchmarks.md
+//! cargo xtask bench [--quick] [--no-write] [--no-mpi] mp vs raw sockets vs Python -> docs/benchmarks.md, then bench-mpi
 //! cargo xtask chaos [--minutes N] [--seed S]          workloads while processes are killed
 //! cargo xtask bench-platform [--quick] [--no-write]  native vs posix-generic paths -> docs/benchmarks-platform.md
-//! cargo xtask bench-mpi [--quick] [--no-write]       MPI pool vs mpi4py.futures -> docs/benchmarks-mpi.md
+//! cargo xtask bench-mpi [--quick] [--repeat N]      MPI pool vs mpi4py.futures -> docs/benchmarks-mpi.md
 //! cargo xtask test-mpi [--no-namespaces]             the MPI pool: 1 host (2-5 ranks), 3 namespace hosts
 //! ```
 //!
@@ -76,8 +76,10 @@ commands:
                                         with Debian's Rust and
                                         -Zbuild-std (installs rustc-web, cargo-web,
                                         rust-web-src if missing)
-  bench [--quick] [--no-write]          benchmarks vs raw Unix sockets and Python's multiprocessing;
-                                        writes docs/benchmarks.md and docs/benchmarks.svg
+  bench [--quick] [--no-write] [--no-mpi]
+                                        benchmarks vs raw Unix sockets and Python's multiprocessing;
+                                        writes docs/benchmarks.md and docs/benchmarks.svg; then
+                                        the scale-out group (bench-mpi) unless --no-mpi
   chaos [--minutes <n>] [--seconds <n>] [--seed <s>] [--backend <b>]...
                                         pool, executor, queue, manager and lock workloads under
                                         every start method while random processes are killed,
@@ -97,8 +99,11 @@ commands:
                                         lock hand-off, event ping-pong and queue round trip with
                                         the native and the posix-generic code paths; writes
                                         docs/benchmarks-platform.md
-  bench-mpi [--quick] [--no-write]      mp's MPI pool vs mpi4py.futures on 1 and 3 hosts
-                                        (root for the 3 namespace hosts) -> docs/benchmarks-mpi.md
+  bench-mpi [--quick] [--no-write] [--repeat <n>]
+                                        mp's MPI pool vs mpi4py.futures on 1 and 3 hosts
+                                        (root for the 3 namespace hosts), n runs of each side
+                                        taking turns (default 5, 1 with --quick), medians
+                                        -> docs/benchmarks-mpi.md
   test-mpi [--no-namespaces]            the MPI pool's tests (crate mp-mpi): alone, under mpirun
                                         -n 1/2/3/5, and across three network namespaces (root);
                                         installs Open MPI first if it is missing

@@ -10,9 +10,11 @@
 //!    the three addresses, TCP only (`--mca btl tcp,self`, both the MPI traffic and Open
 //!    MPI's runtime restricted to the namespaces' subnet), and an agent script in place of
 //!    ssh (`--mca plm_rsh_agent`): Open MPI runs `<agent> <host> <orted command>`, and the
-//!    agent runs the command inside the namespace that owns that address. The tests check
-//!    from inside each worker which namespace it ran in (`MP_MPI_EXPECT_HOSTS`); the example
-//!    runs there too. The namespaces are removed afterwards, also on failure.
+//!    agent runs the command inside the namespace that owns that address, with a temporary
+//!    directory of that host's own (`TMPDIR`: Open MPI's session directories must not be
+//!    shared between hosts). The tests check from inside each worker which namespace it ran
+//!    in (`MP_MPI_EXPECT_HOSTS`); the example runs there too. The namespaces are removed
+//!    afterwards, also on failure.
 //!
 //! Open MPI refuses to run as root unless told; CI runs as root, so `--allow-run-as-root` is
 //! added to these commands when the effective user is root, never in the library.
@@ -278,11 +280,28 @@ impl Hosts {
         std::fs::write(self.dir.join("hostfile"), hostfile)?;
         // Open MPI's rsh launcher runs `<agent> <host> <command>`: run the command inside the
         // namespace that owns the address, as ssh would on that host.
+        //
+        // Each host gets a temporary directory of its own, as real hosts have. The namespaces
+        // share this machine's file system and host name, so without it every daemon makes
+        // its session directory under the same `/tmp/ompi.<hostname>.<uid>/jf.<job>/`, all
+        // at once; Open MPI's mkdir of that tree is not safe against a concurrent one, and
+        // now and then a daemon fails with "mkdir ... File exists" (or crashes writing its
+        // topology into the shared directory) before it reports to mpirun. A daemon started
+        // with `--daemonize` (what `plm_rsh_no_tree_spawn` adds) has already told the agent
+        // it succeeded, so mpirun then waited for it for ever: the three-host hang.
         let mut agent = String::from("#!/bin/sh\nhost=\"$1\"\nshift\ncase \"$host\" in\n");
         for (addr, name) in self.addrs.iter().zip(&self.names) {
             agent.push_str(&format!("  {addr}) ns={name} ;;\n"));
         }
         agent.push_str("  *) echo \"agent: unknown host $host\" >&2; exit 1 ;;\nesac\n");
+        let tmp = self.dir.join("tmp");
+        for name in &self.names {
+            std::fs::create_dir_all(tmp.join(name))?;
+        }
+        agent.push_str(&format!(
+            "TMPDIR='{}'/\"$ns\"\nexport TMPDIR\n",
+            tmp.display()
+        ));
         agent.push_str("exec ip netns exec \"$ns\" /bin/sh -c \"$*\"\n");
         let agent_path = self.dir.join("agent.sh");
         std::fs::write(&agent_path, agent)?;
@@ -293,11 +312,12 @@ impl Hosts {
 
     /// `mpirun` inside the first namespace over the three hosts.
     ///
-    /// Now and then Open MPI 4.1 never starts the daemon of one of the namespace hosts (seen
-    /// here in 2 runs of 4: the other daemon is up, the third namespace holds no process,
-    /// mpirun waits for ever; the agent works when called by hand; cause not found). Such a
-    /// run is cut after [`NS_LIMIT`], what is left of it is killed, and it is tried again, at
-    /// most [`NS_TRIES`] times; each retry is printed. Any other failure fails at once.
+    /// A run that hangs is cut after [`NS_LIMIT`], what is left of it is killed, and it is
+    /// tried again, at most [`NS_TRIES`] times; each retry is printed. Any other failure
+    /// fails at once. (Runs used to hang now and then, one host's daemon missing: daemons
+    /// racing to make the same session directory in the shared `/tmp`, see `setup`; each
+    /// host has its own `TMPDIR` since, and a daemon that fails to start is reported by
+    /// mpirun, as it is no longer started with `--daemonize`. The retry stays as a guard.)
     fn mpirun(&self, root_args: &[String], n: u32, program: &Path, args: &[&str]) -> Result<()> {
         for attempt in 1..=NS_TRIES {
             let mut c = self.mpirun_cmd_within(root_args, n, program, args, NS_LIMIT);
@@ -359,14 +379,14 @@ impl Hosts {
         .arg(self.dir.join("hostfile"))
         .args(["--mca", "plm_rsh_agent"])
         .arg(self.dir.join("agent.sh"))
-        .args(["--mca", "plm_rsh_no_tree_spawn", "1"])
         .args(["--mca", "btl", "tcp,self"])
         .args(["--mca", "btl_tcp_if_include", &self.subnet])
         .args(["--mca", "oob_tcp_if_include", &self.subnet])
         .args(["-n", &n.to_string()])
         .arg(program)
         .args(args)
-        .env("MP_MPI_EXPECT_HOSTS", self.names.join(","));
+        .env("MP_MPI_EXPECT_HOSTS", self.names.join(","))
+        .env("TMPDIR", self.dir.join("tmp").join(&self.names[0]));
         c
     }
 

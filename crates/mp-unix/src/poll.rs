@@ -9,6 +9,7 @@ use mp_ipc::deadline::Deadline;
 
 /// Converts a remaining time into `poll`'s milliseconds, rounding up so a short positive
 /// timeout never becomes a busy zero-wait loop.
+#[cfg(not(mp_os = "linux"))]
 fn to_millis(left: Option<Duration>) -> libc::c_int {
     match left {
         None => -1,
@@ -43,14 +44,7 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
     }
     loop {
         let left = deadline.remaining();
-        // SAFETY: pfds is a live array of pollfd of the given length.
-        let rc = unsafe {
-            libc::poll(
-                pfds.as_mut_ptr(),
-                pfds.len() as libc::nfds_t,
-                to_millis(left),
-            )
-        };
+        let rc = poll_for(&mut pfds, left);
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -64,6 +58,45 @@ pub fn poll_many(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<usi
         }
         if deadline.expired() {
             return Ok(ready);
+        }
+    }
+}
+
+/// One `poll` for at most `left` (`None`: without limit). On Linux (not under
+/// `posix-generic`) the timeout is kept to
+/// the nanosecond (`ppoll`): a sub-millisecond wait stays one (callers that poll something
+/// no descriptor reports, such as an MPI library, sleep in short steps); elsewhere it is
+/// rounded up to whole milliseconds.
+fn poll_for(pfds: &mut [libc::pollfd], left: Option<Duration>) -> libc::c_int {
+    #[cfg(mp_os = "linux")]
+    {
+        let ts = left.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: pfds is a live array of pollfd of the given length; `tsp` is null or
+        // points to a timespec that outlives the call; no signal mask is changed.
+        unsafe {
+            libc::ppoll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                tsp,
+                std::ptr::null(),
+            )
+        }
+    }
+    #[cfg(not(mp_os = "linux"))]
+    {
+        // SAFETY: pfds is a live array of pollfd of the given length.
+        unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                to_millis(left),
+            )
         }
     }
 }

@@ -13,8 +13,8 @@
 //! [`FnId`](crate::fn_id), exactly as to a local worker; a worker first checks that its
 //! executable is byte-for-byte the client's (SHA-256 of the file), so that an offset is
 //! never resolved in another build. Tasks travel in the local pool's frames (`worker.rs`),
-//! as MPI messages with a tag of the pool's own; control messages (start a session, shut
-//! down) use tag [`CONTROL`].
+//! as MPI messages with a tag of the pool's own, a frame in pieces of at most 32 KiB (see
+//! `piece_bytes`); control messages (start a session, shut down) use tag [`CONTROL`].
 //!
 //! Shared objects (locks, queues, connections, OS handles) cannot reach a rank: it may be on
 //! another host, where a handle means nothing. A task or initializer argument holding any is
@@ -23,8 +23,9 @@
 //!
 //! MPI has no blocking wait that leaves the CPU alone, so both sides poll: they spin
 //! (yielding) for up to `MP_MPI_SPIN_US` (default 100 µs) after the last message, then
-//! sleep with a doubling back-off up to 1 ms (the dispatcher sleeps on its wake-up pipe, so
-//! a submission wakes it at once).
+//! poll every 20 µs until `MP_MPI_HOT_US` (default 2 ms) after it, then sleep with a
+//! doubling back-off up to 1 ms (the dispatcher sleeps on its wake-up pipe, so a submission
+//! wakes it at once).
 //!
 //! What survives what (Open MPI 4.1, no ULFM):
 //! - a task that panics: its `TaskError::Panicked`, with the message; the rank goes on;
@@ -141,17 +142,81 @@ fn boot_id() -> String {
 }
 
 // -------------------------------------------------------------------------------------------
+// Frames in pieces.
+
+/// The largest piece of a frame sent as one MPI message. A frame travels as pieces of at
+/// most this size, each `[more][bytes]` (`more` is 1 if another piece follows); the pieces
+/// of a frame follow each other (MPI keeps the order of messages between two ranks on one
+/// tag). Under the eager limit of Open MPI's TCP transport (64 KiB with its header), every
+/// piece is sent eagerly: a larger message goes by rendezvous, which over TCP stalled for
+/// tens of milliseconds now and then (a `map` of 100 000 trivial tasks across the
+/// namespace hosts took 20–150 ms with 50–90 KiB frames, 4–10 ms in pieces).
+/// `MP_MPI_PIECE_BYTES` overrides it (at least 1 KiB).
+fn piece_bytes() -> usize {
+    static PIECE: OnceLock<usize> = OnceLock::new();
+    *PIECE.get_or_init(|| {
+        std::env::var("MP_MPI_PIECE_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(32 * 1024, |n| n.max(1024))
+    })
+}
+
+/// The pieces of `frame`, each with its `more` byte. Frames are cut between ranks of one
+/// machine too: which transport Open MPI uses between two ranks is not known here (the
+/// namespace hosts of `cargo xtask test-mpi` share a kernel but talk TCP); over shared
+/// memory the pieces cost a little (a `map` of 100 000 trivial tasks: ~1.9 ms whole,
+/// ~2.6 ms in pieces).
+fn pieces(frame: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let size = piece_bytes();
+    let count = frame.len().div_ceil(size).max(1);
+    (0..count).map(move |k| {
+        let part = &frame[k.saturating_mul(size).min(frame.len())
+            ..(k + 1).saturating_mul(size).min(frame.len())];
+        let mut piece = Vec::with_capacity(1 + part.len());
+        piece.push(u8::from(k + 1 < count));
+        piece.extend_from_slice(part);
+        piece
+    })
+}
+
+/// Adds a received piece to `partial`; the whole frame once its last piece is in.
+fn join_piece(partial: &mut Vec<u8>, piece: &[u8]) -> Option<Vec<u8>> {
+    let (&more, bytes) = piece.split_first()?;
+    partial.extend_from_slice(bytes);
+    (more == 0).then(|| std::mem::take(partial))
+}
+
+// -------------------------------------------------------------------------------------------
 // Waiting: spin, then back off.
 
 /// How long both sides keep polling after the last message before they start to sleep.
 static SPIN: SpinLimit = SpinLimit::new("MP_MPI_SPIN_US", Duration::from_micros(100));
 /// The longest sleep between two polls.
 const MAX_SLEEP: Duration = Duration::from_millis(1);
+/// The sleep between two polls while a message is likely soon (within [`hot`] of the last).
+const HOT_SLEEP: Duration = Duration::from_micros(20);
+
+/// How long after the last message both sides poll every [`HOT_SLEEP`] before the sleeps
+/// grow: `MP_MPI_HOT_US`, else 2 ms. The next message of a conversation (a task after a
+/// result, a result after a short task) comes within it; a side that slept for longer would
+/// be out of step with the other, each sleeping while the other answers.
+fn hot() -> Duration {
+    static HOT: OnceLock<Duration> = OnceLock::new();
+    *HOT.get_or_init(|| {
+        std::env::var("MP_MPI_HOT_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Duration::from_millis(2), Duration::from_micros)
+    })
+}
 
 /// A poll loop's pacing: yield while within the spin window, then sleep ever longer.
 struct Backoff {
     since: Instant,
     sleep: Duration,
+    /// The hot window of this wait ([`hot`], or none).
+    hot: Duration,
 }
 
 impl Backoff {
@@ -159,6 +224,16 @@ impl Backoff {
         Self {
             since: Instant::now(),
             sleep: Duration::ZERO,
+            hot: hot(),
+        }
+    }
+
+    /// A wait without the hot window: for a message that is not the next step of a
+    /// conversation.
+    fn cold() -> Self {
+        Self {
+            hot: Duration::ZERO,
+            ..Self::new()
         }
     }
 
@@ -168,12 +243,17 @@ impl Backoff {
         self.sleep = Duration::ZERO;
     }
 
-    /// How long to pause now (zero: just yield).
+    /// How long to pause now (zero: just yield): nothing within the spin window, short
+    /// sleeps within the hot window, then ever longer ones up to `max`.
     fn next(&mut self, max: Duration) -> Duration {
-        if self.since.elapsed() < SPIN.get() {
+        let idle = self.since.elapsed();
+        if idle < SPIN.get() {
             return Duration::ZERO;
         }
-        self.sleep = (self.sleep * 2).clamp(Duration::from_micros(10), max);
+        if idle < self.hot {
+            return HOT_SLEEP.min(max);
+        }
+        self.sleep = (self.sleep * 2).clamp(HOT_SLEEP, max);
         self.sleep
     }
 
@@ -217,17 +297,39 @@ struct RankEnd {
     tag: i32,
     /// Set when a shutdown arrived during the session: `Some(finalize)`.
     shutdown: std::cell::Cell<Option<bool>>,
+    /// Whether the rank has answered since its last receive.
+    answered: std::cell::Cell<bool>,
 }
 
 impl WorkerEnd for RankEnd {
     fn recv(&self) -> Option<(Vec<u8>, Vec<OwnedHandle>)> {
-        let mut backoff = Backoff::new();
+        // The hot window only after an answer, when the next task is likely soon. A rank
+        // that keeps polling fast at the start of a session (or idle) is no help, and made
+        // a spawn-mode test hang now and then: a rank of a spawned group died right after
+        // the session started while the other rank polled every 20 µs, and the group
+        // spawned to replace them never started (2 to 4 hangs in 20 runs of
+        // `a_spawned_rank_that_dies...`, none in 14 with the workers' hot window off; how
+        // Open MPI gets there was not found).
+        let mut backoff = if self.answered.replace(false) {
+            Backoff::new()
+        } else {
+            Backoff::cold()
+        };
         let mut polls = 0u32;
+        let mut partial = Vec::new();
         loop {
             match self.comm.try_recv(0, self.tag) {
-                // An empty frame ends the session.
-                // No handles: they do not cross hosts (the pool refuses arguments holding any).
-                Ok(Some(frame)) => return (!frame.is_empty()).then_some((frame, Vec::new())),
+                // An empty message ends the session.
+                Ok(Some(piece)) if piece.is_empty() => return None,
+                Ok(Some(piece)) => {
+                    // No handles: they do not cross hosts (the pool refuses arguments
+                    // holding any).
+                    if let Some(frame) = join_piece(&mut partial, &piece) {
+                        return Some((frame, Vec::new()));
+                    }
+                    backoff.reset();
+                    continue;
+                }
                 Ok(None) => {}
                 Err(_) => return None,
             }
@@ -246,7 +348,8 @@ impl WorkerEnd for RankEnd {
     }
 
     fn send(&self, frame: &[u8]) -> bool {
-        self.comm.send(0, self.tag, frame).is_ok()
+        self.answered.set(true);
+        pieces(frame).all(|piece| self.comm.send(0, self.tag, &piece).is_ok())
     }
 }
 
@@ -298,6 +401,7 @@ fn serve_rank(comm: mp_mpi::Comm) -> ! {
                     comm,
                     tag,
                     shutdown: std::cell::Cell::new(None),
+                    answered: std::cell::Cell::new(false),
                 };
                 let init = init.map(|(entry, bytes)| InitArg {
                     entry,
@@ -659,6 +763,8 @@ pub(crate) struct RankLink {
     same_host: bool,
     open: bool,
     sending: VecDeque<mp_mpi::Sending>,
+    /// The pieces received so far of a frame not yet whole.
+    partial: Vec<u8>,
     released: bool,
 }
 
@@ -816,6 +922,7 @@ impl Launcher for MpiLauncher {
             same_host,
             open: true,
             sending: VecDeque::new(),
+            partial: Vec::new(),
             released: false,
         })
     }
@@ -933,28 +1040,36 @@ impl Link for RankLink {
             return false;
         }
         self.prune();
-        match self.comm.isend(self.rank, self.tag, frame.to_vec()) {
-            Ok(s) => {
-                self.sending.push_back(s);
-                true
-            }
-            Err(_) => {
-                self.open = false;
-                false
+        for piece in pieces(frame) {
+            match self.comm.isend(self.rank, self.tag, piece) {
+                Ok(s) => self.sending.push_back(s),
+                Err(_) => {
+                    self.open = false;
+                    return false;
+                }
             }
         }
+        true
     }
 
     fn try_recv(&mut self) -> Option<Result<Vec<u8>, ()>> {
         if !self.open {
             return None;
         }
-        match self.comm.try_recv(self.rank, self.tag) {
-            Ok(Some(frame)) => Some(Ok(frame)),
-            Ok(None) => None,
-            Err(_) => {
-                self.open = false;
-                Some(Err(()))
+        loop {
+            match self.comm.try_recv(self.rank, self.tag) {
+                // An empty message (a rank's end of session) is handed on as it is.
+                Ok(Some(piece)) if piece.is_empty() => return Some(Ok(piece)),
+                Ok(Some(piece)) => match join_piece(&mut self.partial, &piece) {
+                    Some(frame) => return Some(Ok(frame)),
+                    // The rest of the frame is on its way (or here already).
+                    None => continue,
+                },
+                Ok(None) => return None,
+                Err(_) => {
+                    self.open = false;
+                    return Some(Err(()));
+                }
             }
         }
     }
@@ -1012,5 +1127,30 @@ impl Link for RankLink {
         };
         let pid = self.same_host.then_some(self.hello.pid);
         MpiLauncher::give_back(self.comm, self.rank, self.spawned, pid, how);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{join_piece, piece_bytes, pieces};
+
+    #[test]
+    fn frames_cut_into_pieces_come_back_whole() {
+        let size = piece_bytes();
+        for len in [1, 2, size - 1, size, size + 1, 3 * size, 3 * size + 7] {
+            let frame: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let parts: Vec<Vec<u8>> = pieces(&frame).collect();
+            assert_eq!(parts.len(), len.div_ceil(size), "{len} bytes");
+            assert!(parts.iter().all(|p| p.len() <= size + 1));
+            let mut partial = Vec::new();
+            let (last, rest) = parts.split_last().unwrap();
+            for p in rest {
+                assert_eq!(join_piece(&mut partial, p), None);
+            }
+            assert_eq!(join_piece(&mut partial, last), Some(frame));
+            assert!(partial.is_empty());
+        }
+        // An empty message is no piece.
+        assert_eq!(join_piece(&mut Vec::new(), &[]), None);
     }
 }
