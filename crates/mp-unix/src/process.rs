@@ -122,12 +122,88 @@ pub fn is_zombie(pid: u32) -> bool {
 pub fn current_tid() -> u32 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        // SAFETY: gettid has no preconditions.
-        unsafe { libc::gettid() as u32 }
+        tid_cache::get()
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         0
+    }
+}
+
+/// The thread id, asked of the kernel once per thread: every lock of a queue records its
+/// holder's thread, and a `gettid` system call per acquire cost a queue a third of its
+/// time. A fork invalidates the cache (the child's one thread has a new id): an atfork
+/// handler counts forks in the child, and a cached id is used only while the count is the
+/// one it was taken under. (A process made by a raw `clone` system call, which runs no
+/// atfork handlers, is not one mp or std makes for running Rust code.)
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod tid_cache {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Once;
+
+    /// Forks this process has come out of as the child.
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+    static HOOK: Once = Once::new();
+
+    thread_local! {
+        /// `(FORKS when taken, tid)`; `u64::MAX`: not taken yet.
+        static CACHED: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+    }
+
+    extern "C" fn in_forked_child() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn get() -> u32 {
+        HOOK.call_once(|| {
+            // SAFETY: registers a handler that only increments an atomic (async-signal-safe,
+            // as a forked child's first steps must be). A failure (ENOMEM) leaves the count
+            // still, so the cache would survive a fork: then never cache.
+            if unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) } != 0 {
+                FORKS.store(u64::MAX, Ordering::Relaxed);
+            }
+        });
+        let forks = FORKS.load(Ordering::Relaxed);
+        CACHED.with(|c| {
+            let (taken_at, tid) = c.get();
+            if taken_at == forks && forks != u64::MAX {
+                return tid;
+            }
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u32;
+            if forks != u64::MAX {
+                c.set((forks, tid));
+            }
+            tid
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn a_forked_child_sees_its_own_tid() {
+            let parent = super::get();
+            // SAFETY: gettid has no preconditions.
+            assert_eq!(parent, unsafe { libc::gettid() } as u32);
+            // SAFETY: the child only calls async-signal-safe functions and `get` (an
+            // atomic load, a thread-local read and gettid), then `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                // SAFETY: getpid has no preconditions.
+                let ok = super::get() == unsafe { libc::getpid() } as u32;
+                // SAFETY: _exit has no preconditions.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for the child just forked.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            assert_eq!(super::get(), parent);
+            let other = std::thread::spawn(super::get).join().unwrap();
+            assert_ne!(other, parent);
+        }
     }
 }
 
