@@ -256,12 +256,38 @@ fn tsan_command(backend: &str, extra: &[String], reports: &Path) -> Result<Comma
     } else {
         bail!("ThreadSanitizer needs Debian's cargo: apt-get install cargo-web")
     };
+    // The examples first, with the same flags, as for ASan: tests/examples.rs would build them
+    // itself without `--target`, and the sanitizer flags would then reach build scripts too.
+    let mut examples = Command::new(cargo_bin);
+    examples.current_dir(root()).args([
+        "build",
+        "-Zbuild-std",
+        "-p",
+        "mp-core",
+        "--examples",
+        "--target",
+        HOST,
+    ]);
+    examples.args(backend_features(backend));
+    tsan_env(&mut examples, &sysroot, reports);
+    run_cmd(examples)?;
     let mut cmd = Command::new(cargo_bin);
     cmd.current_dir(root());
     let mut cmd = sanitized_test(cmd, backend, extra);
     // -Zbuild-std goes right after `test`, before the package list; cargo accepts it anywhere.
-    cmd.arg("-Zbuild-std")
-        .env("RUSTC", "/usr/bin/rustc")
+    cmd.arg("-Zbuild-std");
+    tsan_env(&mut cmd, &sysroot, reports);
+    cmd.env("MP_EXAMPLES_PREBUILT", "1");
+    Ok(cmd)
+}
+
+/// The environment of a ThreadSanitizer build or run (see [`tsan_command`]).
+///
+/// `handle_segv=0:handle_sigbus=0`: as for ASan (see [`asan_env`]), tests crash workers on
+/// purpose and check the signal they died of; TSan's handler would report the deliberate
+/// fault and exit with its own code instead.
+fn tsan_env(cmd: &mut Command, sysroot: &Path, reports: &Path) {
+    cmd.env("RUSTC", "/usr/bin/rustc")
         .env("RUSTDOC", "/usr/bin/rustdoc")
         .env("RUSTC_BOOTSTRAP", "1")
         .env(
@@ -271,13 +297,13 @@ fn tsan_command(backend: &str, extra: &[String], reports: &Path) -> Result<Comma
         .env(
             "TSAN_OPTIONS",
             format!(
-                "die_after_fork=0:halt_on_error=0:exitcode=66:suppressions={}:log_path={}",
+                "die_after_fork=0:halt_on_error=0:exitcode=66:handle_segv=0:handle_sigbus=0:\
+                 suppressions={}:log_path={}",
                 root().join("xtask/tsan.supp").display(),
                 reports.join("report").display()
             ),
         )
         .env("CARGO_TARGET_DIR", target_dir("tsan"));
-    Ok(cmd)
 }
 
 // ---------------------------------------------------------------------------------------------
