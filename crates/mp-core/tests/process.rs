@@ -9,7 +9,7 @@ use common::{about, bounded, echo_back, for_each_context, prompt, sleep_forever,
 
 use mp_core::{
     active_children, current_process, get_start_method, parent_process, pipe, pipe_oneway, wait,
-    Connection, Process, ProcessError, StartMethod, Writer,
+    Connection, Process, ProcessError, Reader, StartMethod, Writer,
 };
 
 use serde::{Deserialize, Serialize};
@@ -188,14 +188,22 @@ fn proc_12_recursion() {
     });
 }
 
+/// Returns once told to (a message, or end of file, on `go`).
+fn end_when_told(go: Reader<()>) {
+    let _ = go.recv();
+}
+
 #[test]
 fn proc_13_sentinel() {
     for_each_context(30, |ctx| {
-        let mut p = ctx.process(sleep_ms, 300);
+        // The child ends when told, not after a sleep that a slow start could outlast.
+        let (go_rx, go_tx) = pipe_oneway::<()>().unwrap();
+        let mut p = ctx.process(end_when_told, go_rx);
         assert!(matches!(p.sentinel(), Err(ProcessError::NotStarted)));
         p.start().unwrap();
         let s = p.sentinel().unwrap();
         assert!(wait(&[&s], Some(Duration::ZERO)).unwrap().is_empty());
+        go_tx.send(&()).unwrap();
         assert_eq!(wait(&[&s], Some(Duration::from_secs(10))).unwrap(), vec![0]);
         p.join().unwrap();
     });
@@ -413,10 +421,11 @@ fn proc_08_terminate_gives_minus_sigterm() {
     });
 }
 
-/// Starts a thread that would report after 300 ms, and returns at once.
+/// Starts a thread that would report after an hour, and returns at once. (It was 300 ms,
+/// which the exit of a child under ThreadSanitizer outlasted.)
 fn leave_a_thread_behind(tx: Writer<u32>) {
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_secs(3600));
         let _ = tx.send(&1);
     });
 }
