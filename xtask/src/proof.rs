@@ -227,7 +227,9 @@ fn asan_env(cmd: &mut Command, reports: &Path) {
                 reports.join("report").display()
             ),
         )
-        .env("CARGO_TARGET_DIR", target_dir("asan"));
+        .env("CARGO_TARGET_DIR", target_dir("asan"))
+        // The tests' hang bounds (mp-ipc-conformance `bounded`), doubled for ASan's slowness.
+        .env("MP_TEST_HANG_SCALE", "2");
 }
 
 fn asan_command(backend: &str, extra: &[String], reports: &Path) -> Result<Command> {
@@ -303,7 +305,10 @@ fn tsan_env(cmd: &mut Command, sysroot: &Path, reports: &Path) {
                 reports.join("report").display()
             ),
         )
-        .env("CARGO_TARGET_DIR", target_dir("tsan"));
+        .env("CARGO_TARGET_DIR", target_dir("tsan"))
+        // The tests' hang bounds (mp-ipc-conformance `bounded`), five times longer: a pool test
+        // that takes 10 s per start method alone under TSan exceeded its 60 s among the others.
+        .env("MP_TEST_HANG_SCALE", "5");
 }
 
 // ---------------------------------------------------------------------------------------------
