@@ -274,10 +274,10 @@ fn tsan_command(backend: &str, extra: &[String], reports: &Path) -> Result<Comma
     tsan_env(&mut examples, &sysroot, reports);
     run_cmd(examples)?;
     let mut cmd = Command::new(cargo_bin);
-    cmd.current_dir(root());
+    // -Zbuild-std as a global option, before `test`: after the test arguments it would land
+    // behind their `--` and reach the test harness instead of cargo.
+    cmd.current_dir(root()).arg("-Zbuild-std");
     let mut cmd = sanitized_test(cmd, backend, extra);
-    // -Zbuild-std goes right after `test`, before the package list; cargo accepts it anywhere.
-    cmd.arg("-Zbuild-std");
     tsan_env(&mut cmd, &sysroot, reports);
     cmd.env("MP_EXAMPLES_PREBUILT", "1");
     Ok(cmd)
