@@ -137,13 +137,16 @@ pub fn sanitize(rest: &[String]) -> Result<()> {
     for s in &sanitizers {
         for b in &backends {
             eprintln!("\n==== {s} sanitizer, backend {b} ====");
+            let reports = report_dir(s, b)?;
             let cmd = match s.as_str() {
-                "address" => asan_command(b, &extra)?,
-                "thread" => tsan_command(b, &extra)?,
+                "address" => asan_command(b, &extra, &reports)?,
+                "thread" => tsan_command(b, &extra, &reports)?,
                 other => bail!("unknown sanitizer {other:?} (address, thread)"),
             };
-            if run_cmd(cmd).is_err() {
-                failed.push(format!("{s}/{b}"));
+            let ran = run_cmd(cmd);
+            let found = print_reports(&reports)?;
+            if ran.is_err() || found > 0 {
+                failed.push(format!("{s}/{b} ({found} report files)"));
             }
         }
     }
@@ -151,6 +154,30 @@ pub fn sanitize(rest: &[String]) -> Result<()> {
         bail!("sanitizer runs failed: {failed:?}");
     }
     Ok(())
+}
+
+/// An empty directory for the reports of one run: every process of the run (the test
+/// binaries and each child they start, whose stderr a test may capture or discard) writes its
+/// reports to `<dir>/report.<pid>` (the runtimes' `log_path`), so none is lost with a child's
+/// output or hidden by a test that expects its child to fail.
+fn report_dir(sanitizer: &str, backend: &str) -> Result<PathBuf> {
+    let dir = target_dir("sanitizer-reports").join(format!("{sanitizer}-{backend}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Prints the report files a run left and returns how many there are.
+fn print_reports(dir: &Path) -> Result<usize> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for f in &files {
+        eprintln!("\n==== sanitizer report {} ====", f.display());
+        eprintln!("{}", std::fs::read_to_string(f).unwrap_or_default());
+    }
+    Ok(files.len())
 }
 
 /// The test command shared by both sanitizers: the tested crates' library and integration
@@ -181,7 +208,12 @@ fn sanitized_test(mut cmd: Command, backend: &str, extra: &[String]) -> Command 
 /// LeakSanitizer would fail every one of them; leaks are not what this run looks for.
 /// `handle_segv=0`: tests crash workers on purpose (a write through a null pointer) and check
 /// that they died of `SIGSEGV`; ASan would turn that death into its report and exit code.
-fn asan_env(cmd: &mut Command) {
+/// `handle_sigbus=0`: the same for `SIGBUS`. mp-unix's guard of shrinkable mappings
+/// (memory/watch.rs) hands a `SIGBUS` outside its mappings to the previous handler, and a
+/// test (`a_sigbus_elsewhere_still_kills`) checks that the process then dies of it; with
+/// ASan's handler installed first, that handler is ASan's, which reports the deliberate
+/// fault and exits with 86 instead.
+fn asan_env(cmd: &mut Command, reports: &Path) {
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env(
             "RUSTFLAGS",
@@ -189,21 +221,27 @@ fn asan_env(cmd: &mut Command) {
         )
         .env(
             "ASAN_OPTIONS",
-            "detect_leaks=0:handle_segv=0:abort_on_error=0:exitcode=86",
+            format!(
+                "detect_leaks=0:handle_segv=0:handle_sigbus=0:abort_on_error=0:exitcode=86:\
+                 log_path={}",
+                reports.join("report").display()
+            ),
         )
-        .env("CARGO_TARGET_DIR", target_dir("asan"));
+        .env("CARGO_TARGET_DIR", target_dir("asan"))
+        // The tests' hang bounds (mp-ipc-conformance `bounded`), doubled for ASan's slowness.
+        .env("MP_TEST_HANG_SCALE", "2");
 }
 
-fn asan_command(backend: &str, extra: &[String]) -> Result<Command> {
+fn asan_command(backend: &str, extra: &[String], reports: &Path) -> Result<Command> {
     // tests/examples.rs runs the examples: built here with the same flags, then found by it
     // (MP_EXAMPLES_PREBUILT) instead of being built again without them.
     let mut examples = cargo();
     examples.args(["build", "-p", "mp-core", "--examples", "--target", HOST]);
     examples.args(backend_features(backend));
-    asan_env(&mut examples);
+    asan_env(&mut examples, reports);
     run_cmd(examples)?;
     let mut cmd = sanitized_test(cargo(), backend, extra);
-    asan_env(&mut cmd);
+    asan_env(&mut cmd, reports);
     cmd.env("MP_EXAMPLES_PREBUILT", "1");
     Ok(cmd)
 }
@@ -213,19 +251,45 @@ fn asan_command(backend: &str, extra: &[String]) -> Result<Command> {
 /// `die_after_fork=0`: the fork start method forks the multi-threaded test harness, which
 /// TSan refuses by default; the child only runs mp's fork path (no allocation before its own
 /// threads start, see process/child.rs), which is what the fork tests check anyway.
-fn tsan_command(backend: &str, extra: &[String]) -> Result<Command> {
+fn tsan_command(backend: &str, extra: &[String], reports: &Path) -> Result<Command> {
     let sysroot = tsan_sysroot()?;
     let cargo_bin = if Path::new("/usr/bin/cargo").exists() {
         "/usr/bin/cargo"
     } else {
         bail!("ThreadSanitizer needs Debian's cargo: apt-get install cargo-web")
     };
+    // The examples first, with the same flags, as for ASan: tests/examples.rs would build them
+    // itself without `--target`, and the sanitizer flags would then reach build scripts too.
+    let mut examples = Command::new(cargo_bin);
+    examples.current_dir(root()).args([
+        "build",
+        "-Zbuild-std",
+        "-p",
+        "mp-core",
+        "--examples",
+        "--target",
+        HOST,
+    ]);
+    examples.args(backend_features(backend));
+    tsan_env(&mut examples, &sysroot, reports);
+    run_cmd(examples)?;
     let mut cmd = Command::new(cargo_bin);
-    cmd.current_dir(root());
+    // -Zbuild-std as a global option, before `test`: after the test arguments it would land
+    // behind their `--` and reach the test harness instead of cargo.
+    cmd.current_dir(root()).arg("-Zbuild-std");
     let mut cmd = sanitized_test(cmd, backend, extra);
-    // -Zbuild-std goes right after `test`, before the package list; cargo accepts it anywhere.
-    cmd.arg("-Zbuild-std")
-        .env("RUSTC", "/usr/bin/rustc")
+    tsan_env(&mut cmd, &sysroot, reports);
+    cmd.env("MP_EXAMPLES_PREBUILT", "1");
+    Ok(cmd)
+}
+
+/// The environment of a ThreadSanitizer build or run (see [`tsan_command`]).
+///
+/// `handle_segv=0:handle_sigbus=0`: as for ASan (see [`asan_env`]), tests crash workers on
+/// purpose and check the signal they died of; TSan's handler would report the deliberate
+/// fault and exit with its own code instead.
+fn tsan_env(cmd: &mut Command, sysroot: &Path, reports: &Path) {
+    cmd.env("RUSTC", "/usr/bin/rustc")
         .env("RUSTDOC", "/usr/bin/rustdoc")
         .env("RUSTC_BOOTSTRAP", "1")
         .env(
@@ -235,12 +299,16 @@ fn tsan_command(backend: &str, extra: &[String]) -> Result<Command> {
         .env(
             "TSAN_OPTIONS",
             format!(
-                "die_after_fork=0:halt_on_error=0:exitcode=66:suppressions={}",
-                root().join("xtask/tsan.supp").display()
+                "die_after_fork=0:halt_on_error=0:exitcode=66:handle_segv=0:handle_sigbus=0:\
+                 suppressions={}:log_path={}",
+                root().join("xtask/tsan.supp").display(),
+                reports.join("report").display()
             ),
         )
-        .env("CARGO_TARGET_DIR", target_dir("tsan"));
-    Ok(cmd)
+        .env("CARGO_TARGET_DIR", target_dir("tsan"))
+        // The tests' hang bounds (mp-ipc-conformance `bounded`), five times longer: a pool test
+        // that takes 10 s per start method alone under TSan exceeded its 60 s among the others.
+        .env("MP_TEST_HANG_SCALE", "5");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,11 +474,24 @@ pub fn loom(rest: &[String]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Miri.
 
-/// `cargo xtask miri [-- <test args>]`: the unit tests of mp-ipc (framing, limits, deadlines)
-/// under Miri, with a nightly toolchain that has the `miri` component; without one it says
-/// so and stops with an error naming what to install. mp-shm's and mp-core's tests make
-/// segments with `memfd_create` and `mmap` and talk over sockets, which Miri does not
-/// emulate; the sanitizers cover them.
+/// What `cargo xtask miri` runs: a package's unit tests and the filters that choose those
+/// that stay in one process. mp-shm's and mp-core's other tests make segments with
+/// `memfd_create` and `mmap` and talk over sockets, which Miri does not emulate; the
+/// sanitizers cover them.
+const MIRI_RUNS: &[(&str, &[&str])] = &[
+    // Framing, limits, deadlines, spinning.
+    ("mp-ipc", &[]),
+    // The ring's checks of positions and lock words read from a segment.
+    ("mp-shm", &["ring::"]),
+    // The bounded postcard decoder, function ids (offsets turned back into function
+    // pointers), the handshake's tags and Python's handshake parser.
+    ("mp-core", &["codec::", "fn_id::", "listener::"]),
+];
+
+/// `cargo xtask miri [-- <test args>]`: the one-process unit tests ([`MIRI_RUNS`]) under
+/// Miri, with a nightly toolchain that has the `miri` component; without one it says so and
+/// stops with an error naming what to install. Test arguments go to every run's test harness;
+/// a filter among them replaces the default filters.
 pub fn miri(rest: &[String]) -> Result<()> {
     let (_, extra) = split_dashes(rest);
     let mut probe = Command::new("cargo");
@@ -429,12 +510,30 @@ pub fn miri(rest: &[String]) -> Result<()> {
         .args(["+nightly", "miri", "setup"])
         .env("CARGO_TARGET_DIR", target_dir("miri"));
     run_cmd(setup)?;
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root())
-        .args(["+nightly", "miri", "test", "-p", "mp-ipc", "--lib"])
-        .args(&extra)
-        // Isolation off: the tests read the clock; -Zmiri-disable-isolation lets them.
-        .env("MIRIFLAGS", "-Zmiri-disable-isolation")
-        .env("CARGO_TARGET_DIR", target_dir("miri"));
-    run_cmd(cmd)
+    let own_filters = extra.iter().any(|a| !a.starts_with('-'));
+    let mut failed = Vec::new();
+    for (package, filters) in MIRI_RUNS {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root())
+            .args(["+nightly", "miri", "test", "-p", package, "--lib", "--"]);
+        if !own_filters {
+            cmd.args(*filters);
+        }
+        cmd.args(&extra)
+            // Isolation off: the tests read the clock. Permissive provenance: fn_id turns an
+            // address back into a function pointer with an `as` cast (exposed provenance, as
+            // it must: the address comes from an offset), which Miri otherwise warns about.
+            .env(
+                "MIRIFLAGS",
+                "-Zmiri-disable-isolation -Zmiri-permissive-provenance",
+            )
+            .env("CARGO_TARGET_DIR", target_dir("miri"));
+        if run_cmd(cmd).is_err() {
+            failed.push(*package);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("Miri failed in {failed:?}");
+    }
+    Ok(())
 }

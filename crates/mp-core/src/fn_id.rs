@@ -57,8 +57,14 @@ macro_rules! fn_kind {
                 f as usize
             }
             unsafe fn at(address: usize) -> $ptr {
-                // SAFETY: per the contract, `address` is a function of this very type.
-                unsafe { std::mem::transmute::<usize, $ptr>(address) }
+                // The integer becomes a pointer through an `as` cast, which takes the
+                // provenance exposed by the `as usize` of `address` (and of `anchor_address`),
+                // never by transmuting the integer: a pointer transmuted from an integer has no
+                // provenance and calling it is undefined behaviour (Miri reports it).
+                let p = address as *const ();
+                // SAFETY: per the contract, `address` is a function of this very type, and a
+                // function pointer has the size and representation of a data pointer.
+                unsafe { std::mem::transmute::<*const (), $ptr>(p) }
             }
         }
     };

@@ -243,10 +243,16 @@ fn conn_14_messages_are_not_merged() {
     assert!(!b.poll(Duration::ZERO).unwrap());
 }
 
-/// Sends `arg.0` once told to (`arg.2` set).
-fn reply_when_told(arg: (u64, Writer<u64>, mp_core::Event)) {
-    assert!(arg.2.wait_timeout(SECS));
+fn reply_after(arg: (u64, Writer<u64>)) {
+    std::thread::sleep(Duration::from_millis(arg.0));
     arg.1.send(&arg.0).unwrap();
+}
+
+/// Sends `arg.0` once told to (a message on `arg.1`): what is ready before that is decided by
+/// the test, not by how long a sleep lasts on a loaded machine.
+fn reply_when_told(arg: (u64, Reader<()>, Writer<u64>)) {
+    arg.1.recv().unwrap();
+    arg.2.send(&arg.0).unwrap();
 }
 
 #[test]
@@ -254,23 +260,17 @@ fn wait_over_connections_and_sentinels() {
     for_each_context(30, |ctx| {
         let (rx1, tx1) = pipe_oneway::<u64>().unwrap();
         let (rx2, tx2) = pipe_oneway::<u64>().unwrap();
-        // The second child replies only once the first reply was seen: the order does not
-        // depend on how fast either starts.
-        let (go1, go2) = (
-            mp_core::Event::new().unwrap(),
-            mp_core::Event::new().unwrap(),
-        );
-        go1.set();
-        let mut p1 = ctx.process(reply_when_told, (50, tx1, go1));
-        let mut p2 = ctx.process(reply_when_told, (400, tx2, go2.clone()));
+        let (go_rx, go_tx) = pipe_oneway::<()>().unwrap();
+        let mut p1 = ctx.process(reply_after, (50, tx1));
+        let mut p2 = ctx.process(reply_when_told, (400, go_rx, tx2));
         p1.start().unwrap();
         p2.start().unwrap();
         let ready = wait(&[&rx1, &rx2], Some(SECS)).unwrap();
         assert_eq!(ready, vec![0]);
         assert_eq!(rx1.recv().unwrap(), 50);
-        go2.set();
         p1.join().unwrap();
         let s2 = p2.sentinel().unwrap();
+        go_tx.send(&()).unwrap();
         let ready = wait(&[&s2, &rx2], Some(SECS)).unwrap();
         assert!(ready.contains(&1), "{ready:?}");
         // A writer gone is end of file: ready too.
@@ -287,10 +287,12 @@ fn wait_over_connections_and_sentinels() {
     });
 }
 
-/// Connects to `address` from a child and writes one byte after `arg.1` ms.
-fn tcp_write_after(arg: (std::net::SocketAddr, u64)) {
+/// Connects to `address` from a child and writes one byte once told to (a message on
+/// `arg.1`; it was a 300 ms sleep, which a loaded machine outlasted between the parent's
+/// accept and its check that nothing had arrived yet).
+fn tcp_write_when_told(arg: (std::net::SocketAddr, Reader<()>)) {
     let mut s = std::net::TcpStream::connect(arg.0).unwrap();
-    std::thread::sleep(Duration::from_millis(arg.1));
+    arg.1.recv().unwrap();
     std::io::Write::write_all(&mut s, b"x").unwrap();
 }
 
@@ -304,11 +306,13 @@ fn wait_over_tcp_sockets() {
         let (idle, _keep) = pipe::<u8>().unwrap();
         let short = Some(Duration::from_millis(30));
         assert!(wait(&[&listener, &idle], short).unwrap().is_empty());
-        let mut p = ctx.process(tcp_write_after, (listener.local_addr().unwrap(), 300));
+        let (go_rx, go_tx) = pipe_oneway::<()>().unwrap();
+        let mut p = ctx.process(tcp_write_when_told, (listener.local_addr().unwrap(), go_rx));
         p.start().unwrap();
         assert_eq!(wait(&[&idle, &listener], Some(SECS)).unwrap(), vec![1]);
         let (stream, _) = listener.accept().unwrap();
         assert!(wait(&[&stream], short).unwrap().is_empty());
+        go_tx.send(&()).unwrap();
         assert_eq!(wait(&[&idle, &stream], Some(SECS)).unwrap(), vec![1]);
         let mut byte = [0u8; 1];
         std::io::Read::read_exact(&mut &stream, &mut byte).unwrap();

@@ -736,11 +736,19 @@ fn mgr_14_no_objects_left_when_proxies_are_gone() {
     });
 }
 
-fn lock_then_flag(arg: (mp_core::manager::LockProxy, mp_core::manager::EventProxy)) {
-    let (lock, ev) = arg;
+/// Takes the lock, says so (`held`), and keeps it until told to let go (`release`): it
+/// kept it for 300 ms, which a loaded machine outlasted before the parent's `try_acquire`.
+fn lock_then_flag(
+    arg: (
+        mp_core::manager::LockProxy,
+        mp_core::manager::EventProxy,
+        mp_core::manager::EventProxy,
+    ),
+) {
+    let (lock, held, release) = arg;
     let _g = lock.guard().unwrap();
-    ev.set().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    held.set().unwrap();
+    assert!(release.wait(Some(SECS)).unwrap());
 }
 
 #[test]
@@ -748,11 +756,12 @@ fn sync_types_through_a_manager() {
     bounded(60, || {
         let m = Manager::start().unwrap();
         // Lock held by a child: we wait for it.
-        let (lock, ev) = (m.lock().unwrap(), m.event().unwrap());
-        let mut p = Process::new(lock_then_flag, (lock.clone(), ev.clone()));
+        let (lock, ev, release) = (m.lock().unwrap(), m.event().unwrap(), m.event().unwrap());
+        let mut p = Process::new(lock_then_flag, (lock.clone(), ev.clone(), release.clone()));
         p.start().unwrap();
         assert!(ev.wait(Some(SECS)).unwrap());
         assert!(!lock.try_acquire().unwrap());
+        release.set().unwrap();
         assert!(lock.acquire_timeout(SECS).unwrap());
         lock.release().unwrap();
         assert_eq!(remote_kind(lock.release().unwrap_err()), "RuntimeError");

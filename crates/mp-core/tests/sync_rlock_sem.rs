@@ -64,12 +64,14 @@ fn lock_03_rlock_guards_and_blocking() {
     });
 }
 
-fn rlock_hold_and_report(arg: (RLock, Writer<(bool, u32)>)) {
-    let (rlock, tx) = arg;
+/// Holds the lock twice, reports, and lets go once told to (a message or end of file on
+/// `go`): it held it for 300 ms, which a loaded machine outlasted before the parent looked.
+fn rlock_hold_and_report(arg: (RLock, Writer<(bool, u32)>, mp_core::Reader<()>)) {
+    let (rlock, tx, go) = arg;
     let a = rlock.acquire().unwrap();
     let b = rlock.acquire().unwrap();
     tx.send(&(rlock.is_locked(), rlock.count())).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let _ = go.recv();
     drop(b);
     drop(a);
 }
@@ -79,12 +81,14 @@ fn lock_04_an_rlock_held_by_a_child_is_locked_everywhere() {
     for_each_context(30, |ctx| {
         let rlock = RLock::new().unwrap();
         let (rx, tx) = pipe_oneway::<(bool, u32)>().unwrap();
-        let mut p = ctx.process(rlock_hold_and_report, (rlock.clone(), tx));
+        let (go_rx, go_tx) = pipe_oneway::<()>().unwrap();
+        let mut p = ctx.process(rlock_hold_and_report, (rlock.clone(), tx, go_rx));
         p.start().unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (true, 2));
         assert!(rlock.is_locked());
         assert_eq!(rlock.count(), 0, "not ours");
         assert!(matches!(rlock.release(), Err(SyncError::NotOwner)));
+        go_tx.send(&()).unwrap();
         let _g = rlock.acquire_timeout(Duration::from_secs(10)).unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));

@@ -15,8 +15,22 @@ pub fn contexts() -> Vec<Context> {
         .collect()
 }
 
-/// Runs `f` on its own thread and fails if it takes longer than `secs` seconds.
+/// The factor the hang bounds of [`bounded`] are multiplied by: `MP_TEST_HANG_SCALE` (a whole
+/// number, 1 when unset or unreadable). `cargo xtask sanitize` sets it: under ThreadSanitizer
+/// on a loaded 2-CPU machine a test that takes 10 s alone took over a minute among the others,
+/// and a bound meant to catch a hang must not catch the sanitizer's slowness.
+pub fn hang_scale() -> u64 {
+    std::env::var("MP_TEST_HANG_SCALE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// Runs `f` on its own thread and fails if it takes longer than `secs` seconds (times
+/// [`hang_scale`]).
 pub fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let secs = secs.saturating_mul(hang_scale());
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         let _ = tx.send(f());

@@ -229,16 +229,19 @@ fn replace(slot: &Slot) -> bool {
 /// Called from the handler with the arguments it got.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     if let Some(Previous(prev)) = PREVIOUS.get() {
+        // An address from outside Rust: made a pointer by an `as` cast (exposed provenance,
+        // what such an address needs), never transmuted from the integer (a pointer without
+        // provenance, which must not be called).
         let h = prev.sa_sigaction;
         if h != libc::SIG_DFL && h != libc::SIG_IGN {
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: an SA_SIGINFO handler has this signature.
                 let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(h) };
+                    unsafe { std::mem::transmute(h as *const ()) };
                 f(sig, info, ctx);
             } else {
                 // SAFETY: a plain handler has this signature.
-                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
+                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h as *const ()) };
                 f(sig);
             }
             return;

@@ -187,9 +187,19 @@ impl Waiter {
                 }
                 let mut buf = Vec::new();
                 match status.recv_frame(&mut buf, 16) {
-                    Ok(()) if buf.len() == 4 => Ok(Some(Exit::Code(i32::from_le_bytes([
-                        buf[0], buf[1], buf[2], buf[3],
-                    ])))),
+                    Ok(()) if buf.len() == 4 => {
+                        // The status frame was what made the sentinel (this channel) ready,
+                        // and it is consumed: until the server closes its end, which it does
+                        // soon but not at once, the sentinel would read as not ready, though
+                        // the child has ended and been joined. Shutting down our reading side
+                        // makes it ready for good (end of stream) from now on.
+                        // SAFETY: shutdown of a socket this waiter owns; nothing is read from
+                        // it after the status.
+                        unsafe { libc::shutdown(status.as_raw_fd(), libc::SHUT_RD) };
+                        Ok(Some(Exit::Code(i32::from_le_bytes([
+                            buf[0], buf[1], buf[2], buf[3],
+                        ]))))
+                    }
                     // The server is gone: the child is orphaned; ask the kernel if it lives.
                     _ => Ok(if pid_exists(self.pid) {
                         None
@@ -251,4 +261,28 @@ impl Waiter {
 fn pid_exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fork-server child's sentinel stays ready once its status has been read, even while
+    /// the server still holds its end of the status channel (seen as a failed
+    /// `wait([sentinel], 0)` right after `join` in `wait_over_connections_and_sentinels`,
+    /// under ThreadSanitizer's slowness).
+    #[test]
+    fn a_server_childs_sentinel_stays_ready_after_its_status_is_read() {
+        let (ours, server) = Chan::pair().unwrap();
+        let waiter = Waiter::server(std::process::id(), ours);
+        let fd = waiter.sentinel().unwrap();
+        assert!(!mp_unix::poll::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+        assert_eq!(waiter.try_wait().unwrap(), None);
+        server.send_frame(&[&7i32.to_le_bytes()]).unwrap();
+        assert_eq!(waiter.try_wait().unwrap(), Some(Exit::Code(7)));
+        // The server's end is still open: the sentinel is ready all the same.
+        assert!(mp_unix::poll::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+        assert!(mp_unix::poll::poll_readable(fd, Some(Duration::ZERO)).unwrap());
+        drop(server);
+    }
 }
