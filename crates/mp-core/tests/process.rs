@@ -9,7 +9,7 @@ use common::{about, bounded, echo_back, for_each_context, prompt, sleep_forever,
 
 use mp_core::{
     active_children, current_process, get_start_method, parent_process, pipe, pipe_oneway, wait,
-    Connection, Process, ProcessError, Reader, StartMethod, Writer,
+    Connection, Process, ProcessError, StartMethod, Writer,
 };
 
 use serde::{Deserialize, Serialize};
