@@ -201,9 +201,8 @@ fn handles_travel_on_a_connection_whoever_receives() {
 }
 
 #[test]
-fn bad_handle_frames_are_errors_and_the_stream_stays_in_step() {
+fn bad_handle_frames_are_corrupt_and_break_the_connection() {
     use mp_ipc::FrameHeader;
-    let (a, b) = PipeChannel::pair().unwrap();
     let mut buf = Vec::new();
     let me = std::process::id();
     let frames: [Vec<u8>; 3] = [
@@ -211,14 +210,20 @@ fn bad_handle_frames_are_errors_and_the_stream_stays_in_step() {
         [5000u32.to_le_bytes(), me.to_le_bytes()].concat(), // too many handles
         [1u32.to_le_bytes(), me.to_le_bytes(), [0xf0, 0x7f, 0, 0]].concat(), // short value
     ];
+    // A peer that breaks the protocol breaks the connection (`IpcError::Corrupt`: it can no
+    // longer be read from), whatever it sends afterwards.
     for body in &frames {
+        let (a, b) = PipeChannel::pair().unwrap();
         a.write_all(&FrameHeader::new(body.len()).with_handles().encode())
             .unwrap();
         a.write_all(body).unwrap();
         a.send_frame(&[b"after"]).unwrap();
-        assert!(b.recv_frame_with_handles(&mut buf, 1024).is_err());
-        assert_eq!(recv(&b).unwrap(), b"after");
+        let e = b.recv_frame_with_handles(&mut buf, 1024).unwrap_err();
+        assert!(matches!(e, IpcError::Corrupt(_)), "{e:?}");
+        let e = recv(&b).unwrap_err();
+        assert!(matches!(e, IpcError::Corrupt(_)), "{e:?}");
     }
+    let (a, b) = PipeChannel::pair().unwrap();
     // A value that names no handle of the sender.
     let body = [1u32.to_le_bytes(), me.to_le_bytes()].concat();
     a.write_all(&FrameHeader::new(body.len() + 8).with_handles().encode())
@@ -227,6 +232,7 @@ fn bad_handle_frames_are_errors_and_the_stream_stays_in_step() {
     a.write_all(&0x7ff0u64.to_le_bytes()).unwrap();
     assert!(b.recv_frame_with_handles(&mut buf, 1024).is_err());
     // A payload over the receiver's limit, however large the prefix may be.
+    let (a, b) = PipeChannel::pair().unwrap();
     let (_x, y) = PipeChannel::pair().unwrap();
     a.send_frame_with_handles(&[&[7u8; 100]], &[y.as_raw_handle()])
         .unwrap();
