@@ -134,6 +134,9 @@ pub(crate) enum Status {
 
 pub(crate) struct State {
     pub(crate) pending: VecDeque<Chunk>,
+    /// Submissions so far (a counter the dispatcher compares with the one it last planned
+    /// workers for: a submission in between must not be slept through).
+    submitted: u64,
     pub(crate) status: Status,
     asleep: bool,
     /// The dispatcher has ended.
@@ -190,6 +193,7 @@ impl Shared {
             return Err(e);
         }
         st.pending.extend(chunks);
+        st.submitted += 1;
         self.wake_if_asleep(&mut st);
         Ok(())
     }
@@ -272,6 +276,8 @@ struct Dispatcher<L: Launcher> {
     /// Moving average of a chunk's run time in the worker, in nanoseconds.
     chunk_nanos: f64,
     counter: usize,
+    /// `State::submitted` when [`top_up`](Self::top_up) last planned the workers.
+    planned_for: u64,
 }
 
 /// Starts the dispatcher over worker processes started with `cfg.context`.
@@ -293,6 +299,7 @@ pub(crate) fn start_with<L: Launcher>(
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             pending: VecDeque::new(),
+            submitted: 0,
             status: Status::Running,
             asleep: false,
             stopped: false,
@@ -310,6 +317,7 @@ pub(crate) fn start_with<L: Launcher>(
         workers: Vec::new(),
         wake_rx,
         chunk_nanos: f64::INFINITY,
+        planned_for: 0,
         counter: 0,
     };
     if !d.cfg.lazy {
@@ -512,6 +520,7 @@ impl<L: Launcher> Dispatcher<L> {
     fn top_up(&mut self) {
         let (status, pending) = {
             let st = self.shared.lock();
+            self.planned_for = st.submitted;
             (st.status.clone(), st.pending.len())
         };
         let want = match status {
@@ -548,7 +557,13 @@ impl<L: Launcher> Dispatcher<L> {
         let can_dispatch = self.workers.iter().any(|w| self.room(w) > 0);
         {
             let mut st = self.shared.lock();
-            if &st.status != status || (can_dispatch && !st.pending.is_empty()) {
+            // Work submitted after `top_up` planned the workers (a lazy pool may have none
+            // yet) is looked at before sleeping: its submitter saw this thread awake and
+            // rang no bell.
+            if &st.status != status
+                || (can_dispatch && !st.pending.is_empty())
+                || st.submitted != self.planned_for
+            {
                 return None;
             }
             st.asleep = true;
