@@ -122,6 +122,9 @@ impl SharedMemory {
         if size == 0 {
             return Err(SharedError::InvalidSize);
         }
+        // The tracker first: between creating the name and registering it there is then
+        // nothing but a pipe write, no fork, for a kill to fall into.
+        sys::shm_track_prepare()?;
         let handle = sys::shm_create_named(name, size).map_err(|e| os_error(name, e))?;
         if let Err(e) = sys::shm_track(name) {
             let _ = sys::shm_unlink_named(name);

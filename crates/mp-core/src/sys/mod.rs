@@ -25,8 +25,8 @@ pub(crate) use imp::listener::{
 };
 pub(crate) use imp::memory::{
     current_tid, futex_wait, futex_wake, maps_segment, pid_alive, pid_plausible, shm_create,
-    shm_create_named, shm_identity, shm_map, shm_open_named, shm_size, shm_track, shm_unlink_named,
-    shm_untrack, thread_alive,
+    shm_create_named, shm_identity, shm_map, shm_open_named, shm_size, shm_track,
+    shm_track_prepare, shm_unlink_named, shm_untrack, thread_alive,
 };
 pub(crate) use imp::os::{
     current_pid, die_with_parent_now, ignore_interrupts, parent_death_signal_armed,

@@ -124,6 +124,13 @@ pub(crate) fn shm_track(name: &str) -> io::Result<()> {
     tracker::send(b'R', name)
 }
 
+/// Starts this process's tracker if it is not running yet, before a named segment is made:
+/// the start is a fork, and a process killed between creating a name and registering it
+/// leaks the name, so that window must not hold a fork.
+pub(crate) fn shm_track_prepare() -> io::Result<()> {
+    tracker::ensure_started()
+}
+
 /// Takes `name` off the tracker's list (it was unlinked, or is meant to outlive us).
 pub(crate) fn shm_untrack(name: &str) {
     let _ = tracker::send(b'U', name);
@@ -193,6 +200,15 @@ mod tracker {
                 Err(_) => drop(unsafe { Box::from_raw(fresh) }),
             }
         }
+    }
+
+    /// Starts the tracker if this process has none yet.
+    pub(super) fn ensure_started() -> io::Result<()> {
+        let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(start()?);
+        }
+        Ok(())
     }
 
     pub(super) fn send(kind: u8, name: &str) -> io::Result<()> {

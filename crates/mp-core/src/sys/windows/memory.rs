@@ -59,6 +59,11 @@ pub(crate) fn shm_track(_name: &str) -> io::Result<()> {
 /// See [`shm_track`]: does nothing.
 pub(crate) fn shm_untrack(_name: &str) {}
 
+/// See [`shm_track`]: nothing to prepare.
+pub(crate) fn shm_track_prepare() -> io::Result<()> {
+    Ok(())
+}
+
 /// Maps `len` bytes of a mapping, shared and writable. Windows refuses a view larger than
 /// the mapping.
 pub(crate) fn shm_map(handle: &OwnedHandle, len: usize) -> io::Result<Mapping> {
