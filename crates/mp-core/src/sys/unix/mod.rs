@@ -101,7 +101,7 @@ pub(crate) fn wait_readable(
 }
 
 /// The boot channel of a child, as the value of the boot environment variable.
-pub(crate) fn boot_env_value(kind: &str, chan: &Chan) -> String {
+pub(super) fn boot_env_value(kind: &str, chan: &Chan) -> String {
     format!("{kind}:{}", chan.as_raw_fd())
 }
 

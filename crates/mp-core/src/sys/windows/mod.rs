@@ -98,7 +98,7 @@ pub(crate) fn wait_readable(
 
 /// The boot channel of a child, as the value of the boot environment variable: `kind:handle`,
 /// where `handle` is the value of an inheritable handle the child inherits (same value there).
-pub(crate) fn boot_env_value(kind: &str, chan: &Chan) -> String {
+pub(super) fn boot_env_value(kind: &str, chan: &Chan) -> String {
     format!("{kind}:{}", chan.as_raw_handle() as usize)
 }
 
