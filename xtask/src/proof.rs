@@ -125,14 +125,15 @@ fn check_llvm(compilers: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask sanitize [--sanitizer address|thread]... [--backend b]... [-- <test args>]`.
+/// `cargo xtask sanitize [--sanitizer address|thread]... [--backend b]... [-- <test args>]`:
+/// every backend and the `posix-generic` variant unless `--backend` names some.
 pub fn sanitize(rest: &[String]) -> Result<()> {
     let (mut options, extra) = split_dashes(rest);
     let mut sanitizers = take_values(&mut options, "--sanitizer")?;
     if sanitizers.is_empty() {
         sanitizers = vec!["address".into(), "thread".into()];
     }
-    let backends = parse_backends(&options, false)?;
+    let backends = parse_backends(&options, true)?;
     let mut failed = Vec::new();
     for s in &sanitizers {
         for b in &backends {
