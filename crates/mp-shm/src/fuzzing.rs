@@ -1,0 +1,119 @@
+//! Entry points for the fuzz targets of `fuzz/` (feature `fuzzing`; not an API). They run
+//! the ring protocol exactly as a [`ShmChannel`](crate::ShmChannel) runs it, over an
+//! in-process segment on the heap whose bytes the fuzzer chooses.
+
+use std::time::Duration;
+
+use mp_ipc::deadline::Deadline;
+use mp_ipc::IpcError;
+
+use crate::heap::HeapEnd;
+use crate::ring::{total_len, MIN_RING};
+
+/// How long each receive may wait: every outcome comes well within it.
+const RECV_WAIT: Duration = Duration::from_millis(2);
+
+/// What [`shm_ring`] saw.
+#[derive(Debug)]
+pub struct RingOutcome {
+    /// The receiver's limit on a frame's length.
+    pub max_len: u64,
+    /// Each receive's result: the frame's length, or the error.
+    pub received: Vec<Result<usize, IpcError>>,
+    /// A poll after the receives.
+    pub polled: Result<bool, IpcError>,
+    /// The concurrent send's result, if there was one.
+    pub sent: Option<Result<(), IpcError>>,
+}
+
+/// Sets up a segment from `data`, then receives from it (and, if asked, sends into it)
+/// with short deadlines. The input:
+///
+/// - byte 0, flags: bit 0, the reader is side 0 (else side 1); bit 1, receive with
+///   `recv_frame_into`'s fast path first (when bit 3 is set too); bit 2, the writer sends one more frame from a
+///   thread while the reader receives; bit 3, the writer is dead before the reader looks;
+///   bits 4-5, receives after the first (0 to 3); bit 6, the segment's memory is gone
+///   (as when a peer shrinks it).
+/// - bytes 1-2: the reader's limit (little-endian).
+/// - bytes 3-5: lengths of up to three valid frames the writer publishes first (in 16-byte
+///   units, those that fit; 0: none), and of the concurrent frame (in 64-byte units).
+/// - the rest, patches over the segment: offset (2 bytes, little-endian, modulo the
+///   segment's length), count (1 byte), then that many bytes written there.
+pub fn shm_ring(data: &[u8]) -> RingOutcome {
+    let get = |i: usize| data.get(i).copied().unwrap_or(0);
+    let flags = get(0);
+    let max_len = u64::from(u16::from_le_bytes([get(1), get(2)]));
+    let (a, b) = HeapEnd::pair(MIN_RING);
+    let (reader, writer) = if flags & 1 != 0 { (b, a) } else { (a, b) };
+    // Valid frames first, written by the real writer while they fit (never waits).
+    let mut room = MIN_RING;
+    for (i, units) in [get(3), get(4)].into_iter().enumerate() {
+        let len = usize::from(units) * 16;
+        if units == 0 || len + 8 > room {
+            continue;
+        }
+        room -= len + 8;
+        let body: Vec<u8> = (0..len).map(|j| (j + i) as u8).collect();
+        if writer.send(&[&body]).is_err() {
+            break;
+        }
+    }
+    // Then the peer's damage.
+    let seg = writer.segment();
+    let total = total_len(MIN_RING);
+    let mut rest = data.get(6..).unwrap_or(&[]);
+    while let [lo, hi, n, tail @ ..] = rest {
+        let off = usize::from(u16::from_le_bytes([*lo, *hi])) % total;
+        let n = usize::from(*n).min(tail.len()).min(total - off);
+        // SAFETY: off + n <= total, the segment's length; no call is running on either end.
+        unsafe { std::ptr::copy_nonoverlapping(tail.as_ptr(), seg.add(off), n) };
+        rest = &tail[n..];
+    }
+    if flags & 8 != 0 {
+        writer.kill();
+    }
+    if flags & 0x40 != 0 {
+        writer.set_damaged();
+    }
+    let receives = 1 + usize::from((flags >> 4) & 3);
+    let late = usize::from(get(5)) * 64;
+    let mut received = Vec::new();
+    let (sent, polled) = std::thread::scope(|s| {
+        let sender = (flags & 4 != 0).then(|| {
+            s.spawn(|| {
+                let body = vec![0x5a; late];
+                writer.send(&[&body])
+            })
+        });
+        for i in 0..receives {
+            let mut buf = Vec::new();
+            // The fast path waits without a deadline: only once the writer is dead.
+            let r = if i == 0 && flags & 2 != 0 && flags & 8 != 0 {
+                let mut out = [0u8; 256];
+                match reader.recv_into(&mut out, max_len) {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => reader
+                        .recv(&mut buf, max_len, Deadline::after(RECV_WAIT))
+                        .map(|()| buf.len()),
+                    Err(e) => Err(e),
+                }
+            } else {
+                reader
+                    .recv(&mut buf, max_len, Deadline::after(RECV_WAIT))
+                    .map(|()| buf.len())
+            };
+            received.push(r);
+        }
+        let polled = reader.poll(Some(Duration::ZERO));
+        // The reader goes: a sender still waiting for room sees it and stops.
+        drop(reader);
+        let sent = sender.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (sent, polled)
+    });
+    RingOutcome {
+        max_len,
+        received,
+        polled,
+        sent,
+    }
+}
