@@ -2,13 +2,14 @@
 //! the ring protocol exactly as a [`ShmChannel`](crate::ShmChannel) runs it, over an
 //! in-process segment on the heap whose bytes the fuzzer chooses.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
 use mp_ipc::IpcError;
 
 use crate::heap::HeapEnd;
-use crate::ring::{total_len, MIN_RING};
+use crate::ring::{total_len, RingEnd, MIN_RING};
 
 /// How long each receive may wait: every outcome comes well within it.
 const RECV_WAIT: Duration = Duration::from_millis(2);
@@ -33,7 +34,8 @@ pub struct RingOutcome {
 ///   `recv_frame_into`'s fast path first (when bit 3 is set too); bit 2, the writer sends one more frame from a
 ///   thread while the reader receives; bit 3, the writer is dead before the reader looks;
 ///   bits 4-5, receives after the first (0 to 3); bit 6, the segment's memory is gone
-///   (as when a peer shrinks it).
+///   (as when a peer shrinks it); bit 7, both locks of the ring read name this process
+///   (before the patches).
 /// - bytes 1-2: the reader's limit (little-endian).
 /// - bytes 3-5: lengths of up to three valid frames the writer publishes first (in 16-byte
 ///   units, those that fit; 0: none), and of the concurrent frame (in 64-byte units).
@@ -56,6 +58,14 @@ pub fn shm_ring(data: &[u8]) -> RingOutcome {
         let body: Vec<u8> = (0..len).map(|j| (j + i) as u8).collect();
         if writer.send(&[&body]).is_err() {
             break;
+        }
+    }
+    // A lock word naming this process is what a fuzzer cannot guess: on request, both
+    // locks of the ring read name it (the patches may change them and their threads).
+    if flags & 0x80 != 0 {
+        let h = writer.hdr(1 - reader.side());
+        for side in [&h.w.0, &h.r.0] {
+            side.lock.store(std::process::id(), Ordering::Relaxed);
         }
     }
     // Then the peer's damage.

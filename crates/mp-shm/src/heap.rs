@@ -212,7 +212,6 @@ impl HeapEnd {
     }
 
     /// The side this end writes.
-    #[cfg(test)]
     pub(crate) fn side(&self) -> u8 {
         self.ring.side
     }
