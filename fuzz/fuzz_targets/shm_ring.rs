@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
             Err(_) => {}
         }
     }
-    assert!(!matches!(out.polled, Err(IpcError::Io(_))), "{:?}", out.polled);
+    assert!(
+        !matches!(out.polled, Err(IpcError::Io(_))),
+        "{:?}",
+        out.polled
+    );
     assert!(
         !matches!(out.sent, Some(Err(IpcError::Io(_)))),
         "{:?}",
