@@ -30,15 +30,16 @@ pub struct RingOutcome {
 /// Sets up a segment from `data`, then receives from it (and, if asked, sends into it)
 /// with short deadlines. The input:
 ///
-/// - byte 0, flags: bit 0, the reader is side 0 (else side 1); bit 1, receive with
-///   `recv_frame_into`'s fast path first (when bit 3 is set too); bit 2, the writer sends one more frame from a
-///   thread while the reader receives; bit 3, the writer is dead before the reader looks;
-///   bits 4-5, receives after the first (0 to 3); bit 6, the segment's memory is gone
-///   (as when a peer shrinks it); bit 7, both locks of the ring read name this process
-///   (before the patches).
+/// - byte 0, flags: bit 0, the reader is side 1 (else side 0); bit 1, the first receive
+///   takes `recv_frame_into`'s fast path (only with bit 3: it has no deadline); bit 2, the
+///   writer sends one more frame from a thread while the reader receives; bit 3, the
+///   writer is dead before the reader looks; bits 4-5, receives after the first (0 to 3);
+///   bit 6, the segment's memory is gone (as when a peer shrinks it); bit 7, both locks
+///   of the ring read name this process (before the patches).
 /// - bytes 1-2: the reader's limit (little-endian).
-/// - bytes 3-5: lengths of up to three valid frames the writer publishes first (in 16-byte
-///   units, those that fit; 0: none), and of the concurrent frame (in 64-byte units).
+/// - bytes 3-4: lengths of up to two valid frames the writer publishes first (in 16-byte
+///   units; 0, or too long for the room left: none); byte 5, the length of the concurrent
+///   frame (in 64-byte units).
 /// - the rest, patches over the segment: offset (2 bytes, little-endian, modulo the
 ///   segment's length), count (1 byte), then that many bytes written there.
 pub fn shm_ring(data: &[u8]) -> RingOutcome {
