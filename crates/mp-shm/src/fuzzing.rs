@@ -27,6 +27,32 @@ pub struct RingOutcome {
     pub sent: Option<Result<(), IpcError>>,
 }
 
+impl RingOutcome {
+    /// What breaks the rules, if anything: a frame over the limit, or an I/O error where no
+    /// system call is made.
+    pub fn problem(&self) -> Option<String> {
+        for r in &self.received {
+            match r {
+                Ok(n) if *n as u64 > self.max_len => {
+                    return Some(format!(
+                        "a frame of {n} bytes over the limit {}",
+                        self.max_len
+                    ))
+                }
+                Err(IpcError::Io(e)) => return Some(format!("an I/O error without I/O: {e}")),
+                _ => {}
+            }
+        }
+        if let Err(IpcError::Io(e)) = &self.polled {
+            return Some(format!("a poll's I/O error without I/O: {e}"));
+        }
+        if let Some(Err(IpcError::Io(e))) = &self.sent {
+            return Some(format!("a send's I/O error without I/O: {e}"));
+        }
+        None
+    }
+}
+
 /// Sets up a segment from `data`, then receives from it (and, if asked, sends into it)
 /// with short deadlines. The input:
 ///
@@ -126,5 +152,50 @@ pub fn shm_ring(data: &[u8]) -> RingOutcome {
         received,
         polled,
         sent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The committed seeds of the fuzz target `shm_ring` (`fuzz/seeds/shm_ring`), run here
+    //! too, so that `cargo xtask miri` runs them (filter `fuzzing::`).
+
+    use mp_ipc::IpcError;
+
+    use super::shm_ring;
+
+    #[test]
+    fn the_fuzz_seeds_run_clean() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds/shm_ring");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let out = shm_ring(&std::fs::read(&path).unwrap());
+            assert_eq!(out.problem(), None, "{name}");
+            let first = &out.received[0];
+            let ok = match name.as_str() {
+                "two_frames" => matches!(out.received[..], [Ok(48), Ok(160)]),
+                "streamed_while_sending" => matches!(first, Ok(12800) | Err(IpcError::Timeout)),
+                "fast_path_writer_dead" => {
+                    matches!(out.received[..], [Ok(32), Ok(64), Err(IpcError::Eof), _])
+                }
+                "write_pos_far_ahead"
+                | "length_beyond_stored"
+                | "lock_word_no_pid"
+                | "broken_flag" => matches!(first, Err(IpcError::Corrupt(_))),
+                "streamed_header_writer_dead" => {
+                    matches!(first, Err(IpcError::Truncated { got: 64, .. }))
+                }
+                "lock_names_this_process_tx_parked" => {
+                    matches!(out.sent, Some(Err(IpcError::BrokenPipe)))
+                }
+                "lock_names_this_process_rx_parked" => matches!(first, Err(IpcError::Eof)),
+                _ => true,
+            };
+            assert!(ok, "{name}: {out:?}");
+            seen += 1;
+        }
+        assert!(seen >= 10);
     }
 }

@@ -32,7 +32,7 @@
 //! when the last holder exits, so a crash leaks nothing. Everything read from the shared
 //! segment is validated (positions, lengths, magic); damage is an `InvalidData` error.
 
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 #[cfg(any(test, feature = "fuzzing"))]
 mod heap;
