@@ -482,8 +482,9 @@ pub fn loom(rest: &[String]) -> Result<()> {
 const MIRI_RUNS: &[(&str, &[&str])] = &[
     // Framing, limits, deadlines, spinning.
     ("mp-ipc", &[]),
-    // The ring's checks of positions and lock words read from a segment.
-    ("mp-shm", &["ring::"]),
+    // The ring's checks of positions and lock words read from a segment, the ring protocol
+    // itself over a heap segment (both ends in one process), and the shm_ring fuzz seeds.
+    ("mp-shm", &["ring::", "heap::", "fuzzing::"]),
     // The bounded postcard decoder, function ids (offsets turned back into function
     // pointers), the handshake's tags and Python's handshake parser.
     ("mp-core", &["codec::", "fn_id::", "listener::"]),

@@ -32,6 +32,10 @@
 //! when the last holder exits, so a crash leaks nothing. Everything read from the shared
 //! segment is validated (positions, lengths, magic); damage is an `InvalidData` error.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+#[cfg(any(test, feature = "fuzzing"))]
+mod heap;
 mod ring;
 #[cfg(test)]
 mod tests;

@@ -303,7 +303,7 @@ pub(crate) struct Ring {
     spin_ns: AtomicU64,
     partial: Mutex<Option<Box<Partial>>>,
     /// Whether `partial` holds a frame (read without the lock by readiness checks).
-    in_part: AtomicBool,
+    pub(crate) in_part: AtomicBool,
 }
 
 impl Ring {
@@ -505,7 +505,9 @@ pub(crate) trait RingEnd {
     /// Takes one side's lock until `deadline`, waiting for another holder of the same end;
     /// takes it over from a holder that died or does not have the segment mapped (marking
     /// the stream broken if it was in the middle of a frame). A lock word that no holder
-    /// can have written is a [`corrupt`] error.
+    /// can have written is a [`corrupt`] error. Once the peer is gone, the wait ends even
+    /// without a deadline: `BrokenPipe` for the tx side, `Eof` for the rx side when the
+    /// word stays the same for a [`SLICE`].
     fn lock_side<'a>(
         &self,
         side: &'a Side,
@@ -516,7 +518,10 @@ pub(crate) trait RingEnd {
         let tid = self.current_tid();
         let mut rounds = 0u32;
         let start = Instant::now();
-        let (mut last_look, mut last_participant) = (start, start);
+        let (mut last_look, mut last_participant, mut last_live) = (start, start, start);
+        let sending = std::ptr::eq(side, &self.hdr(self.tx()).w.0);
+        // The word and when this thread first saw it with the peer gone.
+        let mut stale: Option<((u32, u32), Instant)> = None;
         // When this thread first saw the word name this process with no thread (normally
         // an instant), to look again a while later.
         let mut zero_seen: Option<Instant> = None;
@@ -581,6 +586,32 @@ pub(crate) trait RingEnd {
                         }
                         return Ok(SideGuard(side));
                     }
+                }
+            }
+            // A peer that is gone can leave a word that no holder of this end will clear:
+            // one it wrote itself before dying (naming this process, say), or a frame a
+            // holder here keeps in part, which can never end. A sender fails at once (it
+            // would with the lock); a receiver gets the end of the stream once the word
+            // has not changed for a slice (a live holder here ends its frame sooner).
+            if last_live.elapsed() > HOLDER_LOOK {
+                last_live = Instant::now();
+                self.drain()?;
+            }
+            if self.gone() {
+                if sending {
+                    return Err(IpcError::BrokenPipe);
+                }
+                let word = (
+                    side.lock.load(Ordering::Relaxed),
+                    side.tid.load(Ordering::Relaxed),
+                );
+                match stale {
+                    Some((w, at)) if w == word => {
+                        if at.elapsed() >= SLICE {
+                            return Err(IpcError::Eof);
+                        }
+                    }
+                    _ => stale = Some((word, Instant::now())),
                 }
             }
             if deadline.expired() {
