@@ -25,7 +25,9 @@ pub enum StartMethod {
     /// the moment of the fork stays locked for ever in the child (allocator, stdio and
     /// logging locks included), and unflushed user buffers are duplicated. Fork only from
     /// programs that are single-threaded at that point, or whose child does little before
-    /// exiting. `mp` flushes stdout and stderr and holds its own locks across the fork.
+    /// exiting. `mp` flushes stdout and stderr and holds its own locks across the fork, and
+    /// a fork waits for panic hooks running in other threads (std holds its backtrace lock
+    /// in them); a thread capturing a `Backtrace` outside a panic is not waited for.
     Fork,
     /// Ask a fork server to fork the child (Unix only). The server is spawned on first use,
     /// single-threaded, so children start fast without inheriting the parent's threads.

@@ -284,6 +284,41 @@ fn proc_22_panic_reaches_parent_with_backtrace() {
     });
 }
 
+/// A forked child reports its panic while another thread of the parent keeps panicking.
+/// A panic hook holds std's backtrace lock while it prints or captures; a fork that copied
+/// it locked left the child waiting for it for ever at its own first panic (a forked pool
+/// worker under `cargo xtask sanitize`). Forks now wait for running hooks.
+#[test]
+fn proc_22b_fork_beside_a_panicking_thread() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    bounded(120, || {
+        let ctx = mp_core::get_context(StartMethod::Fork).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let panicker = std::thread::spawn(move || {
+            let mut panics = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let _ = std::panic::catch_unwind(|| panic!("a panic beside the forks"));
+                panics += 1;
+            }
+            panics
+        });
+        for i in 0..10 {
+            let mut p = ctx.process(panicking_target, format!("child {i}"));
+            p.start().unwrap();
+            match p.join() {
+                Err(ProcessError::Panicked { panic, .. }) => {
+                    assert_eq!(panic.message, format!("child {i}"))
+                }
+                other => panic!("expected a panic report, got {other:?}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(panicker.join().unwrap() > 0, "the other thread panicked");
+    });
+}
+
 fn exit_with(code: i32) {
     if code >= 0 {
         std::process::exit(code);

@@ -128,10 +128,9 @@ pub(crate) mod caught {
     fn install_hook() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
-            let previous = panic::take_hook();
-            panic::set_hook(Box::new(move |info| {
+            crate::process::panics::chain_panic_hook(|info, next| {
                 let Some(mode) = MODE.with(Cell::get) else {
-                    return previous(info);
+                    return next(info);
                 };
                 let message = crate::pool::panic_message(info.payload());
                 let location = info.location().map(|l| l.to_string()).unwrap_or_default();
@@ -144,9 +143,9 @@ pub(crate) mod caught {
                     })
                 });
                 if mode == Report::Print {
-                    previous(info);
+                    next(info);
                 }
-            }));
+            });
         });
     }
 

@@ -159,10 +159,9 @@ thread_local! {
 pub(crate) fn install_task_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
+        crate::process::panics::chain_panic_hook(|info, next| {
             if !IN_TASK.with(|t| t.get()) {
-                return previous(info);
+                return next(info);
             }
             let (message, location, backtrace) = crate::process::child::describe_panic(info);
             LAST_PANIC.with(|p| {
@@ -172,7 +171,7 @@ pub(crate) fn install_task_panic_hook() {
                     backtrace,
                 })
             });
-        }));
+        });
     });
 }
 

@@ -181,8 +181,7 @@ fn report(r: &Report) {
 pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let default_hook = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
+        super::panics::chain_panic_hook(|info, next| {
             let on_target_thread = reporter().is_some() && TARGET_THREAD.with(|t| t.get());
             if on_target_thread {
                 let (message, location, backtrace) = describe_panic(info);
@@ -192,8 +191,8 @@ pub(crate) fn install_panic_hook() {
                     backtrace,
                 });
             }
-            default_hook(info);
-        }));
+            next(info);
+        });
     });
 }
 

@@ -15,6 +15,7 @@
 
 pub(crate) mod boot;
 pub(crate) mod child;
+pub(crate) mod panics;
 pub(crate) mod registry;
 
 pub(crate) use registry::my_pid;
@@ -341,13 +342,15 @@ impl Process {
         // a forked worker hung in `take_hook` while another test thread panicked).
         child::install_panic_hook();
         crate::pool::install_task_panic_hook();
+        // First: a hook running now may take any of the locks below.
+        let hooks = panics::lock_for_fork();
         let live = crate::connection::lock_live_handles();
         let guard = registry::lock_for_fork();
         let handoff = sys::handoff_lock_for_fork();
         let (buffers, parent_buffers) =
             crate::shared::lock_buffers_for_fork(keep.is_some().then_some(given));
         let forked = sys::fork_child(!outlive, move || {
-            drop(handoff);
+            drop((hooks, handoff));
             registry::become_forked_child(guard, child_identity, parent_pid, parent_name);
             buffers.in_child();
             sys::close_inherited(parent_end);
