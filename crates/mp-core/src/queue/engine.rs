@@ -948,17 +948,22 @@ impl Core {
                 avail - LEN as u64
             )));
         }
-        let len = len as usize;
+        let len = usize::try_from(len).map_err(|_| {
+            GetError::Corrupt(format!("a frame of {len} bytes announced in the spool"))
+        })?;
         let body = at + LEN;
         let have = cache.bytes.len().saturating_sub(body).min(len);
-        let mut buf = Vec::with_capacity(len);
+        let mut buf = Vec::with_capacity(have);
         buf.extend_from_slice(&cache.bytes[body..body + have]);
         drop(cache);
-        if have < len {
-            buf.resize(len, 0);
-            let more =
-                sys::spool_read_at(&self.spool, &mut buf[have..], head + (LEN + have) as u64)?;
-            if have + more < len {
+        // The rest is read as it turns out to be there: the length and the offsets come
+        // from shared memory, and a damaged one must not make this process allocate what
+        // the spool does not hold.
+        while buf.len() < len {
+            let got = buf.len();
+            buf.resize(mp_ipc::frame::next_capacity(got, len), 0);
+            let more = sys::spool_read_at(&self.spool, &mut buf[got..], head + (LEN + got) as u64)?;
+            if got + more < buf.len() {
                 return Err(GetError::Corrupt("the spool ended inside a frame".into()));
             }
         }
@@ -1105,6 +1110,61 @@ impl<'de> Deserialize<'de> for Core {
             ring_cap,
             cache: Default::default(),
         })
+    }
+}
+
+/// Hooks for the `queue_repair` fuzz target and the tests: what a broken or hostile process
+/// sharing the queue can do to its shared state, and the repair that the next put-lock
+/// holder runs after a holder died.
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
+impl Core {
+    /// Bytes of the header segment (header words, ring, staging area).
+    pub(crate) fn segment_len(&self) -> usize {
+        self.header.len()
+    }
+
+    /// Whether the 8-byte word at `offset` of the segment holds part of a lock (the locks'
+    /// damage is the lock's tests' business: a scribbled owner word can make a wait last
+    /// until its deadline).
+    pub(crate) fn is_lock_word(offset: usize) -> bool {
+        let put = std::mem::offset_of!(Header, put);
+        let lock = std::mem::size_of::<RawLock>();
+        offset < lock || (put..put + lock).contains(&offset)
+    }
+
+    /// Overwrites the aligned 8-byte word at `offset` of the segment with `value`.
+    pub(crate) fn scribble_segment(&self, offset: usize, value: u64) {
+        let offset = offset & !7;
+        if offset + 8 > self.header.len() {
+            return;
+        }
+        // SAFETY: in bounds and 8-aligned (the segment is page-aligned); AtomicU64 is valid
+        // for every bit pattern, and everything in the segment is read through atomics or
+        // copied as bytes.
+        let word: &AtomicU64 = unsafe { self.header.at(offset) };
+        word.store(value, Ordering::Relaxed);
+    }
+
+    /// Overwrites spool bytes at `offset`.
+    pub(crate) fn scribble_spool(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        sys::spool_write_at(&self.spool, bytes, offset)
+    }
+
+    /// The spool's tail offset (as the header says).
+    pub(crate) fn spool_tail(&self) -> u64 {
+        self.h().put.tail.load(Ordering::Relaxed)
+    }
+
+    /// What the next put-lock holder does after the holder died: takes the lock and runs
+    /// the repair. `Ok(false)` if the lock could not be had before `deadline`.
+    pub(crate) fn repair_as_after_death(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let Some(held) = self.lock_put(deadline)? else {
+            return Ok(false);
+        };
+        self.repair_spool()?;
+        drop(held);
+        Ok(true)
     }
 }
 
@@ -1358,5 +1418,28 @@ mod tests {
         assert!(with_frame(&1u32, |f| c.put(f, None, false))
             .unwrap()
             .is_err());
+    }
+
+    #[test]
+    fn a_damaged_spool_length_is_an_error_not_an_allocation() {
+        // Found by the queue_repair fuzz target: the spool's tail word and a frame's
+        // length, both writable by any process sharing the queue, made a get allocate what
+        // they announced (an abort on a failed allocation) before reading a byte.
+        let c = Core::new(0, 0).unwrap();
+        put(&c, &vec![7u8; 100]);
+        let tail = c.spool_tail();
+        let at = std::mem::offset_of!(Header, put) + std::mem::offset_of!(PutSide, tail);
+        c.scribble_segment(at, 1 << 62);
+        c.scribble_spool(0, &(1u64 << 61).to_le_bytes()).unwrap();
+        assert_eq!(c.spool_tail(), 1 << 62);
+        let soon = Some(Instant::now() + Duration::from_secs(1));
+        assert!(matches!(
+            c.get(soon, |b| b.len()),
+            Err(GetError::Corrupt(_))
+        ));
+        // The repair after a dead holder puts the tail back where the frames end.
+        c.scribble_spool(0, &101u64.to_le_bytes()).unwrap();
+        assert!(c.repair_as_after_death(soon).unwrap());
+        assert_eq!(c.spool_tail(), tail);
     }
 }
