@@ -268,20 +268,61 @@ impl Core {
     /// A new queue; `ring_cap` (0, or a power of two) bytes of ring in shared memory.
     pub(crate) fn new(maxsize: u32, ring_cap: usize) -> io::Result<Arc<Self>> {
         debug_assert!(ring_cap == 0 || ring_cap.is_power_of_two());
-        let len = if ring_cap == 0 {
+        let header = Segment::create(Self::segment_len_for(ring_cap))?;
+        Ok(Self::with_storage(
+            header,
+            sys::spool_create()?,
+            maxsize,
+            ring_cap,
+        ))
+    }
+
+    /// The length of the header segment of a queue with `ring_cap` bytes of ring.
+    fn segment_len_for(ring_cap: usize) -> usize {
+        if ring_cap == 0 {
             std::mem::size_of::<Header>()
         } else {
             RING_AT + ring_cap + STAGE
-        };
-        let header = Segment::create(len)?;
+        }
+    }
+
+    /// A new queue over a fresh zero-filled `header` of [`Self::segment_len_for`]`(ring_cap)`
+    /// bytes and an empty `spool`.
+    fn with_storage(
+        header: Segment,
+        spool: OwnedHandle,
+        maxsize: u32,
+        ring_cap: usize,
+    ) -> Arc<Self> {
+        debug_assert!(header.len() >= Self::segment_len_for(ring_cap));
         let core = Self {
             header,
-            spool: sys::spool_create()?,
+            spool,
             ring_cap,
             cache: Default::default(),
         };
         core.h().common.maxsize.store(maxsize, Ordering::Relaxed);
-        Ok(Arc::new(core))
+        Arc::new(core)
+    }
+
+    /// A new queue whose header segment (header, ring, staging area) is heap memory and
+    /// whose spool is a temporary file: the engine as Miri can run it (it has no memfd,
+    /// mmap of shared memory or process-shared futexes), for the tests of the frame
+    /// arithmetic.
+    #[cfg(test)]
+    pub(crate) fn in_heap(maxsize: u32, ring_cap: usize) -> io::Result<Arc<Self>> {
+        debug_assert!(ring_cap == 0 || ring_cap.is_power_of_two());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mp-engine-test-{}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        let header = Segment::heap(Self::segment_len_for(ring_cap), file.try_clone()?.into());
+        Ok(Self::with_storage(header, file.into(), maxsize, ring_cap))
     }
 
     fn h(&self) -> &Header {
@@ -1441,5 +1482,150 @@ mod tests {
         c.scribble_spool(0, &101u64.to_le_bytes()).unwrap();
         assert!(c.repair_as_after_death(soon).unwrap());
         assert_eq!(c.spool_tail(), tail);
+    }
+
+    /// The engine over a heap buffer ([`Core::in_heap`]): the frame arithmetic, the ring's
+    /// wrap-around, the staging area and the spool's offsets, as Miri runs them
+    /// (`cargo xtask miri`). Small, so that Miri finishes them quickly.
+    mod heap {
+        use super::*;
+
+        fn put_bytes(c: &Core, v: &[u8]) {
+            with_frame(&v, |f| c.put(f, Some(Instant::now()), false))
+                .unwrap()
+                .unwrap();
+        }
+
+        fn get_bytes(c: &Core) -> Result<Vec<u8>, GetError> {
+            c.get(Some(Instant::now()), |b| {
+                postcard::from_bytes::<Vec<u8>>(b).unwrap()
+            })
+        }
+
+        fn item(i: usize) -> Vec<u8> {
+            // Sizes that do not divide the ring: frames straddle its end in every way.
+            vec![i as u8; (i * 37) % 200]
+        }
+
+        #[test]
+        fn ring_words_pack_position_and_count() {
+            let w = word_after(0, 10);
+            assert_eq!((word_pos(w), word_cnt(w)), (10, 1));
+            // Both halves wrap without overflowing into each other.
+            let top = (CNT_MASK << POS_BITS) | (POS_MASK - 3);
+            let w = word_after(top, 10);
+            assert_eq!((word_pos(w), word_cnt(w)), (6, 0));
+            assert_eq!(word_after(u64::MAX, u64::MAX), (POS_MASK - 1));
+        }
+
+        #[test]
+        fn frames_wrap_around_the_ring_in_order() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            let mut next = 0;
+            for i in 0..120 {
+                put_bytes(&c, &item(i));
+                // Keep a few in the ring so that the head and the tail both wrap.
+                while c.ring_items() > 3 {
+                    assert_eq!(get_bytes(&c).unwrap(), item(next));
+                    next += 1;
+                }
+                assert!(c.overflow_empty(), "item {i} left the ring");
+            }
+            assert_eq!(c.qsize(), 120 - next);
+            while next < 120 {
+                assert_eq!(get_bytes(&c).unwrap(), item(next));
+                next += 1;
+            }
+            assert!(matches!(get_bytes(&c), Err(GetError::Empty)));
+            let h = c.h();
+            let (head, tail) = (
+                h.get.ring_head.load(Ordering::Relaxed),
+                h.put.ring_tail.load(Ordering::Relaxed),
+            );
+            assert_eq!(head, tail);
+            assert_eq!(word_cnt(tail), 120);
+            assert!(word_pos(tail) > 4 * 1024, "the ring wrapped several times");
+        }
+
+        #[test]
+        fn overflow_goes_through_the_staging_area_and_back_into_the_ring() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            // 256 bytes is the largest ring item: these overflow into the staging area once
+            // the ring is full, and a get moves them back into the emptied ring.
+            for i in 0..12 {
+                put_bytes(&c, &[i as u8; 200]);
+            }
+            assert!(c.h().put.stage.load(Ordering::Relaxed) != 0);
+            assert_eq!(c.qsize(), 12);
+            for i in 0..12 {
+                assert_eq!(get_bytes(&c).unwrap(), vec![i as u8; 200]);
+            }
+            assert!(c.overflow_empty() && c.qsize() == 0);
+        }
+
+        #[test]
+        fn items_larger_than_a_ring_item_go_through_the_spool() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            put_bytes(&c, &[1u8; 10]);
+            put_bytes(&c, &[2u8; 700]);
+            put_bytes(&c, &[3u8; 700]);
+            put_bytes(&c, &[4u8; 5]);
+            assert_eq!(get_bytes(&c).unwrap(), [1u8; 10]);
+            // The staged frames do not fit the ring: they are flushed to the spool file, and
+            // taken from there (too large to move into the ring).
+            assert_eq!(get_bytes(&c).unwrap(), [2u8; 700]);
+            assert!(c.h().put.stage.load(Ordering::Relaxed) == 0);
+            assert_eq!(c.h().put.spool_count.load(Ordering::Relaxed), 2);
+            assert_eq!(get_bytes(&c).unwrap(), [3u8; 700]);
+            assert_eq!(get_bytes(&c).unwrap(), [4u8; 5]);
+            assert_eq!(c.qsize(), 0);
+            // A spool-only queue (the socket backend's).
+            let c = Core::in_heap(0, 0).unwrap();
+            for i in 0..5 {
+                put_bytes(&c, &item(i));
+            }
+            assert!(c.repair_as_after_death(None).unwrap());
+            assert_eq!(c.qsize(), 5);
+            for i in 0..5 {
+                assert_eq!(get_bytes(&c).unwrap(), item(i));
+            }
+        }
+
+        #[test]
+        fn damaged_ring_words_are_errors_not_reads_out_of_bounds() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            put_bytes(&c, &[9u8; 50]);
+            let h = c.h();
+            let head = h.get.ring_head.load(Ordering::Relaxed);
+            let tail = h.put.ring_tail.load(Ordering::Relaxed);
+            // A tail beyond a ring's worth of bytes, a count with no bytes, a length prefix
+            // longer than what is stored.
+            for bad in [word_after(tail, 4096), word_after(head, 0)] {
+                h.put.ring_tail.store(bad, Ordering::Relaxed);
+                assert!(
+                    matches!(get_bytes(&c), Err(GetError::Corrupt(_))),
+                    "{bad:#x}"
+                );
+            }
+            h.put.ring_tail.store(tail, Ordering::Relaxed);
+            c.ring_write(word_pos(head), &u64::MAX.to_le_bytes());
+            assert!(matches!(get_bytes(&c), Err(GetError::Corrupt(_))));
+        }
+
+        #[test]
+        fn damaged_spool_offsets_are_errors() {
+            let c = Core::in_heap(0, 0).unwrap();
+            put_bytes(&c, &[4u8; 30]);
+            let h = c.h();
+            let tail = h.put.tail.load(Ordering::Relaxed);
+            h.get.head.store(tail + 1, Ordering::Relaxed);
+            assert!(matches!(c.spool_span(), Err(GetError::Corrupt(_))));
+            assert!(matches!(get_bytes(&c), Err(GetError::Corrupt(_))));
+            h.get.head.store(tail - 4, Ordering::Relaxed);
+            assert!(matches!(c.spool_span(), Err(GetError::Corrupt(_))));
+            h.get.head.store(0, Ordering::Relaxed);
+            assert_eq!(c.spool_span().unwrap(), (0, tail));
+            assert_eq!(get_bytes(&c).unwrap(), [4u8; 30]);
+        }
     }
 }
