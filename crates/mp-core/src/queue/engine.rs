@@ -89,6 +89,65 @@ fn word_after(w: u64, len: u64) -> u64 {
     (((word_cnt(w) + 1) & CNT_MASK) << POS_BITS) | (w.wrapping_add(len) & POS_MASK)
 }
 
+/// How much of the spool the repair reads at once.
+const REPAIR_CHUNK: usize = 64 << 10;
+
+/// The repair's walk over the frames stored at offsets `head..tail` (read by `read_at`,
+/// which returns fewer bytes than asked only at the store's end): where the last whole
+/// frame ends and how many there are. A torn frame at the end is left out; more than
+/// `bound` frames (or more than a queue counts) is an `InvalidData` error.
+fn walk_frames(
+    head: u64,
+    tail: u64,
+    bound: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<(u64, u32)> {
+    let bound = bound.min(u64::from(u32::MAX));
+    let mut buf = Vec::new();
+    // The bytes of `buf` hold the store from offset `from`.
+    let mut from = head;
+    let (mut at, mut count) = (head, 0u32);
+    while at < tail {
+        if u64::from(count) >= bound {
+            return Err(damaged(format!(
+                "spool offsets {head}..{tail} hold more frames than the {bound} counted"
+            )));
+        }
+        let held = from + buf.len() as u64;
+        if at < from || at.saturating_add(LEN as u64) > held {
+            let want = (tail - at).min(REPAIR_CHUNK as u64) as usize;
+            buf.resize(want.max(LEN), 0);
+            let got = read_at(&mut buf, at)?;
+            buf.truncate(got);
+            from = at;
+            if got < LEN {
+                break;
+            }
+        }
+        let i = (at - from) as usize;
+        let mut len = [0u8; LEN];
+        len.copy_from_slice(&buf[i..i + LEN]);
+        // Saturating: a damaged length near 2^64 must neither overflow nor wrap backwards.
+        let next = at
+            .saturating_add(LEN as u64)
+            .saturating_add(u64::from_le_bytes(len));
+        if next > tail {
+            break;
+        }
+        // A body that ends past the bytes read must still be stored to its last byte (else
+        // the frame is torn): one read per frame longer than a chunk.
+        if next > from + buf.len() as u64 && next > at + LEN as u64 {
+            let mut last = [0u8; 1];
+            if read_at(&mut last, next - 1)? == 0 {
+                break;
+            }
+        }
+        at = next;
+        count += 1;
+    }
+    Ok((at, count))
+}
+
 /// Damage found in the queue's shared state, as the I/O error the storage paths return
 /// (mapped to [`GetError::Corrupt`] / [`QueueError::Corrupt`] by [`corrupt_get`] and
 /// [`corrupt_put`]).
@@ -407,8 +466,18 @@ impl Core {
     /// After a put-lock holder died: recount the spool frames between head and tail,
     /// dropping a torn tail. The spool cannot change meanwhile (taking from it needs the put
     /// lock).
+    ///
+    /// The walk reads the spool in [`REPAIR_CHUNK`] pieces (not one read per frame), and
+    /// finds at most one frame more than the spool and the staging area count: a dead holder
+    /// leaves at most one appended frame uncounted (or a flushed staging area whose frames
+    /// the stage word still counts). More is damage to the offsets or the counts, an error,
+    /// rather than a walk as long as a scribbled tail makes it (over a hole that a put at
+    /// that tail made, one frame of zero length every 8 bytes).
     fn repair_spool(&self) -> io::Result<()> {
         let h = self.h();
+        let bound = u64::from(h.put.spool_count.load(Ordering::Relaxed))
+            + word_cnt(h.put.stage.load(Ordering::Relaxed))
+            + 1;
         // A flush that wrote the staged bytes to the spool may have died before it published
         // them: finish it (the recount below counts them).
         let flushed = h.put.flush_to.load(Ordering::Relaxed);
@@ -430,29 +499,14 @@ impl Core {
             }
             h.put.move_head.store(0, Ordering::Relaxed);
         }
-        let (mut at, tail) = (
+        let (head, tail) = (
             h.get.head.load(Ordering::Relaxed),
             h.put.tail.load(Ordering::Relaxed),
         );
-        let mut count = 0u32;
-        let mut len = [0u8; LEN];
-        while at < tail {
-            if count == u32::MAX {
-                return Err(damaged(format!(
-                    "spool offsets {at}..{tail} hold more frames than a queue counts"
-                )));
-            }
-            if sys::spool_read_at(&self.spool, &mut len, at)? < LEN {
-                break;
-            }
-            let next = at.saturating_add(LEN as u64 + u64::from_le_bytes(len));
-            if next > tail {
-                break;
-            }
-            at = next;
-            count += 1;
-        }
-        h.put.tail.store(at, Ordering::Relaxed);
+        let (end, count) = walk_frames(head, tail, bound, |buf, at| {
+            sys::spool_read_at(&self.spool, buf, at)
+        })?;
+        h.put.tail.store(end, Ordering::Relaxed);
         h.put.spool_count.store(count, Ordering::Release);
         Ok(())
     }
@@ -1505,6 +1559,72 @@ mod tests {
         fn item(i: usize) -> Vec<u8> {
             // Sizes that do not divide the ring: frames straddle its end in every way.
             vec![i as u8; (i * 37) % 200]
+        }
+
+        /// A store of frames in memory, as `walk_frames` reads it.
+        fn frames(lens: &[u64]) -> Vec<u8> {
+            let mut v = Vec::new();
+            for &n in lens {
+                v.extend_from_slice(&n.to_le_bytes());
+                v.resize(v.len() + n as usize, 0xab);
+            }
+            v
+        }
+
+        fn reader(store: &[u8]) -> impl FnMut(&mut [u8], u64) -> io::Result<usize> + '_ {
+            |buf, at| {
+                let from = (at as usize).min(store.len());
+                let n = buf.len().min(store.len() - from);
+                buf[..n].copy_from_slice(&store[from..from + n]);
+                Ok(n)
+            }
+        }
+
+        #[test]
+        fn the_repair_walk_counts_whole_frames_across_its_chunks() {
+            // Frames that straddle the walk's chunks, zero-length ones included.
+            let lens: Vec<u64> = (0..40).map(|i| [0, 3, 70_000, 9][i % 4]).collect();
+            let store = frames(&lens);
+            let end = store.len() as u64;
+            assert_eq!(walk_frames(0, end, 41, reader(&store)).unwrap(), (end, 40));
+            // A torn frame at the end is left out; so is one announced past the tail.
+            assert_eq!(
+                walk_frames(0, end - 1, 41, reader(&store)).unwrap(),
+                (end - 9 - 8, 39)
+            );
+            assert_eq!(
+                walk_frames(0, end + 100, 41, reader(&store)).unwrap(),
+                (end, 40)
+            );
+            // Starting at a later frame.
+            let second = 8;
+            assert_eq!(
+                walk_frames(second, end, 41, reader(&store)).unwrap(),
+                (end, 39)
+            );
+        }
+
+        #[test]
+        fn the_repair_walk_is_bounded_by_the_count_and_survives_any_length() {
+            let store = vec![0u8; 8 * 1000];
+            // A thousand zero-length frames where at most ten are counted: damage.
+            let r = walk_frames(0, 8000, 10, reader(&store));
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
+            // A length near 2^64 ends the walk (no overflow, no wrapping backwards).
+            let mut store = frames(&[2]);
+            store.extend_from_slice(&(u64::MAX - 3).to_le_bytes());
+            let end = store.len() as u64;
+            assert_eq!(
+                walk_frames(0, u64::MAX, 5, reader(&store)).unwrap(),
+                (10, 1)
+            );
+            assert_eq!(walk_frames(0, end, 5, reader(&store)).unwrap(), (10, 1));
+            // Offsets that hold nothing.
+            assert_eq!(walk_frames(50, 40, 5, reader(&store)).unwrap(), (50, 0));
+            assert_eq!(
+                walk_frames(1 << 40, u64::MAX, 5, reader(&store)).unwrap(),
+                (1 << 40, 0)
+            );
         }
 
         #[test]
