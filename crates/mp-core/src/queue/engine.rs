@@ -261,6 +261,8 @@ pub(crate) struct Core {
     /// Spool bytes this process read ahead of the head (published frames never change until
     /// the offsets restart, which `spool_gen` tells).
     cache: std::sync::Mutex<SpoolCache>,
+    /// A length the spool had when this process last looked (see [`Core::check_tail`]).
+    spool_seen: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of the spool from `start`, valid while the spool's generation is `gen`.
@@ -359,6 +361,7 @@ impl Core {
             spool,
             ring_cap,
             cache: Default::default(),
+            spool_seen: Default::default(),
         };
         core.h().common.maxsize.store(maxsize, Ordering::Relaxed);
         Arc::new(core)
@@ -592,6 +595,27 @@ impl Core {
         unsafe { self.header.as_ptr().add(RING_AT + self.ring_cap) }
     }
 
+    /// Fails if the spool's tail (read from shared memory) lies past the spool's end: bytes
+    /// are only ever appended at the end, so a tail beyond it is damage, and a write there
+    /// would leave a hole that later reads take for frames (zero lengths every 8 bytes, or
+    /// a body of any size that the spool seems to hold). The length is asked of the system
+    /// only when the tail is past the largest one this process has seen; a spool another
+    /// process truncated since can therefore grow a hole no larger than it once was.
+    fn check_tail(&self, tail: u64) -> io::Result<()> {
+        use std::sync::atomic::Ordering as O;
+        if tail <= self.spool_seen.load(O::Relaxed) {
+            return Ok(());
+        }
+        let len = sys::spool_len(&self.spool)?;
+        self.spool_seen.fetch_max(len, O::Relaxed);
+        if tail > len {
+            return Err(damaged(format!(
+                "a spool tail of {tail}, past the spool's end at {len}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Appends `frame` to the spool's end, past anything already there. Put lock held.
     fn spool_append(&self, frame: &[u8]) -> io::Result<()> {
         let h = self.h();
@@ -599,7 +623,10 @@ impl Core {
         let end = tail
             .checked_add(frame.len() as u64)
             .ok_or_else(|| damaged(format!("a spool tail of {tail}")))?;
+        self.check_tail(tail)?;
         sys::spool_write_at(&self.spool, frame, tail)?;
+        self.spool_seen
+            .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
         h.put.tail.store(end, Ordering::Relaxed);
         h.put.spool_count.fetch_add(1, Ordering::Release);
         Ok(())
@@ -658,7 +685,10 @@ impl Core {
         // SAFETY: n <= STAGE bytes of the staging area, which only the put-lock holder
         // (us) changes.
         let bytes = unsafe { std::slice::from_raw_parts(self.stage_ptr(), n as usize) };
+        self.check_tail(tail)?;
         sys::spool_write_at(&self.spool, bytes, tail)?;
+        self.spool_seen
+            .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
         h.put.flush_to.store(end, Ordering::Relaxed);
         h.put.tail.store(end, Ordering::Relaxed);
         // Counted in the spool before the stage empties: a lock-free look (`has_items`)
@@ -1081,6 +1111,8 @@ impl Core {
             h.get.spool_gen.fetch_add(1, Ordering::Release);
             if tail > RELEASE_STEP {
                 sys::spool_truncate(&self.spool, 0)?;
+                self.spool_seen
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
             }
             h.get.released.store(0, Ordering::Relaxed);
             return Ok(());
@@ -1204,6 +1236,7 @@ impl<'de> Deserialize<'de> for Core {
             spool: spool.into_inner(),
             ring_cap,
             cache: Default::default(),
+            spool_seen: Default::default(),
         })
     }
 }
@@ -1513,6 +1546,23 @@ mod tests {
         assert!(with_frame(&1u32, |f| c.put(f, None, false))
             .unwrap()
             .is_err());
+    }
+
+    #[test]
+    fn a_put_refuses_a_tail_past_the_spools_end() {
+        // Found by the queue_repair fuzz target: a put wrote at whatever tail the shared
+        // header said, leaving a hole the size of a scribbled offset, which later reads took
+        // for frames (a walk of zero-length frames, a body of gigabytes of zeros).
+        for ring_cap in [0, 4096] {
+            let c = Core::new(0, ring_cap).unwrap();
+            put(&c, &vec![1u8; 100_000]);
+            let len = sys::spool_len(&c.spool).unwrap();
+            let at = std::mem::offset_of!(Header, put) + std::mem::offset_of!(PutSide, tail);
+            c.scribble_segment(at, 1 << 40);
+            let r = with_frame(&vec![2u8; 100_000], |f| c.put(f, None, false)).unwrap();
+            assert!(matches!(r, Err(QueueError::Corrupt(_))), "{r:?}");
+            assert_eq!(sys::spool_len(&c.spool).unwrap(), len, "no hole was made");
+        }
     }
 
     #[test]
