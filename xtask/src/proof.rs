@@ -488,6 +488,9 @@ const MIRI_RUNS: &[(&str, &[&str])] = &[
     // The bounded postcard decoder, function ids (offsets turned back into function
     // pointers), the handshake's tags and Python's handshake parser.
     ("mp-core", &["codec::", "fn_id::", "listener::"]),
+    // The queue engine over a heap buffer (frame arithmetic, ring wrap-around, staging
+    // area, spool offsets) and the handle outbox/inbox bookkeeping.
+    ("mp-core", &["queue::engine::tests::heap::", "handles::"]),
 ];
 
 /// `cargo xtask miri [-- <test args>]`: the one-process unit tests ([`MIRI_RUNS`]) under

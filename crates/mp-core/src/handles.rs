@@ -428,3 +428,122 @@ impl<'de> Deserialize<'de> for SharedHandles {
         Ok(Self::new(v.into_iter().map(OsHandle::into_inner).collect()))
     }
 }
+
+/// The outbox and inbox bookkeeping, which Miri runs (`cargo xtask miri`): real handles
+/// (an open file) only where a handle is taken back as owned.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_handle() -> OwnedHandle {
+        std::fs::File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn the_outbox_collects_raw_handles_and_serializes_their_indexes() {
+        let (a, b) = (a_handle(), a_handle());
+        let (ra, rb) = (mp_ipc::handle::raw_of(&a), mp_ipc::handle::raw_of(&b));
+        let value = (7u8, RawRef(ra), RawRef(rb), RawRef(ra));
+        let (bytes, raw) = encode_with_handles(&value).unwrap();
+        assert_eq!(raw, vec![ra, rb, ra]);
+        let wire: (u8, u32, u32, u32) = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(wire, (7, 0, 1, 2));
+    }
+
+    #[test]
+    fn without_an_outbox_a_handle_refuses_and_says_why() {
+        let a = a_handle();
+        take_note();
+        assert!(postcard::to_stdvec(&RawRef(mp_ipc::handle::raw_of(&a))).is_err());
+        assert!(take_note().is_some_and(|n| n.contains("can travel only")));
+        assert!(take_note().is_none(), "reading the note clears it");
+        assert!(explain(&"x").starts_with('x'));
+    }
+
+    #[test]
+    fn scopes_nest_and_are_restored_after_a_panic() {
+        let a = a_handle();
+        let ra = mp_ipc::handle::raw_of(&a);
+        let ((inner, outer_bytes), outer) = with_outbox(|| {
+            let inner = with_outbox(|| postcard::to_stdvec(&RawRef(ra)).unwrap());
+            (
+                inner,
+                postcard::to_stdvec(&(RawRef(ra), RawRef(ra))).unwrap(),
+            )
+        });
+        assert_eq!(inner.1.len(), 1, "the inner scope has its own outbox");
+        assert_eq!(outer.len(), 2, "the outer scope's is intact after it");
+        assert_eq!(
+            postcard::from_bytes::<(u32, u32)>(&outer_bytes).unwrap(),
+            (0, 1)
+        );
+        let r = std::panic::catch_unwind(|| {
+            with_outbox(|| -> () { panic!("serializing failed") });
+        });
+        assert!(r.is_err());
+        assert!(
+            postcard::to_stdvec(&RawRef(ra)).is_err(),
+            "the outbox of a scope that panicked is gone"
+        );
+        let r = std::panic::catch_unwind(|| {
+            with_inbox(vec![a_handle()], || -> () { panic!("decoding failed") });
+        });
+        assert!(r.is_err());
+        assert!(
+            crate::codec::decode::<OsHandle>(&postcard::to_stdvec(&0u32).unwrap()).is_err(),
+            "the inbox of a scope that panicked is gone"
+        );
+    }
+
+    #[test]
+    fn the_inbox_hands_each_handle_out_once_by_index() {
+        let bytes = postcard::to_stdvec(&(1u32, 0u32)).unwrap();
+        let (x, y) =
+            decode_with_handles::<(OsHandle, OsHandle)>(&bytes, vec![a_handle(), a_handle()])
+                .unwrap();
+        assert_ne!(
+            mp_ipc::handle::raw_of(&x.into_inner()),
+            mp_ipc::handle::raw_of(&y.into_inner())
+        );
+        let twice = postcard::to_stdvec(&(0u32, 0u32)).unwrap();
+        assert!(decode_with_handles::<(OsHandle, OsHandle)>(&twice, vec![a_handle()]).is_err());
+        assert!(take_note().is_some_and(|n| n.contains("claimed twice")));
+        let missing = postcard::to_stdvec(&5u32).unwrap();
+        assert!(decode_with_handles::<OsHandle>(&missing, vec![a_handle()]).is_err());
+        assert!(take_note().is_some_and(|n| n.contains("was not passed")));
+        // Unclaimed handles are simply closed.
+        let none = postcard::to_stdvec(&3u8).unwrap();
+        assert_eq!(
+            decode_with_handles::<u8>(&none, vec![a_handle(), a_handle()]).unwrap(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_probe_stops_at_the_first_handle() {
+        let plain = postcard::to_stdvec(&(1u8, 2u16)).unwrap();
+        assert!(matches!(
+            decode_probe::<(u8, u16)>(&plain),
+            Probe::Done(Ok((1, 2)))
+        ));
+        let with = postcard::to_stdvec(&0u32).unwrap();
+        match decode_probe::<OsHandle>(&with) {
+            Probe::Handles(b) => assert_eq!(b, with),
+            Probe::Done(_) => panic!("a handle went unnoticed"),
+        }
+        assert!(take_note().is_none(), "a probe leaves no note");
+    }
+
+    #[test]
+    fn shared_handles_serialize_beside_the_bytes() {
+        let shared = SharedHandles::new(vec![a_handle(), a_handle()]);
+        let (bytes, raw) = encode_with_handles(&shared).unwrap();
+        assert_eq!(raw.len(), 2);
+        let back: SharedHandles =
+            decode_with_handles(&bytes, vec![a_handle(), a_handle()]).unwrap();
+        assert_eq!(back.into_owned().unwrap().len(), 2);
+        assert!(!shared.is_empty());
+    }
+}

@@ -15,6 +15,8 @@
 //!   limits that keep a corrupt header from allocating without bound;
 //! - [`IpcError`]: the transport-level errors, which `mp-core` maps onto its public ones;
 //! - [`handle`]: the OS handle type of the platform, the unit of inheritance between processes;
+//! - [`handle_prefix`]: the bytes before a frame's payload that carry handle values where
+//!   handles travel inside the body (Windows), written and checked in one place;
 //! - [`memory`]: the one shared-memory mapping type, which the platform crates make;
 //! - [`spin`]: the process-wide setting of how long a waiter spins before it sleeps;
 //! - [`deadline`]: when a wait ends, saturating (a huge timeout means "for ever").
@@ -27,6 +29,7 @@ pub mod deadline;
 pub mod dispatch;
 pub mod frame;
 pub mod handle;
+pub mod handle_prefix;
 pub mod memory;
 pub mod spin;
 pub mod transport;

@@ -1,24 +1,23 @@
 //! Handle duplication, and handles travelling with a frame.
 //!
 //! Windows has no `SCM_RIGHTS`: a handle reaches another process by `DuplicateHandle` into
-//! that process, which yields a handle *value* valid only there. [`send_with_handles`]
-//! duplicates each handle into the receiving process and sends the values inside the frame:
+//! or out of that process, which yields a handle *value* valid only in one process. The
+//! values travel at the start of the frame's body, in the one format of
+//! [`mp_ipc::handle_prefix`] (`count: u32 | pid: u32 | count x value: u64 | payload`),
+//! parsed by the one parser there; what differs between the two uses below is only whose
+//! handle table the values name, which is each channel's fixed convention:
 //!
-//! ```text
-//! count: u64 LE | count x value: u64 LE | payload
-//! ```
+//! - A spawned child's boot channel: the parent knows the receiving process up front, so
+//!   [`send_with_handles`] duplicates each handle *into* the child and sends the values
+//!   with the child's pid; [`recv_with_handles`] adopts them as its own.
+//! - A connection, whose ends move between processes, so that the receiver is not known:
+//!   as Python's `DupHandle` without a pid does, the sender [`export`]s a private duplicate
+//!   of each handle and sends its value with its own process id; the receiver [`import`]s
+//!   each one, duplicating it out of the sender with `DUPLICATE_CLOSE_SOURCE`. The sender
+//!   must still be running when the frame is read (a closed process has no handles left to
+//!   take), and a frame never read leaves its duplicates open in the sender until it exits.
 //!
-//! [`recv_with_handles`] strips that prefix and takes ownership of the values. The
-//! duplicates are non-inheritable, like every handle `mp` makes.
-//!
-//! That needs the receiving process up front, which a spawned child's boot channel has and
-//! an established connection does not (its ends move between processes). Frames on a
-//! connection therefore use the other direction, as Python's `DupHandle` without a pid
-//! does: the sender [`export`]s a private duplicate of each handle and sends its value with
-//! its own process id; the receiver [`import`]s each one, duplicating it out of the sender
-//! with `DUPLICATE_CLOSE_SOURCE`. The sender must still be running when the frame is read
-//! (a closed process has no handles left to take), and a frame never read leaves its
-//! duplicates open in the sender until it exits.
+//! The duplicates are non-inheritable, like every handle `mp` makes.
 //!
 //! The prefix comes from the peer and is checked, never trusted: a count beyond
 //! [`MAX_HANDLES`] or the body, or values that cannot be taken, are
@@ -31,6 +30,7 @@ use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::sync::{Mutex, MutexGuard};
 
+use mp_ipc::handle_prefix::HandlePrefix;
 use mp_ipc::{Channel, IpcError};
 use windows_sys::Win32::Foundation::{
     CloseHandle, DuplicateHandle, GetHandleInformation, DUPLICATE_CLOSE_SOURCE,
@@ -38,13 +38,12 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Storage::FileSystem::{GetFileType, FILE_TYPE_PIPE};
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
+    GetCurrentProcess, GetCurrentProcessId, GetProcessId, OpenProcess, PROCESS_DUP_HANDLE,
 };
 
 use crate::PipeChannel;
 
-/// Most handles one frame may carry.
-pub const MAX_HANDLES: usize = 4096;
+pub use mp_ipc::handle_prefix::MAX_HANDLES;
 
 /// Whether `h` is an open pipe handle (named or anonymous).
 pub fn is_pipe(h: RawHandle) -> bool {
@@ -282,7 +281,7 @@ pub fn import(pid: u32, values: &[u64]) -> io::Result<Vec<OwnedHandle>> {
 }
 
 /// Room a frame body may take beyond its payload for the handle prefix.
-pub const HANDLE_PREFIX_MAX: u64 = 8 + 8 * MAX_HANDLES as u64;
+pub const HANDLE_PREFIX_MAX: u64 = mp_ipc::handle_prefix::PREFIX_MAX;
 
 /// The start of the body of a frame that carries `handles` on a connection:
 /// `count: u32 | sender pid: u32 | count x value: u64`, all little-endian, the values
@@ -296,12 +295,13 @@ pub fn handle_prefix(handles: &[RawHandle]) -> io::Result<(Vec<u8>, Vec<u64>)> {
         ));
     }
     let (pid, values) = export(handles)?;
-    let mut prefix = Vec::with_capacity(8 + 8 * values.len());
-    prefix.extend_from_slice(&(values.len() as u32).to_le_bytes());
-    prefix.extend_from_slice(&pid.to_le_bytes());
-    for v in &values {
-        prefix.extend_from_slice(&v.to_le_bytes());
-    }
+    let prefix = match mp_ipc::handle_prefix::encode(pid, &values) {
+        Ok(prefix) => prefix,
+        Err(e) => {
+            unexport(&values);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
+    };
     Ok((prefix, values))
 }
 
@@ -309,21 +309,7 @@ pub fn handle_prefix(handles: &[RawHandle]) -> io::Result<(Vec<u8>, Vec<u64>)> {
 /// over `max` is [`IpcError::FrameTooLarge`]; a malformed prefix, or handles that cannot be
 /// taken, is [`IpcError::Corrupt`] (the peer broke the protocol).
 pub fn take_handle_prefix(body: &mut Vec<u8>, max: u64) -> Result<Vec<OwnedHandle>, IpcError> {
-    let bad = |what: &str| IpcError::Corrupt(what.to_string());
-    let Some(meta) = body.get(..8) else {
-        return Err(bad("a message with handles is too short for their count"));
-    };
-    let count = u32::from_le_bytes(meta[..4].try_into().expect("4 bytes")) as usize;
-    let pid = u32::from_le_bytes(meta[4..].try_into().expect("4 bytes"));
-    if count > MAX_HANDLES || body.len() < 8 + 8 * count {
-        return Err(bad("bad handle count"));
-    }
-    let end = 8 + 8 * count;
-    let values: Vec<u64> = body[8..end]
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    body.drain(..end);
+    let HandlePrefix { pid, values } = mp_ipc::handle_prefix::take(body)?;
     // Taken even when the payload is refused, so the sender's duplicates are not left open.
     let handles = import(pid, &values).map_err(|e| IpcError::Corrupt(e.to_string()))?;
     if body.len() as u64 > max {
@@ -335,8 +321,9 @@ pub fn take_handle_prefix(body: &mut Vec<u8>, max: u64) -> Result<Vec<OwnedHandl
     Ok(handles)
 }
 
-/// Sends `payload` as one frame, with `handles` duplicated into the process `target`. With
-/// no handles, `target` may be `None`.
+/// Sends `payload` as one frame, with `handles` duplicated into the process `target`: the
+/// [`mp_ipc::handle_prefix`] names that process and the duplicates' values there. With no
+/// handles, `target` may be `None`.
 pub fn send_with_handles(
     ch: &PipeChannel,
     target: Option<RawHandle>,
@@ -349,8 +336,8 @@ pub fn send_with_handles(
             format!("at most {MAX_HANDLES} handles can travel with one message"),
         )));
     }
-    let mut prefix = Vec::with_capacity(8 * (handles.len() + 1));
-    prefix.extend_from_slice(&(handles.len() as u64).to_le_bytes());
+    let mut values = Vec::with_capacity(handles.len());
+    let mut pid = 0;
     if !handles.is_empty() {
         let target = target.ok_or_else(|| {
             IpcError::Io(io::Error::new(
@@ -358,34 +345,31 @@ pub fn send_with_handles(
                 "handles can only be sent on a channel whose receiving process is known",
             ))
         })?;
+        // SAFETY: GetProcessId only queries the process handle (0 on failure).
+        pid = unsafe { GetProcessId(target) };
         for &h in handles {
-            prefix.extend_from_slice(&duplicate_into(target, h)?.to_le_bytes());
+            values.push(duplicate_into(target, h)?);
         }
     }
+    let prefix = mp_ipc::handle_prefix::encode(pid, &values)?;
     ch.send_frame(&[&prefix, payload])
 }
 
 /// Receives a frame sent by [`send_with_handles`]: the payload into `buf`, the handles
 /// returned, owned. A frame whose prefix is malformed or names no open handle is an error.
+/// The values are this process's own (the sender duplicated them into it): the prefix's
+/// pid is not consulted.
 pub fn recv_with_handles(
     ch: &PipeChannel,
     buf: &mut Vec<u8>,
     max: u64,
 ) -> Result<Vec<OwnedHandle>, IpcError> {
-    ch.recv_frame(buf, max.saturating_add(8 * (MAX_HANDLES as u64 + 1)))?;
+    ch.recv_frame(buf, max.saturating_add(HANDLE_PREFIX_MAX))?;
     let bad = |what: &str| IpcError::Corrupt(what.to_string());
-    let count = match buf.get(..8) {
-        Some(b) => u64::from_le_bytes(b.try_into().map_err(|_| bad("short handle prefix"))?),
-        None => return Err(bad("message without a handle count")),
-    };
-    if count > MAX_HANDLES as u64 || buf.len() < 8 + 8 * count as usize {
-        return Err(bad("bad handle count"));
-    }
-    let count = count as usize;
-    let mut handles = Vec::with_capacity(count);
+    let HandlePrefix { values, .. } = mp_ipc::handle_prefix::take(buf)?;
+    let mut handles = Vec::with_capacity(values.len());
     let mut invalid = false;
-    for chunk in buf[8..8 + 8 * count].chunks_exact(8) {
-        let value = u64::from_le_bytes(chunk.try_into().map_err(|_| bad("short handle value"))?);
+    for value in values {
         let Ok(value) = usize::try_from(value) else {
             invalid = true;
             continue;
@@ -400,7 +384,6 @@ pub fn recv_with_handles(
         // SAFETY: the sender duplicated this handle into this process for us alone.
         handles.push(unsafe { OwnedHandle::from_raw_handle(h) });
     }
-    buf.drain(..8 + 8 * count);
     if invalid {
         return Err(bad("a received handle is not open in this process"));
     }

@@ -89,6 +89,65 @@ fn word_after(w: u64, len: u64) -> u64 {
     (((word_cnt(w) + 1) & CNT_MASK) << POS_BITS) | (w.wrapping_add(len) & POS_MASK)
 }
 
+/// How much of the spool the repair reads at once.
+const REPAIR_CHUNK: usize = 64 << 10;
+
+/// The repair's walk over the frames stored at offsets `head..tail` (read by `read_at`,
+/// which returns fewer bytes than asked only at the store's end): where the last whole
+/// frame ends and how many there are. A torn frame at the end is left out; more than
+/// `bound` frames (or more than a queue counts) is an `InvalidData` error.
+fn walk_frames(
+    head: u64,
+    tail: u64,
+    bound: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<(u64, u32)> {
+    let bound = bound.min(u64::from(u32::MAX));
+    let mut buf = Vec::new();
+    // The bytes of `buf` hold the store from offset `from`.
+    let mut from = head;
+    let (mut at, mut count) = (head, 0u32);
+    while at < tail {
+        if u64::from(count) >= bound {
+            return Err(damaged(format!(
+                "spool offsets {head}..{tail} hold more frames than the {bound} counted"
+            )));
+        }
+        let held = from + buf.len() as u64;
+        if at < from || at.saturating_add(LEN as u64) > held {
+            let want = (tail - at).min(REPAIR_CHUNK as u64) as usize;
+            buf.resize(want.max(LEN), 0);
+            let got = read_at(&mut buf, at)?;
+            buf.truncate(got);
+            from = at;
+            if got < LEN {
+                break;
+            }
+        }
+        let i = (at - from) as usize;
+        let mut len = [0u8; LEN];
+        len.copy_from_slice(&buf[i..i + LEN]);
+        // Saturating: a damaged length near 2^64 must neither overflow nor wrap backwards.
+        let next = at
+            .saturating_add(LEN as u64)
+            .saturating_add(u64::from_le_bytes(len));
+        if next > tail {
+            break;
+        }
+        // A body that ends past the bytes read must still be stored to its last byte (else
+        // the frame is torn): one read per frame longer than a chunk.
+        if next > from + buf.len() as u64 && next > at + LEN as u64 {
+            let mut last = [0u8; 1];
+            if read_at(&mut last, next - 1)? == 0 {
+                break;
+            }
+        }
+        at = next;
+        count += 1;
+    }
+    Ok((at, count))
+}
+
 /// Damage found in the queue's shared state, as the I/O error the storage paths return
 /// (mapped to [`GetError::Corrupt`] / [`QueueError::Corrupt`] by [`corrupt_get`] and
 /// [`corrupt_put`]).
@@ -202,6 +261,8 @@ pub(crate) struct Core {
     /// Spool bytes this process read ahead of the head (published frames never change until
     /// the offsets restart, which `spool_gen` tells).
     cache: std::sync::Mutex<SpoolCache>,
+    /// A length the spool had when this process last looked (see [`Core::check_tail`]).
+    spool_seen: std::sync::atomic::AtomicU64,
 }
 
 /// A copy of the spool from `start`, valid while the spool's generation is `gen`.
@@ -268,20 +329,62 @@ impl Core {
     /// A new queue; `ring_cap` (0, or a power of two) bytes of ring in shared memory.
     pub(crate) fn new(maxsize: u32, ring_cap: usize) -> io::Result<Arc<Self>> {
         debug_assert!(ring_cap == 0 || ring_cap.is_power_of_two());
-        let len = if ring_cap == 0 {
+        let header = Segment::create(Self::segment_len_for(ring_cap))?;
+        Ok(Self::with_storage(
+            header,
+            sys::spool_create()?,
+            maxsize,
+            ring_cap,
+        ))
+    }
+
+    /// The length of the header segment of a queue with `ring_cap` bytes of ring.
+    fn segment_len_for(ring_cap: usize) -> usize {
+        if ring_cap == 0 {
             std::mem::size_of::<Header>()
         } else {
             RING_AT + ring_cap + STAGE
-        };
-        let header = Segment::create(len)?;
+        }
+    }
+
+    /// A new queue over a fresh zero-filled `header` of [`Self::segment_len_for`]`(ring_cap)`
+    /// bytes and an empty `spool`.
+    fn with_storage(
+        header: Segment,
+        spool: OwnedHandle,
+        maxsize: u32,
+        ring_cap: usize,
+    ) -> Arc<Self> {
+        debug_assert!(header.len() >= Self::segment_len_for(ring_cap));
         let core = Self {
             header,
-            spool: sys::spool_create()?,
+            spool,
             ring_cap,
             cache: Default::default(),
+            spool_seen: Default::default(),
         };
         core.h().common.maxsize.store(maxsize, Ordering::Relaxed);
-        Ok(Arc::new(core))
+        Arc::new(core)
+    }
+
+    /// A new queue whose header segment (header, ring, staging area) is heap memory and
+    /// whose spool is a temporary file: the engine as Miri can run it (it has no memfd,
+    /// mmap of shared memory or process-shared futexes), for the tests of the frame
+    /// arithmetic.
+    #[cfg(test)]
+    pub(crate) fn in_heap(maxsize: u32, ring_cap: usize) -> io::Result<Arc<Self>> {
+        debug_assert!(ring_cap == 0 || ring_cap.is_power_of_two());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mp-engine-test-{}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        let header = Segment::heap(Self::segment_len_for(ring_cap), file.try_clone()?.into());
+        Ok(Self::with_storage(header, file.into(), maxsize, ring_cap))
     }
 
     fn h(&self) -> &Header {
@@ -366,8 +469,18 @@ impl Core {
     /// After a put-lock holder died: recount the spool frames between head and tail,
     /// dropping a torn tail. The spool cannot change meanwhile (taking from it needs the put
     /// lock).
+    ///
+    /// The walk reads the spool in [`REPAIR_CHUNK`] pieces (not one read per frame), and
+    /// finds at most one frame more than the spool and the staging area count: a dead holder
+    /// leaves at most one appended frame uncounted (or a flushed staging area whose frames
+    /// the stage word still counts). More is damage to the offsets or the counts, an error,
+    /// rather than a walk as long as a scribbled tail makes it (over a hole that a put at
+    /// that tail made, one frame of zero length every 8 bytes).
     fn repair_spool(&self) -> io::Result<()> {
         let h = self.h();
+        let bound = u64::from(h.put.spool_count.load(Ordering::Relaxed))
+            + word_cnt(h.put.stage.load(Ordering::Relaxed))
+            + 1;
         // A flush that wrote the staged bytes to the spool may have died before it published
         // them: finish it (the recount below counts them).
         let flushed = h.put.flush_to.load(Ordering::Relaxed);
@@ -389,29 +502,14 @@ impl Core {
             }
             h.put.move_head.store(0, Ordering::Relaxed);
         }
-        let (mut at, tail) = (
+        let (head, tail) = (
             h.get.head.load(Ordering::Relaxed),
             h.put.tail.load(Ordering::Relaxed),
         );
-        let mut count = 0u32;
-        let mut len = [0u8; LEN];
-        while at < tail {
-            if count == u32::MAX {
-                return Err(damaged(format!(
-                    "spool offsets {at}..{tail} hold more frames than a queue counts"
-                )));
-            }
-            if sys::spool_read_at(&self.spool, &mut len, at)? < LEN {
-                break;
-            }
-            let next = at.saturating_add(LEN as u64 + u64::from_le_bytes(len));
-            if next > tail {
-                break;
-            }
-            at = next;
-            count += 1;
-        }
-        h.put.tail.store(at, Ordering::Relaxed);
+        let (end, count) = walk_frames(head, tail, bound, |buf, at| {
+            sys::spool_read_at(&self.spool, buf, at)
+        })?;
+        h.put.tail.store(end, Ordering::Relaxed);
         h.put.spool_count.store(count, Ordering::Release);
         Ok(())
     }
@@ -497,6 +595,27 @@ impl Core {
         unsafe { self.header.as_ptr().add(RING_AT + self.ring_cap) }
     }
 
+    /// Fails if the spool's tail (read from shared memory) lies past the spool's end: bytes
+    /// are only ever appended at the end, so a tail beyond it is damage, and a write there
+    /// would leave a hole that later reads take for frames (zero lengths every 8 bytes, or
+    /// a body of any size that the spool seems to hold). The length is asked of the system
+    /// only when the tail is past the largest one this process has seen; a spool another
+    /// process truncated since can therefore grow a hole no larger than it once was.
+    fn check_tail(&self, tail: u64) -> io::Result<()> {
+        use std::sync::atomic::Ordering as O;
+        if tail <= self.spool_seen.load(O::Relaxed) {
+            return Ok(());
+        }
+        let len = sys::spool_len(&self.spool)?;
+        self.spool_seen.fetch_max(len, O::Relaxed);
+        if tail > len {
+            return Err(damaged(format!(
+                "a spool tail of {tail}, past the spool's end at {len}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Appends `frame` to the spool's end, past anything already there. Put lock held.
     fn spool_append(&self, frame: &[u8]) -> io::Result<()> {
         let h = self.h();
@@ -504,7 +623,10 @@ impl Core {
         let end = tail
             .checked_add(frame.len() as u64)
             .ok_or_else(|| damaged(format!("a spool tail of {tail}")))?;
+        self.check_tail(tail)?;
         sys::spool_write_at(&self.spool, frame, tail)?;
+        self.spool_seen
+            .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
         h.put.tail.store(end, Ordering::Relaxed);
         h.put.spool_count.fetch_add(1, Ordering::Release);
         Ok(())
@@ -563,7 +685,10 @@ impl Core {
         // SAFETY: n <= STAGE bytes of the staging area, which only the put-lock holder
         // (us) changes.
         let bytes = unsafe { std::slice::from_raw_parts(self.stage_ptr(), n as usize) };
+        self.check_tail(tail)?;
         sys::spool_write_at(&self.spool, bytes, tail)?;
+        self.spool_seen
+            .fetch_max(end, std::sync::atomic::Ordering::Relaxed);
         h.put.flush_to.store(end, Ordering::Relaxed);
         h.put.tail.store(end, Ordering::Relaxed);
         // Counted in the spool before the stage empties: a lock-free look (`has_items`)
@@ -948,17 +1073,22 @@ impl Core {
                 avail - LEN as u64
             )));
         }
-        let len = len as usize;
+        let len = usize::try_from(len).map_err(|_| {
+            GetError::Corrupt(format!("a frame of {len} bytes announced in the spool"))
+        })?;
         let body = at + LEN;
         let have = cache.bytes.len().saturating_sub(body).min(len);
-        let mut buf = Vec::with_capacity(len);
+        let mut buf = Vec::with_capacity(have);
         buf.extend_from_slice(&cache.bytes[body..body + have]);
         drop(cache);
-        if have < len {
-            buf.resize(len, 0);
-            let more =
-                sys::spool_read_at(&self.spool, &mut buf[have..], head + (LEN + have) as u64)?;
-            if have + more < len {
+        // The rest is read as it turns out to be there: the length and the offsets come
+        // from shared memory, and a damaged one must not make this process allocate what
+        // the spool does not hold.
+        while buf.len() < len {
+            let got = buf.len();
+            buf.resize(mp_ipc::frame::next_capacity(got, len), 0);
+            let more = sys::spool_read_at(&self.spool, &mut buf[got..], head + (LEN + got) as u64)?;
+            if got + more < buf.len() {
                 return Err(GetError::Corrupt("the spool ended inside a frame".into()));
             }
         }
@@ -981,6 +1111,8 @@ impl Core {
             h.get.spool_gen.fetch_add(1, Ordering::Release);
             if tail > RELEASE_STEP {
                 sys::spool_truncate(&self.spool, 0)?;
+                self.spool_seen
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
             }
             h.get.released.store(0, Ordering::Relaxed);
             return Ok(());
@@ -1104,7 +1236,63 @@ impl<'de> Deserialize<'de> for Core {
             spool: spool.into_inner(),
             ring_cap,
             cache: Default::default(),
+            spool_seen: Default::default(),
         })
+    }
+}
+
+/// Hooks for the `queue_repair` fuzz target and the tests: what a broken or hostile process
+/// sharing the queue can do to its shared state, and the repair that the next put-lock
+/// holder runs after a holder died.
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
+impl Core {
+    /// Bytes of the header segment (header words, ring, staging area).
+    pub(crate) fn segment_len(&self) -> usize {
+        self.header.len()
+    }
+
+    /// Whether the 8-byte word at `offset` of the segment holds part of a lock (the locks'
+    /// damage is the lock's tests' business: a scribbled owner word can make a wait last
+    /// until its deadline).
+    pub(crate) fn is_lock_word(offset: usize) -> bool {
+        let put = std::mem::offset_of!(Header, put);
+        let lock = std::mem::size_of::<RawLock>();
+        offset < lock || (put..put + lock).contains(&offset)
+    }
+
+    /// Overwrites the aligned 8-byte word at `offset` of the segment with `value`.
+    pub(crate) fn scribble_segment(&self, offset: usize, value: u64) {
+        let offset = offset & !7;
+        if offset + 8 > self.header.len() {
+            return;
+        }
+        // SAFETY: in bounds and 8-aligned (the segment is page-aligned); AtomicU64 is valid
+        // for every bit pattern, and everything in the segment is read through atomics or
+        // copied as bytes.
+        let word: &AtomicU64 = unsafe { self.header.at(offset) };
+        word.store(value, Ordering::Relaxed);
+    }
+
+    /// Overwrites spool bytes at `offset`.
+    pub(crate) fn scribble_spool(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        sys::spool_write_at(&self.spool, bytes, offset)
+    }
+
+    /// The spool's tail offset (as the header says).
+    pub(crate) fn spool_tail(&self) -> u64 {
+        self.h().put.tail.load(Ordering::Relaxed)
+    }
+
+    /// What the next put-lock holder does after the holder died: takes the lock and runs
+    /// the repair. `Ok(false)` if the lock could not be had before `deadline`.
+    pub(crate) fn repair_as_after_death(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let Some(held) = self.lock_put(deadline)? else {
+            return Ok(false);
+        };
+        self.repair_spool()?;
+        drop(held);
+        Ok(true)
     }
 }
 
@@ -1358,5 +1546,257 @@ mod tests {
         assert!(with_frame(&1u32, |f| c.put(f, None, false))
             .unwrap()
             .is_err());
+    }
+
+    #[test]
+    fn a_put_refuses_a_tail_past_the_spools_end() {
+        // Found by the queue_repair fuzz target: a put wrote at whatever tail the shared
+        // header said, leaving a hole the size of a scribbled offset, which later reads took
+        // for frames (a walk of zero-length frames, a body of gigabytes of zeros).
+        for ring_cap in [0, 4096] {
+            let c = Core::new(0, ring_cap).unwrap();
+            put(&c, &vec![1u8; 100_000]);
+            let len = sys::spool_len(&c.spool).unwrap();
+            let at = std::mem::offset_of!(Header, put) + std::mem::offset_of!(PutSide, tail);
+            c.scribble_segment(at, 1 << 40);
+            let r = with_frame(&vec![2u8; 100_000], |f| c.put(f, None, false)).unwrap();
+            assert!(matches!(r, Err(QueueError::Corrupt(_))), "{r:?}");
+            assert_eq!(sys::spool_len(&c.spool).unwrap(), len, "no hole was made");
+        }
+    }
+
+    #[test]
+    fn a_damaged_spool_length_is_an_error_not_an_allocation() {
+        // Found by the queue_repair fuzz target: the spool's tail word and a frame's
+        // length, both writable by any process sharing the queue, made a get allocate what
+        // they announced (an abort on a failed allocation) before reading a byte.
+        let c = Core::new(0, 0).unwrap();
+        put(&c, &vec![7u8; 100]);
+        let tail = c.spool_tail();
+        let at = std::mem::offset_of!(Header, put) + std::mem::offset_of!(PutSide, tail);
+        c.scribble_segment(at, 1 << 62);
+        c.scribble_spool(0, &(1u64 << 61).to_le_bytes()).unwrap();
+        assert_eq!(c.spool_tail(), 1 << 62);
+        let soon = Some(Instant::now() + Duration::from_secs(1));
+        assert!(matches!(
+            c.get(soon, |b| b.len()),
+            Err(GetError::Corrupt(_))
+        ));
+        // The repair after a dead holder puts the tail back where the frames end.
+        c.scribble_spool(0, &101u64.to_le_bytes()).unwrap();
+        assert!(c.repair_as_after_death(soon).unwrap());
+        assert_eq!(c.spool_tail(), tail);
+    }
+
+    /// The engine over a heap buffer ([`Core::in_heap`]): the frame arithmetic, the ring's
+    /// wrap-around, the staging area and the spool's offsets, as Miri runs them
+    /// (`cargo xtask miri`). Small, so that Miri finishes them quickly.
+    mod heap {
+        use super::*;
+
+        fn put_bytes(c: &Core, v: &[u8]) {
+            with_frame(&v, |f| c.put(f, Some(Instant::now()), false))
+                .unwrap()
+                .unwrap();
+        }
+
+        fn get_bytes(c: &Core) -> Result<Vec<u8>, GetError> {
+            c.get(Some(Instant::now()), |b| {
+                postcard::from_bytes::<Vec<u8>>(b).unwrap()
+            })
+        }
+
+        fn item(i: usize) -> Vec<u8> {
+            // Sizes that do not divide the ring: frames straddle its end in every way.
+            vec![i as u8; (i * 37) % 200]
+        }
+
+        /// A store of frames in memory, as `walk_frames` reads it.
+        fn frames(lens: &[u64]) -> Vec<u8> {
+            let mut v = Vec::new();
+            for &n in lens {
+                v.extend_from_slice(&n.to_le_bytes());
+                v.resize(v.len() + n as usize, 0xab);
+            }
+            v
+        }
+
+        fn reader(store: &[u8]) -> impl FnMut(&mut [u8], u64) -> io::Result<usize> + '_ {
+            |buf, at| {
+                let from = (at as usize).min(store.len());
+                let n = buf.len().min(store.len() - from);
+                buf[..n].copy_from_slice(&store[from..from + n]);
+                Ok(n)
+            }
+        }
+
+        #[test]
+        fn the_repair_walk_counts_whole_frames_across_its_chunks() {
+            // Frames that straddle the walk's chunks, zero-length ones included.
+            let lens: Vec<u64> = (0..20).map(|i| [0, 3, 40_000, 9][i % 4]).collect();
+            let store = frames(&lens);
+            let end = store.len() as u64;
+            assert!(end > 2 * REPAIR_CHUNK as u64);
+            assert_eq!(walk_frames(0, end, 41, reader(&store)).unwrap(), (end, 20));
+            // A torn frame at the end is left out; so is one announced past the tail.
+            assert_eq!(
+                walk_frames(0, end - 1, 41, reader(&store)).unwrap(),
+                (end - 9 - 8, 19)
+            );
+            assert_eq!(
+                walk_frames(0, end + 100, 41, reader(&store)).unwrap(),
+                (end, 20)
+            );
+            // Starting at a later frame.
+            let second = 8;
+            assert_eq!(
+                walk_frames(second, end, 41, reader(&store)).unwrap(),
+                (end, 19)
+            );
+        }
+
+        #[test]
+        fn the_repair_walk_is_bounded_by_the_count_and_survives_any_length() {
+            let store = vec![0u8; 8 * 1000];
+            // A thousand zero-length frames where at most ten are counted: damage.
+            let r = walk_frames(0, 8000, 10, reader(&store));
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
+            // A length near 2^64 ends the walk (no overflow, no wrapping backwards).
+            let mut store = frames(&[2]);
+            store.extend_from_slice(&(u64::MAX - 3).to_le_bytes());
+            let end = store.len() as u64;
+            assert_eq!(
+                walk_frames(0, u64::MAX, 5, reader(&store)).unwrap(),
+                (10, 1)
+            );
+            assert_eq!(walk_frames(0, end, 5, reader(&store)).unwrap(), (10, 1));
+            // Offsets that hold nothing.
+            assert_eq!(walk_frames(50, 40, 5, reader(&store)).unwrap(), (50, 0));
+            assert_eq!(
+                walk_frames(1 << 40, u64::MAX, 5, reader(&store)).unwrap(),
+                (1 << 40, 0)
+            );
+        }
+
+        #[test]
+        fn ring_words_pack_position_and_count() {
+            let w = word_after(0, 10);
+            assert_eq!((word_pos(w), word_cnt(w)), (10, 1));
+            // Both halves wrap without overflowing into each other.
+            let top = (CNT_MASK << POS_BITS) | (POS_MASK - 3);
+            let w = word_after(top, 10);
+            assert_eq!((word_pos(w), word_cnt(w)), (6, 0));
+            assert_eq!(word_after(u64::MAX, u64::MAX), (POS_MASK - 1));
+        }
+
+        #[test]
+        fn frames_wrap_around_the_ring_in_order() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            let mut next = 0;
+            for i in 0..120 {
+                put_bytes(&c, &item(i));
+                // Keep a few in the ring so that the head and the tail both wrap.
+                while c.ring_items() > 3 {
+                    assert_eq!(get_bytes(&c).unwrap(), item(next));
+                    next += 1;
+                }
+                assert!(c.overflow_empty(), "item {i} left the ring");
+            }
+            assert_eq!(c.qsize(), 120 - next);
+            while next < 120 {
+                assert_eq!(get_bytes(&c).unwrap(), item(next));
+                next += 1;
+            }
+            assert!(matches!(get_bytes(&c), Err(GetError::Empty)));
+            let h = c.h();
+            let (head, tail) = (
+                h.get.ring_head.load(Ordering::Relaxed),
+                h.put.ring_tail.load(Ordering::Relaxed),
+            );
+            assert_eq!(head, tail);
+            assert_eq!(word_cnt(tail), 120);
+            assert!(word_pos(tail) > 4 * 1024, "the ring wrapped several times");
+        }
+
+        #[test]
+        fn overflow_goes_through_the_staging_area_and_back_into_the_ring() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            // 256 bytes is the largest ring item: these overflow into the staging area once
+            // the ring is full, and a get moves them back into the emptied ring.
+            for i in 0..12 {
+                put_bytes(&c, &[i as u8; 200]);
+            }
+            assert!(c.h().put.stage.load(Ordering::Relaxed) != 0);
+            assert_eq!(c.qsize(), 12);
+            for i in 0..12 {
+                assert_eq!(get_bytes(&c).unwrap(), vec![i as u8; 200]);
+            }
+            assert!(c.overflow_empty() && c.qsize() == 0);
+        }
+
+        #[test]
+        fn items_larger_than_a_ring_item_go_through_the_spool() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            put_bytes(&c, &[1u8; 10]);
+            put_bytes(&c, &[2u8; 700]);
+            put_bytes(&c, &[3u8; 700]);
+            put_bytes(&c, &[4u8; 5]);
+            assert_eq!(get_bytes(&c).unwrap(), [1u8; 10]);
+            // The staged frames do not fit the ring: they are flushed to the spool file, and
+            // taken from there (too large to move into the ring).
+            assert_eq!(get_bytes(&c).unwrap(), [2u8; 700]);
+            assert!(c.h().put.stage.load(Ordering::Relaxed) == 0);
+            assert_eq!(c.h().put.spool_count.load(Ordering::Relaxed), 2);
+            assert_eq!(get_bytes(&c).unwrap(), [3u8; 700]);
+            assert_eq!(get_bytes(&c).unwrap(), [4u8; 5]);
+            assert_eq!(c.qsize(), 0);
+            // A spool-only queue (the socket backend's).
+            let c = Core::in_heap(0, 0).unwrap();
+            for i in 0..5 {
+                put_bytes(&c, &item(i));
+            }
+            assert!(c.repair_as_after_death(None).unwrap());
+            assert_eq!(c.qsize(), 5);
+            for i in 0..5 {
+                assert_eq!(get_bytes(&c).unwrap(), item(i));
+            }
+        }
+
+        #[test]
+        fn damaged_ring_words_are_errors_not_reads_out_of_bounds() {
+            let c = Core::in_heap(0, 1024).unwrap();
+            put_bytes(&c, &[9u8; 50]);
+            let h = c.h();
+            let head = h.get.ring_head.load(Ordering::Relaxed);
+            let tail = h.put.ring_tail.load(Ordering::Relaxed);
+            // A tail beyond a ring's worth of bytes, a count with no bytes, a length prefix
+            // longer than what is stored.
+            for bad in [word_after(tail, 4096), word_after(head, 0)] {
+                h.put.ring_tail.store(bad, Ordering::Relaxed);
+                assert!(
+                    matches!(get_bytes(&c), Err(GetError::Corrupt(_))),
+                    "{bad:#x}"
+                );
+            }
+            h.put.ring_tail.store(tail, Ordering::Relaxed);
+            c.ring_write(word_pos(head), &u64::MAX.to_le_bytes());
+            assert!(matches!(get_bytes(&c), Err(GetError::Corrupt(_))));
+        }
+
+        #[test]
+        fn damaged_spool_offsets_are_errors() {
+            let c = Core::in_heap(0, 0).unwrap();
+            put_bytes(&c, &[4u8; 30]);
+            let h = c.h();
+            let tail = h.put.tail.load(Ordering::Relaxed);
+            h.get.head.store(tail + 1, Ordering::Relaxed);
+            assert!(matches!(c.spool_span(), Err(GetError::Corrupt(_))));
+            assert!(matches!(get_bytes(&c), Err(GetError::Corrupt(_))));
+            h.get.head.store(tail - 4, Ordering::Relaxed);
+            assert!(matches!(c.spool_span(), Err(GetError::Corrupt(_))));
+            h.get.head.store(0, Ordering::Relaxed);
+            assert_eq!(c.spool_span().unwrap(), (0, tail));
+            assert_eq!(get_bytes(&c).unwrap(), [4u8; 30]);
+        }
     }
 }

@@ -16,7 +16,7 @@
 //! the same queue there. If a process dies in the middle of `put`, its item is simply not
 //! there; if it dies holding the queue's lock, the next user repairs the index and goes on.
 
-mod engine;
+pub(crate) mod engine;
 
 use std::marker::PhantomData;
 use std::sync::Arc;

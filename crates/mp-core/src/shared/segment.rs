@@ -33,6 +33,27 @@ impl Segment {
         Ok(Self { handle, map, len })
     }
 
+    /// A zero-filled segment of `len` bytes in this process's heap, standing for a shared
+    /// one in tests that Miri runs (it cannot create or map shared memory); its handle is
+    /// `handle`, which nothing maps.
+    #[cfg(test)]
+    pub(crate) fn heap(len: usize, handle: OwnedHandle) -> Self {
+        const PAGE: usize = 4096;
+        unsafe fn free(ptr: std::ptr::NonNull<u8>, len: usize) {
+            let layout = std::alloc::Layout::from_size_align(len.max(1), PAGE).expect("layout");
+            // SAFETY: allocated below with this very layout.
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) }
+        }
+        let layout = std::alloc::Layout::from_size_align(len.max(1), PAGE).expect("layout");
+        // SAFETY: a layout of nonzero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        // SAFETY: `free` releases exactly this allocation, once, when the mapping drops.
+        let map = unsafe { mp_ipc::memory::Mapping::from_raw(ptr, len, free) };
+        Self { handle, map, len }
+    }
+
     /// Maps `len` bytes of a segment received from another process; a length beyond the
     /// object is refused, so a bad message cannot make this process map past its end.
     pub(crate) fn open(handle: OwnedHandle, len: usize) -> io::Result<Self> {

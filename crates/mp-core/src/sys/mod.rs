@@ -33,7 +33,7 @@ pub(crate) use imp::os::{
     physical_memory, prepare_child_runtime, send_signal,
 };
 pub(crate) use imp::spool::{
-    spool_create, spool_read_at, spool_release, spool_truncate, spool_write_at,
+    spool_create, spool_len, spool_read_at, spool_release, spool_truncate, spool_write_at,
 };
 pub(crate) use imp::start::{close_inherited, fork_child, spawn_child, Exit, Waiter};
 pub(crate) use imp::{

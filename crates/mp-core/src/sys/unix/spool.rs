@@ -43,3 +43,8 @@ pub(crate) fn spool_truncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
 pub(crate) fn spool_release(fd: &OwnedFd, offset: u64, len: u64) {
     mp_unix::memory::release_range(fd, offset, len)
 }
+
+/// The spool's length in bytes.
+pub(crate) fn spool_len(fd: &OwnedFd) -> io::Result<u64> {
+    Ok(as_file(fd).metadata()?.len())
+}

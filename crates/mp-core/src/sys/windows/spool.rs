@@ -62,3 +62,8 @@ pub(crate) fn spool_truncate(h: &OwnedHandle, len: u64) -> io::Result<()> {
 
 /// No hole punching here: space is given back when the spool next empties.
 pub(crate) fn spool_release(_h: &OwnedHandle, _offset: u64, _len: u64) {}
+
+/// The spool's length in bytes.
+pub(crate) fn spool_len(h: &OwnedHandle) -> io::Result<u64> {
+    Ok(as_file(h).metadata()?.len())
+}
