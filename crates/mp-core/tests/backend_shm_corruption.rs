@@ -614,6 +614,10 @@ fn attack_raw_channel(arg: (RawEnd, u64, u32)) {
     std::thread::spawn(move || {
         let payload = vec![0x5a; 100];
         while ch.send_frame(&[&payload]).is_ok() {}
+        // Kept open: the main thread finds and maps the segment by its descriptor, and a
+        // close here would race with that (ThreadSanitizer reported it). The process exits
+        // after the scribbling.
+        std::mem::forget(ch);
     });
     scribble_rings(seed, rounds);
     std::process::exit(0);
