@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{about, prompt, LONG};
+use crate::support::{about, hang_scale, prompt, LONG};
 
 use mp_core::connection::{pipe_oneway_with, pipe_with, Transport};
 use mp_core::{
@@ -16,7 +16,11 @@ use mp_core::{
     SimpleQueue, Writer,
 };
 
-const SECS: Duration = Duration::from_secs(10);
+/// A receive's timeout in these tests: a bound for a hang (scaled as the tests' bounds
+/// are, for slow builds such as the sanitizers'), never a measure of speed.
+fn secs() -> Duration {
+    Duration::from_secs(10 * hang_scale())
+}
 
 fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
@@ -57,7 +61,7 @@ fn send_sequence(tx: Writer<()>) {
 
 /// Waits for its own event `go`, then sends `v`.
 fn reply_when_told(arg: (u64, Writer<u64>, mp_core::Event)) {
-    assert!(arg.2.wait_timeout(SECS));
+    assert!(arg.2.wait_timeout(secs()));
     arg.1.send(&arg.0).unwrap();
 }
 
@@ -88,7 +92,7 @@ pub fn round_trip<B: Transport>(ctx: Context) {
     for i in 0..50u32 {
         let v = (i, "x".repeat(i as usize * 10), vec![i as u64; i as usize]);
         a.send(&v).unwrap();
-        assert_eq!(a.recv_timeout(SECS).unwrap(), v);
+        assert_eq!(a.recv_timeout(secs()).unwrap(), v);
     }
     drop(a);
     p.join().unwrap();
@@ -112,7 +116,7 @@ pub fn round_trip<B: Transport>(ctx: Context) {
     ] {
         let m = payload(n);
         a.send_bytes(&m).unwrap();
-        assert_eq!(a.recv_bytes_timeout(SECS).unwrap(), m, "{n} bytes");
+        assert_eq!(a.recv_bytes_timeout(secs()).unwrap(), m, "{n} bytes");
     }
     drop(a);
     p.join().unwrap();
@@ -124,7 +128,7 @@ pub fn big_message<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(send_big, (n, tx));
     p.start().unwrap();
-    let got = rx.recv_bytes_timeout(SECS).unwrap();
+    let got = rx.recv_bytes_timeout(secs()).unwrap();
     assert_eq!(got, payload(n));
     p.join().unwrap();
 }
@@ -147,7 +151,7 @@ pub fn ordered_and_not_merged<B: Transport>(ctx: Context) {
     let mut p = ctx.process(send_sequence, tx);
     p.start().unwrap();
     let got: Vec<String> = (0..8)
-        .map(|_| String::from_utf8(rx.recv_bytes_timeout(SECS).unwrap()).unwrap())
+        .map(|_| String::from_utf8(rx.recv_bytes_timeout(secs()).unwrap()).unwrap())
         .collect();
     assert_eq!(got, ["hello", "", "a", "b", "", "bye", "", "lop"]);
     p.join().unwrap();
@@ -163,8 +167,8 @@ pub fn polling_child_does_not_split<B: Transport>(ctx: Context) {
     tx.send_bytes(&[1u8; 1000]).unwrap();
     tx.send_bytes(&[2u8; 2000]).unwrap();
     p.join().unwrap();
-    assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), vec![1u8; 1000]);
-    assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), vec![2u8; 2000]);
+    assert_eq!(rx.recv_bytes_timeout(secs()).unwrap(), vec![1u8; 1000]);
+    assert_eq!(rx.recv_bytes_timeout(secs()).unwrap(), vec![2u8; 2000]);
 }
 
 /// `wait` reports ends in the order their messages arrive: three children each reply when
@@ -192,10 +196,10 @@ pub fn wait_mixed<B: Transport>(ctx: Context) {
             .iter()
             .map(|&i| &readers[i] as &dyn mp_core::Waitable)
             .collect();
-        let ready = wait(&objs, Some(SECS)).unwrap();
+        let ready = wait(&objs, Some(secs())).unwrap();
         let ready: Vec<usize> = ready.iter().map(|&k| left[k]).collect();
         assert_eq!(ready, [told], "wait reported other ends than the one told");
-        order.push(readers[told].recv_timeout(SECS).unwrap());
+        order.push(readers[told].recv_timeout(secs()).unwrap());
         left.retain(|&j| j != told);
     }
     assert_eq!(order, [50, 150, 300]);
@@ -212,7 +216,7 @@ pub fn wait_sees_a_dead_peer<B: Transport>(ctx: Context) {
     let mut p = ctx.process(exit_holding, b);
     p.start().unwrap();
     let t = Instant::now();
-    let ready = wait(&[&a], Some(SECS)).unwrap();
+    let ready = wait(&[&a], Some(secs())).unwrap();
     assert_eq!(ready, vec![0], "wait timed out after {:?}", t.elapsed());
     assert!(matches!(a.recv(), Err(ConnectionError::Eof)));
     p.join().unwrap();
@@ -227,9 +231,12 @@ pub fn connection_inside_a_message<B: Transport>(ctx: Context) {
     carrier_here.send(&theirs).unwrap();
     drop(theirs);
     mine.send(&"abc".to_string()).unwrap();
-    assert_eq!(mine.recv_timeout(SECS).unwrap(), "ABC");
+    assert_eq!(mine.recv_timeout(secs()).unwrap(), "ABC");
     p.join().unwrap();
-    assert!(matches!(mine.recv_timeout(SECS), Err(ConnectionError::Eof)));
+    assert!(matches!(
+        mine.recv_timeout(secs()),
+        Err(ConnectionError::Eof)
+    ));
 }
 
 /// A writer killed in the middle of large messages: whole messages, then end of stream or `Truncated`.
@@ -237,19 +244,19 @@ pub fn killed_writer<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(write_forever, tx);
     p.start().unwrap();
-    assert_eq!(rx.recv_bytes_timeout(SECS).unwrap(), b"first");
+    assert_eq!(rx.recv_bytes_timeout(secs()).unwrap(), b"first");
     std::thread::sleep(Duration::from_millis(30));
     p.kill().unwrap();
     let _ = p.join();
     // Whole 64 MiB messages, then an error (never garbage, never a hang).
     let t = Instant::now();
     loop {
-        match rx.recv_bytes_timeout(SECS) {
+        match rx.recv_bytes_timeout(secs()) {
             Ok(m) => assert!(m.len() == 64 << 20 && m.iter().all(|&b| b == 0xEE)),
             Err(ConnectionError::Eof | ConnectionError::Truncated { .. }) => break,
             Err(e) => panic!("expected EOF or Truncated, got {e:?}"),
         }
-        assert!(t.elapsed() < SECS);
+        assert!(t.elapsed() < secs());
     }
 }
 
@@ -353,7 +360,7 @@ pub fn queue_fifo_and_sizes<B: Transport>(ctx: Context) {
     let mut p = ctx.process(put_range, (q.clone(), 0, 3000));
     p.start().unwrap();
     for i in 0..3000u32 {
-        let (j, v) = q.get_timeout(SECS).unwrap();
+        let (j, v) = q.get_timeout(secs()).unwrap();
         assert_eq!(j, i);
         let n = if i % 97 == 0 {
             300_000
@@ -405,7 +412,7 @@ pub fn queue_many_to_many<B: Transport>(ctx: Context) {
     for _ in 0..3 {
         q.put(None).unwrap();
     }
-    let total: u64 = (0..3).map(|_| rx.recv_timeout(SECS).unwrap()).sum();
+    let total: u64 = (0..3).map(|_| rx.recv_timeout(secs()).unwrap()).sum();
     assert_eq!(total, (0..60_000u64).sum::<u64>());
     for p in consumers {
         p.join().unwrap();
@@ -457,7 +464,7 @@ pub fn queue_killed_user<B: Transport>(ctx: Context) {
     let (rx, tx) = pipe_oneway_with::<(), B>().unwrap();
     let mut p = ctx.process(die_mid_use, (q.clone(), tx));
     p.start().unwrap();
-    rx.recv_timeout(SECS).unwrap();
+    rx.recv_timeout(secs()).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     p.kill().unwrap();
     let _ = p.join();
