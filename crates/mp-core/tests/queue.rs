@@ -312,7 +312,7 @@ fn several_consumers_share_the_items_exactly_once() {
 fn echo_big(arg: (Queue<Vec<u8>>, Queue<Vec<u8>>)) {
     // The parent builds and encodes 64 MiB first: on a loaded machine (or under a sanitizer)
     // that takes longer than SECS, so the wait is long; the test's bound catches a hang.
-    let v = arg.0.get_timeout(common::LONG).unwrap();
+    let v = arg.0.get().unwrap();
     arg.1.put(v).unwrap();
 }
 
@@ -327,7 +327,9 @@ fn a_64_mib_item_goes_through_intact() {
         p.start().unwrap();
         let item: Vec<u8> = (0..64usize << 20).map(|i| (i % 241) as u8).collect();
         to.put(item.clone()).unwrap();
-        assert_eq!(from.get_timeout(common::LONG).unwrap(), item);
+        // Bounded by the test's bound alone (which scales for sanitizer builds): the
+        // transfer is what takes the time here.
+        assert_eq!(from.get().unwrap(), item);
         p.join().unwrap();
     });
 }
