@@ -287,7 +287,8 @@ fn proc_22_panic_reaches_parent_with_backtrace() {
 /// A forked child reports its panic while another thread of the parent keeps panicking.
 /// A panic hook holds std's backtrace lock while it prints or captures; a fork that copied
 /// it locked left the child waiting for it for ever at its own first panic (a forked pool
-/// worker under `cargo xtask sanitize`). Forks now wait for running hooks.
+/// worker under `cargo xtask sanitize`). Forks now wait for running hooks. (Fork: Unix.)
+#[cfg(unix)]
 #[test]
 fn proc_22b_fork_beside_a_panicking_thread() {
     use std::sync::atomic::{AtomicBool, Ordering};
