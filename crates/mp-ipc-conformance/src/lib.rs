@@ -227,6 +227,7 @@ macro_rules! transport_suite {
             poll_looks_waits_and_consumes_nothing,
             an_oversized_frame_is_refused,
             recv_frame_into_fits_or_returns_the_frame,
+            a_split_receive_puts_the_prefix_apart,
             two_threads_stream_both_ways,
             clones_share_the_stream_and_keep_the_peer_open,
             handles_travel_with_frames,

@@ -140,6 +140,60 @@ pub fn recv_frame_into_fits_or_returns_the_frame<T: Transport>(_: &Here) {
     assert_eq!(recv(&b), b"after");
 }
 
+/// `recv_frame_split_until`: the first bytes of each frame (as many as the caller's
+/// function of the frame length asks, within the prefix and the frame) go into the
+/// prefix, the rest into the body; small and large frames, frames with handles, a frame
+/// shorter than the prefix asked for, and plain receives in between all stay in step.
+pub fn a_split_receive_puts_the_prefix_apart<T: Transport>(_: &Here) {
+    use mp_ipc::deadline::Deadline;
+    use mp_ipc::frame::{Prefix, PREFIX_MAX};
+    let (a, b) = T::pair().expect("pair");
+    let sizes = [0usize, 1, 2, 3, 100, 70_000, 3 << 20];
+    let t = thread::spawn(move || {
+        for n in sizes {
+            a.send_frame(&[&payload(n)]).expect("send");
+        }
+        a.send_frame(&[b"plain"]).expect("send");
+        if T::CAPABILITIES.passes_handles {
+            let file = OwnedHandle::from(crate::temp_file());
+            a.send_frame_with_handles(&[b"xyz with a file"], &[raw_of(&file)])
+                .expect("send with a handle");
+        }
+        a
+    });
+    for n in sizes {
+        let mut prefix: Prefix = [0xAA; PREFIX_MAX];
+        let mut body = vec![1, 2, 3];
+        let deadline = Deadline::after(SECS);
+        let (k, handles) = b
+            .recv_frame_split_until(&mut prefix, |_| 3, &mut body, LIMIT, deadline)
+            .expect("split receive");
+        let whole = payload(n);
+        assert_eq!(k, n.min(3), "frame of {n}");
+        assert_eq!(&prefix[..k], &whole[..k]);
+        assert!(
+            prefix[k..].iter().all(|&x| x == 0xAA),
+            "nothing past the prefix"
+        );
+        assert_eq!(body, &whole[k..], "frame of {n}");
+        assert!(handles.is_empty());
+    }
+    assert_eq!(recv(&b), b"plain");
+    if T::CAPABILITIES.passes_handles {
+        let mut prefix: Prefix = [0; PREFIX_MAX];
+        let mut body = Vec::new();
+        let (k, handles) = b
+            .recv_frame_split_until(&mut prefix, |_| 4, &mut body, LIMIT, Deadline::after(SECS))
+            .expect("split receive with a handle");
+        assert_eq!(
+            (&prefix[..k], &body[..]),
+            (&b"xyz "[..], &b"with a file"[..])
+        );
+        assert_eq!(handles.len(), 1);
+    }
+    drop(t.join().expect("sender"));
+}
+
 /// Both ends stream frames of mixed sizes at each other from two threads at once.
 pub fn two_threads_stream_both_ways<T: Transport>(_: &Here) {
     let (a, b) = T::pair().expect("pair");

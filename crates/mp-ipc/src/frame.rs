@@ -91,6 +91,42 @@ pub fn into_slice(frame: Vec<u8>, out: &mut [u8]) -> Result<usize, Vec<u8>> {
     Ok(frame.len())
 }
 
+/// The most bytes [`Channel::recv_frame_split_until`](crate::Channel::recv_frame_split_until)
+/// puts in front of the body.
+pub const PREFIX_MAX: usize = 16;
+
+/// Where a split receive puts the first bytes of a frame.
+pub type Prefix = [u8; PREFIX_MAX];
+
+/// How many of a frame's `len` bytes a split receive puts into the prefix: what
+/// `prefix_len` asks for, within [`PREFIX_MAX`] and the frame.
+pub fn prefix_bytes(len: u64, prefix_len: fn(u64) -> usize) -> usize {
+    prefix_len(len)
+        .min(PREFIX_MAX)
+        .min(usize::try_from(len).unwrap_or(usize::MAX))
+}
+
+/// Splits a whole frame held in `frame` the way a split receive does: its first bytes go
+/// into `prefix`, the rest moves down to the start of `frame`. Returns the prefix length.
+///
+/// ```
+/// use mp_ipc::frame::{split_off_prefix, Prefix, PREFIX_MAX};
+/// let mut frame = vec![3, b'a', b'b', b'c'];
+/// let mut prefix: Prefix = [0; PREFIX_MAX];
+/// let n = split_off_prefix(&mut frame, &mut prefix, |_| 1);
+/// assert_eq!((&prefix[..n], &frame[..]), (&[3u8][..], &b"abc"[..]));
+/// ```
+pub fn split_off_prefix(
+    frame: &mut Vec<u8>,
+    prefix: &mut Prefix,
+    prefix_len: fn(u64) -> usize,
+) -> usize {
+    let n = prefix_bytes(frame.len() as u64, prefix_len);
+    prefix[..n].copy_from_slice(&frame[..n]);
+    frame.drain(..n);
+    n
+}
+
 /// How far to grow a buffer holding `have` of `want` bytes: to twice what has arrived, or
 /// [`GROW_STEP`] beyond it while that is more, never past `want`; so allocation follows the
 /// data actually received (at most about twice it), with few copies for a large body.

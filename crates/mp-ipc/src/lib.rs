@@ -178,6 +178,25 @@ pub trait Channel: Send {
         Ok(frame::into_slice(v, out))
     }
 
+    /// Receives one frame split in two, so that a caller can drop a small prefix of its own
+    /// (a length) without moving the body: the first `prefix_len(frame length)` bytes (at
+    /// most [`frame::PREFIX_MAX`], at most the frame) go into `prefix`, the rest into `body`
+    /// (replaced, sized to the body). Returns how many bytes went into `prefix`, and the
+    /// handles that came with the frame; timeouts, limits and errors as
+    /// [`recv_frame_until`](Channel::recv_frame_until), which this is by default (followed
+    /// by a move of the body); a transport overrides it to read the body into place.
+    fn recv_frame_split_until(
+        &self,
+        prefix: &mut frame::Prefix,
+        prefix_len: fn(u64) -> usize,
+        body: &mut Vec<u8>,
+        max_len: u64,
+        deadline: deadline::Deadline,
+    ) -> Result<(usize, Vec<handle::OwnedHandle>), IpcError> {
+        let handles = self.recv_frame_until(body, max_len, deadline)?;
+        Ok((frame::split_off_prefix(body, prefix, prefix_len), handles))
+    }
+
     /// Receives one frame and the handles that came with it (none for a plain frame),
     /// waiting as long as it takes.
     fn recv_frame_with_handles(

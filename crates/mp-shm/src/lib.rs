@@ -68,7 +68,7 @@ use std::io;
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::FrameHeader;
+use mp_ipc::frame::{FrameHeader, Prefix};
 use mp_ipc::handle::{OwnedHandle, RawHandle};
 use mp_ipc::{Capabilities, Channel, Endpoint, IpcError, Transport};
 
@@ -166,6 +166,17 @@ impl Channel for ShmChannel {
         deadline: Deadline,
     ) -> Result<Vec<OwnedHandle>, IpcError> {
         self.recv_until(buf, max_len, deadline)
+    }
+
+    fn recv_frame_split_until(
+        &self,
+        prefix: &mut Prefix,
+        prefix_len: fn(u64) -> usize,
+        body: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<(usize, Vec<OwnedHandle>), IpcError> {
+        self.recv_split_until(prefix, prefix_len, body, max_len, deadline)
     }
 
     fn recv_frame_into(

@@ -26,10 +26,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::{next_capacity, FrameHeader, HEADER_LEN};
+use mp_ipc::frame::{next_capacity, prefix_bytes, FrameHeader, Prefix, HEADER_LEN};
 use mp_ipc::handle::OwnedHandle;
 use mp_ipc::spin::Pace;
 use mp_ipc::IpcError;
+
+/// A split receive's request: where the prefix goes, and its length for a frame length
+/// (see [`mp_ipc::Channel::recv_frame_split_until`]).
+pub(crate) type Split<'a> = (&'a mut Prefix, fn(u64) -> usize);
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"mpshmv01");
 pub(crate) const MIN_RING: usize = 4096;
@@ -923,13 +927,31 @@ pub(crate) trait RingEnd {
         deadline: Deadline,
         on_header: impl FnOnce(u64, bool) -> Result<Vec<OwnedHandle>, IpcError>,
     ) -> Result<(bool, Vec<OwnedHandle>), IpcError> {
+        self.recv_ring_split(buf, None, max_len, extra, deadline, on_header)
+            .map(|(has_handles, handles, _)| (has_handles, handles))
+    }
+
+    /// [`recv_ring`](RingEnd::recv_ring), and for a new frame without handles when `split`
+    /// is given, the split of [`mp_ipc::Channel::recv_frame_split_until`]: its first bytes
+    /// into the prefix, the body into `buf` in place. The last value says how many bytes
+    /// went into the prefix, `None` when the frame is all in `buf` (resumed, or carrying
+    /// handles) and is the caller's to split.
+    fn recv_ring_split(
+        &self,
+        buf: &mut Vec<u8>,
+        mut split: Option<Split<'_>>,
+        max_len: u64,
+        extra: u64,
+        deadline: Deadline,
+        on_header: impl FnOnce(u64, bool) -> Result<Vec<OwnedHandle>, IpcError>,
+    ) -> Result<(bool, Vec<OwnedHandle>, Option<usize>), IpcError> {
         let ring = self.rx();
         let h = self.hdr(ring);
         let resumed = self.ring().take_partial();
-        let (len, has_handles, handles) = match resumed {
+        let (len, has_handles, handles, mut prefix) = match resumed {
             Some(p) => {
                 *buf = p.body;
-                (p.len, p.has_handles, p.handles)
+                (p.len, p.has_handles, p.handles, None)
             }
             None => {
                 let g = self.lock_side(&h.r.0, &h.f.0, deadline)?;
@@ -941,10 +963,22 @@ pub(crate) trait RingEnd {
                 };
                 let len = header.check(limit)?;
                 let handles = on_header(r, header.has_handles)?;
+                let prefix = match split.take() {
+                    Some((p, f)) if !header.has_handles => Some((p, prefix_bytes(len as u64, f))),
+                    _ => None,
+                };
                 buf.clear();
                 if check::whole(header.len, self.ring().cap as u64) {
-                    self.read_whole(r, len, |at| self.copy_out_vec(ring, at, buf, len))?;
-                    return Ok((header.has_handles, handles));
+                    let mut split_at = None;
+                    self.read_whole(r, len, |at| {
+                        let n = prefix.map_or(0, |(p, n)| {
+                            self.copy_out(ring, at, &mut p[..n]);
+                            split_at = Some(n);
+                            n
+                        });
+                        self.copy_out_vec(ring, at.wrapping_add(n as u64), buf, len - n)
+                    })?;
+                    return Ok((header.has_handles, handles, split_at));
                 }
                 // Streamed: from here the frame is consumed as it is read.
                 h.r.0.busy.store(1, Ordering::Relaxed);
@@ -953,14 +987,37 @@ pub(crate) trait RingEnd {
                     .store(r.wrapping_add(HEADER_LEN as u64), Ordering::Release);
                 self.notify(&h.f.0.writer_armed);
                 g.keep();
-                (len, header.has_handles, handles)
+                (len, header.has_handles, handles, prefix)
             }
         };
-        match self.stream_body(len, buf, deadline) {
+        let streamed = match prefix.as_mut() {
+            None => self.stream_body(len, buf, deadline),
+            Some((p, n)) => {
+                let mut head = Vec::with_capacity(*n);
+                match self.stream_body(*n, &mut head, deadline) {
+                    Ok(true) => {
+                        p[..*n].copy_from_slice(&head);
+                        let done = self.stream_body(len - *n, buf, deadline);
+                        if let Ok(false) = done {
+                            // Kept whole, as an unsplit frame is.
+                            head.append(buf);
+                            *buf = head;
+                        }
+                        done
+                    }
+                    Ok(false) => {
+                        *buf = head;
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match streamed {
             Ok(true) => {
                 h.r.0.busy.store(0, Ordering::Relaxed);
                 release_side(&h.r.0);
-                Ok((has_handles, handles))
+                Ok((has_handles, handles, prefix.map(|(_, n)| n)))
             }
             Ok(false) => {
                 self.ring().keep_partial(Box::new(Partial {

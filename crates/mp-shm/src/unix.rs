@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::FrameHeader;
+use mp_ipc::frame::{split_off_prefix, FrameHeader, Prefix};
 use mp_ipc::memory::Mapping;
 use mp_ipc::{Channel, IpcError};
 use mp_unix::UnixChannel;
@@ -365,6 +365,28 @@ impl ShmChannel {
             self.frame_handles(at, has_handles, deadline)
         })
         .map(|(_, fds)| fds)
+    }
+
+    /// [`Channel::recv_frame_split_until`]: the ring's split (the descriptors travel
+    /// beside the body).
+    pub(crate) fn recv_split_until(
+        &self,
+        prefix: &mut Prefix,
+        prefix_len: fn(u64) -> usize,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<(usize, Vec<OwnedFd>), IpcError> {
+        let (_, fds, split) = self.recv_ring_split(
+            buf,
+            Some((prefix, prefix_len)),
+            max_len,
+            0,
+            deadline,
+            |at, has_handles| self.frame_handles(at, has_handles, deadline),
+        )?;
+        let n = split.unwrap_or_else(|| split_off_prefix(buf, prefix, prefix_len));
+        Ok((n, fds))
     }
 }
 

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::FrameHeader;
+use mp_ipc::frame::{split_off_prefix, FrameHeader, Prefix};
 use mp_ipc::{Channel, IpcError};
 use mp_windows::event::{self, Event};
 use mp_windows::handle::{handle_prefix, take_handle_prefix, unexport, HANDLE_PREFIX_MAX};
@@ -351,6 +351,33 @@ impl ShmChannel {
             return Ok(Vec::new());
         }
         take_handle_prefix(buf, max_len)
+    }
+
+    /// [`Channel::recv_frame_split_until`]: the ring's split for a frame without handles;
+    /// one with handles loses its handle prefix first, then is split.
+    pub(crate) fn recv_split_until(
+        &self,
+        prefix: &mut Prefix,
+        prefix_len: fn(u64) -> usize,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<(usize, Vec<OwnedHandle>), IpcError> {
+        let (has_handles, _, split) = self.recv_ring_split(
+            buf,
+            Some((prefix, prefix_len)),
+            max_len,
+            HANDLE_PREFIX_MAX,
+            deadline,
+            |at, has_handles| self.frame_handles(at, has_handles, deadline),
+        )?;
+        let handles = if has_handles {
+            take_handle_prefix(buf, max_len)?
+        } else {
+            Vec::new()
+        };
+        let n = split.unwrap_or_else(|| split_off_prefix(buf, prefix, prefix_len));
+        Ok((n, handles))
     }
 
     /// The handles carried beside the frame at ring position `at`: none on Windows, where

@@ -6,7 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::{into_slice, next_capacity, FrameHeader, HEADER_LEN};
+use mp_ipc::frame::{
+    into_slice, next_capacity, prefix_bytes, split_off_prefix, FrameHeader, Prefix, HEADER_LEN,
+};
 use mp_ipc::{Channel, IpcError};
 
 /// One end of a Unix domain socket pair carrying length-prefixed frames.
@@ -644,6 +646,41 @@ impl Channel for UnixChannel {
         }
         self.finish_frame(&mut rx, end)?;
         Ok(fds)
+    }
+
+    fn recv_frame_split_until(
+        &self,
+        prefix: &mut Prefix,
+        prefix_len: fn(u64) -> usize,
+        body: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<(usize, Vec<OwnedFd>), IpcError> {
+        let mut rx = self.rx();
+        if rx.partial.is_some() {
+            // A frame begun by an earlier receive: finished whole, then split.
+            drop(rx);
+            let fds = self.recv_frame_until(body, max_len, deadline)?;
+            return Ok((split_off_prefix(body, prefix, prefix_len), fds));
+        }
+        let f = self.start_frame(&mut rx, max_len, deadline)?;
+        let n = prefix_bytes(f.want as u64, prefix_len);
+        let have = self.body_into(&mut rx, &mut prefix[..n], 0, deadline)?;
+        body.clear();
+        if have < n || !self.body_vec(&mut rx, body, f.want - n, deadline)? {
+            // Kept whole for the next receive, as `recv_frame_until` keeps it.
+            let mut kept = prefix[..have].to_vec();
+            kept.append(body);
+            rx.partial = Some(Partial {
+                end: f.end,
+                header: f.header,
+                fds: f.fds,
+                body: kept,
+            });
+            return Err(IpcError::Timeout);
+        }
+        self.finish_frame(&mut rx, f.end)?;
+        Ok((n, f.fds))
     }
 
     fn has_buffered(&self) -> bool {

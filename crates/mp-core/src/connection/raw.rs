@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
 use mp_ipc::dispatch::{AnyEnd, BoxedEnd};
+use mp_ipc::frame::{Prefix, PREFIX_MAX};
 use mp_ipc::handle::{OwnedHandle, RawHandle};
 use mp_ipc::DEFAULT_MAX_FRAME;
 use serde::de::DeserializeOwned;
@@ -220,9 +221,9 @@ impl RawConnection {
         Ok(self.chan()?.send_frame(&[&prefix[..k], bytes])?)
     }
 
-    /// [`recv_value`](Self::recv_value) with a fast path for `Vec<u8>`: the frame is read
-    /// into this end's reused buffer and the bytes are copied once into a vector of exactly
-    /// their size, instead of being decoded one by one into a growing vector.
+    /// [`recv_value`](Self::recv_value) with a fast path for `Vec<u8>`
+    /// ([`recv_byte_vec`](Self::recv_byte_vec)) instead of a decode byte by byte into a
+    /// growing vector.
     pub(crate) fn recv_typed<T: DeserializeOwned>(
         &self,
         timeout: Option<Duration>,
@@ -230,17 +231,43 @@ impl RawConnection {
         if !is_byte_vec::<T>() {
             return self.recv_value(timeout);
         }
-        let mut buf = self.scratch.borrow_mut();
-        // Handles sent with a byte vector have nowhere to go: they are closed.
-        self.recv_frame(&mut buf, timeout, None)?;
-        let value = decode_byte_vec(&buf);
-        if buf.capacity() > SCRATCH_KEEP {
-            *buf = Vec::new();
-        }
-        let bytes = std::mem::ManuallyDrop::new(value?);
+        let bytes = std::mem::ManuallyDrop::new(self.recv_byte_vec(timeout)?);
         // SAFETY: T is Vec<u8> (checked above): this moves the vector out as a T, and the
         // original is not dropped.
         Ok(unsafe { std::mem::transmute_copy::<Vec<u8>, T>(&bytes) })
+    }
+
+    /// Receives a `Vec<u8>` as `send` writes it (postcard: a varint length, then the bytes)
+    /// with the length split off by the transport, so that the bytes arrive in place in the
+    /// vector returned: one copy, one allocation of the right size.
+    fn recv_byte_vec(&self, timeout: Option<Duration>) -> Result<Vec<u8>, ConnectionError> {
+        let chan = self.chan()?;
+        self.check_readable()?;
+        let mut prefix: Prefix = [0; PREFIX_MAX];
+        let mut body = Vec::new();
+        // Handles sent with a byte vector have nowhere to go: they are closed.
+        let (n, _handles) = chan
+            .recv_frame_split_until(
+                &mut prefix,
+                varint_prefix_len,
+                &mut body,
+                self.max_len,
+                Deadline::from_timeout(timeout),
+            )
+            .map_err(|e| self.note_framing_error(e.into()))?;
+        match decode_varint(&prefix[..n]) {
+            Some((len, used)) if used == n && len <= body.len() as u64 => {
+                // Trailing bytes are ignored, as postcard ignores them.
+                body.truncate(len as usize);
+                Ok(body)
+            }
+            // Not the layout `send` writes: decoded whole, as postcard would.
+            _ => {
+                let mut frame = prefix[..n].to_vec();
+                frame.extend_from_slice(&body);
+                decode_byte_vec(&frame)
+            }
+        }
     }
 
     pub(crate) fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnectionError> {
@@ -377,26 +404,46 @@ fn encode_varint(mut n: u64, out: &mut [u8; 10]) -> usize {
 /// `postcard::from_bytes` would: trailing bytes are ignored, a short or malformed frame is
 /// an error.
 fn decode_byte_vec(frame: &[u8]) -> Result<Vec<u8>, ConnectionError> {
-    let mut len: u64 = 0;
-    for (i, &b) in frame.iter().enumerate().take(10) {
-        len |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            let body = &frame[i + 1..];
-            return match usize::try_from(len) {
-                Ok(n) if n <= body.len() => Ok(body[..n].to_vec()),
-                _ => Err(ConnectionError::Decode(crate::DecodeError::Invalid(
-                    postcard::Error::DeserializeUnexpectedEnd,
-                ))),
-            };
-        }
-    }
-    Err(ConnectionError::Decode(crate::DecodeError::Invalid(
-        if frame.len() < 10 {
+    let invalid = |e| ConnectionError::Decode(crate::DecodeError::Invalid(e));
+    let Some((len, used)) = decode_varint(frame) else {
+        return Err(invalid(if frame.len() < 10 {
             postcard::Error::DeserializeUnexpectedEnd
         } else {
             postcard::Error::DeserializeBadVarint
-        },
-    )))
+        }));
+    };
+    let body = &frame[used..];
+    match usize::try_from(len) {
+        Ok(n) if n <= body.len() => Ok(body[..n].to_vec()),
+        _ => Err(invalid(postcard::Error::DeserializeUnexpectedEnd)),
+    }
+}
+
+/// Reads postcard's varint (LEB128, at most 10 bytes) at the start of `bytes`: its value
+/// and the bytes it takes; `None` if it is cut short or too long.
+fn decode_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// The bytes of postcard's varint for `n`.
+fn varint_len(n: u64) -> usize {
+    ((64 - n.leading_zeros()).max(1) as usize).div_ceil(7)
+}
+
+/// How long the varint at the start of a `Vec<u8>` frame of `frame_len` bytes is, if the
+/// frame is one vector as `send` writes it (`k` with `varint_len(frame_len - k) == k`; 0
+/// when there is none, which the decode then reports).
+fn varint_prefix_len(frame_len: u64) -> usize {
+    (1..=10)
+        .find(|&k| frame_len >= k as u64 && varint_len(frame_len - k as u64) == k)
+        .unwrap_or(0)
 }
 
 /// A raw handle serialized through the handle outbox.
