@@ -877,38 +877,57 @@ pub(crate) trait RingEnd {
         deadline: Deadline,
     ) -> Result<bool, IpcError> {
         let ring = self.rx();
+        let have = self.stream(buf.len(), len, deadline, |at, n| {
+            let have = buf.len();
+            if buf.capacity() < have + n {
+                let want = next_capacity(have, len).max(have + n);
+                buf.reserve_exact(want - have);
+            }
+            self.copy_out_vec(ring, at, buf, n);
+        })?;
+        Ok(have == len)
+    }
+
+    /// Reads the bytes of a streamed body after the first `have` of `len` as they are
+    /// published, until `deadline`, handing each run to `take(position, n)` to copy out
+    /// before it is consumed. Returns how much of the body is there (`len` unless the
+    /// deadline passed). The side lock is held.
+    fn stream(
+        &self,
+        mut have: usize,
+        len: usize,
+        deadline: Deadline,
+        mut take: impl FnMut(u64, usize),
+    ) -> Result<usize, IpcError> {
+        let ring = self.rx();
         let h = self.hdr(ring);
-        while buf.len() < len {
+        while have < len {
             let mut used = self.used(ring)?.1;
             if used == 0 {
                 if !self.wait_for(|| Ok(self.used(ring)?.1 > 0), &h.f.0.reader_armed, deadline)? {
-                    return Ok(false);
+                    return Ok(have);
                 }
                 used = self.used(ring)?.1;
                 if used == 0 {
                     self.check_broken(ring)?;
                     self.set_broken(ring);
                     return Err(IpcError::Truncated {
-                        got: buf.len() as u64,
+                        got: have as u64,
                         expected: len as u64,
                     });
                 }
             }
-            let have = buf.len();
             let n = (used as usize).min(len - have);
-            if buf.capacity() < have + n {
-                let want = next_capacity(have, len).max(have + n);
-                buf.reserve_exact(want - have);
-            }
             let at = h.r.0.pos.load(Ordering::Relaxed);
-            self.copy_out_vec(ring, at, buf, n);
+            take(at, n);
             self.check_intact()?;
             h.r.0
                 .pos
                 .store(at.wrapping_add(n as u64), Ordering::Release);
             self.notify(&h.f.0.writer_armed);
+            have += n;
         }
-        Ok(true)
+        Ok(have)
     }
 
     /// Receives one frame into `buf` until `deadline`, returning whether its header
@@ -1038,8 +1057,8 @@ pub(crate) trait RingEnd {
         }
     }
 
-    /// [`mp_ipc::Channel::recv_frame_into`] for a frame without handles published whole
-    /// that fits `out`, read straight into it; anything else (`Ok(None)`) goes through
+    /// [`mp_ipc::Channel::recv_frame_into`] for a frame without handles that fits `out`,
+    /// read straight into it, whole or streamed; anything else (`Ok(None)`) goes through
     /// [`recv_ring`](RingEnd::recv_ring). `on_header` as there, for frames without handles.
     fn recv_ring_into(
         &self,
@@ -1050,20 +1069,41 @@ pub(crate) trait RingEnd {
         if self.ring().in_part.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let h = self.hdr(self.rx());
+        let ring = self.rx();
+        let h = self.hdr(ring);
         let _g = self.lock_side(&h.r.0, &h.f.0, Deadline::NEVER)?;
         let (header, r) = self.next_header(Deadline::NEVER)?;
         let len = header.check(max_len)?;
-        if header.has_handles
-            || len > out.len()
-            || !check::whole(header.len, self.ring().cap as u64)
-        {
+        if header.has_handles || len > out.len() {
             return Ok(None);
         }
         on_header(r, false)?;
-        let ring = self.rx();
-        self.read_whole(r, len, |at| self.copy_out(ring, at, &mut out[..len]))?;
-        Ok(Some(len))
+        if check::whole(header.len, self.ring().cap as u64) {
+            self.read_whole(r, len, |at| self.copy_out(ring, at, &mut out[..len]))?;
+            return Ok(Some(len));
+        }
+        // Streamed, with no deadline: the side lock stays with the guard throughout.
+        h.r.0.busy.store(1, Ordering::Relaxed);
+        h.r.0
+            .pos
+            .store(r.wrapping_add(HEADER_LEN as u64), Ordering::Release);
+        self.notify(&h.f.0.writer_armed);
+        let mut done = 0;
+        let streamed = self
+            .stream(0, len, Deadline::NEVER, |at, n| {
+                self.copy_out(ring, at, &mut out[done..done + n]);
+                done += n;
+            })
+            .and_then(|have| match have == len {
+                true => Ok(()),
+                false => Err(IpcError::Timeout),
+            });
+        if streamed.is_err() {
+            // The rest of the frame is lost: nobody can read this ring in step again.
+            self.set_broken(ring);
+        }
+        h.r.0.busy.store(0, Ordering::Relaxed);
+        streamed.map(|()| Some(len))
     }
 
     /// Gives up a frame kept in part (the end is going away): the rest of it can never be
