@@ -372,6 +372,10 @@ pub(crate) trait RingEnd {
     }
     /// The calling thread's id (0 if unknown).
     fn current_tid(&self) -> u32;
+    /// This process's id (cheap: cached where asking is a system call).
+    fn current_pid(&self) -> u32 {
+        std::process::id()
+    }
     /// Whether `tid` is a live thread of this process (yes where that cannot be told).
     fn thread_alive(&self, tid: u32) -> bool;
     /// Whether `tid` is known to be a live thread of this process (no where that cannot
@@ -518,8 +522,17 @@ pub(crate) trait RingEnd {
         flags: &Flags,
         deadline: Deadline,
     ) -> Result<SideGuard<'a>, IpcError> {
-        let me = std::process::id();
+        let me = self.current_pid();
         let tid = self.current_tid();
+        // The common case, free: no clock read, no bookkeeping.
+        if side
+            .lock
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            side.tid.store(tid, Ordering::Relaxed);
+            return Ok(SideGuard(side));
+        }
         let mut rounds = 0u32;
         let start = Instant::now();
         let (mut last_look, mut last_participant, mut last_live) = (start, start, start);

@@ -286,6 +286,10 @@ impl RingEnd for ShmChannel {
         mp_unix::process::current_tid()
     }
 
+    fn current_pid(&self) -> u32 {
+        mp_unix::process::current_pid()
+    }
+
     fn thread_alive(&self, tid: u32) -> bool {
         mp_unix::process::thread_alive(tid)
     }

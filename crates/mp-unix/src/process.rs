@@ -113,7 +113,8 @@ pub fn is_zombie(pid: u32) -> bool {
     imp::is_zombie(pid)
 }
 
-/// The calling thread's system-wide id (Linux `gettid`); 0 where there is none to ask.
+/// The calling thread's system-wide id (Linux `gettid`, asked once per thread); 0 where
+/// there is none to ask.
 ///
 /// ```
 /// let t = mp_unix::process::current_tid();
@@ -122,7 +123,8 @@ pub fn is_zombie(pid: u32) -> bool {
 pub fn current_tid() -> u32 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        tid_cache::get()
+        // SAFETY: gettid has no preconditions.
+        fork_cache::get(&fork_cache::TID, || unsafe { libc::gettid() } as u32)
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
@@ -130,32 +132,47 @@ pub fn current_tid() -> u32 {
     }
 }
 
-/// The thread id, asked of the kernel once per thread: every lock of a queue records its
-/// holder's thread, and a `gettid` system call per acquire cost a queue a third of its
-/// time. A fork invalidates the cache (the child's one thread has a new id): an atfork
+/// This process's id, as `std::process::id()`, but asked of the kernel once per thread
+/// and fork (`getpid` is a system call, and every lock of a ring or queue records its
+/// holder's pid).
+///
+/// ```
+/// assert_eq!(mp_unix::process::current_pid(), std::process::id());
+/// ```
+pub fn current_pid() -> u32 {
+    fork_cache::get(&fork_cache::PID, std::process::id)
+}
+
+/// Per-thread caches of ids that a fork changes: every lock of a queue records its
+/// holder's pid and thread, and a `gettid` system call per acquire cost a queue a third of
+/// its time. A fork invalidates the caches (the child's one thread has new ids): an atfork
 /// handler counts forks in the child, and a cached id is used only while the count is the
 /// one it was taken under. (A process made by a raw `clone` system call, which runs no
 /// atfork handlers, is not one mp or std makes for running Rust code.)
-#[cfg(any(target_os = "linux", target_os = "android"))]
-mod tid_cache {
+mod fork_cache {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Once;
+    use std::thread::LocalKey;
 
     /// Forks this process has come out of as the child.
     static FORKS: AtomicU64 = AtomicU64::new(0);
     static HOOK: Once = Once::new();
 
+    /// One cached id: `(FORKS when taken, id)`; `u64::MAX`: not taken yet.
+    pub(super) type Cached = Cell<(u64, u32)>;
+
     thread_local! {
-        /// `(FORKS when taken, tid)`; `u64::MAX`: not taken yet.
-        static CACHED: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
+        pub(super) static TID: Cached = const { Cell::new((u64::MAX, 0)) };
+        pub(super) static PID: Cached = const { Cell::new((u64::MAX, 0)) };
     }
 
     extern "C" fn in_forked_child() {
         FORKS.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn get() -> u32 {
+    /// The id in `cache` if it was taken since the last fork, else `ask()` (cached).
+    pub(super) fn get(cache: &'static LocalKey<Cached>, ask: impl FnOnce() -> u32) -> u32 {
         HOOK.call_once(|| {
             // SAFETY: registers a handler that only increments an atomic (async-signal-safe,
             // as a forked child's first steps must be). A failure (ENOMEM) leaves the count
@@ -165,44 +182,48 @@ mod tid_cache {
             }
         });
         let forks = FORKS.load(Ordering::Relaxed);
-        CACHED.with(|c| {
-            let (taken_at, tid) = c.get();
+        cache.with(|c| {
+            let (taken_at, id) = c.get();
             if taken_at == forks && forks != u64::MAX {
-                return tid;
+                return id;
             }
-            // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::gettid() } as u32;
+            let id = ask();
             if forks != u64::MAX {
-                c.set((forks, tid));
+                c.set((forks, id));
             }
-            tid
+            id
         })
     }
 
     #[cfg(test)]
     mod tests {
+        use super::super::{current_pid, current_tid};
+
         #[test]
-        fn a_forked_child_sees_its_own_tid() {
-            let parent = super::get();
+        fn a_forked_child_sees_its_own_ids() {
+            let (pid, tid) = (current_pid(), current_tid());
+            assert_eq!(pid, std::process::id());
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             // SAFETY: gettid has no preconditions.
-            assert_eq!(parent, unsafe { libc::gettid() } as u32);
-            // SAFETY: the child only calls async-signal-safe functions and `get` (an
-            // atomic load, a thread-local read and gettid), then `_exit`s.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0);
-            if pid == 0 {
+            assert_eq!(tid, unsafe { libc::gettid() } as u32);
+            // SAFETY: the child only calls async-signal-safe functions and the caches (an
+            // atomic load, a thread-local read, getpid and gettid), then `_exit`s.
+            let child = unsafe { libc::fork() };
+            assert!(child >= 0);
+            if child == 0 {
                 // SAFETY: getpid has no preconditions.
-                let ok = super::get() == unsafe { libc::getpid() } as u32;
+                let me = unsafe { libc::getpid() } as u32;
+                let ok = current_pid() == me && (tid == 0 || current_tid() == me);
                 // SAFETY: _exit has no preconditions.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
             }
             let mut status = 0;
             // SAFETY: waiting for the child just forked.
-            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
             assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-            assert_eq!(super::get(), parent);
-            let other = std::thread::spawn(super::get).join().unwrap();
-            assert_ne!(other, parent);
+            assert_eq!((current_pid(), current_tid()), (pid, tid));
+            let other = std::thread::spawn(current_tid).join().unwrap();
+            assert!(tid == 0 || other != tid);
         }
     }
 }

@@ -18,18 +18,9 @@ static PARENT: Mutex<Option<(u32, String)>> = Mutex::new(None);
 static PARENT_GONE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 static AT_EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
 
-static MY_PID: AtomicU32 = AtomicU32::new(0);
-
-/// This process's pid, without a system call after the first (reset in new children).
+/// This process's pid, without a system call after the first (the cache follows forks).
 pub(crate) fn my_pid() -> u32 {
-    match MY_PID.load(Ordering::Relaxed) {
-        0 => {
-            let pid = sys::current_pid();
-            MY_PID.store(pid, Ordering::Relaxed);
-            pid
-        }
-        pid => pid,
-    }
+    sys::current_pid()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,7 +49,6 @@ pub(crate) fn identity() -> Identity {
 
 /// Installs the identity of a child and its parent, resetting the child counter.
 pub(crate) fn become_child(identity: Identity, parent_pid: u32, parent_name: String) {
-    MY_PID.store(0, Ordering::Relaxed);
     *IDENTITY.write().unwrap_or_else(|e| e.into_inner()) = Some(identity);
     *lock(&PARENT) = Some((parent_pid, parent_name));
     NEXT_CHILD.store(1, Ordering::Relaxed);
@@ -161,7 +151,6 @@ pub(crate) fn become_forked_child(
     parent_pid: u32,
     parent_name: String,
 ) {
-    MY_PID.store(0, Ordering::Relaxed);
     NEXT_CHILD.store(1, Ordering::Relaxed);
     guard.children.clear();
     *guard.identity = Some(identity);

@@ -5,8 +5,9 @@ use std::io;
 
 use crate::sys::Signal;
 
+/// This process's id, cached per thread and fork (see `mp_unix::process::current_pid`).
 pub(crate) fn current_pid() -> u32 {
-    std::process::id()
+    mp_unix::process::current_pid()
 }
 
 /// Whether this process gets `SIGKILL` when its parent dies (Linux: a parent-death signal
