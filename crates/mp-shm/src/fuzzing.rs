@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
+use mp_ipc::frame::{Prefix, PREFIX_MAX};
 use mp_ipc::IpcError;
 
 use crate::heap::HeapEnd;
@@ -59,7 +60,8 @@ impl RingOutcome {
 /// - byte 0, flags: bit 0, the reader is side 1 (else side 0); bit 1, the first receive
 ///   takes `recv_frame_into`'s fast path (only with bit 3: it has no deadline); bit 2, the
 ///   writer sends one more frame from a thread while the reader receives; bit 3, the
-///   writer is dead before the reader looks; bits 4-5, receives after the first (0 to 3);
+///   writer is dead before the reader looks; bits 4-5, receives after the first (0 to 3;
+///   the second and fourth are split receives, with a prefix of 3 bytes);
 ///   bit 6, the segment's memory is gone (as when a peer shrinks it); bit 7, both locks
 ///   of the ring read name this process (before the patches).
 /// - bytes 1-2: the reader's limit (little-endian).
@@ -134,6 +136,17 @@ pub fn shm_ring(data: &[u8]) -> RingOutcome {
                         .map(|()| buf.len()),
                     Err(e) => Err(e),
                 }
+            } else if i % 2 == 1 {
+                let mut prefix: Prefix = [0; PREFIX_MAX];
+                reader
+                    .recv_split(
+                        &mut prefix,
+                        |_| 3,
+                        &mut buf,
+                        max_len,
+                        Deadline::after(RECV_WAIT),
+                    )
+                    .map(|n| n + buf.len())
             } else {
                 reader
                     .recv(&mut buf, max_len, Deadline::after(RECV_WAIT))

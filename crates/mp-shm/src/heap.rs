@@ -19,7 +19,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mp_ipc::deadline::Deadline;
-use mp_ipc::frame::FrameHeader;
+use mp_ipc::frame::{split_off_prefix, FrameHeader, Prefix};
+use mp_ipc::handle::OwnedHandle;
 use mp_ipc::IpcError;
 
 use crate::ring::{corrupt, round_cap, total_len, Ring, RingEnd};
@@ -246,13 +247,29 @@ impl HeapEnd {
         max_len: u64,
         deadline: Deadline,
     ) -> Result<(), IpcError> {
-        self.recv_ring(buf, max_len, 0, deadline, |_, has_handles| {
-            if has_handles {
-                return Err(corrupt("a frame announced handles over a channel of none"));
-            }
-            Ok(Vec::new())
-        })
-        .map(drop)
+        self.recv_ring(buf, max_len, 0, deadline, no_handles)
+            .map(drop)
+    }
+
+    /// `Channel::recv_frame_split_until`: the first bytes of a frame into `prefix`, the
+    /// rest into `buf`; returns the prefix length.
+    pub(crate) fn recv_split(
+        &self,
+        prefix: &mut Prefix,
+        prefix_len: fn(u64) -> usize,
+        buf: &mut Vec<u8>,
+        max_len: u64,
+        deadline: Deadline,
+    ) -> Result<usize, IpcError> {
+        let (_, _, split) = self.recv_ring_split(
+            buf,
+            Some((prefix, prefix_len)),
+            max_len,
+            0,
+            deadline,
+            no_handles,
+        )?;
+        Ok(split.unwrap_or_else(|| split_off_prefix(buf, prefix, prefix_len)))
     }
 
     /// `Channel::recv_frame_into`'s fast path: a frame published whole that fits `out`,
@@ -279,6 +296,15 @@ impl HeapEnd {
         *lock(&bell.rung) = true;
         bell.cv.notify_all();
     }
+}
+
+/// The header check of a heap end's receives: a frame announcing handles is damage, as
+/// this end passes none.
+fn no_handles(_at: u64, has_handles: bool) -> Result<Vec<OwnedHandle>, IpcError> {
+    if has_handles {
+        return Err(corrupt("a frame announced handles over a channel of none"));
+    }
+    Ok(Vec::new())
 }
 
 impl RingEnd for HeapEnd {
@@ -475,34 +501,43 @@ mod tests {
 
     #[test]
     fn a_receive_that_times_out_mid_frame_completes_later() {
-        let n = 3 * CAP + 5;
-        let (a, b) = HeapEnd::pair(CAP);
-        let v = pattern(n, 4);
-        // The writer fills the ring and stops at its first sleep.
-        a.gate(a.side()).hold();
-        std::thread::scope(|s| {
-            let t = s.spawn(|| a.send(&[&v]));
-            assert!(a.gate(a.side()).wait_stopped(Duration::from_secs(60)));
-            let mut buf = Vec::new();
-            let e = b.recv(
-                &mut buf,
-                u64::MAX,
-                Deadline::after(Duration::from_millis(20)),
-            );
-            assert!(matches!(e, Err(IpcError::Timeout)), "{e:?}");
-            assert!(b.ring().in_part.load(Ordering::Relaxed));
-            assert!(b.poll(Some(Duration::ZERO)).is_ok());
-            // Again, with nothing new: still kept.
-            let e = b.recv(&mut buf, u64::MAX, Deadline::after(Duration::ZERO));
-            assert!(matches!(e, Err(IpcError::Timeout)), "{e:?}");
-            a.gate(a.side()).release();
-            let got = recv(&b, u64::MAX).unwrap();
-            assert!(got == v);
-            t.join().unwrap().unwrap();
-        });
-        assert!(!b.ring().in_part.load(Ordering::Relaxed));
-        a.send(&[b"next"]).unwrap();
-        assert_eq!(recv(&b, 100).unwrap(), b"next");
+        // Plain receives, then split ones (prefix of 3 bytes): the part received is kept
+        // whole either way, and the frame comes out whole.
+        for split in [false, true] {
+            let receive = |b: &HeapEnd, wait: Duration| -> Result<Vec<u8>, IpcError> {
+                let mut buf = Vec::new();
+                let deadline = Deadline::after(wait);
+                if !split {
+                    return b.recv(&mut buf, u64::MAX, deadline).map(|()| buf);
+                }
+                let mut prefix: mp_ipc::frame::Prefix = [0; mp_ipc::frame::PREFIX_MAX];
+                let n = b.recv_split(&mut prefix, |_| 3, &mut buf, u64::MAX, deadline)?;
+                Ok([&prefix[..n], &buf[..]].concat())
+            };
+            let n = 3 * CAP + 5;
+            let (a, b) = HeapEnd::pair(CAP);
+            let v = pattern(n, 4);
+            // The writer fills the ring and stops at its first sleep.
+            a.gate(a.side()).hold();
+            std::thread::scope(|s| {
+                let t = s.spawn(|| a.send(&[&v]));
+                assert!(a.gate(a.side()).wait_stopped(Duration::from_secs(60)));
+                let e = receive(&b, Duration::from_millis(20));
+                assert!(matches!(e, Err(IpcError::Timeout)), "{e:?}");
+                assert!(b.ring().in_part.load(Ordering::Relaxed));
+                assert!(b.poll(Some(Duration::ZERO)).is_ok());
+                // Again, with nothing new: still kept.
+                let e = receive(&b, Duration::ZERO);
+                assert!(matches!(e, Err(IpcError::Timeout)), "{e:?}");
+                a.gate(a.side()).release();
+                let got = receive(&b, Duration::from_secs(60)).unwrap();
+                assert!(got == v, "split: {split}");
+                t.join().unwrap().unwrap();
+            });
+            assert!(!b.ring().in_part.load(Ordering::Relaxed));
+            a.send(&[b"next"]).unwrap();
+            assert_eq!(receive(&b, Duration::from_secs(60)).unwrap(), b"next");
+        }
     }
 
     #[test]
