@@ -147,7 +147,7 @@ pub fn spin<T, E>(
             return Ok(Some(done));
         }
         // A busy round takes nanoseconds: the clock is read every CLOCK_EVERY of them.
-        if (!busy || round % CLOCK_EVERY == 0) && stop.expired() {
+        if (!busy || round.is_multiple_of(CLOCK_EVERY)) && stop.expired() {
             return Ok(None);
         }
     }
