@@ -90,12 +90,16 @@ pub enum Pace {
     /// Gives the CPU away between attempts (`yield_now`): for attempts that are system calls,
     /// and so that a peer sharing the CPU runs and answers at once.
     Yield,
-    /// One CPU spin-loop hint between attempts for the first `rounds` attempts, then
-    /// yields: for attempts that only read shared memory (a hint is tens of cycles on
-    /// x86, so the change an attempt waits for is seen within a fraction of a microsecond).
+    /// `hints` CPU spin-loop hints between attempts for the first `rounds` attempts, then
+    /// yields: for attempts that only read shared memory. A hint is tens of cycles on x86:
+    /// one between attempts sees a change within a fraction of a microsecond (the shm
+    /// rings, where that is the latency); more look less often at memory a peer is writing
+    /// (a queue's header, which its producers and consumers all write).
     Busy {
         /// Attempts paced by spin-loop hints before yielding starts.
         rounds: u32,
+        /// Spin-loop hints between two attempts.
+        hints: u32,
     },
 }
 
@@ -136,9 +140,15 @@ pub fn spin<T, E>(
     let stop = Deadline::after(window).min(deadline);
     let mut round = 0u32;
     loop {
-        let busy = matches!(pace, Pace::Busy { rounds } if round < rounds);
-        if busy {
-            std::hint::spin_loop();
+        let hints = match pace {
+            Pace::Busy { rounds, hints } if round < rounds => Some(hints),
+            _ => None,
+        };
+        let busy = hints.is_some();
+        if let Some(hints) = hints {
+            for _ in 0..hints.max(1) {
+                std::hint::spin_loop();
+            }
         } else {
             std::thread::yield_now();
         }
@@ -184,7 +194,10 @@ mod tests {
         let none: Result<Option<()>, ()> = spin(
             Duration::from_micros(200),
             Deadline::NEVER,
-            Pace::Busy { rounds: 8 },
+            Pace::Busy {
+                rounds: 8,
+                hints: 1,
+            },
             || Ok(None),
         );
         assert_eq!(none, Ok(None));

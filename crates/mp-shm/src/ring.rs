@@ -710,10 +710,15 @@ pub(crate) trait RingEnd {
         let limit = crate::spin_limit().as_nanos().min(u128::from(u64::MAX)) as u64;
         if budget > 0 && !deadline.expired() {
             let window = Duration::from_nanos(budget.min(limit));
-            let spun =
-                mp_ipc::spin::spin(window, deadline, Pace::Busy { rounds: u32::MAX }, || {
-                    ready().map(|r| r.then_some(()))
-                })?;
+            let spun = mp_ipc::spin::spin(
+                window,
+                deadline,
+                Pace::Busy {
+                    rounds: u32::MAX,
+                    hints: 1,
+                },
+                || ready().map(|r| r.then_some(())),
+            )?;
             if spun.is_some() {
                 // Worth it: spin as long as allowed next time.
                 spin_ns.store(limit, Ordering::Relaxed);

@@ -313,7 +313,15 @@ static SPIN: mp_ipc::spin::SpinLimit = mp_ipc::spin::SpinLimit::new(
 /// it became ready.
 fn spin_until(ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
     let deadline = deadline.map_or(Deadline::NEVER, Deadline::at);
-    mp_ipc::spin::spin_until(SPIN.get(), deadline, Pace::Busy { rounds: 64 }, ready)
+    mp_ipc::spin::spin_until(
+        SPIN.get(),
+        deadline,
+        Pace::Busy {
+            rounds: 4,
+            hints: 16,
+        },
+        ready,
+    )
 }
 
 /// A held lock, released when dropped (also if decoding panics).
