@@ -41,8 +41,10 @@ pub(crate) const MAX_RING: usize = 1 << 30;
 /// Where the data of ring 0 starts (one page of headers).
 pub(crate) const DATA_AT: usize = 4096;
 /// A streamed frame is published in pieces of at most `cap / STREAM_DIV` bytes, so that
-/// writer and reader copy at the same time.
-const STREAM_DIV: usize = 4;
+/// writer and reader copy at the same time. Halves beat quarters (1 MiB messages over the
+/// default 256 KiB ring, same run, alternating: 46 GB/s against 36 GB/s, against 45 GB/s
+/// for two processes copying through two 1 MiB slots): fewer hand-overs, each still short.
+const STREAM_DIV: usize = 2;
 /// The longest single sleep: sleepers re-check everything this often (a safety net against
 /// a doorbell lost to another holder of the same end).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
