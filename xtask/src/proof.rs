@@ -451,8 +451,9 @@ pub fn fuzz(rest: &[String]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Loom.
 
-/// `cargo xtask loom [-- <test args>]`: the loom models (`sync/loom_models.rs`), built with
-/// `--cfg loom` in a target dir of their own, optimised (loom explores thousands of
+/// `cargo xtask loom [-- <test args>]`: the loom models (mp-core's `sync/loom_models.rs`:
+/// lock, event, barrier, semaphore; mp-shm's `heap.rs` `loom_models`: the ring), built
+/// with `--cfg loom` in a target dir of their own, optimised (loom explores thousands of
 /// interleavings). LOOM_MAX_PREEMPTIONS raises or lowers every model's bound.
 pub fn loom(rest: &[String]) -> Result<()> {
     let (_, extra) = split_dashes(rest);
@@ -461,6 +462,8 @@ pub fn loom(rest: &[String]) -> Result<()> {
         "test",
         "-p",
         "mp-core",
+        "-p",
+        "mp-shm",
         "--lib",
         "--release",
         "--",

@@ -21,7 +21,7 @@
 //! when the peer is gone.
 
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,12 +31,18 @@ use mp_ipc::handle::OwnedHandle;
 use mp_ipc::spin::Pace;
 use mp_ipc::IpcError;
 
+use crate::model::{fence, AtomicU32, AtomicU64};
+
 /// A split receive's request: where the prefix goes, and its length for a frame length
 /// (see [`mp_ipc::Channel::recv_frame_split_until`]).
 pub(crate) type Split<'a> = (&'a mut Prefix, fn(u64) -> usize);
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"mpshmv01");
+#[cfg(not(loom))]
 pub(crate) const MIN_RING: usize = 4096;
+/// Under loom, rings of a few bytes: wrap-around and streaming in a handful of steps.
+#[cfg(loom)]
+pub(crate) const MIN_RING: usize = 16;
 pub(crate) const MAX_RING: usize = 1 << 30;
 /// Where the data of ring 0 starts (one page of headers).
 pub(crate) const DATA_AT: usize = 4096;
@@ -96,10 +102,54 @@ pub(crate) struct RingHdr {
     pub(crate) f: Line<Flags>,
 }
 
+/// Writes fresh headers at the start of a segment of `base`: under loom, whose atomics
+/// are objects of the model, not bytes that can start zeroed.
+///
+/// # Safety
+/// `base` must be a fresh, page-aligned allocation of at least [`DATA_AT`] bytes.
+#[cfg(loom)]
+pub(crate) unsafe fn construct_headers(base: *mut u8) {
+    let side = || Side {
+        pos: AtomicU64::new(0),
+        lock: AtomicU32::new(0),
+        busy: AtomicU32::new(0),
+        tid: AtomicU32::new(0),
+    };
+    let hdr = || RingHdr {
+        w: Line(side()),
+        r: Line(side()),
+        f: Line(Flags {
+            reader_armed: AtomicU32::new(0),
+            writer_armed: AtomicU32::new(0),
+            broken: AtomicU32::new(0),
+        }),
+    };
+    // SAFETY: the caller's allocation holds Meta at 0 and both headers before DATA_AT
+    // (asserted below), each aligned as its type wants (the base is page-aligned,
+    // RING_HDRS_AT and RingHdr's size are multiples of 64).
+    unsafe {
+        base.cast::<Meta>().write(Meta {
+            magic: AtomicU64::new(0),
+            cap: AtomicU64::new(0),
+            holder: [AtomicU32::new(0), AtomicU32::new(0)],
+        });
+        for i in 0..2 {
+            base.add(RING_HDRS_AT + i * std::mem::size_of::<RingHdr>())
+                .cast::<RingHdr>()
+                .write(hdr());
+        }
+    }
+}
+
 /// [`Side::tid`] of a lock kept across calls (no thread id is 1 on any system mp runs on).
 pub(crate) const PARKED: u32 = 1;
 
+/// Where the two ring headers start, after [`Meta`]. Under loom (whose atomics are larger
+/// and live only in the model) wherever `Meta` ends.
+#[cfg(not(loom))]
 pub(crate) const RING_HDRS_AT: usize = 64;
+#[cfg(loom)]
+pub(crate) const RING_HDRS_AT: usize = std::mem::size_of::<Meta>().next_multiple_of(64);
 const _: () = assert!(std::mem::size_of::<Meta>() <= RING_HDRS_AT);
 const _: () = assert!(RING_HDRS_AT + 2 * std::mem::size_of::<RingHdr>() <= DATA_AT);
 
@@ -303,10 +353,10 @@ pub(crate) struct Ring {
     pub(crate) side: u8,
     peer_gone: AtomicBool,
     /// Nanoseconds since `born` of the last liveness check by a writer.
-    last_check: AtomicU64,
+    last_check: std::sync::atomic::AtomicU64,
     born: Instant,
     /// The current adaptive spin budget, in nanoseconds.
-    spin_ns: AtomicU64,
+    spin_ns: std::sync::atomic::AtomicU64,
     partial: Mutex<Option<Box<Partial>>>,
     /// Whether `partial` holds a frame (read without the lock by readiness checks).
     pub(crate) in_part: AtomicBool,
@@ -322,9 +372,9 @@ impl Ring {
             cap,
             side,
             peer_gone: AtomicBool::new(false),
-            last_check: AtomicU64::new(u64::MAX),
+            last_check: std::sync::atomic::AtomicU64::new(u64::MAX),
             born: Instant::now(),
-            spin_ns: AtomicU64::new(crate::spin_limit().as_nanos() as u64),
+            spin_ns: std::sync::atomic::AtomicU64::new(crate::spin_limit().as_nanos() as u64),
             partial: Mutex::new(None),
             in_part: AtomicBool::new(false),
         }
@@ -374,6 +424,10 @@ pub(crate) trait RingEnd {
     }
     /// The calling thread's id (0 if unknown).
     fn current_tid(&self) -> u32;
+    /// Under loom: bytes `off..off + len` of ring `ring`'s data are being written or read,
+    /// for the model's race detection (see `model`). Nothing elsewhere.
+    #[cfg(loom)]
+    fn touch(&self, _ring: u8, _off: usize, _len: usize, _write: bool) {}
     /// This process's id (cheap: cached where asking is a system call).
     fn current_pid(&self) -> u32 {
         std::process::id()
@@ -475,6 +529,11 @@ pub(crate) trait RingEnd {
         let first = src.len().min(cap - off);
         let rest = (src.len() - first).min(off);
         let base = self.data(ring);
+        #[cfg(loom)]
+        {
+            self.touch(ring, off, first, true);
+            self.touch(ring, 0, rest, true);
+        }
         // SAFETY: off + first <= cap and rest <= off < cap; the region is not being read
         // (the reader only reads below the published write position).
         unsafe {
@@ -491,6 +550,11 @@ pub(crate) trait RingEnd {
         let first = dst.len().min(cap - off);
         let rest = (dst.len() - first).min(off);
         let base = self.data(ring);
+        #[cfg(loom)]
+        {
+            self.touch(ring, off, first, false);
+            self.touch(ring, 0, rest, false);
+        }
         // SAFETY: as in copy_in; the writer does not touch published, unread bytes. Callers
         // never ask for more than a ring (`rest` only guards that).
         unsafe {
@@ -677,7 +741,9 @@ pub(crate) trait RingEnd {
         let st = self.ring();
         let now = st.born.elapsed().as_nanos() as u64;
         let last = st.last_check.load(Ordering::Relaxed);
-        if last == u64::MAX || now.saturating_sub(last) > LIVENESS_EVERY.as_nanos() as u64 {
+        // Under loom the clock is not part of the model: liveness is what a sleep finds.
+        let due = last == u64::MAX || now.saturating_sub(last) > LIVENESS_EVERY.as_nanos() as u64;
+        if due && !cfg!(loom) {
             st.last_check.store(now, Ordering::Relaxed);
             self.drain()?;
         }

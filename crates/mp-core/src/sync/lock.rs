@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::futex;
-use super::model::{my_pid, pid_alive, AtomicU32, Ordering};
+use super::model::{current_tid, my_pid, pid_alive, thread_alive, AtomicU32, Ordering};
 use super::SyncError;
 use crate::shared::Segment;
 
@@ -83,11 +83,7 @@ impl RawLock {
     }
 
     fn acquire(&self, deadline: Option<Instant>, strict: Option<&Segment>) -> Acquired {
-        let tid = if strict.is_some() {
-            crate::sys::current_tid()
-        } else {
-            0
-        };
+        let tid = if strict.is_some() { current_tid() } else { 0 };
         if self.try_lock() {
             self.tid.store(tid, Ordering::Relaxed);
             return Acquired::Clean;
@@ -131,7 +127,7 @@ impl RawLock {
                             since.elapsed() >= futex::CHECK_INTERVAL
                         } else {
                             threadless_since = None;
-                            t == tid || !crate::sys::thread_alive(t)
+                            t == tid || !thread_alive(t)
                         };
                         if bad {
                             return Acquired::Corrupt(format!(
@@ -140,7 +136,7 @@ impl RawLock {
                             ));
                         }
                     }
-                } else if crate::sys::current_tid() != 0 && crate::sys::thread_alive(owner) {
+                } else if current_tid() != 0 && thread_alive(owner) {
                     // Thread ids and pids share one numbering: a thread of this process is
                     // no other process.
                     if strict.is_some() {

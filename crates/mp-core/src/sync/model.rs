@@ -17,7 +17,7 @@
 #[cfg(not(loom))]
 pub(crate) use crate::process::my_pid;
 #[cfg(not(loom))]
-pub(crate) use crate::sys::{futex_wait, futex_wake, pid_alive};
+pub(crate) use crate::sys::{current_tid, futex_wait, futex_wake, pid_alive, thread_alive};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -75,6 +75,16 @@ mod model {
 
     pub(crate) fn pid_alive(pid: u32) -> bool {
         !DEAD.lock().unwrap().contains(&pid)
+    }
+
+    /// Thread ids are not modelled (loom's threads share one OS thread): 0, "unknown", as
+    /// on systems without them, which turns off the checks of damage that name threads.
+    pub(crate) fn current_tid() -> u32 {
+        0
+    }
+
+    pub(crate) fn thread_alive(_tid: u32) -> bool {
+        true
     }
 
     fn key(word: &AtomicU32) -> usize {
