@@ -4,6 +4,9 @@
 use mp_core::connection::{pipe_with, Socket};
 use mp_core::{pipe, Connection, ConnectionError};
 
+/// How long a receive of a message already sent may take (a bound, not a measurement).
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Lengths around the varint boundaries and the read-ahead size.
 const LENGTHS: &[usize] = &[0, 1, 127, 128, 16_383, 16_384, 65_536, (1 << 20) + 3];
 
@@ -71,27 +74,39 @@ fn truncated_or_malformed_byte_vectors_are_decode_errors() {
     for (tx, rx) in ends {
         // A length of 5 with 2 bytes behind it.
         tx.send_bytes(&[5, 1, 2]).unwrap();
-        assert!(matches!(rx.recv(), Err(ConnectionError::Decode(_))));
+        assert!(matches!(
+            rx.recv_timeout(WAIT),
+            Err(ConnectionError::Decode(_))
+        ));
         // A varint that never ends.
         tx.send_bytes(&[0xff; 12]).unwrap();
-        assert!(matches!(rx.recv(), Err(ConnectionError::Decode(_))));
+        assert!(matches!(
+            rx.recv_timeout(WAIT),
+            Err(ConnectionError::Decode(_))
+        ));
         // An empty frame has no length at all.
         tx.send_bytes(&[]).unwrap();
-        assert!(matches!(rx.recv(), Err(ConnectionError::Decode(_))));
+        assert!(matches!(
+            rx.recv_timeout(WAIT),
+            Err(ConnectionError::Decode(_))
+        ));
         // Bytes after the vector are ignored, as postcard ignores them.
         tx.send_bytes(&[2, 7, 7, 99, 99]).unwrap();
-        assert_eq!(rx.recv().unwrap(), vec![7, 7]);
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), vec![7, 7]);
         // A length written longer than it needs to be (2 in two bytes).
         tx.send_bytes(&[0x82, 0x00, 1, 2]).unwrap();
-        assert_eq!(rx.recv().unwrap(), vec![1, 2]);
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), vec![1, 2]);
         // A length longer than any message at the start of a large frame.
         let mut lying = vec![0xff, 0xff, 0x7f];
         lying.extend(payload(70_000));
         tx.send_bytes(&lying).unwrap();
-        assert!(matches!(rx.recv(), Err(ConnectionError::Decode(_))));
+        assert!(matches!(
+            rx.recv_timeout(WAIT),
+            Err(ConnectionError::Decode(_))
+        ));
         // The connection is still usable: a frame error of the content is not a framing
         // error.
         tx.send(&vec![9u8, 8]).unwrap();
-        assert_eq!(rx.recv().unwrap(), vec![9, 8]);
+        assert_eq!(rx.recv_timeout(WAIT).unwrap(), vec![9, 8]);
     }
 }
