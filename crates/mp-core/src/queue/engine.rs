@@ -1867,14 +1867,7 @@ mod loom_models {
     //! must be woken (a lost wake-up is a deadlock loom reports).
 
     use super::*;
-
-    fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        if b.preemption_bound.is_none() {
-            b.preemption_bound = Some(bound);
-        }
-        b.check(f);
-    }
+    use crate::sync::loom_models::model_bounded as model;
 
     fn item(i: u8) -> Vec<u8> {
         vec![i; 20]

@@ -18,7 +18,7 @@ use super::Barrier;
 
 /// Runs a model with at most `bound` preemptions per execution (LOOM_MAX_PREEMPTIONS
 /// overrides it): every interleaving with that many forced switches is explored.
-fn model_bounded(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+pub(crate) fn model_bounded(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(bound);

@@ -30,7 +30,7 @@ mod event;
 pub(crate) mod futex;
 mod lock;
 #[cfg(all(test, loom))]
-mod loom_models;
+pub(crate) mod loom_models;
 pub(crate) mod model;
 mod rlock;
 mod semaphore;
